@@ -1,0 +1,39 @@
+# `make run` and `make test` set everything up on a fresh Debian machine: system packages (lua5.4,
+# DCMTK, Orthanc for the peer tests and benchmarks), a virtualenv, the Python packages.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+CONFIG  ?=
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# command:package pairs checked on PATH
+SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc
+
+.PHONY: setup system-packages run test bench clean
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin" command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: setup
+	$(PY) -m broker.cli $(CONFIG)
+
+test: setup
+	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q
+
+bench: setup
+	PATH="$$PATH:/usr/sbin" $(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) luabroker-data .pytest_cache

@@ -1,0 +1,1 @@
+"""The core: the store (index + files), instance metadata, the event outbox."""

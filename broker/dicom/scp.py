@@ -1,0 +1,80 @@
+"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort``.
+
+The C-STORE handler rebuilds the Part-10 file from the received bytes (file meta + the dataset as
+encoded by the peer, never decoded and re-encoded here) and hands it to the same ``Store`` as
+``POST /instances``, with origin ``DicomProtocol``. Errors become DIMSE statuses in one place,
+``status_for``: a filter that fails answers 0xA700 (Orthanc's ``Refused: Out of resources``), a file
+that cannot be parsed 0xC000 (``Cannot understand``), a ``ReceivedCStoreInstanceFilter`` refusal its
+own status.
+"""
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+from typing import Any
+
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from broker.core.origin import Origin
+from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.errors import ErrorCode, OrthancError, RefusedByFilter
+
+log = logging.getLogger("luabroker.dicom")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+def status_for(exc: Exception) -> int:
+    if isinstance(exc, RefusedByFilter):
+        return exc.dimse_status
+    if isinstance(exc, OrthancError) and exc.code is ErrorCode.BAD_FILE_FORMAT:
+        return CANNOT_UNDERSTAND
+    return OUT_OF_RESOURCES
+
+
+def part10_bytes(event: evt.Event) -> bytes:
+    """The received instance as a DICOM file: preamble, ``DICM``, file meta, the raw dataset."""
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
+    buffer.write(event.request.DataSet.getvalue())
+    return buffer.getvalue()
+
+
+class StoreScp:
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.server: Any = None
+
+    def handle_store(self, event: evt.Event) -> int:
+        assoc = event.assoc
+        origin = Origin.dicom(assoc.requestor.address, assoc.requestor.ae_title, assoc.acceptor.ae_title)
+        try:
+            result = self.services.store.store_instance(part10_bytes(event), origin)
+        except Exception as exc:  # every failure is a DIMSE status, never a dropped association
+            status = status_for(exc)
+            (log.warning if isinstance(exc, OrthancError) else log.exception)(
+                "C-STORE from %s refused with status 0x%04X: %s", origin.remote_aet, status, exc)
+            return status
+        log.debug("C-STORE from %s: %s %s", origin.remote_aet, result.status, result.instance_id)
+        return SUCCESS
+
+    def start(self) -> None:
+        config = self.services.config
+        ae = AE(ae_title=config.dicom_aet)
+        ae.maximum_pdu_size = 0  # no limit on what peers may send us: fewer, larger P-DATA PDUs
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        handlers = [(evt.EVT_C_STORE, self.handle_store), *NODELAY_HANDLERS]
+        self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
+        log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

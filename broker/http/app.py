@@ -1,0 +1,56 @@
+"""The HTTP application, assembled in plain sight.
+
+Middleware, outermost first: remote access → HTTP Basic authentication → ``IncomingHttpRequestFilter``
+→ one catch-all endpoint that turns the starlette request into a ``RestRequest`` and runs
+``RestApi.handle`` in the thread pool (handlers are plain blocking functions over the core).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from broker.core.origin import Origin
+from broker.errors import BareHttpStatus, OrthancError
+from broker.http.auth import (BasicAuthMiddleware, LuaHttpFilterMiddleware, RemoteAccessMiddleware, client_ip,
+                              effective_method)
+from broker.http.errors import error_response
+from broker.rest.types import RestRequest
+
+METHODS = ["GET", "POST", "PUT", "DELETE"]
+
+
+def build_app(services: Any) -> Starlette:
+    config = services.config
+
+    async def endpoint(request: Request) -> Response:
+        query: dict[str, str] = {}
+        for key, value in request.query_params.multi_items():
+            query.setdefault(key, value)
+        rest_request = RestRequest(
+            method=effective_method(request.method, request.headers),
+            path=request.url.path,
+            query=query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.body(),
+            origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
+        )
+        try:
+            answer = await run_in_threadpool(services.rest.handle, rest_request)
+        except (OrthancError, BareHttpStatus) as exc:
+            return error_response(request, exc, config.http_describe_errors)
+        return Response(answer.body, answer.status, headers=answer.headers, media_type=answer.content_type)
+
+    return Starlette(
+        routes=[Route("/{path:path}", endpoint, methods=METHODS)],
+        middleware=[
+            Middleware(RemoteAccessMiddleware, allowed=config.remote_access_allowed),
+            Middleware(BasicAuthMiddleware, enabled=config.authentication_enabled, users=config.registered_users),
+            Middleware(LuaHttpFilterMiddleware, scripts=services.scripts),
+        ],
+    )

@@ -1,0 +1,116 @@
+"""Who may talk to the HTTP server: remote access, HTTP Basic users, then the Lua filter.
+
+Pure ASGI middleware, applied in this order by ``broker.http.app``. The authenticated user name is
+stored in ``scope["state"]["username"]`` for the Lua filter and for the instance ``origin``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+from typing import Mapping
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from broker.errors import BareHttpStatus, OrthancError
+from broker.http.errors import orthanc_error_body
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteAccessMiddleware:
+    """``RemoteAccessAllowed: false`` (Orthanc's default): only loopback clients are served."""
+
+    def __init__(self, app: ASGIApp, allowed: bool) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.allowed and not _is_loopback(client_ip(scope)):
+            await Response(b"", 403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def check_basic(authorization: str | None, users: Mapping[str, str]) -> str | None:
+    """The user name if ``authorization`` carries valid Basic credentials, else None."""
+    if not authorization or not authorization.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(authorization[6:].strip()).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    expected = users.get(user)
+    if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+        return None
+    return user
+
+
+class BasicAuthMiddleware:
+    def __init__(self, app: ASGIApp, enabled: bool, users: Mapping[str, str]) -> None:
+        self.app, self.enabled, self.users = app, enabled, dict(users)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        username = ""
+        if self.enabled:
+            user = check_basic(Headers(scope=scope).get("authorization"), self.users)
+            if user is None:
+                await Response(b"", 401, headers={"WWW-Authenticate": 'Basic realm="Orthanc Secure Area"'})(
+                    scope, receive, send)
+                return
+            username = user
+        scope.setdefault("state", {})["username"] = username
+        await self.app(scope, receive, send)
+
+
+class LuaHttpFilterMiddleware:
+    """``IncomingHttpRequestFilter``: false → 403 with an empty body; an error → Orthanc's 500 JSON."""
+
+    def __init__(self, app: ASGIApp, scripts: object) -> None:
+        self.app, self.scripts = app, scripts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from broker.scripting.filters import http_request_allowed
+
+        headers = Headers(scope=scope)
+        method = effective_method(scope["method"], headers)
+        try:
+            allowed = await run_in_threadpool(
+                http_request_allowed, self.scripts, method, scope["path"], client_ip(scope),
+                scope.get("state", {}).get("username", ""), headers.items())
+        except (OrthancError, BareHttpStatus) as exc:
+            status = exc.http_status
+            body = orthanc_error_body(exc, method, scope["path"]) if isinstance(exc, OrthancError) else b""
+            await Response(body, status, media_type="application/json")(scope, receive, send)
+            return
+        if not allowed:
+            await Response(b"", 403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def effective_method(method: str, headers: Headers) -> str:
+    """Orthanc honours ``X-HTTP-Method-Override`` on POST."""
+    override = headers.get("x-http-method-override")
+    if method == "POST" and override and override.upper() in ("GET", "PUT", "DELETE"):
+        return override.upper()
+    return method

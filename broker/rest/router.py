@@ -1,0 +1,60 @@
+"""Route tables: a plain registry of (method, pattern) → handler, like starlette's routing.
+
+Each REST module owns a ``RouteTable`` and registers its handlers with ``@routes.get(...)`` etc.
+``broker.rest.api.RestApi`` joins the tables. A handler is ``handler(request, services)`` and returns
+a ``RestResponse``, or a JSON-able value (answered as Orthanc-style JSON), or raises ``OrthancError``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+Handler = Callable[..., Any]
+_PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    regex: re.Pattern[str]
+    handler: Handler
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    assert pattern.startswith("/"), f"Route pattern {pattern!r} must start with '/'"
+    names = _PLACEHOLDER.findall(pattern)
+    assert len(names) == len(set(names)), f"Duplicated param name in route pattern {pattern!r}"
+    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}"))
+    return re.compile(f"^{regex}/?$")
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self.routes.append(Route(method, pattern, compile_pattern(pattern), handler))
+
+    def _decorator(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(method, pattern, handler)
+            return handler
+        return register
+
+    def get(self, pattern: str) -> Callable[[Handler], Handler]:
+        return self._decorator("GET", pattern)
+
+    def post(self, pattern: str) -> Callable[[Handler], Handler]:
+        return self._decorator("POST", pattern)
+
+    def put(self, pattern: str) -> Callable[[Handler], Handler]:
+        return self._decorator("PUT", pattern)
+
+    def delete(self, pattern: str) -> Callable[[Handler], Handler]:
+        return self._decorator("DELETE", pattern)
+
+
+def join(tables: Iterable[RouteTable]) -> list[Route]:
+    return [route for table in tables for route in table.routes]

@@ -1,0 +1,79 @@
+"""Every Lua callback, declared once, with the one function that builds its arguments.
+
+Two kinds, as pynetdicom's events: a FILTER has one answer and a default when the function is
+undefined (accept) or fails (the configured failure policy); a NOTIFY is delivered by the durable
+outbox, in order, at least once. Argument builders are plain, pure functions.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+
+class Kind(enum.Enum):
+    FILTER = "filter"
+    NOTIFY = "notify"
+
+
+class Role(str, enum.Enum):
+    """Which sandbox process of a script set runs the callback (design.md, "Processes")."""
+
+    MAIN = "main"
+    FILTER = "filter"
+
+
+@dataclass(frozen=True)
+class Callback:
+    name: str
+    kind: Kind
+    role: Role
+    doc: str
+    event_kind: str | None = None  # the outbox kind that a NOTIFY callback consumes
+
+
+CALLBACKS: dict[str, Callback] = {c.name: c for c in (
+    Callback("Initialize", Kind.NOTIFY, Role.MAIN,
+             "Called once the server is up, and again after the main sandbox is restarted."),
+    Callback("Finalize", Kind.NOTIFY, Role.MAIN,
+             "Called on a clean stop, after the pending events were delivered."),
+    Callback("OnStoredInstance", Kind.NOTIFY, Role.MAIN,
+             "(instanceId, tags, metadata, origin) after every successful store, duplicates included.",
+             event_kind="StoredInstance"),
+    Callback("ReceivedInstanceFilter", Kind.FILTER, Role.FILTER,
+             "(tags, origin, info) before an instance is written; must return a boolean."),
+    Callback("ReceivedCStoreInstanceFilter", Kind.FILTER, Role.FILTER,
+             "(tags, origin, info) for C-STORE only, after ReceivedInstanceFilter; returns 0 to accept, "
+             "or the DIMSE status to answer."),
+    Callback("IncomingHttpRequestFilter", Kind.FILTER, Role.MAIN,
+             "(method, uri, ip, username, headers) for every HTTP request; must return a boolean."),
+)}
+
+NOTIFY_BY_EVENT_KIND: dict[str, Callback] = {c.event_kind: c for c in CALLBACKS.values() if c.event_kind}
+
+
+def received_instance_args(tags: Mapping[str, Any], origin: Mapping[str, Any], has_pixel_data: bool,
+                           transfer_syntax_uid: str | None) -> list[Any]:
+    """``(tags, origin, info)`` of ``ReceivedInstanceFilter`` and ``ReceivedCStoreInstanceFilter``."""
+    info: dict[str, Any] = {"HasPixelData": has_pixel_data}
+    if transfer_syntax_uid:
+        info["TransferSyntaxUID"] = transfer_syntax_uid
+    return [dict(tags), dict(origin), info]
+
+
+def stored_instance_args(instance_id: str, payload: Mapping[str, Any]) -> list[Any]:
+    """``(instanceId, tags, metadata, origin)`` of ``OnStoredInstance``, from an outbox payload."""
+    from broker.core.origin import Origin
+
+    origin = Origin.from_dict(payload["origin"]).to_lua()
+    return [instance_id, dict(payload.get("tags", {})), dict(payload.get("metadata", {})), origin]
+
+
+def http_request_args(method: str, uri: str, ip: str, username: str,
+                      headers: Iterable[tuple[str, str]]) -> list[Any]:
+    """``(method, uri, ip, username, httpHeaders)``: header names lower-cased, when a header is
+    repeated the first one kept."""
+    lowered: dict[str, str] = {}
+    for name, value in headers:
+        lowered.setdefault(name.lower(), value)
+    return [method, uri, ip, username, lowered]

@@ -1,0 +1,62 @@
+"""The filters that guard the two doors: what an instance or an HTTP request must pass.
+
+Return types are checked as Orthanc checks them (spec section 2): a predicate must return a boolean
+(otherwise ``NotLuaPredicate``, 2034), ``ReceivedCStoreInstanceFilter`` a number (otherwise
+``LuaReturnsNoString``, 2035). ``ReceivedCStoreInstanceFilter`` follows the meaning Orthanc 1.10.0
+announced (0 accepts, anything else is the DIMSE status answered), not the inverted 1.10–1.12.4 code;
+docs/lua-api.md says so.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from broker.core.origin import RequestOrigin
+from broker.errors import ErrorCode, OrthancError, RefusedByFilter
+from broker.scripting.bridge import ScriptSet
+from broker.scripting.callbacks import http_request_args, received_instance_args
+
+
+def _predicate(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OrthancError(ErrorCode.NOT_LUA_PREDICATE, f"{name} must return true or false, not {value!r}")
+    return value
+
+
+class InstanceFilter:
+    """The store's ``instance_filter``: runs in the filter process, before anything is written."""
+
+    def __init__(self, scripts: ScriptSet) -> None:
+        self.scripts = scripts
+
+    def __call__(self, incoming: Any) -> bool:
+        scripts = self.scripts
+        is_dicom = incoming.origin.request_origin is RequestOrigin.DICOM_PROTOCOL
+        general = scripts.defines("ReceivedInstanceFilter")
+        cstore = is_dicom and scripts.defines("ReceivedCStoreInstanceFilter")
+        if not (general or cstore):
+            return True
+        args = received_instance_args(incoming.simplified_tags(), incoming.origin.to_lua(),
+                                      incoming.has_pixel_data, incoming.transfer_syntax_uid)
+        if general:
+            result = scripts.call_filter("ReceivedInstanceFilter", args)
+            if result is not None and not _predicate("ReceivedInstanceFilter", result.value):
+                return False
+        if cstore:
+            result = scripts.call_filter("ReceivedCStoreInstanceFilter", args)
+            if result is not None:
+                status = result.value
+                if isinstance(status, bool) or not isinstance(status, (int, float)):
+                    raise OrthancError(ErrorCode.LUA_RETURNS_NO_STRING,
+                                       f"ReceivedCStoreInstanceFilter must return a number, not {status!r}")
+                if int(status) != 0:
+                    raise RefusedByFilter(int(status) & 0xFFFF)
+        return True
+
+
+def http_request_allowed(scripts: ScriptSet, method: str, uri: str, ip: str, username: str,
+                         headers: Iterable[tuple[str, str]]) -> bool:
+    """``IncomingHttpRequestFilter``: True to serve the request, False to answer 403."""
+    if not scripts.defines("IncomingHttpRequestFilter"):
+        return True
+    result = scripts.call_filter("IncomingHttpRequestFilter", http_request_args(method, uri, ip, username, headers))
+    return True if result is None else _predicate("IncomingHttpRequestFilter", result.value)

@@ -1,0 +1,43 @@
+"""JSON values on their way to Lua, converted as Orthanc's ``PushJson`` does (spec section 1a)."""
+from __future__ import annotations
+
+from typing import Any
+
+_INT32_MIN, _UINT32_MAX = -(2**31), 2**32 - 1
+
+
+def to_lua(value: Any) -> Any:
+    """Orthanc's JSON → Lua rules, applied before msgpack.
+
+    A JSON null becomes nil, so null-valued keys are absent; an integral number that fits in int32 or
+    uint32 becomes a Lua integer (even ``2.0``); any other number a float.
+    """
+    if isinstance(value, dict):
+        return {str(k): to_lua(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [to_lua(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (int, float)):
+        if float(value).is_integer() and _INT32_MIN <= value <= _UINT32_MAX:
+            return int(value)
+        return float(value)
+    return value
+
+
+def lua_tostring(value: Any) -> str:
+    """A number as Lua's ``tostring`` writes it (``%.14g`` for floats, ``.0`` kept for integral ones)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan" if str(value) == "nan" else "-nan"
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        text = "%.14g" % value
+        return text + ".0" if all(c not in text for c in ".en") else text
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)

@@ -1,0 +1,77 @@
+"""The messages of the wire, one dataclass each, decoded by a single ``match``.
+
+broker → Lua:  ``["call", id, function, args, opts]``, ``["load", id, source, chunkname]``,
+               ``["reply", id, ok, value]``
+Lua → broker:  ``["ready", info]``, ``["rpc", id, builtin, args]``, ``["result", id, ok, value]``,
+               ``["log", level, text]``
+
+``opts`` of a call is a map: ``keepStrings`` (bool, how the first return value is converted, Orthanc's
+``GetJson`` rule) and ``cpu`` (soft CPU-seconds limit of this call). The ``value`` of a successful
+``result`` is ``{"defined": bool, "value": v}`` for a call, and ``{"functions": [names]}`` for a load
+(the global functions defined once the chunk ran). A failed ``result`` carries the error text.
+A ``log`` with level ``"print"`` is a line written by the script's ``print``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.framing import ProtocolError
+
+
+@dataclass(frozen=True)
+class Ready:
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rpc:
+    id: int
+    builtin: str
+    args: list[Any]
+
+
+@dataclass(frozen=True)
+class Result:
+    id: int
+    ok: bool
+    value: Any
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str
+    text: str
+
+
+Incoming = Ready | Rpc | Result | Log
+
+
+def call_message(call_id: int, function: str, args: list[Any], opts: dict[str, Any]) -> list[Any]:
+    return ["call", call_id, function, args, opts]
+
+
+def load_message(call_id: int, source: str | bytes, chunkname: str) -> list[Any]:
+    return ["load", call_id, source, chunkname]
+
+
+def reply_message(rpc_id: int, ok: bool, value: Any) -> list[Any]:
+    return ["reply", rpc_id, ok, value]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+
+
+def decode_incoming(message: Any) -> Incoming:
+    """Validate the shape of a message from the child (untrusted) and type it."""
+    match message:
+        case ["ready", dict() as info]:
+            return Ready(info)
+        case ["rpc", int() as rpc_id, str() as builtin, list() as args]:
+            return Rpc(rpc_id, builtin, args)
+        case ["result", int() as call_id, bool() as ok, value]:
+            return Result(call_id, ok, value)
+        case ["log", str() as level, str() | bytes() as text]:
+            return Log(level, _text(text))
+    raise ProtocolError(f"unexpected message from the sandbox: {str(message)[:200]}")

@@ -1,0 +1,88 @@
+"""A real luabroker in this process: HTTP on a free loopback port, DICOM on another, real sandboxes."""
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
+
+from broker.config import Config
+from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.server import Server, run_in_thread
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Running:
+    server: Server
+    root: Path
+    http: httpx.Client
+
+    def client(self, auth: tuple[str, str] | None = None) -> httpx.Client:
+        """Another HTTP client (e.g. with other credentials); closed by the caller."""
+        return httpx.Client(base_url=self.http.base_url, timeout=60, auth=auth)
+
+    @property
+    def dicom_port(self) -> int:
+        return self.server.config.dicom_port
+
+    @property
+    def aet(self) -> str:
+        return self.server.config.dicom_aet
+
+    def execute(self, source: str) -> httpx.Response:
+        return self.http.post("/tools/execute-script", content=source.encode())
+
+    def wait_events(self, timeout: float = 30.0) -> None:
+        assert self.server.dispatcher.wait_idle(timeout), "events still pending"
+
+    def c_store(self, datasets: list[Any], calling_aet: str = "STORESCU") -> list[int]:
+        """Send ``datasets`` over one pynetdicom association; the statuses, in order."""
+        ae = AE(ae_title=calling_aet)
+        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(MRImageStorage)
+        assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title=self.aet, evt_handlers=NODELAY_HANDLERS)
+        assert assoc.is_established
+        try:
+            return [assoc.send_c_store(ds).Status for ds in datasets]
+        finally:
+            assoc.release()
+
+
+@pytest.fixture
+def luabroker(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """``luabroker(scripts={"name.lua": source}, **options)`` starts a server; stopped at teardown."""
+    started: list[tuple[Server, Any, httpx.Client]] = []
+
+    def start(scripts: dict[str, str] | None = None, **options: Any) -> Running:
+        root = tmp_path / f"server{len(started)}"
+        root.mkdir()
+        for name, source in (scripts or {}).items():
+            (root / name).write_text(source)
+        raw = {"Name": "test", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "LUABROKER",
+               "StorageDirectory": "storage", "LuaScripts": list(scripts or {}),
+               "LuaSandbox": {"CallTimeout": 2, "HardTimeout": 6}}
+        raw.update(options)
+        (root / "config.json").write_text(json.dumps(raw))
+        server = Server(Config.load(root / "config.json"))
+        thread = run_in_thread(server)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{raw['HttpPort']}", timeout=60)
+        started.append((server, thread, client))
+        return Running(server, root, client)
+
+    yield start
+    for server, thread, client in started:
+        client.close()
+        server.request_stop()
+        thread.join(timeout=30)

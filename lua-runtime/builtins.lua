@@ -1,0 +1,10 @@
+--- The built-ins that run in the broker. sandbox.lua turns each name into a global stub that sends
+-- an `rpc` frame and waits for the `reply`; broker/scripting/builtins.py implements the same names
+-- (the `ready` frame lists these, so the broker can check that both sides agree).
+return {
+  "RestApiGet",
+  "RestApiPost",
+  "RestApiPut",
+  "RestApiDelete",
+  "GetOrthancConfiguration",
+}

@@ -1,0 +1,77 @@
+--- Entry point of a sandbox process (design.md "Sandbox lifecycle"):
+--
+--   lua5.4 -E /path/to/lua-runtime/shim.lua [--memory-kb=N] [--max-log-lines=N] [--cpu=SECONDS]
+--
+--   --memory-kb=N       soft cap on the Lua heap in KiB (default 262144): past it, the running call
+--                       fails with "memory limit exceeded". The broker's RLIMIT_AS is the hard cap.
+--   --max-log-lines=N   print lines sent per call (default 1000); the rest is dropped, with a warning.
+--   --cpu=SECONDS       CPU budget of a load, and of a call whose opts carry no `cpu` (default 10).
+--
+-- Loads the sibling modules by path, builds the script environment, then empties the real globals
+-- table: every module keeps private locals of what it uses, so nothing that escapes the script
+-- environment finds io, os, debug or load there. Then it says `ready` and serves frames on
+-- stdin/stdout until stdin ends (exit 0). A protocol error exits 1; the broker restarts the process.
+
+local G, arg, assert, exit, loadfile, match, pairs, stderr, string_library, tonumber, tointeger, unpack, version =
+      _G, arg, assert, os.exit, loadfile, string.match, pairs, io.stderr, string, tonumber, math.tointeger,
+      table.unpack, _VERSION
+
+local FLAGS = {
+  ["memory-kb"] = { option = "memory_kb", integer = true },
+  ["max-log-lines"] = { option = "max_log_lines", integer = true },
+  ["cpu"] = { option = "cpu" },
+}
+
+local function usage(problem)
+  stderr:write("lua-runtime: ", problem, "\n",
+               "usage: lua5.4 -E shim.lua [--memory-kb=N] [--max-log-lines=N] [--cpu=SECONDS]\n")
+  exit(2)
+end
+
+local options = { memory_kb = 256 * 1024, max_log_lines = 1000, cpu = 10 }
+for i = 1, #arg do
+  local name, text = match(arg[i], "^%-%-([%w-]+)=(.*)$")
+  local flag = FLAGS[name]
+  if flag == nil then
+    usage("unknown argument " .. arg[i])
+  end
+  local value = tonumber(text)
+  if flag.integer and value then
+    value = tointeger(value)
+  end
+  if value == nil or value <= 0 then
+    usage("--" .. name .. " needs a positive " .. (flag.integer and "integer" or "number"))
+  end
+  options[flag.option] = value
+end
+
+local directory = match(arg[0], "^(.*)/[^/]*$") or "."
+local modules = {}
+
+--- Each module is a chunk that receives `import` and returns its table.
+local function import(name)
+  local module = modules[name]
+  if module == nil then
+    module = assert(loadfile(directory .. "/" .. name .. ".lua", "t"))(import)
+    modules[name] = module
+  end
+  return module
+end
+
+local builtins, json, limits, loop, sandbox, wire =
+      import("builtins"), import("json"), import("limits"), import("loop"), import("sandbox"), import("wire")
+
+limits.configure({ memory_kb = options.memory_kb })
+local env, script_functions = sandbox.build({
+  rpc = loop.rpc,
+  log = wire.log,
+  max_log_lines = options.max_log_lines,
+})
+
+string_library.dump = nil
+for name in pairs(G) do
+  G[name] = nil
+end
+
+wire.send("ready", { lua = version, builtins = json.array({ unpack(builtins) }) })
+loop.serve(env, script_functions, options.cpu)

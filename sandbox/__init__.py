@@ -1,0 +1,19 @@
+"""The Python side of a Lua sandbox: spawn a stock ``lua5.4`` child, talk frames, supervise it.
+
+This package knows nothing about DICOM or Orthanc: it runs named functions in a child interpreter and
+serves the child's ``rpc`` requests through a handler that the caller provides. ``Sandbox`` is the
+public entry point; see docs/sandbox.md.
+"""
+from sandbox.channel import CallInfo
+from sandbox.errors import (BuiltinError, LuaError, SandboxCrashed, SandboxError, SandboxTimeout,
+                            SandboxUnavailable, ScriptLoadError)
+from sandbox.limits import BackoffPolicy, Limits, next_delay
+from sandbox.states import State
+from sandbox.supervisor import CallResult, Sandbox, SandboxConfig, ScriptSource
+
+__all__ = [
+    "Sandbox", "SandboxConfig", "ScriptSource", "CallResult", "CallInfo", "Limits", "BackoffPolicy",
+    "next_delay", "State",
+    "SandboxError", "LuaError", "ScriptLoadError", "SandboxCrashed", "SandboxTimeout", "SandboxUnavailable",
+    "BuiltinError",
+]

@@ -1,0 +1,405 @@
+"""The broker's end of one child's pipes: the only writer of ``call`` and ``load`` frames.
+
+A call writes its frame, then reads until the matching ``result``. Meanwhile the child may ask for
+built-ins (``rpc``): the handler runs on the calling thread and may itself call into this same channel
+(nested call: the shim serves it while it waits for the ``reply``), which is why the lock is an
+``RLock``. Threads other than the holder wait; calls into one process are mutually exclusive.
+
+The hard deadline of a call is the time the *child* works on it: the clock stops while an rpc handler
+runs (the broker is working then, possibly on a nested call that has its own deadline). On expiry, on
+EOF, on a malformed or oversized frame or a message of the wrong shape, the process group is killed and
+the channel is dead for good: every call still on its stack raises, and a new call raises
+``ChannelClosed`` before writing anything (so the owner can retry it on a fresh process).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NoReturn
+
+from sandbox.errors import BuiltinError, LuaError, SandboxCrashed, SandboxError, SandboxTimeout
+from sandbox.framing import DEFAULT_MAX_FRAME, ProtocolError, decode_payload, encode_frame
+from sandbox.messages import (Log, Ready, Result, Rpc, call_message, decode_incoming, load_message,
+                              reply_message)
+from sandbox.process import ChildProcess
+
+log = logging.getLogger("sandbox.channel")
+
+_LENGTH = struct.Struct(">I")
+_READ_CHUNK = 1 << 16
+#: Deepest nesting of calls into one process (a callback whose built-in calls back into it, ...).
+MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who is asking, passed to the rpc handler with every built-in call.
+
+    ``call_id`` and ``function`` are those of the innermost call in progress (the one whose Lua code made
+    the rpc); ``depth`` is 1 for a top-level call, 2 for a call made from a handler of that call, etc.
+    """
+
+    sandbox: str
+    role: str
+    call_id: int
+    function: str
+    depth: int
+
+
+RpcHandler = Callable[[str, list, CallInfo], Any]
+LogHandler = Callable[[str, str, str], None]
+
+
+class ChannelClosed(SandboxError):
+    """The channel's process is gone; nothing was sent. The owner retries on a new process."""
+
+
+class _Expired(Exception):
+    pass
+
+
+@dataclass
+class _Active:
+    """One call in progress on the channel's stack."""
+
+    call_id: int
+    function: str
+    deadline: float
+    timeout_s: float
+    prints: list[str] = field(default_factory=list)
+    log_lines: int = 0
+    dropped_lines: int = 0
+
+
+class _FrameReader:
+    """Buffered, deadline-aware frame reader over a raw fd (poll, then read what is there)."""
+
+    def __init__(self, fd: int, max_frame: int) -> None:
+        self._fd = fd
+        self._max_frame = max_frame
+        self._buffer = bytearray()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def read(self, deadline: float) -> Any:
+        """The next decoded frame. Raises ``_Expired``, ``EOFError`` or ``ProtocolError``."""
+        while True:
+            needed = 4
+            if len(self._buffer) >= 4:
+                (length,) = _LENGTH.unpack_from(self._buffer)
+                if length > self._max_frame:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the maximum of {self._max_frame}")
+                needed = 4 + length
+                if len(self._buffer) >= needed:
+                    payload = bytes(self._buffer[4:needed])
+                    del self._buffer[:needed]
+                    return decode_payload(payload, self._max_frame)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Expired()
+            if not self._poll.poll(math.ceil(remaining * 1000)):
+                continue
+            chunk = os.read(self._fd, max(_READ_CHUNK, min(needed - len(self._buffer), 1 << 20)))
+            if not chunk:
+                if self._buffer:
+                    raise ProtocolError(f"EOF in the middle of a frame ({len(self._buffer)} bytes buffered)")
+                raise EOFError("the sandbox closed its output")
+            self._buffer += chunk
+
+
+class SandboxChannel:
+    """Frames to and from one child process; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        process: ChildProcess,
+        *,
+        name: str,
+        role: str,
+        rpc_handler: RpcHandler,
+        on_log: LogHandler | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_log_lines: int = 1000,
+    ) -> None:
+        if process.stdin_fd is None or process.stdout_fd is None:
+            raise ChannelClosed("the process has no pipes")
+        self.process = process
+        self.name = name
+        self.role = role
+        self._rpc_handler = rpc_handler
+        self._on_log = on_log
+        self._max_frame = max_frame
+        self._max_log_lines = max_log_lines
+        self._lock = threading.RLock()
+        self._stack: list[_Active] = []
+        self._next_id = 1
+        self._reader = _FrameReader(process.stdout_fd, max_frame)
+        self._write_fd = process.stdin_fd
+        os.set_blocking(self._write_fd, False)
+        self._write_poll = select.poll()
+        self._write_poll.register(self._write_fd, select.POLLOUT | select.POLLERR | select.POLLHUP)
+        #: Builds the exception that every call on a dead channel raises (set once, never cleared).
+        self._failure: Callable[[], SandboxError] | None = None
+
+    # ----------------------------------------------------------------------------------------- state
+
+    @property
+    def alive(self) -> bool:
+        return self._failure is None
+
+    def failure(self) -> SandboxError | None:
+        """Why the channel is dead (a fresh exception), or ``None`` while it is alive."""
+        return None if self._failure is None else self._failure()
+
+    @property
+    def depth(self) -> int:
+        return len(self._stack)
+
+    # ------------------------------------------------------------------------------------ operations
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Read the child's first frame, which must be ``ready`` (``log`` frames may come before it)."""
+        with self._lock:
+            self._check_open()
+            active = _Active(0, "startup (waiting for 'ready')", time.monotonic() + timeout_s, timeout_s)
+            self._stack.append(active)
+            try:
+                while True:
+                    message = self._read(active)
+                    if isinstance(message, Ready):
+                        return message.info
+                    if isinstance(message, Log):
+                        self._log(message, active)
+                        continue
+                    self._protocol_error(f"expected 'ready' as the first message, got {message}")
+            except BaseException as exc:
+                self._desync(exc)
+                raise
+            finally:
+                self._stack.pop()
+
+    def call(self, function: str, args: list[Any], opts: dict[str, Any], timeout_s: float) -> tuple[bool, Any, list[str]]:
+        """Call the global ``function``; returns ``(defined, value, prints)``. Raises ``LuaError`` if it raised."""
+        with self._lock:
+            result, active = self._request(lambda call_id: call_message(call_id, function, args, opts), function,
+                                           timeout_s)
+            if not result.ok:
+                raise LuaError(_error_text(result.value), active.prints)
+            match result.value:
+                case {"defined": bool() as defined, **rest}:
+                    return defined, rest.get("value"), active.prints
+            self._protocol_error(f"malformed result of call {result.id}: {str(result.value)[:200]}")
+
+    def load(self, source: str | bytes, chunkname: str, timeout_s: float) -> tuple[list[str], list[str]]:
+        """Load and run a chunk; returns ``(global functions defined afterwards, prints)``."""
+        with self._lock:
+            result, active = self._request(lambda call_id: load_message(call_id, source, chunkname), chunkname,
+                                           timeout_s)
+            if not result.ok:
+                raise LuaError(_error_text(result.value), active.prints)
+            match result.value:
+                case {"functions": list() as functions} if all(isinstance(f, str) for f in functions):
+                    return functions, active.prints
+            self._protocol_error(f"malformed result of load {result.id}: {str(result.value)[:200]}")
+
+    def close(self, grace_s: float) -> None:
+        """Clean stop: close the child's stdin, let it exit within ``grace_s``, else kill it.
+
+        If another thread is in a call, the process is killed without waiting for the lock (that call
+        raises ``SandboxCrashed``).
+        """
+        if not self._lock.acquire(timeout=grace_s):
+            self._mark_failed(lambda: SandboxCrashed(f"sandbox {self.name!r} was stopped during the call"))
+            self.process.kill()
+            return
+        try:
+            if self._failure is None:
+                self._mark_failed(lambda: ChannelClosed("the sandbox was stopped"))
+            self.process.close_stdin()
+            if self.process.wait(grace_s) is None:
+                self.process.kill()
+            self.process.release_pipes()
+        finally:
+            self._lock.release()
+
+    def kill(self, reason: str) -> None:
+        """Kill the process now (owner-initiated); calls on the stack raise ``SandboxCrashed(reason)``."""
+        with self._lock:
+            if self._failure is None:
+                self._mark_failed(lambda: SandboxCrashed(reason))
+            self.process.kill()
+            self.process.release_pipes()
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _request(self, build: Callable[[int], list[Any]], label: str, timeout_s: float) -> tuple[Result, _Active]:
+        with self._lock:
+            self._check_open()
+            if len(self._stack) >= MAX_DEPTH:
+                raise SandboxError(f"calls into sandbox {self.name!r} nested deeper than {MAX_DEPTH}")
+            call_id = self._next_id
+            self._next_id += 1
+            frame = encode_frame(build(call_id))  # TypeError for unencodable args: nothing written
+            if len(frame) - 4 > self._max_frame:
+                raise SandboxError(f"arguments of {label} are {len(frame) - 4} bytes; the maximum is {self._max_frame}")
+            active = _Active(call_id, label, time.monotonic() + timeout_s, timeout_s)
+            self._stack.append(active)
+            try:
+                self._write(frame, active)
+                while True:
+                    message = self._read(active)
+                    match message:
+                        case Result(id=result_id) if result_id == call_id:
+                            return message, active
+                        case Rpc():
+                            self._serve_rpc(message, active)
+                        case Log():
+                            self._log(message, active)
+                        case _:
+                            self._protocol_error(f"unexpected {message} while waiting for the result of {call_id}")
+            except BaseException as exc:
+                self._desync(exc)
+                raise
+            finally:
+                self._stack.pop()
+                if active.dropped_lines:
+                    self._emit("warning", f"{active.dropped_lines} log lines of {label} dropped "
+                                          f"(more than {self._max_log_lines})")
+
+    def _serve_rpc(self, rpc: Rpc, active: _Active) -> None:
+        info = CallInfo(self.name, self.role, active.call_id, active.function, len(self._stack))
+        started = time.monotonic()
+        try:
+            ok, value = True, self._rpc_handler(rpc.builtin, rpc.args, info)
+        except BuiltinError as exc:
+            ok, value = False, exc.message
+        except Exception:
+            if self._failure is None:
+                log.exception("sandbox %s: rpc handler for %s failed (call %d, %s)",
+                              self.name, rpc.builtin, active.call_id, active.function)
+            ok, value = False, f"internal error in {rpc.builtin}"
+        finally:
+            active.deadline += time.monotonic() - started  # the broker's time is not the child's
+        if self._failure is not None:
+            # A nested call from the handler lost the process; this call is lost with it.
+            raise self._failure()
+        try:
+            frame = encode_frame(reply_message(rpc.id, ok, value))
+        except (TypeError, ValueError, OverflowError):
+            log.exception("sandbox %s: result of %s cannot be encoded", self.name, rpc.builtin)
+            frame = encode_frame(reply_message(rpc.id, False, f"internal error in {rpc.builtin}"))
+        if len(frame) - 4 > self._max_frame:
+            frame = encode_frame(reply_message(
+                rpc.id, False, f"result of {rpc.builtin} is too large ({len(frame) - 4} bytes, "
+                               f"maximum {self._max_frame})"))
+        self._write(frame, active)
+
+    def _log(self, message: Log, active: _Active) -> None:
+        if active.log_lines >= self._max_log_lines:
+            active.dropped_lines += 1
+            return
+        active.log_lines += 1
+        if message.level == "print":
+            active.prints.append(message.text)
+        self._emit(message.level, message.text)
+
+    def _emit(self, level: str, text: str) -> None:
+        if self._on_log is None:
+            return
+        try:
+            self._on_log(self.name, level, text)
+        except Exception:
+            log.exception("sandbox %s: on_log callback failed", self.name)
+
+    def _read(self, active: _Active) -> Any:
+        fd_ok = self.process.stdout_fd is not None
+        try:
+            if not fd_ok:
+                raise EOFError("the pipes are closed")
+            return decode_incoming(self._reader.read(active.deadline))
+        except _Expired:
+            self._fail(lambda: SandboxTimeout(
+                f"sandbox {self.name!r}: {active.function} did not finish within {active.timeout_s:g} s; "
+                f"process {self.process.pid} killed", active.timeout_s))
+        except EOFError:
+            self._fail_exited(active)
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))
+        except OSError as exc:
+            self._fail(lambda: SandboxCrashed(f"sandbox {self.name!r}: reading from the process failed: {exc}"))
+
+    def _write(self, frame: bytes, active: _Active) -> None:
+        view = memoryview(frame)
+        while view:
+            if self.process.stdin_fd is None:
+                self._fail_exited(active)
+            try:
+                written = os.write(self._write_fd, view)
+                view = view[written:]
+                continue
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                self._fail_exited(active)
+            except OSError as exc:
+                self._fail(lambda: SandboxCrashed(f"sandbox {self.name!r}: writing to the process failed: {exc}"))
+            remaining = active.deadline - time.monotonic()
+            if remaining <= 0:
+                self._fail(lambda: SandboxTimeout(
+                    f"sandbox {self.name!r}: {active.function} did not read its input within "
+                    f"{active.timeout_s:g} s; process {self.process.pid} killed", active.timeout_s))
+            self._write_poll.poll(math.ceil(remaining * 1000))
+
+    def _fail_exited(self, active: _Active) -> NoReturn:
+        code = self.process.wait(1.0)
+        if code is None:
+            self.process.kill()
+            what = "closed its output"
+        else:
+            what = self.process.describe_exit()
+        process = self.process
+        self._fail(lambda: SandboxCrashed(
+            f"sandbox {self.name!r}: process {process.pid} {what} during {active.function}",
+            process.returncode, process.stderr_tail()))
+
+    def _protocol_error(self, detail: str) -> NoReturn:
+        pid = self.process.pid
+        self._fail(lambda: SandboxCrashed(f"sandbox {self.name!r}: protocol error from process {pid}: {detail}; "
+                                          "process killed", self.process.returncode, self.process.stderr_tail()))
+
+    def _fail(self, make: Callable[[], SandboxError]) -> NoReturn:
+        """Kill the process, remember why, and raise. Never returns."""
+        self._mark_failed(make)
+        self.process.kill()
+        self.process.release_pipes()
+        assert self._failure is not None
+        raise self._failure()
+
+    def _mark_failed(self, make: Callable[[], SandboxError]) -> None:
+        if self._failure is None:
+            self._failure = make
+
+    def _desync(self, exc: BaseException) -> None:
+        """An exception left a call unfinished: the child is mid-protocol and cannot be trusted."""
+        if self._failure is None:
+            self._mark_failed(lambda: SandboxCrashed(f"sandbox {self.name!r}: call interrupted by {exc!r}"))
+            self.process.kill()
+            self.process.release_pipes()
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise ChannelClosed(f"sandbox {self.name!r}: process {self.process.pid} is gone")
+
+
+def _error_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)

@@ -1,0 +1,511 @@
+"""``Sandbox``: one supervised Lua child process, the public face of this package.
+
+The broker asks a ``Sandbox`` to call functions; the sandbox keeps a process ready to answer. When the
+process is lost (exit, signal, hard timeout, protocol error) the call that saw it raises, the state goes
+to BACKOFF and a new process is started (spawn, ``ready``, scripts reloaded, ``Initialize``) after
+``next_delay``: proactively by a small supervisor thread, or by the next call if its time has come.
+Too many failures within the window open the circuit (QUARANTINED) until the cooldown ends.
+
+The decisions (when to restart, when to quarantine) live in ``RestartSchedule``, which takes the time as
+an argument so tests drive it without sleeping; ``Sandbox`` only applies them. Every state change goes
+through ``Sandbox._change_state``, which logs it and counts it.
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence, TypeVar
+
+from sandbox.channel import CallInfo, ChannelClosed, LogHandler, RpcHandler, SandboxChannel
+from sandbox.errors import (LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable,
+                            ScriptLoadError)
+from sandbox.limits import BackoffPolicy, Limits, next_delay
+from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, default_layers, find_interpreter
+from sandbox.states import RESTARTABLE_STATES, STARTABLE_STATES, STOPPED_STATES, TRANSITIONS, State
+
+log = logging.getLogger("sandbox.supervisor")
+
+#: How long ``stop()`` lets the shim exit by itself after its input is closed.
+STOP_GRACE_S = 1.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ScriptSource:
+    """A script to load at every (re)start. ``path`` names the chunk (``"@" + path``) in Lua's messages."""
+
+    path: str
+    source: str | bytes
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """What to run and how to bound it. ``initialize`` is a global function called after every (re)load."""
+
+    name: str
+    role: str
+    scripts: tuple[ScriptSource, ...] = ()
+    interpreter: str | None = None
+    shim: str | None = None
+    limits: Limits = Limits()
+    backoff: BackoffPolicy = BackoffPolicy()
+    initialize: str | None = None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """``defined`` is False when the global function does not exist (``value`` is then None)."""
+
+    defined: bool
+    value: Any
+    prints: list[str] = field(default_factory=list)
+
+
+class RestartSchedule:
+    """Failure bookkeeping, pure apart from ``rand``: when to restart, when to quarantine.
+
+    The n-th failure within ``policy.window_s`` schedules a restart ``next_delay(n - 1)`` later; the
+    ``policy.max_failures``-th quarantines for ``policy.cooldown_s``. After a quarantine one restart is
+    tried ("half-open"); a failure before the next successful call quarantines again at once.
+    """
+
+    def __init__(self, policy: BackoffPolicy, rand: Callable[[], float] = random.random) -> None:
+        self.policy = policy
+        self._rand = rand
+        self.failures: collections.deque[float] = collections.deque()
+        self.retry_at: float | None = None
+        self.half_open = False
+
+    def reset(self) -> None:
+        self.failures.clear()
+        self.retry_at = None
+        self.half_open = False
+
+    def record_failure(self, now: float) -> State:
+        """A process was lost at ``now``; returns BACKOFF or QUARANTINED and sets ``retry_at``."""
+        while self.failures and self.failures[0] <= now - self.policy.window_s:
+            self.failures.popleft()
+        self.failures.append(now)
+        if self.half_open or len(self.failures) >= self.policy.max_failures:
+            self.failures.clear()
+            self.half_open = False
+            self.retry_at = now + self.policy.cooldown_s
+            return State.QUARANTINED
+        self.retry_at = now + next_delay(len(self.failures) - 1, self.policy, self._rand())
+        return State.BACKOFF
+
+    def record_success(self) -> None:
+        """A call completed on a live process: a half-open circuit closes."""
+        self.half_open = False
+
+    def transition(self, state: State, now: float) -> State:
+        """The state to move to at ``now``: STARTING when a restart is due, else ``state`` unchanged."""
+        if state in RESTARTABLE_STATES and self.retry_at is not None and now >= self.retry_at:
+            if state is State.QUARANTINED:
+                self.half_open = True
+            self.retry_at = None
+            return State.STARTING
+        return state
+
+    def seconds_until_retry(self, now: float) -> float | None:
+        return None if self.retry_at is None else max(0.0, self.retry_at - now)
+
+
+class Sandbox:
+    """One supervised sandbox process: calls, execute-script, status, start/stop. Thread-safe.
+
+    ``rpc_handler(builtin, args, info)`` serves the script's built-in calls on the calling thread; it may
+    call back into this sandbox (nested call). Raise ``BuiltinError`` to make the Lua stub raise.
+    ``on_log(sandbox_name, level, text)`` receives every log line of the child (``print`` included).
+    ``layers`` are the containment layers applied at spawn (default: rlimits only).
+    """
+
+    def __init__(self, config: SandboxConfig, rpc_handler: RpcHandler, on_log: LogHandler | None = None,
+                 *, layers: Sequence[Layer] | None = None) -> None:
+        self.config = config
+        self._rpc_handler = rpc_handler
+        self._on_log = on_log
+        self._layers: list[Layer] = list(layers) if layers is not None else default_layers(config.limits)
+        self._shim = os.path.abspath(config.shim or str(DEFAULT_SHIM))
+        self._cond = threading.Condition(threading.Lock())
+        self._schedule = RestartSchedule(config.backoff)
+        self._state = State.STOPPED
+        self._generation = 0
+        self._channel: SandboxChannel | None = None
+        self._starting: tuple[int, SandboxChannel] | None = None  # (thread id, channel) during a start
+        self._info: dict[str, Any] = {}
+        self._defined: frozenset[str] = frozenset()
+        self._interpreter: str | None = None
+        self._restarts = 0
+        self._failures_total = 0
+        self._last_error: tuple[str, float] | None = None
+        self._transitions: collections.Counter[str] = collections.Counter()
+        self._supervisor: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------ public API
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def start(self) -> None:
+        """Spawn, wait for ``ready``, load every script in order, run ``initialize``; then READY.
+
+        Raises ``ScriptLoadError`` (state FATAL) when a script does not load, ``SandboxError`` (FATAL)
+        when no interpreter or shim is found; any other failure is recorded like a crash (BACKOFF, the
+        supervisor keeps trying) and re-raised.
+        """
+        with self._cond:
+            if self._state not in STARTABLE_STATES:
+                raise SandboxError(f"sandbox {self.name!r} is already {self._state.value}")
+            self._generation += 1
+            generation = self._generation
+            self._schedule.reset()
+            self._change_state(State.STARTING, "start requested")
+        try:
+            self._interpreter = find_interpreter(self.config.interpreter)
+            if not os.path.isfile(self._shim):
+                raise SandboxError(f"the Lua shim {self._shim} does not exist")
+        except SandboxError as exc:
+            self._fatal(generation, exc)
+            raise
+        try:
+            self._bring_up(generation)
+        except ScriptLoadError as exc:
+            self._fatal(generation, exc)
+            raise
+        except Exception as exc:
+            with self._cond:
+                if generation == self._generation:
+                    self._record_failure(exc)
+            self._start_supervisor(generation)
+            raise
+        self._start_supervisor(generation)
+
+    def call(self, function: str, args: list, *, keep_strings: bool = False,
+             cpu_s: float | None = None) -> CallResult:
+        """Call the global Lua function ``function(*args)``.
+
+        Raises ``LuaError`` if it raised (process alive), ``SandboxTimeout`` / ``SandboxCrashed`` if the
+        process was lost during the call (it is restarted), ``SandboxUnavailable`` if no process could
+        take the call within ``backoff.max_call_wait_s``.
+        """
+        limits = self.config.limits
+        opts = {"keepStrings": keep_strings, "cpu": limits.soft_cpu_s if cpu_s is None else cpu_s}
+        timeout_s = limits.hard_timeout_for(cpu_s)
+        defined, value, prints = self._with_channel(
+            lambda channel: channel.call(function, list(args), opts, timeout_s))
+        return CallResult(defined, value, prints)
+
+    def execute(self, source: str | bytes, chunkname: str = "line") -> list[str]:
+        """Load and run a chunk in the script environment (execute-script); returns the printed lines.
+
+        Functions it defines are visible to later calls until the process is restarted (a restart
+        reloads only the configured scripts). Raises ``LuaError`` if the chunk fails.
+        """
+        def run(channel: SandboxChannel) -> list[str]:
+            functions, prints = channel.load(source, chunkname, self.config.limits.hard_timeout_s)
+            with self._cond:
+                if channel is self._channel:
+                    self._defined = frozenset(functions)
+            return prints
+
+        return self._with_channel(run)
+
+    def defined_functions(self) -> frozenset[str]:
+        """Global functions defined after the last load (scripts, Initialize, execute-script)."""
+        return self._defined
+
+    def builtin_names(self) -> frozenset[str]:
+        """The built-ins the shim declared in its ``ready`` frame."""
+        names = self._info.get("builtins", [])
+        return frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) else frozenset()
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for REST and logs: state, pid, restarts, last error, layers, limits, uptime."""
+        with self._cond:
+            channel = self._channel
+            now = time.monotonic()
+            process = channel.process if channel is not None else None
+            retry_in = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
+            return {
+                "name": self.name,
+                "role": self.config.role,
+                "state": self._state.value,
+                "pid": process.pid if process else None,
+                "interpreter": self._interpreter,
+                "lua": self._info.get("lua"),
+                "restarts": self._restarts,
+                "failures": self._failures_total,
+                "recent_failures": len(self._schedule.failures),
+                "retry_in_s": retry_in,
+                "last_error": None if self._last_error is None else {
+                    "text": self._last_error[0], "at": _iso(self._last_error[1])},
+                "layers": [layer.name for layer in self._layers],
+                "limits": asdict(self.config.limits),
+                "backoff": asdict(self.config.backoff),
+                "started_at": _iso(process.started_at) if process else None,
+                "uptime_s": round(now - process.started_monotonic, 3) if process else None,
+                "transitions": dict(self._transitions),
+            }
+
+    def stop(self) -> None:
+        """Clean stop: close the child's stdin, wait briefly, then kill. Calls after it are refused."""
+        with self._cond:
+            if self._state in (State.STOPPED, State.STOPPING):
+                return
+            self._generation += 1
+            channel, self._channel = self._channel, None
+            starting, self._starting = self._starting, None
+            self._change_state(State.STOPPING, "stop requested", channel)
+            supervisor, self._supervisor = self._supervisor, None
+        if starting is not None:
+            starting[1].process.kill()
+        if channel is not None:
+            channel.close(STOP_GRACE_S)
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(STOP_GRACE_S + 1)
+        with self._cond:
+            if self._state is State.STOPPING:
+                self._change_state(State.STOPPED, "stopped", channel)
+
+    # ------------------------------------------------------------------------------ calls and states
+
+    def _with_channel(self, operation: Callable[[SandboxChannel], T]) -> T:
+        """Run ``operation`` on a live channel, recording a lost process as a failure."""
+        wait_until = time.monotonic() + self.config.backoff.max_call_wait_s
+        while True:
+            channel = self._acquire(wait_until)
+            try:
+                result = operation(channel)
+            except ChannelClosed:
+                # Lost before our frame was written (another call killed it): retry on the next process.
+                self._on_channel_failure(channel, channel.failure())
+                continue
+            except (SandboxCrashed, SandboxTimeout) as exc:
+                self._on_channel_failure(channel, exc)
+                raise
+            except LuaError:
+                self._on_success()
+                raise
+            except BaseException:
+                # Anything else that left the channel dead (an interrupt mid-call) is a lost process too.
+                if not channel.alive:
+                    self._on_channel_failure(channel, channel.failure())
+                raise
+            self._on_success()
+            return result
+
+    def _acquire(self, wait_until: float) -> SandboxChannel:
+        """A READY channel; restarts on demand when due; waits up to ``wait_until`` for one in progress."""
+        while True:
+            with self._cond:
+                if self._starting is not None and self._starting[0] == threading.get_ident():
+                    # Initialize's built-ins calling back into this sandbox while it starts.
+                    if self._starting[1].alive:
+                        return self._starting[1]
+                    raise SandboxUnavailable(f"sandbox {self.name!r} lost its process while starting",
+                                             self._state.value)
+                state = self._state
+                if state is State.READY and self._channel is not None:
+                    return self._channel
+                now = time.monotonic()
+                if state in STOPPED_STATES:
+                    raise SandboxUnavailable(f"sandbox {self.name!r} is {state.value}", state.value)
+                if state in RESTARTABLE_STATES and self._schedule.transition(state, now) is State.STARTING:
+                    self._change_state(State.STARTING, f"restart on demand after {self._last_error_text()}")
+                    generation = self._generation
+                else:
+                    generation = None
+                    retry_at = self._schedule.retry_at
+                    if state is State.QUARANTINED:
+                        raise SandboxUnavailable(
+                            f"sandbox {self.name!r} is quarantined for {self._schedule.seconds_until_retry(now):.1f} s "
+                            f"more after repeated failures; last error: {self._last_error_text()}",
+                            state.value, retry_at)
+                    if state is State.BACKOFF and retry_at is not None and retry_at > wait_until:
+                        raise SandboxUnavailable(
+                            f"sandbox {self.name!r} is restarting after a failure; next attempt in "
+                            f"{retry_at - now:.1f} s; last error: {self._last_error_text()}", state.value, retry_at)
+                    if now >= wait_until:
+                        raise SandboxUnavailable(f"sandbox {self.name!r} is still {state.value}", state.value, retry_at)
+                    wake = wait_until if retry_at is None or state is State.STARTING else min(wait_until, retry_at)
+                    self._cond.wait(max(0.0, wake - now))
+            if generation is not None:
+                self._restart(generation)
+
+    def _on_success(self) -> None:
+        with self._cond:
+            self._schedule.record_success()
+
+    def _on_channel_failure(self, channel: SandboxChannel, exc: BaseException | None) -> None:
+        with self._cond:
+            if channel is not self._channel:
+                return  # already recorded (nested call), or a stale process of a restart / stop
+            self._channel = None
+            self._record_failure(exc if exc is not None else SandboxCrashed("the process was lost"), channel)
+
+    def _record_failure(self, exc: BaseException, channel: SandboxChannel | None = None) -> None:
+        """Caller holds the lock. Counts the failure and moves to BACKOFF or QUARANTINED."""
+        now = time.monotonic()
+        text = str(exc) or type(exc).__name__
+        self._failures_total += 1
+        self._last_error = (text, time.time())
+        new_state = self._schedule.record_failure(now)
+        if new_state is State.QUARANTINED:
+            reason = f"quarantined for {self.config.backoff.cooldown_s:g} s after: {text}"
+        else:
+            reason = f"restart in {self._schedule.seconds_until_retry(now):.2f} s after: {text}"
+        self._change_state(new_state, reason, channel)
+
+    def _fatal(self, generation: int, exc: BaseException) -> None:
+        with self._cond:
+            if generation == self._generation:
+                self._failures_total += 1
+                self._last_error = (str(exc), time.time())
+                self._change_state(State.FATAL, str(exc))
+
+    def _change_state(self, new: State, reason: str, channel: SandboxChannel | None = None) -> None:
+        """The one place where the state changes. Caller holds the lock."""
+        old = self._state
+        if new not in TRANSITIONS[old]:
+            allowed = ", ".join(sorted(state.value for state in TRANSITIONS[old]))
+            raise RuntimeError(f"sandbox {self.name!r}: cannot go from {old.value} to {new.value} "
+                               f"({reason}); allowed: {allowed}")
+        self._state = new
+        self._transitions[new.value] += 1
+        channel = channel or self._channel
+        pid = channel.process.pid if channel is not None else None
+        level = logging.WARNING if new in (State.BACKOFF, State.QUARANTINED, State.FATAL) else logging.INFO
+        log.log(level, "sandbox %s (%s) pid %s: %s -> %s (%s)", self.name, self.config.role, pid,
+                old.value, new.value, reason,
+                extra={"sandbox": self.name, "role": self.config.role, "pid": pid,
+                       "from_state": old.value, "to_state": new.value, "reason": reason})
+        self._cond.notify_all()
+
+    def _last_error_text(self) -> str:
+        return self._last_error[0] if self._last_error else "no error recorded"
+
+    # -------------------------------------------------------------------------------- (re)starting
+
+    def _bring_up(self, generation: int) -> None:
+        """Spawn and prepare a process, then install it as READY. State is STARTING. Raises on failure."""
+        limits = self.config.limits
+        assert self._interpreter is not None
+        # --cpu is the shim's budget for loads (a call carries its own in opts.cpu).
+        flags = [f"--memory-kb={limits.memory_kb}", f"--max-log-lines={limits.max_log_lines}",
+                 f"--cpu={limits.soft_cpu_s:g}"]
+        process = ChildProcess.spawn(self._interpreter, self._shim, flags, self._layers)
+        channel = SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
+                                 on_log=self._on_log, max_frame=limits.max_frame,
+                                 max_log_lines=limits.max_log_lines)
+        with self._cond:
+            if generation != self._generation:
+                process.kill()
+                raise SandboxUnavailable(f"sandbox {self.name!r} was stopped while starting", self._state.value)
+            self._starting = (threading.get_ident(), channel)
+        try:
+            info = channel.wait_ready(limits.hard_timeout_s)
+            defined = self._load_scripts(channel)
+            if self.config.initialize and self.config.initialize in defined:
+                defined = self._run_initialize(channel) or defined
+        except BaseException:
+            channel.kill("start failed")
+            raise
+        finally:
+            with self._cond:
+                if self._starting is not None and self._starting[1] is channel:
+                    self._starting = None
+        with self._cond:
+            if generation == self._generation:
+                self._channel = channel
+                self._info = info
+                self._defined = defined
+                self._change_state(State.READY, f"{len(self.config.scripts)} script(s) loaded", channel)
+                return
+        channel.kill("stopped while starting")
+        raise SandboxUnavailable(f"sandbox {self.name!r} was stopped while starting", State.STOPPED.value)
+
+    def _load_scripts(self, channel: SandboxChannel) -> frozenset[str]:
+        defined: frozenset[str] = frozenset()
+        for script in self.config.scripts:
+            try:
+                functions, _ = channel.load(script.source, "@" + script.path, self.config.limits.hard_timeout_s)
+            except LuaError as exc:
+                raise ScriptLoadError(script.path, exc.message) from None
+            defined = frozenset(functions)  # the list is of all global functions after the chunk ran
+        return defined
+
+    def _run_initialize(self, channel: SandboxChannel) -> frozenset[str] | None:
+        """Call ``initialize``; a Lua error is logged and ignored (Orthanc's rule for Initialize)."""
+        name = self.config.initialize
+        assert name is not None
+        limits = self.config.limits
+        try:
+            channel.call(name, [], {"keepStrings": False, "cpu": limits.soft_cpu_s}, limits.hard_timeout_s)
+        except LuaError as exc:
+            log.warning("sandbox %s (%s): %s() failed: %s", self.name, self.config.role, name, exc.message)
+            if self._on_log is not None:
+                try:
+                    self._on_log(self.name, "error", f"{name}() failed: {exc.message}")
+                except Exception:
+                    log.exception("sandbox %s: on_log callback failed", self.name)
+        # Initialize may define functions; an empty chunk lists the globals as they are now.
+        functions, _ = channel.load("", "=(functions)", limits.hard_timeout_s)
+        return frozenset(functions)
+
+    def _restart(self, generation: int) -> None:
+        """Bring a process up (state already STARTING); a failure is recorded, not raised."""
+        try:
+            self._bring_up(generation)
+        except BaseException as exc:
+            with self._cond:
+                if generation == self._generation and self._state is State.STARTING:
+                    self._record_failure(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with self._cond:
+            self._restarts += 1
+
+    def _start_supervisor(self, generation: int) -> None:
+        with self._cond:
+            if generation != self._generation or self._supervisor is not None:
+                return
+            self._supervisor = threading.Thread(target=self._supervise, args=(generation,),
+                                                name=f"sandbox-{self.name}-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self, generation: int) -> None:
+        """Restart proactively when the schedule says so; exits when the sandbox is stopped."""
+        while True:
+            with self._cond:
+                while True:
+                    if generation != self._generation:
+                        return
+                    now = time.monotonic()
+                    if (self._state in RESTARTABLE_STATES
+                            and self._schedule.transition(self._state, now) is State.STARTING):
+                        self._change_state(State.STARTING, f"restart after {self._last_error_text()}")
+                        break
+                    wait = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
+                    self._cond.wait(wait)
+            self._restart(generation)
+
+
+def _iso(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+__all__ = ["Sandbox", "SandboxConfig", "ScriptSource", "CallResult", "CallInfo", "RestartSchedule"]

@@ -1,6 +1,7 @@
 """Small, valid DICOM instances made on the fly (tests and benchmarks need many distinct ones)."""
 from __future__ import annotations
 
+import copy
 from io import BytesIO
 from pathlib import Path
 
@@ -22,8 +23,7 @@ def make_instances(count: int, *, modality: str = "CT", patient_id: str = "P1", 
     source = template(base)
     instances = []
     for index in range(count):
-        ds = source.copy()
-        ds.file_meta = source.file_meta.copy()
+        ds = copy.deepcopy(source)
         ds.PatientID = patient_id
         ds.PatientName = patient_name
         ds.Modality = modality

@@ -28,7 +28,7 @@ class ScriptSet:
         self.services = services
         self.tenant = tenant
         config = services.config
-        scripts = tuple(_read_script(path) for path in config.lua_scripts)
+        scripts = tuple(_read_script(path, config.base_dir) for path in config.lua_scripts)
         self.sandboxes: dict[Role, Sandbox] = {
             role: Sandbox(
                 SandboxConfig(name=f"{tenant}/{role.value}", role=role.value, scripts=scripts,
@@ -134,9 +134,12 @@ class ScriptSet:
                     else logging.INFO, "%s: %s", sandbox, text)
 
 
-def _read_script(path: Path) -> ScriptSource:
+def _read_script(path: Path, base_dir: Path) -> ScriptSource:
+    """The script's source, named by its path relative to the configuration file when it lies below
+    it: Lua cuts chunk names at 60 characters, and error messages must still name the file."""
     try:
-        return ScriptSource(str(path), path.read_bytes())
+        name = path.relative_to(base_dir) if path.is_relative_to(base_dir) else path
+        return ScriptSource(str(name), path.read_bytes())
     except OSError as exc:
         from broker.config import ConfigError
         raise ConfigError(f"Cannot read the Lua script {path} listed in 'LuaScripts': {exc.strerror}") from exc

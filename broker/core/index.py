@@ -1,0 +1,334 @@
+"""The index: an SQLite database (WAL) of resources, metadata, attachments, unstable resources and the
+event outbox. See ``docs/storage.md`` for the schema.
+
+Concurrency: one writer connection behind a lock (writes are serialised by SQLite anyway; the lock
+spares the busy-retry loop), and a small pool of reader connections (WAL lets readers run beside the
+writer; a pool, not one per thread, because every DICOM association is a new thread).
+``write()`` and ``read()`` open a transaction and yield an ``IndexTransaction``; a read made by the
+thread that holds the write transaction goes through it, so it sees its own changes.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from broker.core.levels import Level
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    internal_id  INTEGER PRIMARY KEY,
+    level        INTEGER NOT NULL,             -- 0 patient, 1 study, 2 series, 3 instance
+    public_id    TEXT NOT NULL UNIQUE,         -- Orthanc's id (SHA-1 of the DICOM UIDs)
+    parent_id    INTEGER REFERENCES resources(internal_id) ON DELETE CASCADE,
+    main_tags    TEXT NOT NULL,                -- JSON: Orthanc's MainDicomTags of the level
+    patient_tags TEXT                          -- JSON, studies only: the patient's main tags
+);
+CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(parent_id);
+CREATE INDEX IF NOT EXISTS resources_by_level ON resources(level);
+
+CREATE TABLE IF NOT EXISTS metadata (
+    internal_id INTEGER NOT NULL REFERENCES resources(internal_id) ON DELETE CASCADE,
+    type        INTEGER NOT NULL,              -- Orthanc's metadata number (user metadata >= 1024)
+    value       TEXT NOT NULL,
+    PRIMARY KEY (internal_id, type)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS attachments (
+    internal_id  INTEGER NOT NULL REFERENCES resources(internal_id) ON DELETE CASCADE,
+    content_type INTEGER NOT NULL,             -- 1 = the DICOM file
+    uuid         TEXT NOT NULL,                -- file name in the storage area
+    size         INTEGER NOT NULL,
+    md5          TEXT,
+    PRIMARY KEY (internal_id, content_type)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS unstable (
+    internal_id INTEGER PRIMARY KEY REFERENCES resources(internal_id) ON DELETE CASCADE,
+    level       INTEGER NOT NULL,
+    public_id   TEXT NOT NULL,
+    deadline    REAL NOT NULL                  -- Unix time at which the resource becomes stable
+);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,                 -- StoredInstance, Deleted, Updated, Stable
+    level       TEXT,                          -- Patient, Study, Series, Instance
+    resource_id TEXT,
+    payload     BLOB,                          -- JSON
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    state       TEXT NOT NULL DEFAULT 'pending',  -- pending, done, parked
+    last_error  TEXT,
+    created     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, seq);
+"""
+
+DICOM_ATTACHMENT = 1
+READER_POOL_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow:
+    internal_id: int
+    level: Level
+    public_id: str
+    parent_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    uuid: str
+    size: int
+    md5: str | None
+
+
+def _row(values: tuple) -> ResourceRow:
+    return ResourceRow(values[0], Level(values[1]), values[2], values[3])
+
+
+class IndexTransaction:
+    """The queries of the index, run inside one transaction of one connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self._execute = connection.execute
+
+    # Resources.
+    def find(self, public_id: str) -> ResourceRow | None:
+        row = self._execute("SELECT internal_id, level, public_id, parent_id FROM resources WHERE public_id = ?",
+                            (public_id,)).fetchone()
+        return _row(row) if row else None
+
+    def find_at(self, level: Level, public_id: str) -> ResourceRow | None:
+        row = self.find(public_id)
+        return row if row is not None and row.level is level else None
+
+    def get(self, internal_id: int) -> ResourceRow | None:
+        row = self._execute("SELECT internal_id, level, public_id, parent_id FROM resources WHERE internal_id = ?",
+                            (internal_id,)).fetchone()
+        return _row(row) if row else None
+
+    def create(self, level: Level, public_id: str, parent_id: int | None, main_tags: dict[str, str],
+               patient_tags: dict[str, str] | None = None) -> int:
+        cursor = self._execute(
+            "INSERT INTO resources (level, public_id, parent_id, main_tags, patient_tags) VALUES (?, ?, ?, ?, ?)",
+            (int(level), public_id, parent_id, _dump(main_tags),
+             None if patient_tags is None else _dump(patient_tags)))
+        return cursor.lastrowid
+
+    def main_tags(self, internal_id: int) -> tuple[dict[str, str], dict[str, str] | None]:
+        main, patient = self._execute("SELECT main_tags, patient_tags FROM resources WHERE internal_id = ?",
+                                      (internal_id,)).fetchone()
+        return json.loads(main), (json.loads(patient) if patient is not None else None)
+
+    def children(self, internal_id: int) -> list[ResourceRow]:
+        return [_row(values) for values in self._execute(
+            "SELECT internal_id, level, public_id, parent_id FROM resources WHERE parent_id = ? ORDER BY internal_id",
+            (internal_id,))]
+
+    def has_children(self, internal_id: int) -> bool:
+        return self._execute("SELECT 1 FROM resources WHERE parent_id = ? LIMIT 1", (internal_id,)).fetchone() is not None
+
+    def subtree(self, internal_id: int) -> list[ResourceRow]:
+        """The resource and all its descendants, parents before children."""
+        return [_row(values) for values in self._execute(
+            "WITH RECURSIVE tree(id) AS (SELECT ? UNION ALL "
+            "SELECT r.internal_id FROM resources r JOIN tree t ON r.parent_id = t.id) "
+            "SELECT r.internal_id, r.level, r.public_id, r.parent_id FROM resources r JOIN tree t "
+            "ON r.internal_id = t.id ORDER BY r.level, r.internal_id", (internal_id,))]
+
+    def delete(self, internal_ids: Iterable[int]) -> None:
+        self.connection.executemany("DELETE FROM resources WHERE internal_id = ?", ((i,) for i in internal_ids))
+
+    def list_level(self, level: Level, since: int = 0, limit: int | None = None) -> list[ResourceRow]:
+        rows = self._execute(
+            "SELECT internal_id, level, public_id, parent_id FROM resources WHERE level = ? "
+            "ORDER BY internal_id LIMIT ? OFFSET ?", (int(level), -1 if limit is None else limit, since))
+        return [_row(values) for values in rows]
+
+    def counts(self) -> dict[Level, int]:
+        counts = {level: 0 for level in Level}
+        for level, count in self._execute("SELECT level, COUNT(*) FROM resources GROUP BY level"):
+            counts[Level(level)] = count
+        return counts
+
+    # Metadata.
+    def set_metadata(self, internal_id: int, number: int, value: str) -> None:
+        self._execute("INSERT OR REPLACE INTO metadata (internal_id, type, value) VALUES (?, ?, ?)",
+                      (internal_id, number, value))
+
+    def set_metadata_many(self, rows: Iterable[tuple[int, int, str]]) -> None:
+        self.connection.executemany("INSERT OR REPLACE INTO metadata (internal_id, type, value) VALUES (?, ?, ?)", rows)
+
+    def metadata(self, internal_id: int) -> dict[int, str]:
+        return dict(self._execute("SELECT type, value FROM metadata WHERE internal_id = ? ORDER BY type",
+                                  (internal_id,)))
+
+    def get_metadata(self, internal_id: int, number: int) -> str | None:
+        row = self._execute("SELECT value FROM metadata WHERE internal_id = ? AND type = ?",
+                            (internal_id, number)).fetchone()
+        return row[0] if row else None
+
+    def delete_metadata(self, internal_id: int, number: int) -> bool:
+        return self._execute("DELETE FROM metadata WHERE internal_id = ? AND type = ?",
+                             (internal_id, number)).rowcount > 0
+
+    def children_metadata(self, internal_id: int, number: int) -> list[str | None]:
+        """For each child, the value of one metadata (None where it is not set)."""
+        return [value for (value,) in self._execute(
+            "SELECT m.value FROM resources r LEFT JOIN metadata m ON m.internal_id = r.internal_id AND m.type = ? "
+            "WHERE r.parent_id = ? ORDER BY r.internal_id", (number, internal_id))]
+
+    # Attachments.
+    def add_attachment(self, internal_id: int, content_type: int, file_uuid: str, size: int, md5: str | None) -> None:
+        self._execute("INSERT INTO attachments (internal_id, content_type, uuid, size, md5) VALUES (?, ?, ?, ?, ?)",
+                      (internal_id, content_type, file_uuid, size, md5))
+
+    def attachment(self, internal_id: int, content_type: int = DICOM_ATTACHMENT) -> Attachment | None:
+        row = self._execute("SELECT uuid, size, md5 FROM attachments WHERE internal_id = ? AND content_type = ?",
+                            (internal_id, content_type)).fetchone()
+        return Attachment(*row) if row else None
+
+    def attachment_uuids(self, internal_ids: Iterable[int]) -> list[str]:
+        uuids: list[str] = []
+        for internal_id in internal_ids:
+            uuids.extend(u for (u,) in self._execute("SELECT uuid FROM attachments WHERE internal_id = ?",
+                                                     (internal_id,)))
+        return uuids
+
+    def total_size(self) -> int:
+        return self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0]
+
+    # Unstable resources (for IsStable and the Stable* events).
+    def mark_unstable(self, rows: Iterable[tuple[int, int, str, float]]) -> None:
+        self.connection.executemany(
+            "INSERT INTO unstable (internal_id, level, public_id, deadline) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(internal_id) DO UPDATE SET deadline = excluded.deadline", rows)
+
+    def unstable_deadline(self, internal_id: int) -> float | None:
+        row = self._execute("SELECT deadline FROM unstable WHERE internal_id = ?", (internal_id,)).fetchone()
+        return row[0] if row else None
+
+    def due_unstable(self, now: float) -> list[ResourceRow]:
+        return [ResourceRow(internal_id, Level(level), public_id, None) for internal_id, level, public_id in
+                self._execute("SELECT internal_id, level, public_id FROM unstable WHERE deadline <= ? "
+                              "ORDER BY deadline, level DESC, internal_id", (now,))]
+
+    def clear_unstable(self, internal_id: int) -> None:
+        self._execute("DELETE FROM unstable WHERE internal_id = ?", (internal_id,))
+
+    # Outbox (written in the same transaction as the change it reports).
+    def append_event(self, kind: str, level: Level | None, resource_id: str | None, payload: dict[str, Any],
+                     created: str) -> int:
+        cursor = self._execute(
+            "INSERT INTO outbox (kind, level, resource_id, payload, created) VALUES (?, ?, ?, ?, ?)",
+            (kind, None if level is None else level.label, resource_id, _dump(payload).encode("utf-8"), created))
+        return cursor.lastrowid
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Index:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._write_lock = threading.RLock()
+        self._write_owner: int | None = None
+        self._write_depth = 0
+        self._readers: queue.LifoQueue[IndexTransaction] = queue.LifoQueue(READER_POOL_SIZE)
+        self._closed = False
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode = WAL")
+        self._writer.executescript(SCHEMA)
+        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise RuntimeError(f"The index {self.path} has schema version {version}; this luabroker reads "
+                               f"version {SCHEMA_VERSION}")
+        self._transaction = IndexTransaction(self._writer)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    @contextmanager
+    def write(self) -> Iterator[IndexTransaction]:
+        """One write transaction (BEGIN IMMEDIATE … COMMIT, ROLLBACK on error); re-entrant per thread."""
+        with self._write_lock:
+            if self._write_depth:
+                self._write_depth += 1
+                try:
+                    yield self._transaction
+                finally:
+                    self._write_depth -= 1
+                return
+            self._writer.execute("BEGIN IMMEDIATE")
+            self._write_owner = threading.get_ident()
+            self._write_depth = 1
+            try:
+                yield self._transaction
+                self._finish("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _finish(self, statement: str) -> None:
+        self._write_depth = 0
+        self._write_owner = None
+        self._writer.execute(statement)
+
+    def _rollback(self) -> None:
+        """Roll back what is still open (a failed COMMIT included), so the next BEGIN can start."""
+        self._write_depth = 0
+        self._write_owner = None
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+
+    @contextmanager
+    def read(self) -> Iterator[IndexTransaction]:
+        """A consistent snapshot for several queries (the writer's transaction in the writing thread)."""
+        if self._write_owner == threading.get_ident():
+            yield self._transaction
+            return
+        try:
+            transaction = self._readers.get_nowait()
+        except queue.Empty:
+            transaction = IndexTransaction(self._connect())
+        transaction.connection.execute("BEGIN")
+        try:
+            yield transaction
+        finally:
+            transaction.connection.execute("COMMIT")
+            self._release(transaction)
+
+    def _release(self, transaction: IndexTransaction) -> None:
+        if not self._closed:
+            try:
+                self._readers.put_nowait(transaction)
+                return
+            except queue.Full:
+                pass
+        transaction.connection.close()
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._readers.get_nowait().connection.close()
+            except queue.Empty:
+                break
+        with self._write_lock:
+            self._writer.close()

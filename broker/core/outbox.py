@@ -1,0 +1,98 @@
+"""The outbox: durable events, written in the same transaction as the change they report.
+
+Kinds (``level`` is Orthanc's level name, ``resource_id`` the public id):
+
+* ``StoredInstance`` (level ``Instance``): payload ``{"origin": Origin.to_dict(), "metadata": {name:
+  value}, "tags": simplified tags}``. Written for every successful store, duplicates included (then
+  with the existing instance's metadata), as Orthanc fires ``OnStoredInstance`` for both.
+* ``Deleted``: one per resource that disappeared (the target, its descendants, and the ancestors that
+  became empty); payload ``{}``.
+* ``Updated``: metadata of a resource was set or deleted; payload ``{"Metadata": name}``.
+* ``Stable`` (``Patient``/``Study``/``Series``): no new instance for ``StableAge`` seconds; payload
+  ``{"tags": main tags, "metadata": {name: value}}``.
+
+The dispatcher reads ``pending()`` in ``seq`` order, and for each event calls ``mark_done`` or
+``record_failure`` (which re-queues it, or parks it: a dead letter kept for inspection).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from broker.core.index import Index
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    seq: int
+    kind: str
+    level: str | None
+    resource_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    state: str = "pending"
+    last_error: str | None = None
+    created: str = ""
+
+
+_COLUMNS = "seq, kind, level, resource_id, payload, attempts, state, last_error, created"
+
+
+def _event(row: tuple) -> OutboxEvent:
+    seq, kind, level, resource_id, payload, attempts, state, last_error, created = row
+    return OutboxEvent(seq, kind, level, resource_id, json.loads(payload) if payload else {}, attempts, state,
+                       last_error, created)
+
+
+class Outbox:
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def pending(self, limit: int = 100) -> list[OutboxEvent]:
+        """The oldest pending events, in order."""
+        with self._index.read() as tx:
+            rows = tx.connection.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                                         (limit,)).fetchall()
+        return [_event(row) for row in rows]
+
+    def get(self, seq: int) -> OutboxEvent | None:
+        with self._index.read() as tx:
+            row = tx.connection.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        return _event(row) if row else None
+
+    def mark_done(self, seq: int) -> None:
+        with self._index.write() as tx:
+            tx.connection.execute("UPDATE outbox SET state = 'done' WHERE seq = ?", (seq,))
+
+    def record_failure(self, seq: int, error: str, park: bool) -> None:
+        """Count a failed delivery; ``park=True`` moves the event out of the queue (dead letter)."""
+        with self._index.write() as tx:
+            tx.connection.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
+                (error, "parked" if park else "pending", seq))
+
+    def parked(self) -> list[OutboxEvent]:
+        with self._index.read() as tx:
+            rows = tx.connection.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state = 'parked' ORDER BY seq").fetchall()
+        return [_event(row) for row in rows]
+
+    def requeue(self, seq: int) -> bool:
+        """Put a parked event back in the queue (attempts kept). False if it was not parked."""
+        with self._index.write() as tx:
+            return tx.connection.execute("UPDATE outbox SET state = 'pending' WHERE seq = ? AND state = 'parked'",
+                                         (seq,)).rowcount > 0
+
+    def counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "done": 0, "parked": 0}
+        with self._index.read() as tx:
+            for state, count in tx.connection.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+                counts[state] = count
+        return counts
+
+    def prune_done(self, keep: int = 10000) -> int:
+        """Delete the oldest delivered events, keeping the last ``keep`` of them; returns how many went."""
+        with self._index.write() as tx:
+            return tx.connection.execute(
+                "DELETE FROM outbox WHERE state = 'done' AND seq NOT IN "
+                "(SELECT seq FROM outbox WHERE state = 'done' ORDER BY seq DESC LIMIT ?)", (keep,)).rowcount

@@ -1,0 +1,519 @@
+"""The store: the one place that writes the index and the storage area.
+
+``Store.store_instance(data, origin)`` parses the file once (``broker.core.dicom_parse``), computes
+Orthanc's ids, asks ``instance_filter`` (set by the scripting bridge for ``ReceivedInstanceFilter``),
+writes the file, then in ONE index transaction creates the missing patient/study/series, the instance,
+its attachment and metadata, and a ``StoredInstance`` outbox event; then it calls ``on_event()`` so
+that the dispatcher wakes up. A crash between the file write and the commit leaves an orphan file and
+no index row; a failed transaction removes the file. Deletions, metadata changes and stability also
+write their outbox events in the transaction of the change.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pydicom
+
+from broker.core import maintags
+from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
+from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
+from broker.core.ids import ResourceIds
+from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
+from broker.core.levels import Level
+from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata
+from broker.core.origin import Origin, RequestOrigin
+from broker.core.outbox import Outbox
+from broker.core.storage import StorageArea
+from broker.errors import ErrorCode, OrthancError
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE_NAME = "index.sqlite"
+SUCCESS = "Success"
+ALREADY_STORED = "AlreadyStored"
+FILTERED_OUT = "FilteredOut"
+
+_IDENTIFIERS = ((maintags.STUDY_INSTANCE_UID, "StudyInstanceUID", "0020,000D"),
+                (maintags.SERIES_INSTANCE_UID, "SeriesInstanceUID", "0020,000E"),
+                (maintags.SOP_INSTANCE_UID, "SOPInstanceUID", "0008,0018"))
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+
+
+def now_iso() -> str:
+    """Orthanc's timestamps: UTC, ``20240101T120000``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
+def parse_integer(text: str | None) -> int | None:
+    """Orthanc's ``lexical_cast<int64_t>``: an optional sign and digits, nothing else."""
+    return int(text) if text is not None and _INTEGER.match(text) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    status: str  # "Success" | "AlreadyStored" | "FilteredOut"
+    instance_id: str
+    parent_patient: str
+    parent_study: str
+    parent_series: str
+
+    @property
+    def path(self) -> str:
+        return f"/instances/{self.instance_id}"
+
+    def to_json(self) -> dict[str, str]:
+        """Orthanc's answer to ``POST /instances``."""
+        return {"ID": self.instance_id, "ParentPatient": self.parent_patient, "ParentSeries": self.parent_series,
+                "ParentStudy": self.parent_study, "Path": self.path, "Status": self.status}
+
+
+class IncomingInstance:
+    """An instance on its way into the store: parsed once, with its ids and summary.
+
+    Raises ``OrthancError``: ``BAD_FILE_FORMAT`` (400) for bytes that are not a well-formed DICOM file
+    or lack a UID value, ``INEXISTENT_TAG`` (404, as Orthanc) when a UID tag is missing.
+    """
+
+    def __init__(self, data: bytes, origin: Origin) -> None:
+        self.data = data
+        self.origin = origin
+        if not data:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Received an empty DICOM file")
+        try:
+            self.file: DicomFile = parse_dicom(data)
+        except DicomFormatError as exc:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
+                               f"Cannot parse an invalid DICOM file (size: {len(data)} bytes): {exc}") from None
+        self.charset = Charset.of(self.file.elements)
+        self.summary: dict[int, str | None] = summary(self.file.elements, maintags.SUMMARY_TAGS, self.charset)
+        self.ids = self._compute_ids()
+        self._lock = threading.Lock()
+        self._simplified: dict[str, Any] | None = None
+        self._dataset: pydicom.Dataset | None = None
+
+    def _compute_ids(self) -> ResourceIds:
+        uids = []
+        for tag, name, number in _IDENTIFIERS:
+            if tag not in self.summary:
+                raise OrthancError(ErrorCode.INEXISTENT_TAG, f"The DICOM file has no {name} ({number}); "
+                                   "every instance needs StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID")
+            value = self.summary[tag]
+            if not value:
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"The DICOM file has an empty {name} ({number})")
+            uids.append(value)
+        return ResourceIds.from_uids(self.summary.get(maintags.PATIENT_ID) or "", *uids)
+
+    @property
+    def instance_id(self) -> str:
+        return self.ids.instance
+
+    @property
+    def has_pixel_data(self) -> bool:
+        return self.file.has_pixel_data
+
+    @property
+    def transfer_syntax_uid(self) -> str:
+        return self.file.transfer_syntax
+
+    def simplified_tags(self) -> dict[str, Any]:
+        """The dataset as ``/instances/{id}/simplified-tags`` shows it (computed once)."""
+        if self._simplified is None:
+            self._simplified = dataset_to_json(self.file.elements, JsonFormat.HUMAN, self.charset)
+        return self._simplified
+
+    def full_tags(self) -> dict[str, Any]:
+        return dataset_to_json(self.file.elements, JsonFormat.FULL, self.charset)
+
+    @property
+    def dataset(self) -> pydicom.Dataset:
+        """The file as a pydicom ``Dataset``, read on first use and kept."""
+        with self._lock:
+            if self._dataset is None:
+                self._dataset = pydicom.dcmread(io.BytesIO(self.data), force=True)
+            return self._dataset
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    remaining_ancestor: ResourceRow | None
+    deleted: tuple[ResourceRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Orthanc's answer to ``DELETE /{level}/{id}``."""
+        ancestor = self.remaining_ancestor
+        if ancestor is None:
+            return {"RemainingAncestor": None}
+        return {"RemainingAncestor": {"ID": ancestor.public_id, "Path": f"/{ancestor.level.plural}/{ancestor.public_id}",
+                                      "Type": ancestor.level.label}}
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    count_patients: int
+    count_studies: int
+    count_series: int
+    count_instances: int
+    disk_size: int
+
+
+@dataclass(slots=True)
+class ResourceView:
+    """What the REST layer needs to describe one resource (read in one transaction)."""
+
+    level: Level
+    public_id: str
+    parent: str | None
+    children: list[str]
+    main_tags: dict[str, str]
+    patient_tags: dict[str, str] | None
+    metadata: dict[int, str]
+    is_stable: bool
+    attachment: Attachment | None = None
+    children_index_in_series: list[str | None] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, root: Path, *, user_metadata: Mapping[str, int] | None = None,
+                 on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
+                 sync_storage: bool = False, store_md5: bool = False, index_path: Path | None = None) -> None:
+        self.root = Path(root)
+        self.storage = StorageArea(self.root, sync=sync_storage)
+        self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
+                           synchronous="FULL" if sync_storage else "NORMAL")
+        self.outbox = Outbox(self.index)
+        self.metadata_names = MetadataNames(user_metadata)
+        self.on_event = on_event
+        self.instance_filter: Callable[[IncomingInstance], bool] | None = None
+        self.stable_age = stable_age if stable_age > 0 else 60.0  # Orthanc: StableAge <= 0 means 60
+        self.store_md5 = store_md5
+
+    def close(self) -> None:
+        self.index.close()
+
+    # Ingest.
+    def store_instance(self, data: bytes, origin: Origin) -> StoreResult:
+        return self.store_incoming(IncomingInstance(data, origin))
+
+    def store_incoming(self, incoming: IncomingInstance) -> StoreResult:
+        ids = incoming.ids
+        if self.instance_filter is not None and not self._accepted(incoming):
+            return StoreResult(FILTERED_OUT, ids.instance, ids.patient, ids.study, ids.series)
+        tags = incoming.simplified_tags()
+        with self.index.read() as tx:
+            known = tx.find(ids.instance) is not None
+        written: list[str] = [] if known else [self.storage.write(incoming.data)]
+        try:
+            with self.index.write() as tx:
+                status = self._index_instance(tx, incoming, tags, written)
+        except BaseException as exc:
+            for file_uuid in written:
+                self.storage.remove(file_uuid)
+            if isinstance(exc, sqlite3.Error):
+                raise OrthancError(ErrorCode.DATABASE, f"The index refused the instance: {exc}") from exc
+            raise
+        if status == ALREADY_STORED:
+            for file_uuid in written:
+                self.storage.remove(file_uuid)
+        self._notify()
+        return StoreResult(status, ids.instance, ids.patient, ids.study, ids.series)
+
+    def _accepted(self, incoming: IncomingInstance) -> bool:
+        try:
+            return bool(self.instance_filter(incoming))
+        except OrthancError:
+            raise
+        except Exception as exc:  # a broken filter fails the store, it does not crash the caller
+            raise OrthancError(ErrorCode.INTERNAL_ERROR, f"The instance filter failed: {exc!r}") from exc
+
+    def _index_instance(self, tx: IndexTransaction, incoming: IncomingInstance, tags: dict[str, Any],
+                        written: list[str]) -> str:
+        ids, origin, summary_ = incoming.ids, incoming.origin, incoming.summary
+        now = now_iso()
+        existing = tx.find(ids.instance)
+        if existing is not None:
+            metadata = tx.metadata(existing.internal_id)
+            tx.append_event("StoredInstance", Level.INSTANCE, ids.instance,
+                            self._stored_payload(origin, metadata, tags), now)
+            return ALREADY_STORED
+        if not written:  # deleted since the check made before writing the file
+            written.append(self.storage.write(incoming.data))
+
+        patient = self._find_or_create(tx, Level.PATIENT, ids.patient, None, summary_)
+        study = self._find_or_create(tx, Level.STUDY, ids.study, patient[0], summary_)
+        series = self._find_or_create(tx, Level.SERIES, ids.series, study[0], summary_)
+        instance_id = tx.create(Level.INSTANCE, ids.instance, series[0],
+                                maintags.extract_main_tags(Level.INSTANCE, summary_))
+        md5 = hashlib.md5(incoming.data).hexdigest() if self.store_md5 else None
+        tx.add_attachment(instance_id, DICOM_ATTACHMENT, written[0], len(incoming.data), md5)
+
+        rows = [(internal_id, MetadataType.LAST_UPDATE, now) for internal_id in (series[0], study[0], patient[0])]
+        if series[1]:
+            expected = expected_number_of_instances(summary_)
+            if expected is not None:
+                rows.append((series[0], MetadataType.EXPECTED_NUMBER_OF_INSTANCES, str(expected)))
+            rows.append((series[0], MetadataType.REMOTE_AET, _remote_aet(origin)))
+        metadata = instance_metadata(incoming, now)
+        rows.extend((instance_id, number, value) for number, value in metadata.items())
+        tx.set_metadata_many(rows)
+
+        deadline = time.time() + self.stable_age
+        tx.mark_unstable([(series[0], Level.SERIES, ids.series, deadline), (study[0], Level.STUDY, ids.study, deadline),
+                          (patient[0], Level.PATIENT, ids.patient, deadline)])
+        tx.append_event("StoredInstance", Level.INSTANCE, ids.instance,
+                        self._stored_payload(origin, metadata, tags), now)
+        return SUCCESS
+
+    @staticmethod
+    def _find_or_create(tx: IndexTransaction, level: Level, public_id: str, parent_id: int | None,
+                        summary_: dict[int, str | None]) -> tuple[int, bool]:
+        """(internal id, created?) of the resource ``public_id``."""
+        row = tx.find(public_id)
+        if row is not None:
+            if row.level is not level:
+                raise OrthancError(ErrorCode.DATABASE, f"The id {public_id} is already used by a {row.level.label}")
+            return row.internal_id, False
+        patient_tags = maintags.extract_main_tags(Level.PATIENT, summary_) if level is Level.STUDY else None
+        return tx.create(level, public_id, parent_id, maintags.extract_main_tags(level, summary_), patient_tags), True
+
+    def _stored_payload(self, origin: Origin, metadata: dict[int, str], tags: dict[str, Any]) -> dict[str, Any]:
+        return {"origin": origin.to_dict(), "metadata": self._named(metadata), "tags": tags}
+
+    def _named(self, metadata: Mapping[int, str]) -> dict[str, str]:
+        return {self.metadata_names.name(number): value for number, value in sorted(metadata.items())}
+
+    def _notify(self) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event()
+            except Exception:
+                log.exception("on_event callback failed; the events stay in the outbox")
+
+    # Reading.
+    def _find(self, tx: IndexTransaction, level: Level, public_id: str) -> ResourceRow:
+        row = tx.find_at(level, public_id)
+        if row is None:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No {level.label.lower()} with id {public_id}")
+        return row
+
+    def exists(self, level: Level, public_id: str) -> bool:
+        with self.index.read() as tx:
+            return tx.find_at(level, public_id) is not None
+
+    def list_ids(self, level: Level, since: int = 0, limit: int | None = None) -> list[str]:
+        with self.index.read() as tx:
+            return [row.public_id for row in tx.list_level(level, since, limit)]
+
+    def view(self, level: Level, public_id: str) -> ResourceView | None:
+        """Everything the REST layer shows of one resource, or None if there is no such resource."""
+        with self.index.read() as tx:
+            row = tx.find_at(level, public_id)
+            return None if row is None else self._view(tx, row)
+
+    def views(self, level: Level, public_ids: list[str] | None = None, since: int = 0,
+              limit: int | None = None) -> list[ResourceView]:
+        """Views of the given resources (or of a page of the whole level), skipping vanished ones."""
+        with self.index.read() as tx:
+            if public_ids is None:
+                rows = tx.list_level(level, since, limit)
+            else:
+                rows = [row for row in (tx.find_at(level, public_id) for public_id in public_ids) if row is not None]
+            return [self._view(tx, row) for row in rows]
+
+    def _view(self, tx: IndexTransaction, row: ResourceRow) -> ResourceView:
+        parent = tx.get(row.parent_id) if row.parent_id is not None else None
+        main, patient = tx.main_tags(row.internal_id)
+        view = ResourceView(row.level, row.public_id, parent.public_id if parent else None, [], main, patient,
+                            tx.metadata(row.internal_id), True)
+        if row.level is Level.INSTANCE:
+            view.attachment = tx.attachment(row.internal_id)
+        else:
+            view.children = [child.public_id for child in tx.children(row.internal_id)]
+            deadline = tx.unstable_deadline(row.internal_id)
+            view.is_stable = deadline is None or deadline <= time.time()
+        if row.level is Level.SERIES:
+            view.children_index_in_series = tx.children_metadata(row.internal_id, MetadataType.INDEX_IN_SERIES)
+        return view
+
+    def related(self, level: Level, public_id: str, target: Level) -> list[str]:
+        """Ids of the resources at ``target`` below ``public_id`` (all of them) or above it (its ancestor)."""
+        with self.index.read() as tx:
+            row = self._find(tx, level, public_id)
+            if target > level:
+                # Orthanc's order: level by level, each parent's children put in front of the previous ones.
+                current = [row]
+                for _ in range(target - level):
+                    following: list[ResourceRow] = []
+                    for parent in current:
+                        following = tx.children(parent.internal_id) + following
+                    current = following
+                return [r.public_id for r in current]
+            while row.level is not target:
+                row = tx.get(row.parent_id)
+            return [row.public_id]
+
+    def read_instance(self, instance_id: str) -> tuple[bytes, Attachment]:
+        """The DICOM file of an instance and its attachment record."""
+        with self.index.read() as tx:
+            row = self._find(tx, Level.INSTANCE, instance_id)
+            attachment = tx.attachment(row.internal_id)
+        if attachment is None:
+            raise OrthancError(ErrorCode.INEXISTENT_FILE, f"Instance {instance_id} has no DICOM attachment")
+        return self.storage.read(attachment.uuid), attachment
+
+    def instance_tags(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
+        data, _ = self.read_instance(instance_id)
+        try:
+            parsed = parse_dicom(data)
+        except DicomFormatError as exc:
+            raise OrthancError(ErrorCode.CORRUPTED_FILE, f"The stored file of {instance_id} is unreadable: {exc}")
+        return dataset_to_json(parsed.elements, fmt)
+
+    def statistics(self) -> Statistics:
+        with self.index.read() as tx:
+            counts = tx.counts()
+            size = tx.total_size()
+        return Statistics(counts[Level.PATIENT], counts[Level.STUDY], counts[Level.SERIES], counts[Level.INSTANCE], size)
+
+    # Metadata.
+    def metadata(self, level: Level, public_id: str) -> dict[str, str]:
+        """All metadata of a resource, by name, in Orthanc's order (by number)."""
+        with self.index.read() as tx:
+            row = self._find(tx, level, public_id)
+            return self._named(tx.metadata(row.internal_id))
+
+    def get_metadata(self, level: Level, public_id: str, name: str) -> str | None:
+        number = self.metadata_names.number(name)
+        with self.index.read() as tx:
+            row = self._find(tx, level, public_id)
+            return tx.get_metadata(row.internal_id, number)
+
+    def set_metadata(self, level: Level, public_id: str, name: str, value: str) -> None:
+        number = self._user_number(name)
+        with self.index.write() as tx:
+            row = self._find(tx, level, public_id)
+            tx.set_metadata(row.internal_id, number, value)
+            tx.append_event("Updated", level, public_id, {"Metadata": self.metadata_names.name(number)}, now_iso())
+        self._notify()
+
+    def delete_metadata(self, level: Level, public_id: str, name: str) -> bool:
+        """Remove a user metadata; False if it was not set."""
+        number = self._user_number(name)
+        with self.index.write() as tx:
+            row = self._find(tx, level, public_id)
+            deleted = tx.delete_metadata(row.internal_id, number)
+            if deleted:
+                tx.append_event("Updated", level, public_id, {"Metadata": self.metadata_names.name(number)}, now_iso())
+        if deleted:
+            self._notify()
+        return deleted
+
+    def _user_number(self, name: str) -> int:
+        number = self.metadata_names.number(name)
+        if not is_user_metadata(number):
+            raise OrthancError(ErrorCode.BAD_REQUEST, f"Metadata {name!r} is not user metadata (1024..65535); "
+                               "only user metadata can be changed", http_status=403)
+        return number
+
+    # Deletion.
+    def delete(self, level: Level, public_id: str) -> DeleteResult | None:
+        """Delete a resource, its descendants and the ancestors left empty; None if it does not exist."""
+        with self.index.write() as tx:
+            row = tx.find_at(level, public_id)
+            if row is None:
+                return None
+            deleted = tx.subtree(row.internal_id)
+            files = tx.attachment_uuids(r.internal_id for r in deleted if r.level is Level.INSTANCE)
+            tx.delete([row.internal_id])
+            remaining = None
+            parent_id = row.parent_id
+            while parent_id is not None:
+                parent = tx.get(parent_id)
+                if tx.has_children(parent_id):
+                    remaining = parent
+                    break
+                deleted.append(parent)
+                tx.delete([parent_id])
+                parent_id = parent.parent_id
+            now = now_iso()
+            for gone in deleted:
+                tx.append_event("Deleted", gone.level, gone.public_id, {}, now)
+        for file_uuid in files:
+            self.storage.remove(file_uuid)
+        self._notify()
+        return DeleteResult(remaining, tuple(deleted))
+
+    # Stability.
+    def emit_stable_events(self, now: float | None = None) -> int:
+        """Write a ``Stable`` event for each resource without a new instance for ``stable_age`` seconds."""
+        now = time.time() if now is None else now
+        count = 0
+        with self.index.write() as tx:
+            stamp = now_iso()
+            for row in tx.due_unstable(now):
+                main, _ = tx.main_tags(row.internal_id)
+                payload = {"tags": main, "metadata": self._named(tx.metadata(row.internal_id))}
+                tx.append_event("Stable", row.level, row.public_id, payload, stamp)
+                tx.clear_unstable(row.internal_id)
+                count += 1
+        if count:
+            self._notify()
+        return count
+
+
+def _remote_aet(origin: Origin) -> str:
+    return origin.remote_aet if origin.request_origin is RequestOrigin.DICOM_PROTOCOL else ""
+
+
+def instance_metadata(incoming: IncomingInstance, now: str) -> dict[int, str]:
+    """The metadata Orthanc 1.10 attaches to a new instance, by number."""
+    origin, summary_ = incoming.origin, incoming.summary
+    metadata: dict[int, str] = {
+        MetadataType.RECEPTION_DATE: now,
+        MetadataType.REMOTE_AET: _remote_aet(origin),
+        MetadataType.ORIGIN: origin.request_origin.value,
+        MetadataType.TRANSFER_SYNTAX: incoming.transfer_syntax_uid,
+    }
+    if origin.request_origin in (RequestOrigin.REST_API, RequestOrigin.DICOM_PROTOCOL):
+        metadata[MetadataType.REMOTE_IP] = origin.remote_ip
+    if origin.request_origin is RequestOrigin.DICOM_PROTOCOL:
+        metadata[MetadataType.CALLED_AET] = origin.called_aet
+    if origin.request_origin is RequestOrigin.REST_API:
+        metadata[MetadataType.HTTP_USERNAME] = origin.username
+    if incoming.file.pixel_data_offset is not None:
+        metadata[MetadataType.PIXEL_DATA_OFFSET] = str(incoming.file.pixel_data_offset)
+    if summary_.get(maintags.SOP_CLASS_UID) is not None:
+        metadata[MetadataType.SOP_CLASS_UID] = summary_[maintags.SOP_CLASS_UID]
+    for tag in (maintags.INSTANCE_NUMBER, maintags.IMAGE_INDEX):
+        if tag in summary_:
+            if summary_[tag] is not None:
+                metadata[MetadataType.INDEX_IN_SERIES] = summary_[tag].strip()
+            break
+    return dict(sorted(metadata.items()))
+
+
+def expected_number_of_instances(summary_: Mapping[int, str | None]) -> int | None:
+    """Orthanc's ``ComputeExpectedNumberOfInstances``; None when it cannot be computed."""
+    def number(tag: int) -> int | None:
+        return parse_integer(summary_.get(tag))
+    pairs = ((maintags.IMAGES_IN_ACQUISITION, maintags.NUMBER_OF_TEMPORAL_POSITIONS),
+             (maintags.NUMBER_OF_SLICES, maintags.NUMBER_OF_TIME_SLICES))
+    for first, second in pairs:
+        if summary_.get(first) is not None and summary_.get(second) is not None:
+            a, b = number(first), number(second)
+            if a is None or b is None:
+                return None
+            return a * b if a * b > 0 else None
+    if summary_.get(maintags.CARDIAC_NUMBER_OF_IMAGES) is not None:
+        count = number(maintags.CARDIAC_NUMBER_OF_IMAGES)
+        return count if count is not None and count > 0 else None
+    return None

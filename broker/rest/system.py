@@ -1,0 +1,76 @@
+"""REST endpoints about the server: ``/system``, ``/statistics``, ``/tools/generate-uid``.
+
+Handlers need ``services.store`` and ``services.config`` with ``name``, ``dicom_aet``, ``dicom_port``,
+``http_port`` and ``raw`` (the configuration JSON, for ``CheckRevisions`` and ``SslEnabled``).
+"""
+from __future__ import annotations
+
+import uuid
+from importlib import metadata
+from typing import Any
+
+from pydicom.uid import generate_uid
+
+from broker.errors import BareHttpStatus
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+
+routes = RouteTable()
+
+# The version of Orthanc's REST API that luabroker answers like (Orthanc 1.10's).
+API_VERSION = 16
+DATABASE_VERSION = 6
+MEGA_BYTES = 1024 * 1024
+
+
+def luabroker_version() -> str:
+    try:
+        return metadata.version("luabroker")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@routes.get("/system")
+def get_system(request: RestRequest, services: Any) -> dict[str, Any]:
+    config = services.config
+    raw = config.raw or {}
+    return {
+        "ApiVersion": API_VERSION,
+        "CheckRevisions": bool(raw.get("CheckRevisions", False)),
+        "DatabaseBackendPlugin": None,
+        "DatabaseVersion": DATABASE_VERSION,
+        "DicomAet": config.dicom_aet,
+        "DicomPort": config.dicom_port,
+        "HttpPort": config.http_port,
+        "IsHttpServerSecure": bool(raw.get("SslEnabled", False)),
+        "Name": config.name,
+        "PluginsEnabled": False,
+        "StorageAreaPlugin": None,
+        "Version": luabroker_version(),
+    }
+
+
+@routes.get("/statistics")
+def get_statistics(request: RestRequest, services: Any) -> dict[str, Any]:
+    stats = services.store.statistics()
+    return {
+        "CountInstances": stats.count_instances,
+        "CountPatients": stats.count_patients,
+        "CountSeries": stats.count_series,
+        "CountStudies": stats.count_studies,
+        "TotalDiskSize": str(stats.disk_size),
+        "TotalDiskSizeMB": stats.disk_size // MEGA_BYTES,
+        "TotalUncompressedSize": str(stats.disk_size),
+        "TotalUncompressedSizeMB": stats.disk_size // MEGA_BYTES,
+    }
+
+
+@routes.get("/tools/generate-uid")
+def generate_uid_for_level(request: RestRequest, services: Any) -> RestResponse:
+    """A new UID: a UUID for a patient (as Orthanc), a DICOM UID for the other levels."""
+    level = request.query.get("level", "").lower()
+    if level == "patient":
+        return RestResponse.text(str(uuid.uuid4()))
+    if level in ("study", "series", "instance"):
+        return RestResponse.text(generate_uid())
+    raise BareHttpStatus(404, 'Argument "level" must be patient, study, series or instance')

@@ -1,0 +1,64 @@
+"""The SQLite index: transactions, re-entrance, reader pool."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from broker.core.index import READER_POOL_SIZE, Index
+from broker.core.levels import Level
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    index = Index(tmp_path / "index.sqlite")
+    yield index
+    index.close()
+
+
+def test_index_runs_in_wal_mode(index: Index) -> None:
+    with index.read() as tx:
+        assert tx.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_failed_write_rolls_back_everything(index: Index) -> None:
+    with pytest.raises(RuntimeError):
+        with index.write() as tx:
+            tx.create(Level.PATIENT, "p", None, {})
+            raise RuntimeError("boom")
+    with index.read() as tx:
+        assert tx.find("p") is None
+    with index.write() as tx:
+        tx.create(Level.PATIENT, "p", None, {})
+
+
+def test_write_is_reentrant_and_the_writer_reads_its_own_changes(index: Index) -> None:
+    with index.write() as outer:
+        outer.create(Level.PATIENT, "p", None, {"PatientID": "x"})
+        with index.write() as inner:
+            inner.create(Level.STUDY, "s", outer.find("p").internal_id, {}, {})
+        with index.read() as tx:
+            assert tx.find("s") is not None
+    with index.read() as tx:
+        assert [row.public_id for row in tx.subtree(tx.find("p").internal_id)] == ["p", "s"]
+
+
+def test_readers_are_pooled_not_one_per_thread(index: Index) -> None:
+    with index.write() as tx:
+        tx.create(Level.PATIENT, "p", None, {})
+    barrier = threading.Barrier(READER_POOL_SIZE + 8)
+    found: list[bool] = []
+
+    def read() -> None:
+        with index.read() as tx:
+            barrier.wait()
+            found.append(tx.find("p") is not None)
+
+    threads = [threading.Thread(target=read) for _ in range(READER_POOL_SIZE + 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == [True] * (READER_POOL_SIZE + 8)
+    assert index._readers.qsize() == READER_POOL_SIZE

@@ -1,0 +1,77 @@
+"""A REST API over a fresh store, called in-process (no HTTP server), as the Lua door calls it."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+from broker.core.origin import Origin
+from broker.core.store import Store
+from broker.errors import BareHttpStatus, OrthancError
+from broker.rest import resources, system
+from broker.rest.api import RestApi
+from broker.rest.types import RestRequest, RestResponse
+
+CLIENT = Origin.rest("127.0.0.1", "")
+
+
+@dataclass
+class Answer:
+    """A REST answer as the HTTP door would send it: ``kind`` is ``body``, ``bare`` or ``error``."""
+
+    status: int
+    kind: str
+    body: bytes = b""
+    orthanc_status: int | None = None
+    content_type: str = ""
+    headers: dict[str, str] | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Client:
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+
+    def call(self, method: str, path: str, body: bytes = b"", **query: str) -> Answer:
+        request = RestRequest(method, path, query=query, body=body, origin=CLIENT)
+        try:
+            response: RestResponse = self.api.handle(request)
+        except BareHttpStatus as exc:
+            return Answer(exc.http_status, "bare")
+        except OrthancError as exc:
+            return Answer(exc.http_status, "error", exc.details.encode(), int(exc.code))
+        return Answer(response.status, "body", response.body, None, response.content_type, response.headers)
+
+    def get(self, path: str, **query: str) -> Any:
+        answer = self.call("GET", path, **query)
+        assert (answer.status, answer.kind) == (200, "body"), answer
+        return answer.json() if answer.content_type == "application/json" else answer.body
+
+    def post(self, path: str, body: bytes) -> Any:
+        answer = self.call("POST", path, body)
+        assert (answer.status, answer.kind) == (200, "body"), answer
+        return answer.json()
+
+
+def make_services(store: Store) -> SimpleNamespace:
+    config = SimpleNamespace(name="luabroker-test", dicom_aet="LUABROKER", dicom_port=4242, http_port=8042,
+                             raw={"Name": "luabroker-test"})
+    return SimpleNamespace(store=store, config=config)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "store", user_metadata={"Sample": 1024, "Other": 2001})
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(store: Store) -> Client:
+    return Client(RestApi(make_services(store), [resources.routes, system.routes]))

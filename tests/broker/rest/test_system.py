@@ -1,0 +1,34 @@
+"""``/system``, ``/statistics`` and ``/tools/generate-uid``."""
+from __future__ import annotations
+
+import re
+import uuid
+
+import dicom_samples as samples
+
+
+def test_system_answers_orthancs_keys_with_our_identity(client) -> None:
+    system = client.get("/system")
+    assert system == {"ApiVersion": 16, "CheckRevisions": False, "DatabaseBackendPlugin": None,
+                      "DatabaseVersion": 6, "DicomAet": "LUABROKER", "DicomPort": 4242, "HttpPort": 8042,
+                      "IsHttpServerSecure": False, "Name": "luabroker-test", "PluginsEnabled": False,
+                      "StorageAreaPlugin": None, "Version": system["Version"]}
+    assert re.match(r"^\d+\.\d+", system["Version"])
+
+
+def test_statistics_count_and_size(client) -> None:
+    data = samples.sample_file("CT_small.dcm")
+    client.post("/instances", data)
+    assert client.get("/statistics") == {
+        "CountInstances": 1, "CountPatients": 1, "CountSeries": 1, "CountStudies": 1,
+        "TotalDiskSize": str(len(data)), "TotalDiskSizeMB": 0,
+        "TotalUncompressedSize": str(len(data)), "TotalUncompressedSizeMB": 0}
+
+
+def test_generate_uid_per_level(client) -> None:
+    uid = client.get("/tools/generate-uid", level="study").decode()
+    assert re.match(r"^[0-9]+(\.[0-9]+)+$", uid) and len(uid) <= 64
+    assert client.get("/tools/generate-uid", level="series") != client.get("/tools/generate-uid", level="series")
+    uuid.UUID(client.get("/tools/generate-uid", level="patient").decode())
+    assert client.call("GET", "/tools/generate-uid").status == 404
+    assert client.call("GET", "/tools/generate-uid", level="foo").kind == "bare"

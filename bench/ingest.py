@@ -48,8 +48,10 @@ def start(kind: str, workdir: Path) -> tuple[subprocess.Popen, int, int, str]:
               "AuthenticationEnabled": False, "Plugins": []}
     (workdir / "config.json").write_text(json.dumps(config))
     command = ([ORTHANC_BINARY] if kind == "orthanc" else [sys.executable, "-m", "broker.cli"])
+    # Orthanc's DICOM stack is DCMTK, which reads TCP_NODELAY from the environment like storescu.
     process = subprocess.Popen([*command, str(workdir / "config.json")], cwd=workdir, stdout=subprocess.DEVNULL,
-                               stderr=open(workdir / "server.log", "wb"), start_new_session=True)
+                               stderr=open(workdir / "server.log", "wb"), start_new_session=True,
+                               env={**os.environ, "TCP_NODELAY": "1"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

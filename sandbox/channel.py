@@ -332,7 +332,8 @@ class SandboxChannel:
         except ProtocolError as exc:
             self._protocol_error(str(exc))
         except OSError as exc:
-            self._fail(lambda: SandboxCrashed(f"sandbox {self.name!r}: reading from the process failed: {exc}"))
+            reason = f"sandbox {self.name!r}: reading from the process failed: {exc}"
+            self._fail(lambda: SandboxCrashed(reason))
 
     def _write(self, frame: bytes, active: _Active) -> None:
         view = memoryview(frame)
@@ -348,7 +349,8 @@ class SandboxChannel:
             except (BrokenPipeError, ConnectionResetError):
                 self._fail_exited(active)
             except OSError as exc:
-                self._fail(lambda: SandboxCrashed(f"sandbox {self.name!r}: writing to the process failed: {exc}"))
+                reason = f"sandbox {self.name!r}: writing to the process failed: {exc}"
+                self._fail(lambda: SandboxCrashed(reason))
             remaining = active.deadline - time.monotonic()
             if remaining <= 0:
                 self._fail(lambda: SandboxTimeout(

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -10,17 +9,12 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 
 from broker.config import Config
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.server import Server, run_in_thread
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from orthanc_peer import free_port
 
 
 @dataclass

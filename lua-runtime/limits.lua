@@ -23,12 +23,14 @@ local collectgarbage = collectgarbage
 local co_close, co_create, co_resume, co_status = coroutine.close, coroutine.create, coroutine.resume,
                                                   coroutine.status
 local gethook, sethook = debug.gethook, debug.sethook
-local format = string.format
+local byte, format, sub = string.byte, string.format, string.sub
 local error, pcall, tostring, type = error, pcall, tostring, type
 
 --- Instructions between two checks. Enabling a count hook slows Lua down at any period, and reading
 -- the CPU clock costs about a microsecond: at 10 000 the checks themselves cost a few percent.
 local HOOK_PERIOD = 10000
+--- Longest error text sent back; a longer one is cut at a character boundary.
+local MAX_ERROR_BYTES = 64 * 1024
 
 local limits = {}
 
@@ -164,7 +166,14 @@ limits.coroutine = {
 local function describe(err)
   local kind = type(err)
   if kind == "string" then
-    return err
+    if #err <= MAX_ERROR_BYTES then
+      return err
+    end
+    local cut = MAX_ERROR_BYTES
+    while cut > 0 and byte(err, cut + 1) & 0xC0 == 0x80 do
+      cut = cut - 1
+    end
+    return sub(err, 1, cut) .. " [truncated]"
   elseif kind == "number" then
     return tostring(err)
   end

@@ -4,12 +4,13 @@
 --   broker → Lua  ["call", id, function, args, opts]    opts: keepStrings (bool), cpu (seconds)
 --                 ["load", id, source, chunkname]
 --                 ["reply", id, ok, value]               the answer to an rpc
---   Lua → broker  ["ready", {lua, builtins}]             once, from shim.lua
+--   Lua → broker  ["ready", {lua, builtins, trusted}]    once, from shim.lua
 --                 ["rpc", id, builtin, args]
 --                 ["result", id, true, {defined = false}]              the function is not defined
 --                 ["result", id, true, {defined = true, value = v}]    v: the first return value
 --                 ["result", id, true, {functions = [names]}]          a load ran
 --                 ["result", id, false, "error text"]                  a call or load failed
+--                 ["result", id, ok, value, {functions = [names]}]     a call that changed the list
 --                 ["log", level, text]                   "print" (a script's print) or "warning"
 --
 -- Calls nest: while a built-in waits for its reply, the broker may send a call or a load; it runs,
@@ -18,21 +19,35 @@
 local import = ...
 local json = import("json")
 local limits = import("limits")
+local msgpack = import("msgpack")
 local wire = import("wire")
 
 local exit = os.exit
 local math_type = math.type
 local unpack = table.unpack
-local load, next, rawget, tostring, type = load, next, rawget, tostring, type
+local error, load, next, rawget, tostring, type = error, load, next, rawget, tostring, type
 
 local loop = {}
 
-local env, script_functions, default_cpu  -- see loop.serve
+local env, functions, default_cpu  -- see loop.serve
 local rpc_count = 0
+--- Bytes of a frame that are not the result's value (envelope and the function list's own share
+-- is checked when the frame is built).
+local ENVELOPE_BYTES = 1024
 
-local function send_result(id, ok, value)
-  local sent, reason = wire.send("result", id, ok, value)
+--- Sends a result; `changed` is the new list of script-defined functions, or nil. A frame over the
+-- limit becomes an error result (the list then goes with the next result).
+local function send_result(id, ok, value, changed)
+  local sent, reason
+  if changed then
+    sent, reason = wire.send("result", id, ok, value, { functions = json.array(changed) })
+  else
+    sent, reason = wire.send("result", id, ok, value)
+  end
   if not sent then
+    if changed then
+      functions.retry()
+    end
     wire.send("result", id, false, "the result is too large: " .. reason)
   end
 end
@@ -51,22 +66,28 @@ end
 
 --- A callback is run only when its global is a function (Orthanc skips undefined callbacks
 -- silently). The global is read raw: a metatable a script set on _G must not run outside a call.
--- The first return value is converted as Orthanc's GetJson does, inside the call, so the conversion
--- is under the call's limits too.
+-- The first return value is converted as Orthanc's GetJson does and encoded to msgpack inside the
+-- call, so both are under the call's limits (CPU, memory, the depth and value caps of json.lua, and
+-- the frame limit: a result too large fails the call with a clear error).
 local function run_call(id, name, args, opts)
   local fn = rawget(env, name)
   if type(fn) ~= "function" then
-    return send_result(id, true, { defined = false })
+    return send_result(id, true, { defined = false }, functions.changed())
   end
   local keep_strings = opts.keepStrings == true
   local budget = type(opts.cpu) == "number" and opts.cpu or default_cpu
   local ok, value = limits.run(budget, function(...)
-    return json.to_json_value((fn(...)), keep_strings)
+    local tree = json.to_json_value((fn(...)), keep_strings)
+    local bytes, reason = msgpack.encode(tree, wire.max_frame() - ENVELOPE_BYTES)
+    if bytes == nil then
+      error("the result is too large: " .. reason, 0)
+    end
+    return bytes
   end, unpack(args, 1, length(args)))
   if ok then
-    value = { defined = true, value = value }
+    value = { defined = true, value = msgpack.raw(value) }
   end
-  send_result(id, ok, value)
+  send_result(id, ok, value, functions.changed())
 end
 
 --- A chunk is compiled as text in the script environment; the chunkname makes the error positions
@@ -79,9 +100,9 @@ local function run_load(id, source, chunkname)
   local ok
   ok, err = limits.run(default_cpu, chunk)
   if not ok then
-    return send_result(id, false, err)
+    return send_result(id, false, err, functions.changed())
   end
-  send_result(id, true, { functions = json.array(script_functions()) })
+  send_result(id, true, { functions = json.array(functions.all()) })
 end
 
 --- Runs a call or a load; anything else is a protocol error.
@@ -101,10 +122,10 @@ local function handle(message)
 end
 
 --- Serves the broker until the end of input.
--- `script_env` and `functions` come from sandbox.build; `cpu` is the CPU budget of a load and of a
+-- `script_env` and `tracker` come from sandbox.build; `cpu` is the CPU budget of a load and of a
 -- call whose opts carry none.
-function loop.serve(script_env, functions, cpu)
-  env, script_functions, default_cpu = script_env, functions, cpu
+function loop.serve(script_env, tracker, cpu)
+  env, functions, default_cpu = script_env, tracker, cpu
   while true do
     local message = wire.receive()
     if message == nil then

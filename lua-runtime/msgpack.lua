@@ -16,10 +16,17 @@ local byte, format, pack, sub, unpack = string.byte, string.format, string.pack,
 local concat = table.concat
 local math_type = math.type
 local utf8_len = utf8.len
-local error, next, type = error, next, type
+local error, getmetatable, next, setmetatable, type = error, getmetatable, next, setmetatable, type
 local is_array, null = json.is_array, json.null
 
 local msgpack = {}
+
+--- Marks bytes that are already msgpack (a result encoded inside its call, under its limits).
+local Raw = { __name = "msgpack.raw" }
+
+function msgpack.raw(bytes)
+  return setmetatable({ bytes }, Raw)
+end
 
 --- Nesting cap, in both directions.
 local MAX_DEPTH = 64
@@ -94,6 +101,8 @@ local function encode_value(v, out, depth)
     out[#out + 1] = "\xc0"
   elseif kind ~= "table" then
     error("msgpack: cannot encode a " .. kind, 0)
+  elseif getmetatable(v) == Raw then
+    out[#out + 1] = v[1]
   elseif depth >= MAX_DEPTH then
     error("msgpack: more than " .. MAX_DEPTH .. " nested containers", 0)
   elseif is_array(v) then
@@ -119,11 +128,14 @@ end
 function msgpack.encode(v, max_bytes)
   local out = {}
   encode_value(v, out, 0)
-  local payload = concat(out)
-  if #payload > max_bytes then
-    return nil, #payload .. " bytes exceed the frame limit of " .. max_bytes .. " bytes"
+  local size = 0
+  for i = 1, #out do
+    size = size + #out[i]
   end
-  return payload
+  if size > max_bytes then
+    return nil, size .. " bytes exceed the frame limit of " .. max_bytes .. " bytes"
+  end
+  return concat(out)
 end
 
 ---------------------------------------------------------------------------------------------------

@@ -11,10 +11,21 @@ local exit = os.exit
 local pack, unpack = string.pack, string.unpack
 local pcall, table_pack = pcall, table.pack
 
---- The broker's limit (framing.DEFAULT_MAX_FRAME), in both directions.
+--- The frame limit in both directions: the broker's Limits.max_frame (shim flag --max-frame);
+-- framing.DEFAULT_MAX_FRAME until configured.
 local MAX_FRAME = 64 * 1024 * 1024
 
 local wire = {}
+
+--- `max_frame`: the frame limit, in bytes.
+function wire.configure(options)
+  MAX_FRAME = options.max_frame or MAX_FRAME
+end
+
+--- The frame limit in force.
+function wire.max_frame()
+  return MAX_FRAME
+end
 
 --- The broker broke the protocol: say why on stderr (the supervisor keeps it) and exit; the broker
 -- restarts the process.

@@ -7,13 +7,14 @@ public entry point; see docs/sandbox.md.
 from sandbox.channel import CallInfo
 from sandbox.errors import (BuiltinError, LuaError, SandboxCrashed, SandboxError, SandboxTimeout,
                             SandboxUnavailable, ScriptLoadError)
+from sandbox.isolation import Isolation, IsolationError, IsolationPlan, LayerReport
 from sandbox.limits import BackoffPolicy, Limits, next_delay
 from sandbox.states import State
 from sandbox.supervisor import CallResult, Sandbox, SandboxConfig, ScriptSource
 
 __all__ = [
     "Sandbox", "SandboxConfig", "ScriptSource", "CallResult", "CallInfo", "Limits", "BackoffPolicy",
-    "next_delay", "State",
+    "next_delay", "State", "Isolation", "IsolationError", "IsolationPlan", "LayerReport",
     "SandboxError", "LuaError", "ScriptLoadError", "SandboxCrashed", "SandboxTimeout", "SandboxUnavailable",
     "BuiltinError",
 ]

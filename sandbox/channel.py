@@ -54,6 +54,8 @@ class CallInfo:
 
 RpcHandler = Callable[[str, list, CallInfo], Any]
 LogHandler = Callable[[str, str, str], None]
+#: Called with the new list of script-defined global functions whenever the child reports one.
+FunctionsHandler = Callable[["SandboxChannel", frozenset[str]], None]
 
 
 class ChannelClosed(SandboxError):
@@ -126,6 +128,7 @@ class SandboxChannel:
         on_log: LogHandler | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_log_lines: int = 1000,
+        on_functions: FunctionsHandler | None = None,
     ) -> None:
         if process.stdin_fd is None or process.stdout_fd is None:
             raise ChannelClosed("the process has no pipes")
@@ -136,6 +139,9 @@ class SandboxChannel:
         self._on_log = on_log
         self._max_frame = max_frame
         self._max_log_lines = max_log_lines
+        self._on_functions = on_functions
+        #: The script-defined global functions, as last reported by the child (loads and calls).
+        self.functions: frozenset[str] = frozenset()
         self._lock = threading.RLock()
         self._stack: list[_Active] = []
         self._next_id = 1
@@ -205,6 +211,7 @@ class SandboxChannel:
                 raise LuaError(_error_text(result.value), active.prints)
             match result.value:
                 case {"functions": list() as functions} if all(isinstance(f, str) for f in functions):
+                    self._set_functions(functions)
                     return functions, active.prints
             self._protocol_error(f"malformed result of load {result.id}: {str(result.value)[:200]}")
 
@@ -256,6 +263,8 @@ class SandboxChannel:
                     message = self._read(active)
                     match message:
                         case Result(id=result_id) if result_id == call_id:
+                            if message.functions is not None:
+                                self._set_functions(message.functions)
                             return message, active
                         case Rpc():
                             self._serve_rpc(message, active)
@@ -271,6 +280,14 @@ class SandboxChannel:
                 if active.dropped_lines:
                     self._emit("warning", f"{active.dropped_lines} log lines of {label} dropped "
                                           f"(more than {self._max_log_lines})")
+
+    def _set_functions(self, names: Any) -> None:
+        self.functions = frozenset(names)
+        if self._on_functions is not None:
+            try:
+                self._on_functions(self, self.functions)
+            except Exception:
+                log.exception("sandbox %s: on_functions callback failed", self.name)
 
     def _serve_rpc(self, rpc: Rpc, active: _Active) -> None:
         info = CallInfo(self.name, self.role, active.call_id, active.function, len(self._stack))
@@ -326,7 +343,7 @@ class SandboxChannel:
         except _Expired:
             self._fail(lambda: SandboxTimeout(
                 f"sandbox {self.name!r}: {active.function} did not finish within {active.timeout_s:g} s; "
-                f"process {self.process.pid} killed", active.timeout_s))
+                f"process {self.process.interpreter_pid} killed", active.timeout_s))
         except EOFError:
             self._fail_exited(active)
         except ProtocolError as exc:
@@ -355,7 +372,7 @@ class SandboxChannel:
             if remaining <= 0:
                 self._fail(lambda: SandboxTimeout(
                     f"sandbox {self.name!r}: {active.function} did not read its input within "
-                    f"{active.timeout_s:g} s; process {self.process.pid} killed", active.timeout_s))
+                    f"{active.timeout_s:g} s; process {self.process.interpreter_pid} killed", active.timeout_s))
             self._write_poll.poll(math.ceil(remaining * 1000))
 
     def _fail_exited(self, active: _Active) -> NoReturn:
@@ -367,11 +384,11 @@ class SandboxChannel:
             what = self.process.describe_exit()
         process = self.process
         self._fail(lambda: SandboxCrashed(
-            f"sandbox {self.name!r}: process {process.pid} {what} during {active.function}",
+            f"sandbox {self.name!r}: process {process.interpreter_pid} {what} during {active.function}",
             process.returncode, process.stderr_tail()))
 
     def _protocol_error(self, detail: str) -> NoReturn:
-        pid = self.process.pid
+        pid = self.process.interpreter_pid
         self._fail(lambda: SandboxCrashed(f"sandbox {self.name!r}: protocol error from process {pid}: {detail}; "
                                           "process killed", self.process.returncode, self.process.stderr_tail()))
 
@@ -396,7 +413,7 @@ class SandboxChannel:
 
     def _check_open(self) -> None:
         if self._failure is not None:
-            raise ChannelClosed(f"sandbox {self.name!r}: process {self.process.pid} is gone")
+            raise ChannelClosed(f"sandbox {self.name!r}: process {self.process.interpreter_pid} is gone")
 
 
 def _error_text(value: Any) -> str:

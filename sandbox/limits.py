@@ -22,6 +22,9 @@ class Limits:
     ``memory_kb`` is the shim's soft cap (allocation failure becomes a Lua error); ``address_space_mb``
     is the kernel's hard cap behind it (RLIMIT_AS). ``cpu_lifetime_s`` (RLIMIT_CPU) only stops a process
     that never stops burning CPU; a restart resets it.
+
+    ``max_frame`` bounds frames in both directions: the broker checks it, and passes it to the shim
+    (``--max-frame``, at least 4096 for the product's shim), which refuses a result that would not fit.
     """
 
     soft_cpu_s: float = 10.0

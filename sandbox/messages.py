@@ -2,13 +2,24 @@
 
 broker → Lua:  ``["call", id, function, args, opts]``, ``["load", id, source, chunkname]``,
                ``["reply", id, ok, value]``
-Lua → broker:  ``["ready", info]``, ``["rpc", id, builtin, args]``, ``["result", id, ok, value]``,
+Lua → broker:  ``["ready", info]``, ``["rpc", id, builtin, args]``,
+               ``["result", id, ok, value]`` or ``["result", id, ok, value, {"functions": [names]}]``,
                ``["log", level, text]``
 
 ``opts`` of a call is a map: ``keepStrings`` (bool, how the first return value is converted, Orthanc's
 ``GetJson`` rule) and ``cpu`` (soft CPU-seconds limit of this call). The ``value`` of a successful
 ``result`` is ``{"defined": bool, "value": v}`` for a call, and ``{"functions": [names]}`` for a load
-(the global functions defined once the chunk ran). A failed ``result`` carries the error text.
+(the global functions the scripts defined, once the chunk ran). A failed ``result`` carries the error
+text.
+
+The fifth element of a ``result`` (of a call, ok or not, or of a load that failed) is present only
+when the call changed the set of global functions the scripts defined (``function OnStoredInstance() ... end`` run inside a
+callback or ``Initialize``): it carries the complete new list, sorted. Names of the shim's own globals
+(``print``, the built-ins, the libraries) are never listed. The list may keep a name whose global was
+since overwritten by a non-function (until the next change): the broker then calls it and gets
+``defined: false``; it never misses a function that exists.
+
+``info`` of ``ready`` is ``{"lua": version, "builtins": [names], "trusted": bool}``.
 A ``log`` with level ``"print"`` is a line written by the script's ``print``.
 """
 from __future__ import annotations
@@ -36,6 +47,8 @@ class Result:
     id: int
     ok: bool
     value: Any
+    #: The new list of script-defined global functions, when the call changed it (else ``None``).
+    functions: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,9 @@ def decode_incoming(message: Any) -> Incoming:
             return Rpc(rpc_id, builtin, args)
         case ["result", int() as call_id, bool() as ok, value]:
             return Result(call_id, ok, value)
+        case ["result", int() as call_id, bool() as ok, value, {"functions": list() as functions}] if all(
+                isinstance(name, str) for name in functions):
+            return Result(call_id, ok, value, tuple(functions))
         case ["log", str() as level, str() | bytes() as text]:
             return Log(level, _text(text))
     raise ProtocolError(f"unexpected message from the sandbox: {str(message)[:200]}")

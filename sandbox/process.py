@@ -5,15 +5,26 @@ environment, no inherited descriptors but stdin/stdout (the frame pipes) and std
 capped ring buffer, never parsed), in a new session so that ``killpg(SIGKILL)`` takes down anything it
 may have started.
 
-Containment is a list of ``Layer`` objects applied in order to a ``SpawnSpec``. Today there is one,
-``RlimitLayer``; OS isolation (bubblewrap, uid drop, seccomp, Landlock) will be further layers that
-wrap the argv, add a pre-exec step or Popen options, without changing this module's callers.
+Containment is a list of ``Layer`` objects (``sandbox/layers.py``, chosen by ``sandbox/isolation.py``)
+applied in order to a ``SpawnSpec``. A layer may wrap the argv (bubblewrap, the ``prlimit`` command),
+add Popen options (the uid drop), descriptors to pass, a pre-exec step (Landlock, seccomp and unshare
+when bubblewrap is not there), or a step run in the parent once the child exists (rlimits, with
+``resource.prlimit``, when the broker may set another process's limits).
+
+Order of events in ``ChildProcess.spawn``: Popen (fork on the spawner thread, the layers' pre-exec
+steps, exec); the parent closes its copies of the descriptors it passed; it finds the interpreter's
+pid (the child itself, or the process bubblewrap forks inside its namespaces) and runs every
+``after_spawn`` step on it; only then does ``spawn`` return, so the channel has sent nothing yet.
+Until its first frame arrives the shim runs only its own start-up (reading its modules, building the
+environment, writing ``ready``): the limits are in place before any script byte reaches the child. If
+any step after Popen fails, the child is killed and the error raised: a child never runs without the
+layers it was planned with.
 """
 from __future__ import annotations
 
 import atexit
 import os
-import resource
+import queue
 import shutil
 import signal
 import subprocess
@@ -21,12 +32,11 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from sandbox.errors import SandboxError
-from sandbox.limits import Limits
 
 #: Interpreters tried, in order, when the configuration names none.
 DEFAULT_INTERPRETERS = ("lua5.4", "lua5.3", "lua")
@@ -34,6 +44,8 @@ DEFAULT_INTERPRETERS = ("lua5.4", "lua5.3", "lua")
 DEFAULT_SHIM = Path(__file__).resolve().parent.parent / "lua-runtime" / "shim.lua"
 #: Bytes of the child's stderr kept for error messages and status.
 STDERR_TAIL_BYTES = 8192
+#: PATH of trusted processes (untrusted ones get an empty environment).
+TRUSTED_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def find_interpreter(configured: str | None = None) -> str:
@@ -51,16 +63,45 @@ def find_interpreter(configured: str | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class Spawned:
+    """What the parent knows of a child it just started, handed to ``after_spawn`` steps.
+
+    ``pid`` is the process Popen started (the process group leader); ``interpreter_pid`` is the Lua
+    interpreter, the same process unless a wrapper (bubblewrap) forked it inside its namespaces.
+    """
+
+    pid: int
+    interpreter_pid: int
+
+
+@dataclass(frozen=True)
 class SpawnSpec:
     """Everything ``subprocess.Popen`` needs to start a child; layers return modified copies."""
 
     argv: tuple[str, ...]
     cwd: str
     env: dict[str, str] = field(default_factory=dict)
-    #: Run in the child between fork and exec, in order (after ``setsid``).
+    #: Run in the child between fork and exec, in order (after ``setsid`` and the uid drop). Only the
+    #: fallback layers use it, with everything prepared in the parent: see ``sandbox/layers.py``.
     preexec: tuple[Callable[[], None], ...] = ()
-    #: Extra keyword arguments for Popen (``user``, ``group``, ``extra_groups``, ...).
+    #: Extra keyword arguments for Popen (``user``, ``group``, ``extra_groups``).
     popen_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Descriptors the child inherits (besides the pipes); the parent closes them once Popen returned.
+    pass_fds: tuple[int, ...] = ()
+    #: Descriptors the parent keeps for ``locate``; closed once the child is set up (or failed).
+    parent_fds: tuple[int, ...] = ()
+    #: Run in the parent right after Popen, in order, before anything is sent to the child.
+    after_spawn: tuple[Callable[[Spawned], None], ...] = ()
+    #: Finds the interpreter's pid from the Popen pid, when a wrapper forks it (bubblewrap).
+    locate: Callable[[int], int] | None = None
+    #: Name of the wrapper around the interpreter (its exit status stands for the interpreter's).
+    wrapper: str | None = None
+    #: A seccomp program a layer must install (bubblewrap's ``--seccomp``); spawning refuses a spec
+    #: where it is still pending, so a filter is never silently dropped.
+    pending_seccomp: bytes | None = None
+    #: The child may write in its working directory (trusted mode); it is given to ``owner`` (uid, gid).
+    writable_workdir: bool = False
+    owner: tuple[int, int] | None = None
 
 
 class Layer(Protocol):
@@ -69,47 +110,6 @@ class Layer(Protocol):
     name: str
 
     def apply(self, spec: SpawnSpec) -> SpawnSpec: ...
-
-
-@dataclass(frozen=True)
-class RlimitLayer:
-    """Kernel resource limits: address space, lifetime CPU, open files, no file output, no core dumps.
-
-    Set with ``setrlimit`` in the child before exec (``preexec_fn``). Each value is clamped to the
-    parent's hard limit, since an unprivileged process cannot raise it.
-    """
-
-    limits: Limits
-    name: str = "rlimits"
-
-    def rlimits(self) -> dict[int, tuple[int, int]]:
-        address_space = self.limits.address_space_mb * 1024 * 1024
-        cpu = int(self.limits.cpu_lifetime_s)
-        return {
-            resource.RLIMIT_AS: (address_space, address_space),
-            # soft < hard: SIGXCPU first (terminates, no core since CORE=0), SIGKILL at hard.
-            resource.RLIMIT_CPU: (cpu, cpu + 5),
-            resource.RLIMIT_NOFILE: (self.limits.open_files, self.limits.open_files),
-            resource.RLIMIT_FSIZE: (0, 0),
-            resource.RLIMIT_CORE: (0, 0),
-        }
-
-    def apply(self, spec: SpawnSpec) -> SpawnSpec:
-        wanted = self.rlimits()
-
-        def set_rlimits() -> None:
-            for which, (soft, hard) in wanted.items():
-                _, current_hard = resource.getrlimit(which)
-                if current_hard != resource.RLIM_INFINITY:
-                    hard = min(hard, current_hard)
-                    soft = min(soft, hard)
-                resource.setrlimit(which, (soft, hard))
-
-        return replace(spec, preexec=spec.preexec + (set_rlimits,))
-
-
-def default_layers(limits: Limits) -> list[Layer]:
-    return [RlimitLayer(limits)]
 
 
 class _StderrTail:
@@ -146,10 +146,58 @@ class _StderrTail:
             return self._buffer.decode("utf-8", "replace")
 
 
+class _Spawner:
+    """Runs every Popen on one thread that lives as long as the broker.
+
+    bubblewrap's ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread* that
+    forked the child exits, not the process. A sandbox started from a short-lived thread (an HTTP
+    worker, the supervisor thread of a restart) would be SIGKILLed the moment that thread ends.
+    Forking from one long-lived thread keeps the signal for what it is meant for: the broker's death.
+    Spawns take milliseconds, so running them one at a time costs nothing noticeable.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: "queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list]]" = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, job: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True)
+                self._thread.start()
+        done = threading.Event()
+        outcome: list = []
+        self._jobs.put((job, done, outcome))
+        done.wait()
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        return value
+
+    def _serve(self) -> None:
+        while True:
+            job, done, outcome = self._jobs.get()
+            try:
+                outcome.append(("ok", job()))
+            except BaseException as exc:  # handed to the caller
+                outcome.append(("error", exc))
+            finally:
+                done.set()
+                del job, done, outcome
+
+
+_SPAWNER = _Spawner()
+
+
 class ChildProcess:
     """One running sandbox child. Owns its pipes, its working directory and its process group."""
 
     def __init__(self, spec: SpawnSpec, layer_names: Sequence[str], workdir: str) -> None:
+        if spec.pending_seccomp is not None:
+            _close_fds(spec.pass_fds + spec.parent_fds)
+            raise SandboxError("a seccomp filter was planned but no layer installs it (bubblewrap missing "
+                               "from the layers?); refusing to start the child without it")
         preexec = spec.preexec
 
         def run_preexec() -> None:
@@ -158,21 +206,32 @@ class ChildProcess:
 
         self.argv = spec.argv
         self.layers: tuple[str, ...] = tuple(layer_names)
+        self.wrapper = spec.wrapper
         self._workdir = workdir
-        self._popen = subprocess.Popen(
-            list(spec.argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=spec.cwd,
-            env=dict(spec.env),
-            close_fds=True,
-            start_new_session=True,
-            preexec_fn=run_preexec if preexec else None,
-            bufsize=0,
-            **spec.popen_kwargs,
-        )
+        self._pidfd: int | None = None
+        try:
+            self._popen = _SPAWNER.run(lambda: subprocess.Popen(
+                list(spec.argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.cwd,
+                env=dict(spec.env),
+                close_fds=True,
+                pass_fds=spec.pass_fds,
+                start_new_session=True,
+                preexec_fn=run_preexec if preexec else None,
+                bufsize=0,
+                **spec.popen_kwargs,
+            ))
+        except BaseException:
+            _close_fds(spec.parent_fds)
+            raise
+        finally:
+            _close_fds(spec.pass_fds)
         self.pid: int = self._popen.pid
+        #: The Lua interpreter (differs from ``pid`` under bubblewrap); set by ``_after_popen``.
+        self.interpreter_pid: int = self.pid
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         assert self._popen.stdin is not None and self._popen.stdout is not None
@@ -188,16 +247,60 @@ class ChildProcess:
         self._stderr = _StderrTail(stderr_fd)
         self._lock = threading.Lock()
         _LIVE.add(self)
+        try:
+            self._after_popen(spec)
+        except Exception as exc:
+            self.kill()
+            tail = self.stderr_tail().strip()
+            self.release_pipes()
+            if tail:
+                raise SandboxError(f"{exc}; the child's stderr: {tail[-500:]}") from exc
+            raise
+        except BaseException:
+            self.kill()
+            self.release_pipes()
+            raise
+        finally:
+            _close_fds(spec.parent_fds)
+
+    def _after_popen(self, spec: SpawnSpec) -> None:
+        """Find the interpreter, hold a pidfd on it, and run the layers' parent-side steps."""
+        if spec.locate is not None:
+            self.interpreter_pid = spec.locate(self.pid)
+            try:
+                # The interpreter is not our child: a pidfd signals exactly it, never a reused pid.
+                self._pidfd = os.pidfd_open(self.interpreter_pid)
+            except OSError:
+                self._pidfd = None
+        spawned = Spawned(self.pid, self.interpreter_pid)
+        for step in spec.after_spawn:
+            step(spawned)
 
     @classmethod
-    def spawn(cls, interpreter: str, shim: str, flags: Sequence[str], layers: Sequence[Layer]) -> "ChildProcess":
-        """Start ``interpreter -E shim flags`` with every layer applied. Raises ``OSError`` on failure."""
+    def spawn(cls, interpreter: str, shim: str, flags: Sequence[str], layers: Sequence[Layer], *,
+              trusted: bool = False) -> "ChildProcess":
+        """Start ``interpreter -E shim flags`` with every layer applied. Raises ``OSError`` (or
+        ``SandboxError`` when a layer cannot be applied) on failure.
+
+        ``trusted``: the working directory is writable by the child and becomes its HOME and TMPDIR,
+        and PATH is set, for the programs trusted scripts start (``io.popen``, ``os.execute``).
+        """
+        return cls.start((interpreter, "-E", os.path.abspath(shim), *flags), layers, trusted=trusted)
+
+    @classmethod
+    def start(cls, argv: Sequence[str], layers: Sequence[Layer], *, trusted: bool = False) -> "ChildProcess":
+        """Start ``argv`` (an interpreter command line) with every layer applied; see ``spawn``."""
         workdir = tempfile.mkdtemp(prefix="luabroker-sandbox-")
         try:
             os.chmod(workdir, 0o500)  # empty and not writable (for a non-root child)
-            spec = SpawnSpec(argv=(interpreter, "-E", os.path.abspath(shim), *flags), cwd=workdir)
+            env = {"PATH": TRUSTED_PATH, "HOME": workdir, "TMPDIR": workdir} if trusted else {}
+            spec = SpawnSpec(argv=tuple(argv), cwd=workdir, env=env, writable_workdir=trusted)
             for layer in layers:
                 spec = layer.apply(spec)
+            if spec.writable_workdir:
+                if spec.owner is not None and os.geteuid() == 0:
+                    os.chown(workdir, *spec.owner)
+                os.chmod(workdir, 0o700)
             return cls(spec, [layer.name for layer in layers], workdir)
         except BaseException:
             _remove_workdir(workdir)
@@ -256,6 +359,13 @@ class ChildProcess:
 
         The pipes stay open: a thread reading them sees EOF and the channel closes them.
         """
+        if self._pidfd is not None:
+            # Under bubblewrap the interpreter is in its own session: the group kill does not reach
+            # it (bubblewrap's --die-with-parent would, a moment later).
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except OSError:
+                pass
         if self._popen.returncode is None:
             # Not reaped yet, so the group id cannot have been reused by another process.
             try:
@@ -271,15 +381,18 @@ class ChildProcess:
         if code is None:
             return "is still running"
         if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"was killed by {name}"
+            return f"was killed by {_signal_name(-code)}"
+        if self.wrapper is not None and 128 < code < 128 + 65:
+            # bubblewrap's init exits with 128 + n when the interpreter died of signal n.
+            return f"was killed by {_signal_name(code - 128)} (exit status {code} from {self.wrapper})"
         return f"exited with status {code}"
 
     def _after_exit(self) -> None:
         _LIVE.discard(self)
+        with self._lock:
+            pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
         # Whatever is left in the pipe arrives within a moment of the exit; keep the tail complete.
         self._stderr.join(0.2)
         _remove_workdir(self._workdir)
@@ -294,6 +407,21 @@ def _kill_leftovers() -> None:
     for child in list(_LIVE):
         if child.returncode is None:
             child.kill()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _close_fds(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _remove_workdir(path: str) -> None:

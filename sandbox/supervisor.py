@@ -25,14 +25,17 @@ from typing import Any, Callable, Sequence, TypeVar
 from sandbox.channel import CallInfo, ChannelClosed, LogHandler, RpcHandler, SandboxChannel
 from sandbox.errors import (LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable,
                             ScriptLoadError)
+from sandbox.isolation import Isolation, IsolationPlan, LayerReport, plan
 from sandbox.limits import BackoffPolicy, Limits, next_delay
-from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, default_layers, find_interpreter
+from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter
 from sandbox.states import RESTARTABLE_STATES, STARTABLE_STATES, STOPPED_STATES, TRANSITIONS, State
 
 log = logging.getLogger("sandbox.supervisor")
 
 #: How long ``stop()`` lets the shim exit by itself after its input is closed.
 STOP_GRACE_S = 1.0
+#: Bytes of a load frame that are not the script's source or chunk name (the message envelope).
+LOAD_FRAME_OVERHEAD = 64
 
 T = TypeVar("T")
 
@@ -47,7 +50,14 @@ class ScriptSource:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """What to run and how to bound it. ``initialize`` is a global function called after every (re)load."""
+    """What to run and how to bound it. ``initialize`` is a global function called after every (re)load.
+
+    ``isolation`` chooses the OS layers (``sandbox/isolation.py``; default: every layer the host
+    allows). ``trusted`` names the scripts that asked for trusted mode (``LuaTrustedScripts``); when it
+    is not empty the whole process runs trusted: the scripts get ``io``, ``os.execute``,
+    ``os.getenv``, ``os.remove``, ``os.rename``, ``os.tmpname``, a writable working directory and
+    file output up to ``isolation.trusted_file_size_mb``, and lose bubblewrap, Landlock and unshare.
+    """
 
     name: str
     role: str
@@ -57,6 +67,12 @@ class SandboxConfig:
     limits: Limits = Limits()
     backoff: BackoffPolicy = BackoffPolicy()
     initialize: str | None = None
+    isolation: Isolation = Isolation()
+    trusted: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trusted, tuple) or not all(isinstance(p, str) for p in self.trusted):
+            raise ValueError("SandboxConfig.trusted must be a tuple of script paths")
 
 
 @dataclass(frozen=True)
@@ -124,7 +140,8 @@ class Sandbox:
     ``rpc_handler(builtin, args, info)`` serves the script's built-in calls on the calling thread; it may
     call back into this sandbox (nested call). Raise ``BuiltinError`` to make the Lua stub raise.
     ``on_log(sandbox_name, level, text)`` receives every log line of the child (``print`` included).
-    ``layers`` are the containment layers applied at spawn (default: rlimits only).
+    ``layers`` overrides the containment layers (tests); by default ``start()`` probes the host and
+    applies what ``config.isolation`` asks for (``sandbox/isolation.py``), and logs what is active.
     """
 
     def __init__(self, config: SandboxConfig, rpc_handler: RpcHandler, on_log: LogHandler | None = None,
@@ -132,7 +149,10 @@ class Sandbox:
         self.config = config
         self._rpc_handler = rpc_handler
         self._on_log = on_log
-        self._layers: list[Layer] = list(layers) if layers is not None else default_layers(config.limits)
+        self._plan: IsolationPlan | None = None
+        if layers is not None:
+            self._plan = IsolationPlan(tuple(layers), tuple(
+                LayerReport(layer.name, "explicit", True, "given by the caller") for layer in layers))
         self._shim = os.path.abspath(config.shim or str(DEFAULT_SHIM))
         self._cond = threading.Condition(threading.Lock())
         self._schedule = RestartSchedule(config.backoff)
@@ -177,6 +197,10 @@ class Sandbox:
             self._interpreter = find_interpreter(self.config.interpreter)
             if not os.path.isfile(self._shim):
                 raise SandboxError(f"the Lua shim {self._shim} does not exist")
+            if self._plan is None:
+                self._plan = plan(self.config.isolation, limits=self.config.limits, interpreter=self._interpreter,
+                                  shim=self._shim, trusted=bool(self.config.trusted))
+                self._log_plan(self._plan)
         except SandboxError as exc:
             self._fatal(generation, exc)
             raise
@@ -224,8 +248,15 @@ class Sandbox:
         return self._with_channel(run)
 
     def defined_functions(self) -> frozenset[str]:
-        """Global functions defined after the last load (scripts, Initialize, execute-script)."""
+        """Global functions the scripts defined, kept current after every load and every call that
+        changed them (a callback or Initialize may define one). Names of the shim's own globals are
+        not listed. While a process restarts, the list of the previous one."""
         return self._defined
+
+    @property
+    def layers(self) -> list[str]:
+        """The active containment layers (empty before the first ``start()``)."""
+        return self._plan.active if self._plan is not None else []
 
     def builtin_names(self) -> frozenset[str]:
         """The built-ins the shim declared in its ``ready`` frame."""
@@ -243,7 +274,7 @@ class Sandbox:
                 "name": self.name,
                 "role": self.config.role,
                 "state": self._state.value,
-                "pid": process.pid if process else None,
+                "pid": process.interpreter_pid if process else None,
                 "interpreter": self._interpreter,
                 "lua": self._info.get("lua"),
                 "restarts": self._restarts,
@@ -252,7 +283,10 @@ class Sandbox:
                 "retry_in_s": retry_in,
                 "last_error": None if self._last_error is None else {
                     "text": self._last_error[0], "at": _iso(self._last_error[1])},
-                "layers": [layer.name for layer in self._layers],
+                "layers": self._plan.active if self._plan is not None else [],
+                "isolation": self._plan.as_status() if self._plan is not None else [],
+                "trusted": list(self.config.trusted),
+                "wrapper_pid": process.pid if process is not None and process.wrapper else None,
                 "limits": asdict(self.config.limits),
                 "backoff": asdict(self.config.backoff),
                 "started_at": _iso(process.started_at) if process else None,
@@ -394,6 +428,28 @@ class Sandbox:
                        "from_state": old.value, "to_state": new.value, "reason": reason})
         self._cond.notify_all()
 
+    def _log_plan(self, isolation_plan: IsolationPlan) -> None:
+        """The start-up lines: which layers are active, and a loud warning for trusted mode."""
+        extra = {"sandbox": self.name, "role": self.config.role, "layers": isolation_plan.active}
+        log.info("sandbox %s (%s): isolation %s", self.name, self.config.role, isolation_plan.summary(), extra=extra)
+        missing = [r for r in isolation_plan.report if not r.active and r.mode == "auto"
+                   and not r.detail.startswith(("not needed", "off for trusted"))]
+        if missing:
+            log.warning("sandbox %s (%s): running without %s: %s", self.name, self.config.role,
+                        ", ".join(r.layer for r in missing), "; ".join(f"{r.layer}: {r.detail}" for r in missing),
+                        extra=extra)
+        if self.config.trusted:
+            log.warning("sandbox %s (%s) runs in TRUSTED mode because of LuaTrustedScripts (%s): every script "
+                        "of this process gets io, os.execute, os.getenv, os.remove, os.rename, os.tmpname and "
+                        "io.popen, may write files, and runs without bubblewrap, Landlock and unshare",
+                        self.name, self.config.role, ", ".join(self.config.trusted), extra=extra)
+
+    def _on_functions(self, channel: SandboxChannel, functions: frozenset[str]) -> None:
+        """A load or a call reported a new list of script-defined functions."""
+        with self._cond:
+            if channel is self._channel:
+                self._defined = functions
+
     def _last_error_text(self) -> str:
         return self._last_error[0] if self._last_error else "no error recorded"
 
@@ -402,14 +458,17 @@ class Sandbox:
     def _bring_up(self, generation: int) -> None:
         """Spawn and prepare a process, then install it as READY. State is STARTING. Raises on failure."""
         limits = self.config.limits
-        assert self._interpreter is not None
+        assert self._interpreter is not None and self._plan is not None
         # --cpu is the shim's budget for loads (a call carries its own in opts.cpu).
         flags = [f"--memory-kb={limits.memory_kb}", f"--max-log-lines={limits.max_log_lines}",
-                 f"--cpu={limits.soft_cpu_s:g}"]
-        process = ChildProcess.spawn(self._interpreter, self._shim, flags, self._layers)
+                 f"--cpu={limits.soft_cpu_s:g}", f"--max-frame={limits.max_frame}"]
+        if self.config.trusted:
+            flags.append("--trusted")
+        process = ChildProcess.spawn(self._interpreter, self._shim, flags, self._plan.layers,
+                                     trusted=bool(self.config.trusted))
         channel = SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
                                  on_log=self._on_log, max_frame=limits.max_frame,
-                                 max_log_lines=limits.max_log_lines)
+                                 max_log_lines=limits.max_log_lines, on_functions=self._on_functions)
         with self._cond:
             if generation != self._generation:
                 process.kill()
@@ -419,7 +478,8 @@ class Sandbox:
             info = channel.wait_ready(limits.hard_timeout_s)
             defined = self._load_scripts(channel)
             if self.config.initialize and self.config.initialize in defined:
-                defined = self._run_initialize(channel) or defined
+                self._run_initialize(channel)
+                defined = channel.functions  # Initialize may have defined functions
         except BaseException:
             channel.kill("start failed")
             raise
@@ -440,6 +500,12 @@ class Sandbox:
     def _load_scripts(self, channel: SandboxChannel) -> frozenset[str]:
         defined: frozenset[str] = frozenset()
         for script in self.config.scripts:
+            room = self.config.limits.max_frame - LOAD_FRAME_OVERHEAD - len(script.path.encode()) - 1
+            if len(script.source) > room:
+                # Refused here, before it costs the child anything; a restart cannot fix it (FATAL).
+                raise ScriptLoadError(script.path, f"the script is {len(script.source)} bytes; a script must fit "
+                                                   f"in one frame ({room} bytes with Limits.max_frame "
+                                                   f"{self.config.limits.max_frame})")
             try:
                 functions, _ = channel.load(script.source, "@" + script.path, self.config.limits.hard_timeout_s)
             except LuaError as exc:
@@ -447,7 +513,7 @@ class Sandbox:
             defined = frozenset(functions)  # the list is of all global functions after the chunk ran
         return defined
 
-    def _run_initialize(self, channel: SandboxChannel) -> frozenset[str] | None:
+    def _run_initialize(self, channel: SandboxChannel) -> None:
         """Call ``initialize``; a Lua error is logged and ignored (Orthanc's rule for Initialize)."""
         name = self.config.initialize
         assert name is not None
@@ -461,9 +527,6 @@ class Sandbox:
                     self._on_log(self.name, "error", f"{name}() failed: {exc.message}")
                 except Exception:
                     log.exception("sandbox %s: on_log callback failed", self.name)
-        # Initialize may define functions; an empty chunk lists the globals as they are now.
-        functions, _ = channel.load("", "=(functions)", limits.hard_timeout_s)
-        return frozenset(functions)
 
     def _restart(self, generation: int) -> None:
         """Bring a process up (state already STARTING); a failure is recorded, not raised."""

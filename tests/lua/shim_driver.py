@@ -34,6 +34,8 @@ class Outcome:
     value: Any
     logs: list[Log] = field(default_factory=list)
     rpcs: list[Rpc] = field(default_factory=list)
+    #: The new list of script-defined functions the result carried (None: unchanged).
+    functions: tuple[str, ...] | None = None
 
     @property
     def printed(self) -> list[str]:
@@ -94,7 +96,7 @@ class Shim:
                 ok, value = on_rpc(message)
                 self.send(reply_message(message.id, ok, value))
             elif isinstance(message, Result) and message.id == call_id:
-                return Outcome(message.ok, message.value, logs, rpcs)
+                return Outcome(message.ok, message.value, logs, rpcs, message.functions)
             else:
                 raise AssertionError(f"unexpected message while waiting for {call_id}: {message}")
 

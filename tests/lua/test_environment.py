@@ -108,11 +108,20 @@ def test_call_does_not_run_metamethods_of_the_environment(shim):
     assert shim.call("Missing").value == {"defined": False}
 
 
+def test_the_environment_metatable_looks_like_stock_lua(shim):
+    # The shim's own metatable on _G (the function tracker) is invisible; a script's own one works.
+    assert shim.run("print(getmetatable(_G))") == ["nil"]
+    assert shim.run("local mt = {__index = function(_, k) return 'default ' .. k end} setmetatable(_G, mt) "
+                    "print(getmetatable(_G) == mt, undefined_thing)") == ["true, default undefined_thing"]
+    assert shim.run("setmetatable(_G, nil) print(getmetatable(_G), undefined_thing)") == ["nil, nil"]
+
+
 def test_load_lists_the_functions_the_scripts_defined(shim):
+    # Names of the shim's own globals (print here) are never listed: they are always defined.
     outcome = shim.load("function OnStoredInstance() end function Zeta() end local function hidden() end "
                         "print = function() end")
-    assert outcome.value == {"functions": ["OnStoredInstance", "Zeta", "print"]}
-    assert shim.load("x = 1").value == {"functions": ["OnStoredInstance", "Zeta", "print"]}
+    assert outcome.value == {"functions": ["OnStoredInstance", "Zeta"]}
+    assert shim.load("x = 1").value == {"functions": ["OnStoredInstance", "Zeta"]}
 
 
 def test_a_load_without_functions_lists_an_empty_array(shim):
@@ -137,5 +146,8 @@ def test_error_objects_become_text(shim, source, text):
 
 
 def test_ready_frame_names_lua_and_the_builtins(shim):
-    assert shim.ready == {"lua": "Lua 5.4", "builtins": [
-        "RestApiGet", "RestApiPost", "RestApiPut", "RestApiDelete", "GetOrthancConfiguration"]}
+    from shim_driver import RUNTIME
+    import re
+    declared = re.findall(r'^\s*"(\w+)",', (RUNTIME / "builtins.lua").read_text(), re.M)
+    assert shim.ready == {"lua": "Lua 5.4", "trusted": False, "builtins": declared}
+    assert declared[:5] == ["RestApiGet", "RestApiPost", "RestApiPut", "RestApiDelete", "GetOrthancConfiguration"]

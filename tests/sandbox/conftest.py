@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import pytest
 
-from sandbox import BackoffPolicy, CallInfo, Limits, Sandbox, SandboxConfig, ScriptSource
+from sandbox import BackoffPolicy, CallInfo, Isolation, Limits, Sandbox, SandboxConfig, ScriptSource
+from sandbox.process import DEFAULT_SHIM
 from sandbox_helpers import FAKE_SHIM
 
 
@@ -40,14 +41,21 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def make_sandbox(recorder: Recorder):
-    """``make_sandbox(*scripts, **config)``: build (not start) a Sandbox on the fake shim; stopped afterwards."""
+    """``make_sandbox(*scripts, **config)``: build (not start) a Sandbox on the fake shim; stopped afterwards.
+
+    The fake shim runs without OS isolation (it uses io.popen and os.exit to misbehave on cue); the
+    product's shim gets the default isolation (every layer the host allows) unless a test says otherwise.
+    """
     made: list[Sandbox] = []
 
     def make(*scripts: str | tuple[str, str], shim: str = FAKE_SHIM, limits: Limits | None = None,
-             backoff: BackoffPolicy | None = None, name: str = "test", **extra: Any) -> Sandbox:
+             backoff: BackoffPolicy | None = None, name: str = "test", isolation: Isolation | None = None,
+             **extra: Any) -> Sandbox:
         sources = tuple(ScriptSource(*s) if isinstance(s, tuple) else ScriptSource(f"script{i}.lua", s)
                         for i, s in enumerate(scripts, 1))
-        config = SandboxConfig(name=name, role="main", scripts=sources, shim=shim,
+        if isolation is None:
+            isolation = Isolation() if shim == str(DEFAULT_SHIM) else Isolation.none()
+        config = SandboxConfig(name=name, role="main", scripts=sources, shim=shim, isolation=isolation,
                                limits=limits or Limits(), backoff=backoff or BackoffPolicy(), **extra)
         sandbox = Sandbox(config, recorder, recorder.on_log)
         made.append(sandbox)

@@ -7,7 +7,8 @@ import resource
 import pytest
 
 from sandbox import Limits, LuaError, SandboxCrashed, SandboxError
-from sandbox.process import STDERR_TAIL_BYTES, ChildProcess, RlimitLayer, SpawnSpec, find_interpreter
+from sandbox.layers import RlimitLayer
+from sandbox.process import STDERR_TAIL_BYTES, ChildProcess, SpawnSpec, find_interpreter
 
 from sandbox_helpers import FAKE_SHIM, SHIMS, process_exists, sandbox_workdirs, wait_for
 
@@ -57,8 +58,9 @@ def test_argv_is_interpreter_dash_E_shim_and_limit_flags(make_sandbox):
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")[:-1]
     assert argv == [find_interpreter().encode(), b"-E", FAKE_SHIM.encode(), b"--memory-kb=4096",
-                    b"--max-log-lines=7", b"--cpu=2.5"]
-    assert sandbox.call("Flags", []).value == {"memory-kb": "4096", "max-log-lines": "7", "cpu": "2.5"}
+                    b"--max-log-lines=7", b"--cpu=2.5", b"--max-frame=%d" % (64 << 20)]
+    assert sandbox.call("Flags", []).value == {"memory-kb": "4096", "max-log-lines": "7", "cpu": "2.5",
+                                               "max-frame": str(64 << 20)}
 
 
 def test_address_space_limit_turns_a_huge_allocation_into_a_lua_error(make_sandbox):
@@ -115,10 +117,10 @@ def test_no_working_directory_is_left_behind(make_sandbox):
     assert sandbox_workdirs() - before == set()
 
 
-def test_rlimit_layer_adds_one_preexec_step_with_the_configured_values():
+def test_rlimit_layer_adds_one_after_spawn_step_and_no_preexec():
     layer = RlimitLayer(Limits(open_files=32, address_space_mb=256, cpu_lifetime_s=100))
     spec = layer.apply(SpawnSpec(argv=("x",), cwd="/"))
-    assert len(spec.preexec) == 1 and spec.argv == ("x",) and layer.name == "rlimits"
+    assert len(spec.after_spawn) == 1 and spec.preexec == () and spec.argv == ("x",) and layer.name == "rlimits"
     wanted = layer.rlimits()
     assert wanted[resource.RLIMIT_NOFILE] == (32, 32)
     assert wanted[resource.RLIMIT_AS] == (256 << 20, 256 << 20)

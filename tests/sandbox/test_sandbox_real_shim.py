@@ -152,5 +152,25 @@ def test_real_shim_child_env_is_clean(real):
     sandbox = real("x = 1")
     pid = sandbox.status()["pid"]
     with open(f"/proc/{pid}/environ", "rb") as f:
-        assert f.read() == b""
+        # bubblewrap sets PWD after --clearenv; nothing else gets through.
+        assert f.read() in (b"", b"PWD=/\0")
     assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
+
+
+def test_real_shim_functions_defined_by_initialize_and_callbacks_are_known(real):
+    sandbox = real("function Initialize() function OnStableStudy() end end\n"
+                   "function Enable() function OnStoredInstance() return 'stored' end end")
+    assert sandbox.defined_functions() == {"Initialize", "Enable"}  # no initialize configured here
+    sandbox.call("Initialize", [])
+    assert "OnStableStudy" in sandbox.defined_functions()
+    assert "OnStoredInstance" not in sandbox.defined_functions()
+    sandbox.call("Enable", [])
+    assert "OnStoredInstance" in sandbox.defined_functions()
+    assert sandbox.call("OnStoredInstance", []).value == "stored"
+
+
+def test_real_shim_initialize_defining_functions_is_seen_at_ready(make_sandbox):
+    sandbox = make_sandbox("function Initialize() function Late() return 'late' end end", shim=str(DEFAULT_SHIM),
+                           initialize="Initialize")
+    sandbox.start()
+    assert sandbox.defined_functions() == {"Initialize", "Late"}

@@ -69,6 +69,16 @@ local function functions()
   return names
 end
 
+-- As the real shim: a call result carries the new function list (5th element) when it changed.
+local reported = ""
+local function changed()
+  local names = functions()
+  local key = table.concat(names, ",")
+  if key == reported then return nil end
+  reported = key
+  return {functions = names}
+end
+
 serve = function(msg)
   local kind, id = msg[1], msg[2]
   if kind == "call" then
@@ -79,8 +89,9 @@ serve = function(msg)
       mp.send({"result", id, true, {defined = false}})
     else
       local ok, value = pcall(f, table.unpack(msg[4]))
-      if ok then mp.send({"result", id, true, {defined = true, value = value}})
-      else mp.send({"result", id, false, tostring(value)}) end
+      local extra = changed()
+      if ok then mp.send({"result", id, true, {defined = true, value = value}, extra})
+      else mp.send({"result", id, false, tostring(value), extra}) end
     end
     current_opts, current_id = saved, saved_id
   elseif kind == "load" then
@@ -90,8 +101,13 @@ serve = function(msg)
       return
     end
     local ok, value = pcall(chunk)
-    if ok then mp.send({"result", id, true, {functions = functions()}})
-    else mp.send({"result", id, false, tostring(value)}) end
+    if ok then
+      local names = functions()
+      reported = table.concat(names, ",")
+      mp.send({"result", id, true, {functions = names}})
+    else
+      mp.send({"result", id, false, tostring(value)})
+    end
   else
     io.stderr:write("fakeshim: unexpected message " .. tostring(kind) .. "\n")
     os.exit(2)

@@ -1,0 +1,179 @@
+"""Previews of DICOM frames, as Orthanc 1.10's ``/instances/{id}/preview`` renders them.
+
+``render_frame(data, frame)`` decodes one frame with pydicom (uncompressed, deflated, big endian, RLE
+natively; JPEG through Pillow or pylibjpeg-libjpeg; JPEG-LS through pylibjpeg-libjpeg; JPEG 2000
+through pylibjpeg-openjpeg or Pillow) and applies Orthanc's preview rules (``PreviewDecodedImage``):
+
+* grayscale of 8 or 16 bits (signed or not): the stored values (no rescale slope/intercept, no
+  window) are stretched to 0..255 with their minimum and maximum, ``floor((v - min) * 255 / (max - min)
+  + 0.5)`` in single precision, as Orthanc computes it;
+  a constant image is black; MONOCHROME1 is then inverted;
+* colour: RGB as is (YBR is converted to RGB by the decoder), 16 bits per sample keep their high byte;
+  PALETTE COLOR goes through its lookup table;
+* anything else (32-bit grayscale such as RT doses, float pixels, no pixel data, a transfer syntax that
+  no installed decoder handles) is ``Undecodable``: Orthanc answers 415 with an empty body.
+
+``negotiate(accept)`` picks the format as Orthanc's ``HttpContentNegociation`` does, and ``encode``
+writes PNG, JPEG (``quality`` 1..100, 90 by default) or PAM.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+PNG = "image/png"
+JPEG = "image/jpeg"
+PAM = "image/x-portable-arbitrarymap"
+FORMATS = (PNG, JPEG, PAM)  # Orthanc's order: it wins ties between equally good matches
+DEFAULT_JPEG_QUALITY = 90
+
+
+class Undecodable(Exception):
+    """The frame cannot be rendered (Orthanc: 415 Unsupported Media Type, empty body)."""
+
+
+class NoSuchFrame(Exception):
+    """The frame index is out of range (Orthanc: 404, empty body)."""
+
+
+@dataclass
+class Rendered:
+    pixels: np.ndarray  # uint8, (rows, columns) or (rows, columns, 3)
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 3
+
+
+def number_of_frames(ds: pydicom.Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def render_frame(data: bytes, frame: int = 0) -> Rendered:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        except Exception as exc:
+            raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
+        if "PixelData" not in ds:
+            raise Undecodable("The instance has no pixel data")
+        if frame < 0 or frame >= number_of_frames(ds):
+            raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")
+        try:
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            bits = int(ds.BitsAllocated)
+            photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        except Exception as exc:
+            raise Undecodable(f"Incomplete image description: {exc}") from exc
+        if samples == 1 and bits > 16:
+            raise Undecodable(f"Grayscale images of {bits} bits are not previewed")
+        try:
+            array = pydicom.pixels.pixel_array(ds, index=frame)
+        except Exception as exc:
+            raise Undecodable(f"Cannot decode the pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}): {exc}") from exc
+        if photometric == "PALETTE COLOR" and samples == 1:
+            try:
+                array = pydicom.pixels.apply_color_lut(array, ds)
+            except Exception as exc:
+                raise Undecodable(f"Cannot apply the palette: {exc}") from exc
+            return Rendered(_color_to_8bit(array, 16 if array.dtype.itemsize > 1 else 8))
+    if samples == 3 and array.ndim == 3:
+        return Rendered(_color_to_8bit(array, bits))
+    if samples != 1 or array.ndim != 2:
+        raise Undecodable(f"Unsupported image layout: {samples} samples per pixel")
+    return Rendered(_stretch(array, invert=photometric == "MONOCHROME1"))
+
+
+def _stretch(array: np.ndarray, invert: bool) -> np.ndarray:
+    values = array.astype(np.int64)
+    low, high = int(values.min()), int(values.max())
+    if low == high:
+        result = np.zeros(values.shape, dtype=np.uint8)
+    else:
+        # Orthanc's ShiftScale computes in single precision; so does this, to round the same pixels the same way.
+        scale = np.float32(np.float32(255.0) / np.float32(high - low))
+        scaled = np.floor((values.astype(np.float32) + np.float32(-low)) * scale + np.float32(0.5))
+        result = np.clip(scaled, 0, 255).astype(np.uint8)
+    return 255 - result if invert else result
+
+
+def _color_to_8bit(array: np.ndarray, bits: int) -> np.ndarray:
+    if array.dtype == np.uint8 or bits <= 8:
+        return array.astype(np.uint8)
+    shift = max(0, min(bits, array.dtype.itemsize * 8) - 8)
+    return (array.astype(np.uint64) >> shift).astype(np.uint8)
+
+
+# Content negotiation (Orthanc's HttpContentNegociation: specificity first, then quality, then order).
+def negotiate(accept: str | None) -> str | None:
+    """The format to answer for an ``Accept`` header (None: no header, which means ``*/*``); None
+    when nothing matches (Orthanc: 404, empty body)."""
+    if accept is None:
+        accept = "*/*"
+    best: tuple[int, float] | None = None
+    chosen = None
+    for media_range in accept.split(","):
+        parameters = [p.strip() for p in media_range.split(";")]
+        if not parameters or "/" not in parameters[0]:
+            continue
+        kind, _, subtype = parameters[0].partition("/")
+        if "/" in subtype:
+            continue
+        quality = 1.0
+        for parameter in parameters[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 1.0
+        for mime in FORMATS:
+            handler_kind, handler_subtype = mime.split("/")
+            if kind == "*" and subtype == "*":
+                level = 0
+            elif kind == handler_kind and subtype == "*":
+                level = 1
+            elif kind == handler_kind and subtype == handler_subtype:
+                level = 2
+            else:
+                continue
+            if best is None or (level, quality) > best:
+                best, chosen = (level, quality), mime
+    return chosen
+
+
+def parse_quality(text: str | None) -> int | None:
+    """``?quality=`` of a JPEG: 1..100 (None when invalid: Orthanc answers 415)."""
+    if text is None:
+        return DEFAULT_JPEG_QUALITY
+    text = text.strip()
+    if not text.isdigit():
+        return None
+    quality = int(text)
+    return quality if 1 <= quality <= 100 else None
+
+
+def encode(image: Rendered, mime: str, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    pixels = np.ascontiguousarray(image.pixels)
+    if mime == PAM:
+        rows, columns = pixels.shape[:2]
+        depth = 3 if image.is_color else 1
+        header = (f"P7\nWIDTH {columns}\nHEIGHT {rows}\nDEPTH {depth}\nMAXVAL 255\n"
+                  f"TUPLTYPE {'RGB' if image.is_color else 'GRAYSCALE'}\nENDHDR\n")
+        return header.encode("ascii") + pixels.tobytes()
+    picture = Image.fromarray(pixels, "RGB" if image.is_color else "L")
+    buffer = io.BytesIO()
+    if mime == JPEG:
+        picture.save(buffer, "JPEG", quality=quality)
+    else:
+        picture.save(buffer, "PNG")
+    return buffer.getvalue()

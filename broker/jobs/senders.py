@@ -1,0 +1,74 @@
+"""The one place where jobs reach the network clients: ``services.network`` (the modalities and peers
+by symbolic name, ``broker.network``), ``services.scu`` (C-STORE SCU, ``broker.dicom.scu``) and
+``services.peers`` (HTTP to Orthanc peers, ``broker.peers``).
+
+Every failed send becomes a ``TransferError``, transient or not, so that the engine applies one retry
+policy to both kinds of receivers. Tests give jobs a fake with the same four methods.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from broker.errors import ErrorCode, OrthancError
+from broker.jobs.model import TransferError
+
+
+class Senders(Protocol):
+    def modality(self, name: str) -> Any:
+        """The modality (``aet``, ``local_aet``, ...), or ``OrthancError`` for an unknown name."""
+
+    def peer(self, name: str) -> Any:
+        """The peer (``url``, ...), or ``OrthancError`` for an unknown name."""
+
+    def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
+        """C-STORE one DICOM file; ``TransferError`` if it did not reach the modality."""
+
+    def store_to_peer(self, name: str, data: bytes) -> None:
+        """POST one DICOM file to ``<peer>/instances``; ``TransferError`` if it did not get there."""
+
+
+class NetworkSenders:
+    """``Senders`` over the services of a server."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def _service(self, name: str, what: str) -> Any:
+        service = getattr(self.services, name, None)
+        if service is None:
+            raise OrthancError(ErrorCode.NOT_IMPLEMENTED, f"This server has no {what}")
+        return service
+
+    def modality(self, name: str) -> Any:
+        return self._service("network", "DicomModalities registry").modality(name)
+
+    def peer(self, name: str) -> Any:
+        return self._service("network", "OrthancPeers registry").peer(name)
+
+    def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
+        from broker.dicom.scu import DicomNetworkError
+
+        modality = self.modality(name)
+        scu = self._service("scu", "C-STORE SCU")
+        try:
+            report = scu.store(modality, [data], local_aet=local_aet or None)
+        except DicomNetworkError as exc:  # the association failed: refused, rejected, aborted, timed out
+            raise TransferError(exc.details or exc.message, transient=True) from exc
+        failures = report.failures
+        if failures:  # the receiver answered a failure status, or the file could not be sent at all
+            first = failures[0]
+            transient = first.status is not None and (first.status & 0xFF00) == 0xA700  # out of resources
+            raise TransferError(first.error or f'C-STORE to AET "{report.remote_aet}" failed', transient=transient)
+
+    def store_to_peer(self, name: str, data: bytes) -> None:
+        peer = self.peer(name)
+        client = self._service("peers", "client for Orthanc peers")
+        try:
+            client.store(peer, data)
+        except OrthancError as exc:
+            status = getattr(exc, "remote_status", None) or getattr(exc, "status", None)
+            transient = not isinstance(status, int) or status >= 500 or status in (408, 429)
+            raise TransferError(exc.details or exc.message, transient=transient) from exc
+        except Exception as exc:  # transport errors
+            raise TransferError(f"Cannot send to the Orthanc peer {getattr(peer, 'url', name)}: {exc}",
+                                transient=True) from exc

@@ -1,0 +1,149 @@
+"""The two transfer jobs of the REST API: ``DicomModalityStore`` (``POST /modalities/{name}/store``)
+and ``OrthancPeerStore`` (``POST /peers/{name}/store``). Each step sends one instance.
+
+As Orthanc's ``SetOfInstancesJob``: the named resources (patients, studies, series, instances) are
+expanded to their instances when the job is created; a failed instance fails the job, unless
+``Permissive`` (then it is counted in ``FailedInstancesCount`` and the job goes on). Unlike Orthanc,
+a transient failure is retried with backoff first (see ``broker.jobs.engine``), and a resubmitted
+job resumes at the instance that failed instead of sending everything again.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable
+
+from broker.core.levels import Level
+from broker.errors import ErrorCode, OrthancError
+from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
+
+MEGA_BYTES = 1024 * 1024
+_LEVELS = (Level.INSTANCE, Level.SERIES, Level.STUDY, Level.PATIENT)
+
+
+def child_instances(store: Any, resource_id: str) -> list[str]:
+    """The instances of a resource of any level (Orthanc's ``AddChildInstances``)."""
+    for level in _LEVELS:
+        if store.exists(level, resource_id):
+            return [resource_id] if level is Level.INSTANCE else store.related(level, resource_id, Level.INSTANCE)
+    raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown resource: {resource_id}")
+
+
+class InstancesJob(Job):
+    """Sends ``instances`` one per step; ``parents`` are the resources the request named."""
+
+    description = "REST API"
+
+    def __init__(self, instances: Iterable[str], parents: Iterable[str] = (), *, permissive: bool = False,
+                 position: int = 0, failed: Iterable[str] = (), description: str = "REST API") -> None:
+        self._lock = threading.Lock()
+        self.instances = list(instances)
+        self.parents = list(parents)
+        self.permissive = permissive
+        self.position = position
+        self.failed = list(failed)
+        self.description = description
+
+    def send(self, context: JobContext, instance_id: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def step(self, context: JobContext) -> StepResult:
+        with self._lock:
+            if self.position >= len(self.instances):
+                return StepResult.success()
+            instance_id = self.instances[self.position]
+        try:
+            data, _ = context.services.store.read_instance(instance_id)
+            self.send(context, instance_id, data)
+        except (OrthancError, TransferError):
+            if not self.permissive:
+                raise
+            with self._lock:
+                self.failed.append(instance_id)
+        with self._lock:
+            self.position += 1
+            done = self.position >= len(self.instances)
+        return StepResult.success() if done else StepResult.proceed()
+
+    def progress(self) -> float:
+        with self._lock:
+            return 1.0 if not self.instances else self.position / len(self.instances)
+
+    def base_content(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"Description": self.description, "FailedInstancesCount": len(self.failed),
+                                   "InstancesCount": len(self.instances)}
+        if self.parents:
+            content["ParentResources"] = list(self.parents)
+        return content
+
+    def base_serialize(self) -> dict[str, Any]:
+        with self._lock:
+            return {"Instances": list(self.instances), "ParentResources": list(self.parents),
+                    "Permissive": self.permissive, "Position": self.position, "FailedInstances": list(self.failed),
+                    "Description": self.description}
+
+    @staticmethod
+    def base_options(data: dict[str, Any]) -> dict[str, Any]:
+        return {"instances": data["Instances"], "parents": data.get("ParentResources", []),
+                "permissive": bool(data.get("Permissive", False)), "position": int(data.get("Position", 0)),
+                "failed": data.get("FailedInstances", []), "description": data.get("Description", "REST API")}
+
+
+@job_type
+class DicomModalityStoreJob(InstancesJob):
+    type = "DicomModalityStore"
+
+    def __init__(self, modality: str, remote_aet: str, local_aet: str | None, instances: Iterable[str],
+                 parents: Iterable[str] = (), *, default_local_aet: str = "ORTHANC", **options: Any) -> None:
+        super().__init__(instances, parents, **options)
+        self.modality = modality
+        self.remote_aet = remote_aet
+        self.local_aet = local_aet            # None: the modality's LocalAet, else DicomAet
+        self.default_local_aet = default_local_aet
+
+    def send(self, context: JobContext, instance_id: str, data: bytes) -> None:
+        context.senders.store_to_modality(self.modality, data, self.local_aet)
+
+    def content(self) -> dict[str, Any]:
+        content = self.base_content()
+        content["LocalAet"] = self.local_aet or self.default_local_aet
+        content["RemoteAet"] = self.remote_aet
+        return content
+
+    def serialize(self) -> dict[str, Any]:
+        return {**self.base_serialize(), "Modality": self.modality, "RemoteAet": self.remote_aet,
+                "LocalAet": self.local_aet, "DefaultLocalAet": self.default_local_aet}
+
+    @classmethod
+    def unserialize(cls, data: dict[str, Any]) -> "DicomModalityStoreJob":
+        return cls(data["Modality"], data["RemoteAet"], data.get("LocalAet"),
+                   default_local_aet=data.get("DefaultLocalAet", "ORTHANC"), **cls.base_options(data))
+
+
+@job_type
+class OrthancPeerStoreJob(InstancesJob):
+    type = "OrthancPeerStore"
+
+    def __init__(self, peer: str, url: str, instances: Iterable[str], parents: Iterable[str] = (), *,
+                 size: int = 0, **options: Any) -> None:
+        super().__init__(instances, parents, **options)
+        self.peer = peer
+        self.url = url
+        self.size = size
+
+    def send(self, context: JobContext, instance_id: str, data: bytes) -> None:
+        context.senders.store_to_peer(self.peer, data)
+        with self._lock:
+            self.size += len(data)
+
+    def content(self) -> dict[str, Any]:
+        content = self.base_content()
+        content.update({"Compress": False, "Peer": [self.url], "Size": str(self.size),
+                        "SizeMB": self.size // MEGA_BYTES})
+        return content
+
+    def serialize(self) -> dict[str, Any]:
+        return {**self.base_serialize(), "Peer": self.peer, "Url": self.url, "Size": self.size}
+
+    @classmethod
+    def unserialize(cls, data: dict[str, Any]) -> "OrthancPeerStoreJob":
+        return cls(data["Peer"], data.get("Url", ""), size=int(data.get("Size", 0)), **cls.base_options(data))

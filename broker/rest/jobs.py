@@ -1,0 +1,160 @@
+"""REST endpoints of the jobs engine: ``/jobs`` and the two transfer submissions.
+
+* ``GET /jobs`` (ids, sorted; ``?expand``: the full JSON of each), ``GET /jobs/{id}`` (Orthanc's
+  ``JobInfo``: ``ID``, ``State``, ``Type``, ``Priority``, ``Progress``, ``Content``, ``ErrorCode``,
+  ``ErrorDescription``, ``ErrorDetails``, ``CreationTime``, ``Timestamp``, ``EffectiveRuntime``,
+  ``CompletionTime`` once completed; an unknown id answers an empty 404);
+* ``POST /jobs/{id}/cancel|pause|resume|resubmit``: ``{}``, or an empty 400 when the job is unknown
+  or the verb does not apply (resume of a job that is not paused, resubmit of one that has not failed);
+* ``POST /modalities/{name}/store`` and ``POST /peers/{name}/store``: the body is a bare resource id
+  (plain text), a JSON string or list of ids, or ``{"Resources": [...], "Synchronous"|"Asynchronous":
+  bool, "Priority": int, "Permissive": bool, "LocalAet": "..."}``; patients, studies and series expand
+  to their instances. Synchronous (the default, as in Orthanc): the job runs, and the answer is its
+  ``Content`` (or the error it failed with, no automatic retry); asynchronous: ``{"ID", "Path"}``.
+
+Handlers need ``services.jobs`` (a ``JobsEngine``) and ``services.store``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from broker.errors import BareHttpStatus, ErrorCode, OrthancError
+from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob, child_instances
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest
+
+routes = RouteTable()
+
+_ORTHANC_ID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){4}$")
+
+
+def _engine(services: Any) -> Any:
+    engine = getattr(services, "jobs", None)
+    if engine is None:
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "The jobs engine is not running")
+    return engine
+
+
+@routes.get("/jobs")
+def list_jobs(request: RestRequest, services: Any) -> Any:
+    engine = _engine(services)
+    return engine.infos() if "expand" in request.query else engine.ids()
+
+
+@routes.get("/jobs/{id}")
+def get_job(request: RestRequest, services: Any) -> Any:
+    info = _engine(services).info(request.params["id"])
+    if info is None:
+        raise BareHttpStatus(404, f"Unknown job: {request.params['id']}")
+    return info
+
+
+def _verb(name: str) -> Any:
+    def handler(request: RestRequest, services: Any) -> Any:
+        job_id = request.params["id"]
+        if not getattr(_engine(services), name)(job_id):
+            raise BareHttpStatus(400, f"Cannot {name} the job {job_id} (unknown, or not in a state that allows it)")
+        return {}
+    handler.__name__ = f"{name}_job"
+    return handler
+
+
+for _name in ("cancel", "pause", "resume", "resubmit"):
+    routes.add("POST", f"/jobs/{{id}}/{_name}", _verb(_name))
+
+
+def _bad(details: str) -> OrthancError:
+    return OrthancError(ErrorCode.BAD_FILE_FORMAT, details)
+
+
+def export_request(body: bytes) -> tuple[list[str], dict[str, Any]]:
+    """Orthanc's ``GetInstancesToExport``: the resource ids of the body, and the other arguments."""
+    text = body.decode("utf-8", "replace").strip()
+    if _ORTHANC_ID.match(text):  # a bare id (compatibility with Orthanc <= 0.5.1)
+        request: Any = [text]
+    else:
+        try:
+            request = json.loads(text)
+        except ValueError:
+            raise _bad("Must provide a JSON value") from None
+    if isinstance(request, str):
+        request = [request]
+    elif not isinstance(request, (list, dict)):
+        raise _bad("Must provide a JSON object, or a JSON array of strings")
+    options: dict[str, Any] = {}
+    if isinstance(request, dict):
+        if "Resources" not in request:
+            raise _bad('Missing field in JSON: "Resources"')
+        resources = request["Resources"]
+        if not isinstance(resources, list):
+            raise _bad('JSON field "Resources" must contain an array')
+        options = {key: value for key, value in request.items() if key != "Resources"}
+    else:
+        resources = request
+    ids = []
+    for item in resources:
+        if not isinstance(item, str):
+            raise _bad("Resources to be exported must be specified as a JSON array of strings")
+        stripped = item.strip()
+        if not _ORTHANC_ID.match(stripped):
+            raise _bad(f"This string is not a valid Orthanc identifier: {stripped}")
+        ids.append(stripped)
+    return ids, options
+
+
+def _instances(services: Any, ids: list[str]) -> list[str]:
+    instances: list[str] = []
+    for resource_id in ids:
+        instances.extend(child_instances(services.store, resource_id))
+    return instances
+
+
+def _flag(options: dict[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name, default)
+    if not isinstance(value, bool):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Field \"{name}\" must be a Boolean")
+    return value
+
+
+def _submit(services: Any, job: Any, options: dict[str, Any]) -> Any:
+    """Orthanc's ``SubmitCommandsJob``: synchronous by default."""
+    if "Synchronous" in options:
+        synchronous = _flag(options, "Synchronous", True)
+    else:
+        synchronous = not _flag(options, "Asynchronous", False)
+    priority = options.get("Priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Priority" must be an integer')
+    engine = _engine(services)
+    if synchronous:
+        return engine.submit_and_wait(job, priority)
+    job_id = engine.submit(job, priority)
+    return {"ID": job_id, "Path": f"/jobs/{job_id}"}
+
+
+@routes.post("/modalities/{name}/store")
+def store_to_modality(request: RestRequest, services: Any) -> Any:
+    ids, options = export_request(request.body)
+    engine = _engine(services)
+    instances = _instances(services, ids)
+    modality = engine.context.senders.modality(request.params["name"])
+    local_aet = options.get("LocalAet")
+    if local_aet is not None and not isinstance(local_aet, str):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "LocalAet" must be a string')
+    default_aet = getattr(modality, "local_aet", "") or engine.settings.default_local_aet
+    job = DicomModalityStoreJob(request.params["name"], modality.aet, local_aet or None, instances, ids,
+                                permissive=_flag(options, "Permissive", False), default_local_aet=default_aet)
+    return _submit(services, job, options)
+
+
+@routes.post("/peers/{name}/store")
+def store_to_peer(request: RestRequest, services: Any) -> Any:
+    ids, options = export_request(request.body)
+    engine = _engine(services)
+    instances = _instances(services, ids)
+    peer = engine.context.senders.peer(request.params["name"])
+    job = OrthancPeerStoreJob(request.params["name"], peer.url, instances, ids,
+                              permissive=_flag(options, "Permissive", False))
+    return _submit(services, job, options)

@@ -1,0 +1,200 @@
+"""REST endpoints of modification and anonymization, as Orthanc 1.10 answers them.
+
+* ``POST /instances/{id}/modify`` and ``POST /instances/{id}/anonymize``: the modified file
+  (``application/dicom``), nothing stored. ``/modify`` works at the level ``ModifyRequest.from_json``
+  detects (``Instance`` unless ``Force`` replaces an identifier), so the copy has a new SOPInstanceUID
+  unless ``Keep: ["SOPInstanceUID"]`` with ``Force``; ``/anonymize`` works at the patient level (new
+  study, series and instance UIDs). ``Transcode`` is honoured by ``/modify`` (500 when the target
+  cannot be produced here, as Orthanc answers when its transcoder fails).
+* ``POST /{patients|studies|series}/{id}/modify`` and ``.../anonymize``: every instance of the resource
+  (of whatever level the id is: Orthanc expands any id) is modified with one ``Modifier`` (consistent
+  new UIDs) and stored, with the origin of the request, metadata ``ModifiedFrom``/``AnonymizedFrom``
+  (instance: the original instance; series, study, patient: the original one, when its id changed);
+  ``KeepSource: false`` deletes the originals afterwards. The answer is the public content of Orthanc's
+  synchronous job: ``Description``, ``FailedInstancesCount``, ``ID``, ``InstancesCount``,
+  ``IsAnonymization``, ``Path``, ``PatientID``, ``Type`` (and ``Transcode``). Only synchronous runs
+  are implemented: ``"Asynchronous": true`` or ``"Synchronous": false`` answers 501
+  (``NotImplemented``) instead of Orthanc's job id.
+
+Order of checks, as Orthanc: the body (400), ``KeepSource`` and ``Transcode`` (400), the resource
+(404), ``Synchronous``/``Asynchronous``/``Priority`` (400), then the modification itself (400 for the
+sanity checks and bad replacement values, raised before anything is stored when possible).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
+from broker.core.levels import Level
+from broker.core.metadata import MetadataType
+from broker.core.modify import (Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset)
+from broker.core.store import SUCCESS, IncomingInstance, Store
+from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, transcode_dataset
+from broker.errors import ErrorCode, OrthancError
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+
+log = logging.getLogger("luabroker.modification")
+routes = RouteTable()
+JOB_DESCRIPTION = "REST API"
+
+
+def _store(services: Any) -> Store:
+    return services.store
+
+
+def _body(request: RestRequest) -> Any:
+    """The JSON body; anything that is not JSON is Orthanc's ``BadFileFormat``."""
+    try:
+        return request.json_body()
+    except OrthancError:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object") from None
+
+
+def _next_patient_name(store: Store) -> Callable[[], str]:
+    return lambda: f"Anonymized{store.increment_global_sequence(ANONYMIZATION_SEQUENCE)}"
+
+
+def _boolean_field(body: dict[str, Any], name: str) -> bool | None:
+    if name not in body:
+        return None
+    if not isinstance(body[name], bool):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {name}")
+    return body[name]
+
+
+# Instances: the modified file is the answer.
+@routes.post("/instances/{id}/modify")
+def modify_instance(request: RestRequest, services: Any) -> RestResponse:
+    body = _body(request)
+    modification = ModifyRequest.from_json(body, None)
+    transcode = None
+    if isinstance(body, dict) and "Transcode" in body:
+        transcode = read_string(body, "Transcode")
+        if not is_known_transfer_syntax(transcode):
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown transfer syntax: {transcode}")
+    return _answer_instance(services, request.params["id"], modification, transcode)
+
+
+@routes.post("/instances/{id}/anonymize")
+def anonymize_instance(request: RestRequest, services: Any) -> RestResponse:
+    modification = anonymization_request(_body(request), next_patient_name=_next_patient_name(_store(services)))
+    return _answer_instance(services, request.params["id"], modification, None)
+
+
+def _answer_instance(services: Any, instance_id: str, modification: ModifyRequest, transcode: str | None) -> RestResponse:
+    data, _ = _store(services).read_instance(instance_id)
+    ds = read_dataset(data)
+    modify_dataset(ds, modification)
+    if transcode is not None:
+        try:
+            transcode_dataset(ds, transcode)
+        except CannotTranscode as exc:
+            raise OrthancError(ErrorCode.INTERNAL_ERROR, str(exc)) from None
+    return RestResponse.binary(write_dataset(ds), "application/dicom")
+
+
+# Patients, studies, series: new resources are stored.
+def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, Any], Any]:
+    def handler(request: RestRequest, services: Any) -> Any:
+        store = _store(services)
+        body = _body(request)
+        if anonymize:
+            modification = anonymization_request(body, next_patient_name=_next_patient_name(store))
+        else:
+            modification = ModifyRequest.from_json(body, level)
+        keep_source = _boolean_field(body, "KeepSource")
+        transcode = None
+        if "Transcode" in body:
+            transcode = read_string(body, "Transcode")
+            if not is_known_transfer_syntax(transcode):
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
+        instances = child_instances(store, request.params["id"])
+        synchronous = _boolean_field(body, "Synchronous")
+        asynchronous = _boolean_field(body, "Asynchronous")
+        if "Priority" in body and (not isinstance(body["Priority"], int) or isinstance(body["Priority"], bool)):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Priority")
+        if asynchronous is True or synchronous is False:
+            raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "luabroker runs modifications synchronously only: "
+                               'remove "Asynchronous" (or set "Synchronous": true)')
+        return run_resource_modification(store, modification, instances, origin=request.origin, output_level=level,
+                                         is_anonymization=anonymize, keep_source=keep_source is not False,
+                                         transcode=transcode)
+    return handler
+
+
+def child_instances(store: Store, public_id: str) -> list[str]:
+    """The instances of a resource of any level (Orthanc's ``GetChildInstances``); 404 if unknown."""
+    for level in Level:
+        if store.exists(level, public_id):
+            return [public_id] if level is Level.INSTANCE else store.related(level, public_id, Level.INSTANCE)
+    raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No resource with id {public_id}")
+
+
+def run_resource_modification(store: Store, modification: ModifyRequest, instances: list[str], *, origin: Any,
+                              output_level: Level, is_anonymization: bool, keep_source: bool = True,
+                              transcode: str | None = None) -> dict[str, Any]:
+    """Modify and store every instance, as Orthanc's ``ResourceModificationJob`` (synchronous), and
+    return the job's public content."""
+    modification.check()
+    modifier = Modifier(modification)
+    metadata_type = MetadataType.ANONYMIZED_FROM if is_anonymization else MetadataType.MODIFIED_FROM
+    output: dict[str, str] | None = None
+    failed = 0
+    handled: list[str] = []
+    for instance_id in instances:
+        try:
+            data, _ = store.read_instance(instance_id)
+        except OrthancError as exc:
+            log.warning("An error occurred while executing a Modification job on instance %s: %s", instance_id, exc)
+            failed += 1
+            continue
+        modified = _modified_bytes(data, modifier, transcode, instance_id)
+        original = IncomingInstance(data, origin).ids
+        incoming = IncomingInstance(modified, origin)
+        new = incoming.ids
+        incoming.extra_metadata = {metadata_type: instance_id}
+        for ancestor, old_id, new_id in ((Level.SERIES, original.series, new.series),
+                                         (Level.STUDY, original.study, new.study),
+                                         (Level.PATIENT, original.patient, new.patient)):
+            if old_id != new_id:
+                incoming.ancestor_metadata[ancestor] = {metadata_type: old_id}
+        result = store.store_incoming(incoming)
+        if result.status != SUCCESS:
+            raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE,
+                               f"Error while storing a modified instance {instance_id} ({result.status})")
+        handled.append(instance_id)
+        if output is None:
+            output = {"ID": {Level.PATIENT: new.patient, Level.STUDY: new.study, Level.SERIES: new.series,
+                             Level.INSTANCE: new.instance}[output_level], "PatientID": new.patient}
+    if not keep_source:
+        for instance_id in handled:
+            store.delete(Level.INSTANCE, instance_id)
+    content: dict[str, Any] = {"Description": JOB_DESCRIPTION, "FailedInstancesCount": failed,
+                               "InstancesCount": len(instances), "IsAnonymization": is_anonymization}
+    if output is not None:
+        content.update(output)
+        content["Path"] = f"/{output_level.plural}/{output['ID']}"
+        content["Type"] = output_level.label
+    if transcode is not None:
+        content["Transcode"] = transcode
+    return content
+
+
+def _modified_bytes(data: bytes, modifier: Modifier, transcode: str | None, instance_id: str) -> bytes:
+    ds = modify_dataset(read_dataset(data), modifier.request, modifier=modifier)
+    if transcode is not None:
+        try:
+            transcode_dataset(ds, transcode)
+        except CannotTranscode as exc:
+            # Orthanc keeps the original transfer syntax; the UIDs are already mapped, so a second pass
+            # over a fresh copy gives the same file without the failed transcoding.
+            log.warning("Cannot transcode instance, keeping original transfer syntax: %s (%s)", instance_id, exc)
+            ds = modify_dataset(read_dataset(data), modifier.request, modifier=modifier)
+    return write_dataset(ds)
+
+
+for _level in (Level.PATIENT, Level.STUDY, Level.SERIES):
+    routes.add("POST", f"/{_level.plural}/{{id}}/modify", _modify_resource(_level, anonymize=False))
+    routes.add("POST", f"/{_level.plural}/{{id}}/anonymize", _modify_resource(_level, anonymize=True))

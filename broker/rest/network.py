@@ -1,0 +1,133 @@
+"""REST endpoints of the remote ends: ``/modalities`` and ``/peers`` (Orthanc 1.10's answers).
+
+``GET /modalities`` lists the symbolic names (``?expand``: each modality's configuration);
+``GET /modalities/{name}`` lists what can be done with it (the sub-routes this server has; an unknown
+name is a bare 404 there, Orthanc's error 7 elsewhere);
+``GET /modalities/{name}/configuration``; ``PUT /modalities/{name}`` with any form accepted in the
+configuration file; ``DELETE /modalities/{name}``; ``POST /modalities/{name}/echo`` (200 ``{}``). The same
+for ``/peers``, whose configuration never shows passwords or header values, plus
+``GET /peers/{name}/system``. Changes made here live until the server stops, as in Orthanc.
+
+Handlers need ``services.network`` (``NetworkRegistry``), ``services.scu`` (``StoreScu``) and
+``services.peers`` (``PeerClient``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from broker.errors import BareHttpStatus, ErrorCode, OrthancError
+from broker.network import Modality, Peer
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+
+routes = RouteTable()
+
+
+def _children(services: Any, prefix: str) -> list[str]:
+    """The sub-routes of ``prefix/{name}/…`` that the server has (Orthanc lists its own)."""
+    head = prefix + "/{name}/"
+    names = {route.pattern[len(head):] for route in services.rest.routes if route.pattern.startswith(head)}
+    return sorted(name for name in names if name and "/" not in name)
+
+
+def _parse_body(request: RestRequest, parse: Callable[[Any], Any]) -> Any:
+    try:
+        value = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body is not valid JSON") from None
+    return parse(value)
+
+
+def _empty() -> RestResponse:
+    return RestResponse.text("")
+
+
+# Modalities.
+@routes.get("/modalities")
+def list_modalities(request: RestRequest, services: Any) -> Any:
+    modalities = services.network.modalities()
+    if "expand" in request.query:
+        return {name: modality.to_json() for name, modality in modalities.items()}
+    return list(modalities)
+
+
+@routes.get("/modalities/{name}")
+def get_modality(request: RestRequest, services: Any) -> Any:
+    if not services.network.has_modality(request.params["name"]):
+        raise BareHttpStatus(404, f"Unknown modality: {request.params['name']}")
+    return _children(services, "/modalities")
+
+
+@routes.get("/modalities/{name}/configuration")
+def get_modality_configuration(request: RestRequest, services: Any) -> Any:
+    return services.network.modality(request.params["name"]).to_json()
+
+
+@routes.put("/modalities/{name}")
+def put_modality(request: RestRequest, services: Any) -> RestResponse:
+    services.network.put_modality(request.params["name"], _parse_body(request, Modality.parse))
+    return _empty()
+
+
+@routes.delete("/modalities/{name}")
+def delete_modality(request: RestRequest, services: Any) -> RestResponse:
+    services.network.delete_modality(request.params["name"])
+    return _empty()
+
+
+@routes.post("/modalities/{name}/echo")
+def echo_modality(request: RestRequest, services: Any) -> Any:
+    """C-ECHO; the body may be ``{"Timeout": seconds}``. 200 ``{}``, or error 9 saying what failed."""
+    modality = services.network.modality(request.params["name"])
+    timeout = None
+    if request.body.strip():
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body is not valid JSON") from None
+        if isinstance(body, dict) and "Timeout" in body:
+            value = body["Timeout"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Unsigned integer value expected in field: Timeout")
+            timeout = value or None
+    services.scu.echo(modality, timeout=timeout)
+    return {}
+
+
+# Peers.
+@routes.get("/peers")
+def list_peers(request: RestRequest, services: Any) -> Any:
+    peers = services.network.peers()
+    if "expand" in request.query:
+        return {name: peer.public_json() for name, peer in peers.items()}
+    return list(peers)
+
+
+@routes.get("/peers/{name}")
+def get_peer(request: RestRequest, services: Any) -> Any:
+    if not services.network.has_peer(request.params["name"]):
+        raise BareHttpStatus(404, f"Unknown peer: {request.params['name']}")
+    return _children(services, "/peers")
+
+
+@routes.get("/peers/{name}/configuration")
+def get_peer_configuration(request: RestRequest, services: Any) -> Any:
+    return services.network.peer(request.params["name"]).public_json()
+
+
+@routes.put("/peers/{name}")
+def put_peer(request: RestRequest, services: Any) -> RestResponse:
+    services.network.put_peer(request.params["name"], _parse_body(request, Peer.parse))
+    return _empty()
+
+
+@routes.delete("/peers/{name}")
+def delete_peer(request: RestRequest, services: Any) -> RestResponse:
+    services.network.delete_peer(request.params["name"])
+    return _empty()
+
+
+@routes.get("/peers/{name}/system")
+def get_peer_system(request: RestRequest, services: Any) -> Any:
+    return services.peers.system(services.network.peer(request.params["name"]))

@@ -1,0 +1,25 @@
+"""``GET /tools/metrics-prometheus``: the server's metrics in Prometheus' text format, as Orthanc
+answers them (``MetricsEnabled: false`` gives an empty answer, as Orthanc's disabled registry does).
+The metrics are listed in docs/operations.md."""
+from __future__ import annotations
+
+from typing import Any
+
+from broker.metrics import CONTENT_TYPE
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+
+routes = RouteTable()
+
+
+@routes.get("/tools/metrics-prometheus")
+def metrics_prometheus(request: RestRequest, services: Any) -> RestResponse:
+    enabled = (services.config.raw or {}).get("MetricsEnabled", True) is not False
+    body = services.metrics.render() if enabled and services.metrics is not None else b""
+    return RestResponse(200, body, CONTENT_TYPE)
+
+
+@routes.get("/tools/metrics")
+def metrics_enabled(request: RestRequest, services: Any) -> bool:
+    """Whether metrics are collected (Orthanc's ``MetricsEnabled``)."""
+    return (services.config.raw or {}).get("MetricsEnabled", True) is not False

@@ -1,0 +1,148 @@
+"""One loaded version of the scripts: their sources, the SHA-256 that names them, and the pair of
+sandbox processes (main and filter) that run them.
+
+A ``ScriptSet`` has one current version; a reload builds a new one next to it and swaps. Callers pin
+the version they use for the length of a call (``enter``/``leave``), so a version that was replaced
+is stopped only once its last call has finished.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from broker.scripting.callbacks import Role
+from sandbox import Sandbox, SandboxConfig, ScriptSource, State
+
+
+def sources_digest(scripts: Sequence[ScriptSource]) -> str:
+    """SHA-256 of the scripts, in load order: for each, the length of its name, the name (UTF-8), the
+    length of its source and the source, lengths as 8-byte big-endian integers."""
+    digest = hashlib.sha256()
+    for script in scripts:
+        name = script.path.encode("utf-8")
+        source = script.source if isinstance(script.source, bytes) else script.source.encode("utf-8")
+        for part in (name, source):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def script_name(path: Path, base_dir: Path) -> str:
+    """A script's name: its path relative to the configuration file when it lies below it (Lua cuts
+    chunk names at 60 characters, and error messages must still name the file)."""
+    return str(path.relative_to(base_dir) if path.is_relative_to(base_dir) else path)
+
+
+def read_scripts(paths: Sequence[Path], base_dir: Path) -> tuple[ScriptSource, ...]:
+    return tuple(_read_script(path, base_dir) for path in paths)
+
+
+def _read_script(path: Path, base_dir: Path) -> ScriptSource:
+    try:
+        return ScriptSource(script_name(path, base_dir), path.read_bytes())
+    except OSError as exc:
+        from broker.config import ConfigError
+        raise ConfigError(f"Cannot read the Lua script {path} listed in 'LuaScripts': {exc.strerror}") from exc
+
+
+def iso(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ScriptVersion:
+    """The sandboxes of one version of the scripts, and the count of calls that use them."""
+
+    def __init__(self, scripts: tuple[ScriptSource, ...], *, tenant: str, config: Any,
+                 rpc_handler: Callable[..., Any], on_log: Callable[[str, str, str], None],
+                 trusted: tuple[str, ...] = ()) -> None:
+        self.scripts = scripts
+        self.trusted = trusted
+        self.digest = sources_digest(scripts)
+        self.loaded_at = time.time()
+        self.execute_used = False
+        #: Roles whose quarantine was already reported (logged once per episode).
+        self.reported_quarantine: set[Role] = set()
+        self.sandboxes: dict[Role, Sandbox] = {
+            role: Sandbox(
+                SandboxConfig(name=f"{tenant}/{role.value}@{self.digest[:12]}", role=role.value, scripts=scripts,
+                              interpreter=config.lua_interpreter, limits=config.lua_limits,
+                              backoff=config.lua_backoff, isolation=config.lua_isolation, trusted=trusted,
+                              initialize="Initialize" if role is Role.MAIN else None),
+                rpc_handler, on_log)
+            for role in Role
+        }
+        self._cond = threading.Condition()
+        self._in_flight = 0
+
+    @property
+    def short(self) -> str:
+        return self.digest[:12]
+
+    @property
+    def names(self) -> list[str]:
+        return [script.path for script in self.scripts]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load into fresh processes, filter first, then main (which runs ``Initialize``). If either
+        fails, both are stopped and the error (``ScriptLoadError`` names file and line) is raised."""
+        try:
+            self.sandboxes[Role.FILTER].start()
+            self.sandboxes[Role.MAIN].start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for sandbox in self.sandboxes.values():
+            sandbox.stop()
+
+    # -- calls in flight ---------------------------------------------------------------------------
+    def enter(self) -> None:
+        with self._cond:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def wait_idle(self, timeout: float, abort: Callable[[], bool]) -> bool:
+        """Wait until no call uses this version (True), the timeout passes or ``abort()`` (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._in_flight > 0 and not abort():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.5))
+            return self._in_flight == 0
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- questions ---------------------------------------------------------------------------------
+    def defines(self, name: str, role: Role) -> bool:
+        """Whether the callback may be defined: exact for the filter process (it only ever runs the
+        ``LuaScripts``); "maybe" for the main process once execute-script ran in it."""
+        sandbox = self.sandboxes[role]
+        return name in sandbox.defined_functions() or (role is Role.MAIN and self.execute_used)
+
+    def quarantined_roles(self) -> list[str]:
+        return [role.value for role, sandbox in self.sandboxes.items() if sandbox.state is State.QUARANTINED]
+
+    def sandbox_status(self) -> list[dict[str, Any]]:
+        return [{**sandbox.status(), "Version": self.digest} for sandbox in self.sandboxes.values()]
+
+    def summary(self) -> dict[str, Any]:
+        return {"Version": self.digest, "Scripts": self.names, "LoadedAt": iso(self.loaded_at),
+                "InFlight": self._in_flight}

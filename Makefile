@@ -1,11 +1,11 @@
-# `make run` and `make test` set everything up on a fresh Debian machine: system packages (lua5.4,
+# `make run` and `make test` set everything up on a fresh Debian machine: system packages (lua5.4, bubblewrap,
 # DCMTK, Orthanc for the peer tests and benchmarks), a virtualenv, the Python packages.
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command:package pairs checked on PATH
-SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc
+SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc bwrap:bubblewrap prlimit:util-linux
 
 .PHONY: setup system-packages run test bench clean
 

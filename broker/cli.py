@@ -1,4 +1,7 @@
-"""``luabroker [CONFIG]``: run the server with an Orthanc JSON configuration file (or directory)."""
+"""``luabroker [CONFIG]``: run the server with an Orthanc JSON configuration file (or directory).
+
+SIGHUP reloads the Lua scripts (``LuaScripts`` read again, as ``POST /lua/reload``); SIGTERM and SIGINT
+stop cleanly (docs/operations.md)."""
 from __future__ import annotations
 
 import argparse

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from sandbox import BackoffPolicy, Limits
+from sandbox import BackoffPolicy, Isolation, Limits
 
 T = TypeVar("T")
 
@@ -85,6 +85,13 @@ class Config:
     lua_limits: Limits = field(default_factory=Limits)
     lua_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     event_max_attempts: int = 5
+    lua_filter_failure_policy: dict[str, str] = field(default_factory=dict)
+    #: ``LuaSandbox.Isolation``: the OS layers of the sandbox processes (docs/security.md).
+    lua_isolation: Isolation = field(default_factory=Isolation)
+    #: ``LuaTrustedScripts``: scripts of ``LuaScripts`` run in trusted mode (io, os.execute, ...).
+    lua_trusted_scripts: tuple[Path, ...] = ()
+    #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
+    path: Path | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], base_dir: Path) -> "Config":
@@ -129,6 +136,9 @@ class Config:
             lua_limits=_limits(sandbox),
             lua_backoff=_backoff(sandbox),
             event_max_attempts=_option(sandbox, "EventMaxAttempts", int, 5, lambda n: n >= 1),
+            lua_filter_failure_policy=_filter_failure_policy(sandbox),
+            lua_isolation=_layers(sandbox),
+            lua_trusted_scripts=_trusted(raw, base_dir, scripts),
         )
 
     @classmethod
@@ -142,8 +152,8 @@ class Config:
             raw: dict[str, Any] = {}
             for file in sorted(path.glob("*.json")):
                 raw.update(load_json_file(file))
-            return cls.from_json(raw, path)
-        return cls.from_json(load_json_file(path), path.parent)
+            return replace(cls.from_json(raw, path), path=path)
+        return replace(cls.from_json(load_json_file(path), path.parent), path=path)
 
 
 def _limits(sandbox: dict[str, Any]) -> Limits:
@@ -161,4 +171,66 @@ def _backoff(sandbox: dict[str, Any]) -> BackoffPolicy:
     base = BackoffPolicy()
     return BackoffPolicy(
         max_failures=_option(sandbox, "QuarantineAfter", int, base.max_failures, lambda v: v >= 1),
+        window_s=_option(sandbox, "QuarantineWindow", float, base.window_s, lambda v: v > 0),
+        cooldown_s=_option(sandbox, "QuarantineCooldown", float, base.cooldown_s, lambda v: v >= 0),
     )
+
+
+def _filter_failure_policy(sandbox: dict[str, Any]) -> dict[str, str]:
+    """``LuaSandbox.FilterFailurePolicy``: what each filter answers when its process cannot run it
+    (dead, timed out, quarantined); "closed" (refuse) unless set to "open" (accept)."""
+    from broker.scripting.callbacks import CALLBACKS, Kind
+
+    filters = [name for name, callback in CALLBACKS.items() if callback.kind is Kind.FILTER]
+    value = _option(sandbox, "FilterFailurePolicy", dict, {})
+    policy = {name: "closed" for name in filters}
+    for name, mode in value.items():
+        if name not in policy:
+            raise ConfigError(f"Option 'LuaSandbox.FilterFailurePolicy' names {name!r}, which is not a filter; "
+                              f"expected one of {', '.join(filters)}")
+        if mode not in ("closed", "open"):
+            raise ConfigError(f"Option 'LuaSandbox.FilterFailurePolicy.{name}' has value {mode!r}; "
+                              "expected \"closed\" or \"open\"")
+        policy[name] = mode
+    return policy
+
+
+def _layers(sandbox: dict[str, Any]) -> Isolation:
+    """``LuaSandbox.Isolation``: which OS layers contain the sandbox processes (docs/security.md).
+    Each layer is "auto" (used when the host allows it), "required" (refuse to start without it) or
+    "off"; ``User`` is the account children run as when the broker runs as root ("off" keeps root)."""
+    value = _option(sandbox, "Isolation", dict, {})
+    known = ("Bubblewrap", "Seccomp", "Landlock", "Unshare", "User", "Group", "TrustedFileSizeMB")
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"Option 'LuaSandbox.Isolation' has an unknown member {key!r}; "
+                              f"expected some of {', '.join(known)}")
+    modes = {}
+    for key in ("Bubblewrap", "Seccomp", "Landlock", "Unshare"):
+        mode = value.get(key, "auto")
+        if mode not in ("auto", "required", "off"):
+            raise ConfigError(f"Option 'LuaSandbox.Isolation.{key}' has value {mode!r}; "
+                              'expected "auto", "required" or "off"')
+        modes[key.lower()] = mode
+    user = value.get("User", "nobody")
+    group = value.get("Group")
+    for key, item, what in (("User", user, 'a user name, a non-zero uid, or "off"'),
+                            ("Group", group, "a group name or a non-zero gid")):
+        if item is not None and (isinstance(item, bool) or not isinstance(item, (str, int)) or item in ("", 0)):
+            raise ConfigError(f"Option 'LuaSandbox.Isolation.{key}' has value {item!r}; expected {what}")
+    size = _option(value, "TrustedFileSizeMB", int, 1024, lambda v: v >= 0)
+    return Isolation(**modes, user=None if user == "off" else user, group=group, trusted_file_size_mb=size)
+
+
+def _trusted(raw: dict[str, Any], base_dir: Path, scripts: list[str]) -> tuple[Path, ...]:
+    """``LuaTrustedScripts``: the scripts of ``LuaScripts`` that need ``io``/``os.execute``; the whole
+    script set then runs in trusted mode (docs/security.md)."""
+    value = raw.get("LuaTrustedScripts", [])
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"Option 'LuaTrustedScripts' has value {value!r}; expected a list of paths")
+    configured = {Path(p) if Path(p).is_absolute() else base_dir / p for p in scripts}
+    trusted = tuple(Path(p) if Path(p).is_absolute() else base_dir / p for p in value)
+    for path in trusted:
+        if path not in configured:
+            raise ConfigError(f"Option 'LuaTrustedScripts' names {str(path)!r}, which is not in 'LuaScripts'")
+    return trusted

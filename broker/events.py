@@ -3,15 +3,18 @@ at least once.
 
 Each change is written to the outbox table in the same transaction as the change itself (see
 ``broker.core``). One dispatcher thread per script set reads the pending events in sequence order and
-runs the matching NOTIFY callback. What a failure means:
+runs the matching NOTIFY callback on the version of the scripts that is current when the delivery
+starts (a reload never splits one event between two versions). What a failure means:
 
 - the script raised (``LuaError``): the event is handled, the error logged, as Orthanc logs and
   swallows errors of queued callbacks;
 - the process died or hit the hard deadline (``SandboxCrashed``/``SandboxTimeout``): the event stays
   at the head of the queue with one more attempt, and is delivered again to the restarted process;
-  after ``max_attempts`` it is parked (a poison event), visible through ``GET /lua/events/parked``;
+  the writes the cut attempt made are not applied a second time (``broker.scripting.journal``);
+  after ``max_attempts`` it is parked (a poison event), visible through ``GET /lua/events/parked``,
+  and the queue moves on;
 - the sandbox is restarting or quarantined (``SandboxUnavailable``): nothing is counted, the
-  dispatcher waits and tries again.
+  dispatcher waits (until the retry time, a reload or a reset) and tries again.
 """
 from __future__ import annotations
 
@@ -21,22 +24,29 @@ import time
 from typing import Any
 
 from broker.scripting.bridge import ScriptSet
-from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND, stored_instance_args
+from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND, job_args, stored_instance_args
 from sandbox import LuaError, SandboxError, SandboxUnavailable
 
 log = logging.getLogger("luabroker.events")
 
-_ARGUMENT_BUILDERS = {
+_ARGUMENT_BUILDERS: dict[str, Any] = {
     "OnStoredInstance": lambda event: stored_instance_args(event.resource_id, event.payload),
+    "OnJobSubmitted": lambda event: job_args(event.resource_id),
+    "OnJobSuccess": lambda event: job_args(event.resource_id),
+    "OnJobFailure": lambda event: job_args(event.resource_id),
 }
 
 
 class EventDispatcher:
-    def __init__(self, outbox: Any, scripts: ScriptSet, max_attempts: int = 5, batch: int = 100) -> None:
+    def __init__(self, outbox: Any, scripts: ScriptSet, max_attempts: int = 5, batch: int = 100,
+                 metrics: Any = None) -> None:
         self.outbox = outbox
         self.scripts = scripts
         self.max_attempts = max_attempts
         self.batch = batch
+        self.metrics = metrics
+        self._pause = 0.2        # how long to wait before retrying an event that could not be delivered
+        self._waiting: int | None = None  # the event waiting for the sandbox (logged once)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Event()
@@ -65,15 +75,18 @@ class EventDispatcher:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            pause = 1.0
             try:
                 delivered_all = self._deliver_pending()
+                if not delivered_all:
+                    pause = self._pause
             except Exception:  # a bug here must not silently stop event delivery
                 log.exception("The event dispatcher failed; retrying in 1 s")
                 delivered_all = False
                 time.sleep(1.0)
             if delivered_all:
                 self._idle.set()
-            self._wake.wait(timeout=1.0 if delivered_all else 0.2)
+            self._wake.wait(timeout=pause)
 
     def _deliver_pending(self) -> bool:
         """Deliver events until none is pending; False if one must wait for a restart."""
@@ -88,22 +101,59 @@ class EventDispatcher:
 
     def _deliver(self, event: Any) -> bool:
         callback = NOTIFY_BY_EVENT_KIND.get(event.kind)
-        if callback is None or not self.scripts.defines(callback.name):
-            self.outbox.mark_done(event.seq)
+        if callback is None:
+            self._done(event, "skipped")
             return True
         try:
-            self.scripts.notify(callback.name, _ARGUMENT_BUILDERS[callback.name](event))
+            result = self.scripts.notify(callback.name, _ARGUMENT_BUILDERS[callback.name](event), delivery=event.seq)
         except LuaError as exc:
             log.error("Error while processing Lua events: %s failed for %s: %s", callback.name,
                       event.resource_id, exc)
+            self._done(event, "lua_error")
+            return True
         except SandboxUnavailable as exc:
-            log.warning("%s for event %d waits for the sandbox: %s", callback.name, event.seq, exc)
+            if self._waiting != event.seq:
+                self._waiting = event.seq
+                log.warning("%s for event %d waits for the sandbox: %s", callback.name, event.seq, exc)
+            retry_in = exc.retry_in_s
+            self._pause = 0.2 if retry_in is None else min(max(retry_in, 0.05), 5.0)
             return False
         except SandboxError as exc:
             park = event.attempts + 1 >= self.max_attempts
-            self.outbox.record_failure(event.seq, f"{type(exc).__name__}: {exc}", park)
+            writes = self.scripts.delivery_writes(event.seq)
+            error = f"{type(exc).__name__}: {exc}"
+            if writes:
+                error += f"; writes already applied (not repeated on retry): {', '.join(writes[:20])}"
+            self.outbox.record_failure(event.seq, error[:4000], park)
             log.error("%s for event %d was cut (%s); %s", callback.name, event.seq, exc,
                       "parked after %d attempts" % (event.attempts + 1) if park else "it will be delivered again")
+            if park:
+                self.scripts.end_delivery(event.seq)
+            self._count("parked" if park else "cut")
+            self._pause = 0.0
             return park  # a parked event no longer blocks the queue
-        self.outbox.mark_done(event.seq)
+        if callback.job and result is not None:
+            self._submit_lua_job(callback.name, event, result.value)
+        self._done(event, "done" if result is not None else "skipped")
         return True
+
+    def _submit_lua_job(self, name: str, event: Any, operations: Any) -> None:
+        """The operations a [J] callback recorded (SendToModality & co.), once it returned successfully."""
+        lua_jobs = getattr(self.scripts.services, "lua_jobs", None)
+        if lua_jobs is None:
+            if operations:
+                log.error("Error while processing Lua events: %s recorded %d operation(s), but this server has "
+                          "no jobs engine", name, len(operations) if isinstance(operations, list) else 1)
+            return
+        lua_jobs.submit(operations, f"{name}({event.resource_id})")
+
+    def _done(self, event: Any, outcome: str) -> None:
+        self.outbox.mark_done(event.seq)
+        if self._waiting is not None:
+            log.warning("Event delivery resumed")
+            self._waiting = None
+        self._count(outcome)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.event_deliveries.labels(outcome).inc()

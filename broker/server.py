@@ -4,22 +4,33 @@ stopped in the order that keeps every instance and event safe.
 Start: store → filter sandbox (a script that fails to load stops here, as Orthanc refuses to start) →
 DICOM and HTTP → main sandbox and ``Initialize`` (Orthanc queues ``Initialize`` once the server is up)
 → event dispatcher. Stop: front ends → pending events delivered → ``Finalize`` → sandboxes → store.
+SIGHUP (when the server runs in the main thread) reloads the scripts, as ``POST /lua/reload`` does.
 """
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+from typing import Any
+
 import uvicorn
 
 from broker.config import Config
 from broker.core.store import Store
 from broker.dicom.scp import StoreScp
+from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
 from broker.http.app import build_app
-from broker.rest import lua, resources, system
+from broker.metrics import Metrics, StateCollector
+from broker.network import DicomOptions, HttpOptions, NetworkRegistry
+from broker.peers import PeerClient
+from broker.jobs import create_engine
+from broker.rest import jobs, lua, metrics, modification, network, preview, resources, system
 from broker.rest.api import RestApi
-from broker.scripting.bridge import ScriptSet
+from broker.scripting.bridge import ReloadError, ScriptSet
 from broker.scripting.filters import InstanceFilter
+from broker.scripting.http_client import LuaHttpClient
+from broker.scripting.lua_jobs import LuaJobs
 from broker.services import Services
 
 log = logging.getLogger("luabroker")
@@ -29,11 +40,22 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         store = Store(config.storage_directory, user_metadata=config.user_metadata)
-        self.services = services = Services(config=config, store=store, rest=None, scripts=None)  # type: ignore[arg-type]
-        services.rest = RestApi(services, [resources.routes, system.routes, lua.routes])
+        self.services = services = Services(config=config, store=store, rest=None, scripts=None,  # type: ignore[arg-type]
+                                            metrics=Metrics())
+        services.network = NetworkRegistry.from_config(config.raw)
+        services.scu = StoreScu(services.network, DicomOptions.from_config(config))
+        services.peers = PeerClient(services.network, HttpOptions.from_config(config))
+        services.lua_http = LuaHttpClient(HttpOptions.from_config(config))
+        services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
+                                           network.routes, jobs.routes, modification.routes, preview.routes])
+        services.jobs = create_engine(services)
+        services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.scripts = ScriptSet(services)
-        self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts)
+        services.metrics.registry.register(StateCollector(services, services.metrics.started))  # type: ignore[union-attr]
+        self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
+                                          metrics=services.metrics)
         store.on_event = self.dispatcher.wake
+        services.scripts.on_change(self.dispatcher.wake)
         self.dicom = StoreScp(services)
         self.http = uvicorn.Server(uvicorn.Config(
             build_app(services), host=config.http_bind, port=config.http_port, log_level="warning",
@@ -47,12 +69,17 @@ class Server:
         scripts = self.services.scripts
         scripts.start_filter()
         self.services.store.instance_filter = InstanceFilter(scripts)
+        self.services.jobs.start()  # type: ignore[union-attr]  # saved jobs resume
+        previous = self._catch_signals()
         try:
             if self.config.dicom_server_enabled:
                 self.dicom.start()
             threading.Thread(target=self._finish_start, name="start", daemon=True).start()
             self.http.run()
         finally:
+            for signum, handler in previous.items():
+                if handler is not None:  # None: a handler installed outside Python, cannot be restored
+                    signal.signal(signum, handler)
             self._stop()
         if self.failure is not None:
             raise self.failure
@@ -78,11 +105,47 @@ class Server:
     def request_stop(self) -> None:
         self.http.should_exit = True
 
+    def reload_scripts(self, reason: str = "reload") -> bool:
+        """Reload the scripts (``POST /lua/reload`` and SIGHUP); False (and a logged error) if the new
+        version did not load and the old one stays."""
+        try:
+            self.services.scripts.reload(reason)
+        except ReloadError:
+            return False  # ScriptSet logged why
+        return True
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """SIGHUP → reload, in a thread (a handler must not block the event loop). SIGINT/SIGTERM →
+        stop: uvicorn handles them while it serves, then restores our handler and raises the signal
+        again, which must not kill the process before ``_stop`` (events, ``Finalize``, sandboxes).
+        Only the main thread may install handlers: a server run in a thread (tests) reloads over HTTP.
+        Returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_sighup(signum: int, frame: Any) -> None:
+            log.warning("SIGHUP received: reloading the Lua scripts")
+            threading.Thread(target=self.reload_scripts, args=("SIGHUP",), name="sighup-reload", daemon=True).start()
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self.request_stop()
+
+        previous = {}
+        for signum, handler in ((getattr(signal, "SIGHUP", None), on_sighup), (signal.SIGTERM, on_stop),
+                                (signal.SIGINT, on_stop)):
+            if signum is not None:
+                previous[signum] = signal.signal(signum, handler)
+        return previous
+
     def _stop(self) -> None:
         self.dicom.stop()
         if self.ready.is_set():
             self.dispatcher.stop()
+        self.services.jobs.stop()  # type: ignore[union-attr]  # after the events, which submit Lua jobs
         self.services.scripts.stop()
+        self.services.scu.close()  # type: ignore[union-attr]  # releases the kept associations
+        self.services.peers.close()  # type: ignore[union-attr]
+        self.services.lua_http.close()  # type: ignore[union-attr]
         self.services.store.close()
         log.warning("luabroker has stopped")
 

@@ -7,4 +7,10 @@ return {
   "RestApiPut",
   "RestApiDelete",
   "GetOrthancConfiguration",
+  "HttpGet",
+  "HttpPost",
+  "HttpPut",
+  "HttpDelete",
+  "SetHttpCredentials",
+  "SetHttpTimeout",
 }

@@ -16,8 +16,11 @@ def template(name: str = "CT_small.dcm") -> Dataset:
 
 
 def make_instances(count: int, *, modality: str = "CT", patient_id: str = "P1", patient_name: str = "DOE^JOHN",
-                   series: int = 1, base: str = "CT_small.dcm") -> list[Dataset]:
-    """``count`` instances of one study, spread over ``series`` series, each with fresh UIDs."""
+                   series: int = 1, base: str = "CT_small.dcm", routing_tags: bool = False) -> list[Dataset]:
+    """``count`` instances of one study, spread over ``series`` series, each with fresh UIDs.
+
+    ``routing_tags`` adds what the auto-routing samples change: ``MilitaryRank`` and a private block
+    ``0051,0010`` (creator) / ``0051,1010`` (value), next to the template's own private tags."""
     study_uid = generate_uid()
     series_uids = [generate_uid() for _ in range(series)]
     source = template(base)
@@ -32,6 +35,10 @@ def make_instances(count: int, *, modality: str = "CT", patient_id: str = "P1", 
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = index + 1
+        if routing_tags:
+            ds.MilitaryRank = "CAPTAIN"
+            ds.add_new(0x00510010, "LO", "LUABROKER TEST")
+            ds.add_new(0x00511010, "LO", "private value")
         instances.append(ds)
     return instances
 

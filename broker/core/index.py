@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, seq);
+
+CREATE TABLE IF NOT EXISTS global_properties (
+    name  TEXT PRIMARY KEY,                    -- Orthanc's global properties, e.g. AnonymizationSequence
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 DICOM_ATTACHMENT = 1
@@ -159,6 +164,14 @@ class IndexTransaction:
         for level, count in self._execute("SELECT level, COUNT(*) FROM resources GROUP BY level"):
             counts[Level(level)] = count
         return counts
+
+    # Global properties.
+    def increment_global(self, name: str) -> int:
+        """Add one to the integer global property ``name`` (0 when unset) and return the new value."""
+        row = self._execute("SELECT value FROM global_properties WHERE name = ?", (name,)).fetchone()
+        value = (int(row[0]) if row else 0) + 1
+        self._execute("INSERT OR REPLACE INTO global_properties (name, value) VALUES (?, ?)", (name, str(value)))
+        return value
 
     # Metadata.
     def set_metadata(self, internal_id: int, number: int, value: str) -> None:

@@ -10,6 +10,8 @@ Kinds (``level`` is Orthanc's level name, ``resource_id`` the public id):
 * ``Updated``: metadata of a resource was set or deleted; payload ``{"Metadata": name}``.
 * ``Stable`` (``Patient``/``Study``/``Series``): no new instance for ``StableAge`` seconds; payload
   ``{"tags": main tags, "metadata": {name: value}}``.
+* ``JobSubmitted``, ``JobSuccess``, ``JobFailure`` (no level; ``resource_id`` is the job id): written by
+  the jobs engine (``broker.jobs``) through ``append``; payload ``{}``.
 
 The dispatcher reads ``pending()`` in ``seq`` order, and for each event calls ``mark_done`` or
 ``record_failure`` (which re-queues it, or parks it: a dead letter kept for inspection).
@@ -48,6 +50,13 @@ def _event(row: tuple) -> OutboxEvent:
 class Outbox:
     def __init__(self, index: Index) -> None:
         self._index = index
+
+    def append(self, kind: str, resource_id: str | None, payload: dict[str, Any] | None = None) -> int:
+        """Write one event that no index change carries (the jobs engine's ``Job*`` events); returns its seq."""
+        from broker.core.store import now_iso
+
+        with self._index.write() as tx:
+            return tx.append_event(kind, None, resource_id, payload or {}, now_iso())
 
     def pending(self, limit: int = 100) -> list[OutboxEvent]:
         """The oldest pending events, in order."""

@@ -100,6 +100,9 @@ class IncomingInstance:
         self._lock = threading.Lock()
         self._simplified: dict[str, Any] | None = None
         self._dataset: pydicom.Dataset | None = None
+        # Extra system metadata (``Store.store_instance(metadata=..., ancestor_metadata=...)``).
+        self.extra_metadata: dict[int, str] = {}
+        self.ancestor_metadata: dict[Level, dict[int, str]] = {}
 
     def _compute_ids(self) -> ResourceIds:
         uids = []
@@ -201,8 +204,16 @@ class Store:
         self.index.close()
 
     # Ingest.
-    def store_instance(self, data: bytes, origin: Origin) -> StoreResult:
-        return self.store_incoming(IncomingInstance(data, origin))
+    def store_instance(self, data: bytes, origin: Origin, *, metadata: Mapping[int, str] | None = None,
+                       ancestor_metadata: Mapping[Level, Mapping[int, str]] | None = None) -> StoreResult:
+        """Store one DICOM file. ``metadata`` (instance) and ``ancestor_metadata`` (patient, study,
+        series) are extra system metadata written in the same transaction, as Orthanc's
+        ``DicomInstanceToStore::AddMetadata`` (``ModifiedFrom``/``AnonymizedFrom`` of a modified copy);
+        they are not written for a duplicate (``AlreadyStored``)."""
+        incoming = IncomingInstance(data, origin)
+        incoming.extra_metadata = dict(metadata or {})
+        incoming.ancestor_metadata = {Level(level): dict(values) for level, values in (ancestor_metadata or {}).items()}
+        return self.store_incoming(incoming)
 
     def store_incoming(self, incoming: IncomingInstance) -> StoreResult:
         ids = incoming.ids
@@ -263,7 +274,12 @@ class Store:
                 rows.append((series[0], MetadataType.EXPECTED_NUMBER_OF_INSTANCES, str(expected)))
             rows.append((series[0], MetadataType.REMOTE_AET, _remote_aet(origin)))
         metadata = instance_metadata(incoming, now)
+        if incoming.extra_metadata:
+            metadata = dict(sorted({**metadata, **incoming.extra_metadata}.items()))
         rows.extend((instance_id, number, value) for number, value in metadata.items())
+        ancestors = {Level.PATIENT: patient[0], Level.STUDY: study[0], Level.SERIES: series[0]}
+        for level, values in incoming.ancestor_metadata.items():
+            rows.extend((ancestors[level], number, value) for number, value in values.items())
         tx.set_metadata_many(rows)
 
         deadline = time.time() + self.stable_age
@@ -383,6 +399,12 @@ class Store:
             counts = tx.counts()
             size = tx.total_size()
         return Statistics(counts[Level.PATIENT], counts[Level.STUDY], counts[Level.SERIES], counts[Level.INSTANCE], size)
+
+    # Global properties.
+    def increment_global_sequence(self, name: str) -> int:
+        """The next value of a persistent counter (Orthanc's ``IncrementGlobalSequence``), from 1."""
+        with self.index.write() as tx:
+            return tx.increment_global(name)
 
     # Metadata.
     def metadata(self, level: Level, public_id: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""REST endpoints of the scripting engine: execute-script (Orthanc's) and the sandbox's own status."""
+"""REST endpoints of the scripting engine: execute-script (Orthanc's), and the operator's own:
+the sandbox status, reload, reset, and the parked events. docs/operations.md describes them."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,6 +7,7 @@ from typing import Any
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.scripting.bridge import ReloadError
 from sandbox import LuaError, SandboxError
 
 routes = RouteTable()
@@ -28,8 +30,36 @@ def execute_script(request: RestRequest, services: Any) -> RestResponse:
 
 @routes.get("/lua/status")
 def lua_status(request: RestRequest, services: Any) -> Any:
-    """Per sandbox process: pid, role, state, restarts, last error, limits; and the event queue."""
-    return {"Sandboxes": services.scripts.status(), "Events": services.store.outbox.counts()}
+    """The loaded version (SHA-256 of the sources), quarantine, failure policies, every sandbox
+    process (pid, role, state, restarts, last error, limits, ``Version``), replaced versions still
+    finishing their calls, the last reload, and the event queue."""
+    return {**services.scripts.overview(), "Events": services.store.outbox.counts()}
+
+
+@routes.post("/lua/reload")
+def lua_reload(request: RestRequest, services: Any) -> Any:
+    """Re-read ``LuaScripts`` and load them into fresh processes; swap once ready. 400 (the old
+    version stays) with the file and line when a script does not load."""
+    previous = services.scripts.version
+    try:
+        version = services.scripts.reload("POST /lua/reload")
+    except ReloadError as exc:
+        raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The scripts were not reloaded, version {previous} "
+                           f"stays: {exc}", http_status=exc.http_status) from exc
+    return {"Version": version.digest, "Previous": previous, "Changed": version.digest != previous,
+            "Scripts": version.names}
+
+
+@routes.post("/lua/reset")
+def lua_reset(request: RestRequest, services: Any) -> Any:
+    """Bring quarantined (or fatal) sandbox processes back now, with a fresh circuit."""
+    try:
+        roles = services.scripts.reset()
+    except ReloadError as exc:
+        raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, str(exc), http_status=exc.http_status) from exc
+    except SandboxError as exc:
+        raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The sandbox could not be restarted: {exc}") from exc
+    return {"Reset": roles, "Sandboxes": services.scripts.status()}
 
 
 @routes.get("/lua/events/parked")
@@ -37,3 +67,16 @@ def parked_events(request: RestRequest, services: Any) -> Any:
     """Events whose delivery kept failing (the process died or timed out each time)."""
     return [{"Seq": e.seq, "Kind": e.kind, "ResourceId": e.resource_id, "Attempts": e.attempts,
              "LastError": getattr(e, "last_error", None)} for e in services.store.outbox.parked()]
+
+
+@routes.post("/lua/events/parked/{seq}/requeue")
+def requeue_parked_event(request: RestRequest, services: Any) -> Any:
+    """Put a parked event back at its place in the queue (its attempts are kept: one more cut
+    delivery parks it again). 404 if no parked event has that number."""
+    try:
+        seq = int(request.params["seq"])
+    except ValueError:
+        raise OrthancError(ErrorCode.URI_SYNTAX, "The event number must be an integer") from None
+    if not services.store.outbox.requeue(seq):
+        raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No parked event {seq}")
+    return {}

@@ -17,7 +17,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
 from broker.rest.types import RestRequest
+from broker.scripting.http_client import HostRefused, HttpTransportError
 from broker.scripting.values import lua_tostring, to_lua
+from sandbox import BuiltinError
 
 log = logging.getLogger("luabroker.lua")
 
@@ -34,12 +36,18 @@ class CallContext:
 
 BuiltinFunction = Callable[[CallContext, list[Any]], Any]
 BUILTINS: dict[str, BuiltinFunction] = {}
+#: Built-ins that change something (the store, a peer): journaled, so that the retry of a killed call
+#: does not apply them twice (``broker.scripting.journal``). Reads always run again.
+WRITING_BUILTINS: set[str] = set()
 
 
-def builtin(name: str) -> Callable[[BuiltinFunction], BuiltinFunction]:
+def builtin(name: str, *, writes: bool = False) -> Callable[[BuiltinFunction], BuiltinFunction]:
+    """Register a built-in; ``writes=True`` for one that changes anything (see ``WRITING_BUILTINS``)."""
     def register(function: BuiltinFunction) -> BuiltinFunction:
         assert name not in BUILTINS, f"Built-in {name} is registered twice"
         BUILTINS[name] = function
+        if writes:
+            WRITING_BUILTINS.add(name)
         return function
     return register
 
@@ -125,7 +133,7 @@ def rest_api_get(ctx: CallContext, args: list[Any]) -> bytes | None:
     return _rest_call(ctx, "RestApiGet", "GET", uri, b"", headers)
 
 
-@builtin("RestApiDelete")
+@builtin("RestApiDelete", writes=True)
 def rest_api_delete(ctx: CallContext, args: list[Any]) -> bool | None:
     """``RestApiDelete(uri [, builtin [, headers]])``: true on HTTP 200, else nil."""
     try:
@@ -147,13 +155,13 @@ def _post_or_put(ctx: CallContext, name: str, method: str, args: list[Any]) -> b
     return _rest_call(ctx, name, method, uri, body, headers)
 
 
-@builtin("RestApiPost")
+@builtin("RestApiPost", writes=True)
 def rest_api_post(ctx: CallContext, args: list[Any]) -> bytes | None:
     """``RestApiPost(uri, body [, builtin [, headers]])``: the body on HTTP 200, else nil."""
     return _post_or_put(ctx, "RestApiPost", "POST", args)
 
 
-@builtin("RestApiPut")
+@builtin("RestApiPut", writes=True)
 def rest_api_put(ctx: CallContext, args: list[Any]) -> bytes | None:
     """``RestApiPut(uri, body [, builtin [, headers]])``: the body on HTTP 200, else nil."""
     return _post_or_put(ctx, "RestApiPut", "PUT", args)
@@ -163,3 +171,156 @@ def rest_api_put(ctx: CallContext, args: list[Any]) -> bytes | None:
 def get_orthanc_configuration(ctx: CallContext, args: list[Any]) -> Any:
     """The configuration as written in the files (no defaults filled in), as a Lua table."""
     return to_lua(ctx.services.config.raw)
+
+
+# The HTTP client (spec section 3): Orthanc's argument checks are lua_isstring (a string or a number),
+# lua_istable and lua_isnumber (a number or a numeric string). Get/Post/Put answer the body on 2xx, ""
+# on any other status and nil on a transport error; Delete answers "SUCCESS" on 2xx, nil otherwise,
+# and a transport error is a Lua error. A host refused by LuaHttpAllowedHosts is nil for all four.
+
+
+def _is_lua_string(value: Any) -> bool:
+    return isinstance(value, (str, bytes)) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _lua_string(value: Any) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else lua_tostring(value)
+
+
+def _lua_number(value: Any) -> float | None:
+    """``lua_tonumber``: a number, or a string Lua reads as one (``" 5 "``, ``"0x10"``, ``"1e2"``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return int(text, 16) if text.lower().startswith(("0x", "-0x")) else None
+        except ValueError:
+            return None
+    return None
+
+
+def _http_headers(value: Any) -> dict[bytes, bytes]:
+    """Header names keep their case (unlike ``RestApi*``); ``{}`` (an empty array on the wire) is no headers."""
+    if value == [] or value == {}:
+        return {}
+    if not isinstance(value, dict):
+        raise BadArguments("the headers must be a table of names and values")
+    headers: dict[bytes, bytes] = {}
+    for name, item in value.items():
+        if isinstance(item, (dict, list)):
+            raise BadArguments(f"the value of the header {name!r} must be a string")
+        text = item if isinstance(item, bytes) else lua_tostring(item).encode("utf-8")
+        key = name if isinstance(name, bytes) else lua_tostring(name).encode("utf-8")
+        if not key:
+            raise BadArguments("a header name is empty")
+        headers[key] = text
+    return headers
+
+
+def _http_call(ctx: CallContext, name: str, method: str, url: Any, body: bytes | None,
+               headers: dict[bytes, bytes]) -> Any:
+    """The answer, or None after logging why there is none; raises ``HttpTransportError`` for Delete."""
+    target = _lua_string(url)
+    try:
+        return ctx.services.lua_http.request(ctx.sandbox, method, target, body, headers)
+    except HostRefused as exc:
+        log.error("Lua: %s() refused for URL: %s (%s)", name, target, exc)
+        return None
+    except HttpTransportError as exc:
+        if method == "DELETE":
+            raise
+        log.error("Lua: Error in %s() for URL: %s (%s)", name, target, exc)
+        return None
+
+
+def _get_or_delete_arguments(args: list[Any]) -> tuple[Any, dict[bytes, bytes]]:
+    if not 1 <= len(args) <= 2 or not _is_lua_string(args[0]):
+        raise BadArguments("expected a URL and optionally a table of headers")
+    if len(args) == 2 and not isinstance(args[1], (dict, list)):
+        raise BadArguments("the headers must be a table")
+    return args[0], _http_headers(args[1]) if len(args) == 2 else {}
+
+
+@builtin("HttpGet")
+def http_get(ctx: CallContext, args: list[Any]) -> bytes | None:
+    """``HttpGet(url [, headers])``: the body on 2xx, ``""`` on another status, nil on a transport error."""
+    try:
+        url, headers = _get_or_delete_arguments(args)
+    except BadArguments as exc:
+        return _bad("HttpGet", exc)
+    answer = _http_call(ctx, "HttpGet", "GET", url, None, headers)
+    return None if answer is None else (answer.body if answer.ok else b"")
+
+
+def _post_or_put_http(ctx: CallContext, name: str, method: str, args: list[Any]) -> bytes | None:
+    try:
+        if not 1 <= len(args) <= 3 or not _is_lua_string(args[0]):
+            raise BadArguments("expected a URL, optionally a body and a table of headers")
+        if len(args) >= 2 and args[1] is not None and not _is_lua_string(args[1]):
+            raise BadArguments("the body must be a string or nil")
+        if len(args) == 3 and not isinstance(args[2], (dict, list)):
+            raise BadArguments("the headers must be a table")
+        body = _body(args[1]) if len(args) >= 2 and args[1] is not None else b""
+        headers = _http_headers(args[2]) if len(args) == 3 else {}
+    except BadArguments as exc:
+        return _bad(name, exc)
+    answer = _http_call(ctx, name, method, args[0], body, headers)
+    return None if answer is None else (answer.body if answer.ok else b"")
+
+
+@builtin("HttpPost", writes=True)
+def http_post(ctx: CallContext, args: list[Any]) -> bytes | None:
+    """``HttpPost(url [, body [, headers]])``: as ``HttpGet``; a nil body sends no data."""
+    return _post_or_put_http(ctx, "HttpPost", "POST", args)
+
+
+@builtin("HttpPut", writes=True)
+def http_put(ctx: CallContext, args: list[Any]) -> bytes | None:
+    """``HttpPut(url [, body [, headers]])``: as ``HttpPost``."""
+    return _post_or_put_http(ctx, "HttpPut", "PUT", args)
+
+
+@builtin("HttpDelete", writes=True)
+def http_delete(ctx: CallContext, args: list[Any]) -> str | None:
+    """``HttpDelete(url [, headers])``: ``"SUCCESS"`` on 2xx, nil otherwise; a transport error raises."""
+    try:
+        url, headers = _get_or_delete_arguments(args)
+    except BadArguments as exc:
+        return _bad("HttpDelete", exc)
+    try:
+        answer = _http_call(ctx, "HttpDelete", "DELETE", url, None, headers)
+    except HttpTransportError as exc:
+        raise BuiltinError(f"HttpDelete(): no answer from {_lua_string(url)}: {exc}") from exc
+    if answer is None or not answer.ok:
+        if answer is not None:
+            log.error("Lua: Error in HttpDelete() for URL: %s (HTTP status %d)", _lua_string(url), answer.status)
+        return None
+    return "SUCCESS"
+
+
+@builtin("SetHttpCredentials")
+def set_http_credentials(ctx: CallContext, args: list[Any]) -> None:
+    """``SetHttpCredentials(username, password)``: HTTP Basic for the later ``Http*`` calls of this process."""
+    if len(args) != 2 or not _is_lua_string(args[0]) or not _is_lua_string(args[1]):
+        return _bad("SetHttpCredentials", BadArguments("expected a user name and a password"))
+    ctx.services.lua_http.set_credentials(ctx.sandbox, _lua_string(args[0]), _lua_string(args[1]))
+    return None
+
+
+@builtin("SetHttpTimeout")
+def set_http_timeout(ctx: CallContext, args: list[Any]) -> None:
+    """``SetHttpTimeout(seconds)``: truncated to an integer; <= 0 means 60 s."""
+    seconds = _lua_number(args[0]) if len(args) == 1 else None
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return _bad("SetHttpTimeout", BadArguments("expected a number of seconds"))
+    ctx.services.lua_http.set_timeout(ctx.sandbox, int(seconds))
+    return None

@@ -30,6 +30,9 @@ class Callback:
     role: Role
     doc: str
     event_kind: str | None = None  # the outbox kind that a NOTIFY callback consumes
+    #: Orthanc's [J] callbacks: run through ``_CallWithJob``; the operations recorded by SendToModality
+    #: & co. are submitted as a "Lua" job once the callback has returned (``broker.scripting.lua_jobs``).
+    job: bool = False
 
 
 CALLBACKS: dict[str, Callback] = {c.name: c for c in (
@@ -39,7 +42,13 @@ CALLBACKS: dict[str, Callback] = {c.name: c for c in (
              "Called on a clean stop, after the pending events were delivered."),
     Callback("OnStoredInstance", Kind.NOTIFY, Role.MAIN,
              "(instanceId, tags, metadata, origin) after every successful store, duplicates included.",
-             event_kind="StoredInstance"),
+             event_kind="StoredInstance", job=True),
+    Callback("OnJobSubmitted", Kind.NOTIFY, Role.MAIN,
+             "(jobId) once a job is queued (not yet started).", event_kind="JobSubmitted"),
+    Callback("OnJobSuccess", Kind.NOTIFY, Role.MAIN,
+             "(jobId) once a job has succeeded.", event_kind="JobSuccess"),
+    Callback("OnJobFailure", Kind.NOTIFY, Role.MAIN,
+             "(jobId) once a job has failed (after its retries) or was canceled.", event_kind="JobFailure"),
     Callback("ReceivedInstanceFilter", Kind.FILTER, Role.FILTER,
              "(tags, origin, info) before an instance is written; must return a boolean."),
     Callback("ReceivedCStoreInstanceFilter", Kind.FILTER, Role.FILTER,
@@ -67,6 +76,11 @@ def stored_instance_args(instance_id: str, payload: Mapping[str, Any]) -> list[A
 
     origin = Origin.from_dict(payload["origin"]).to_lua()
     return [instance_id, dict(payload.get("tags", {})), dict(payload.get("metadata", {})), origin]
+
+
+def job_args(job_id: str) -> list[Any]:
+    """``(jobId)`` of ``OnJobSubmitted``, ``OnJobSuccess`` and ``OnJobFailure``."""
+    return [job_id]
 
 
 def http_request_args(method: str, uri: str, ip: str, username: str,

@@ -40,7 +40,10 @@ def test_kill9_of_both_sandboxes_during_c_store_loses_nothing(luabroker):
             role = "main" if len(kills) % 2 == 0 else "filter"
             pid = _pids(server).get(role)
             if pid:
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # restarted between the status read and the kill
+                    continue
                 kills.append((role, pid))
 
     thread = threading.Thread(target=killer)

@@ -28,6 +28,7 @@ from sandbox.errors import (LuaError, SandboxCrashed, SandboxError, SandboxTimeo
 from sandbox.isolation import Isolation, IsolationPlan, LayerReport, plan
 from sandbox.limits import BackoffPolicy, Limits, next_delay
 from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter
+from sandbox.runtime import readable_shim
 from sandbox.states import RESTARTABLE_STATES, STARTABLE_STATES, STOPPED_STATES, TRANSITIONS, State
 
 log = logging.getLogger("sandbox.supervisor")
@@ -197,6 +198,7 @@ class Sandbox:
             self._interpreter = find_interpreter(self.config.interpreter)
             if not os.path.isfile(self._shim):
                 raise SandboxError(f"the Lua shim {self._shim} does not exist")
+            self._shim = readable_shim(self._shim)
             if self._plan is None:
                 self._plan = plan(self.config.isolation, limits=self.config.limits, interpreter=self._interpreter,
                                   shim=self._shim, trusted=bool(self.config.trusted))

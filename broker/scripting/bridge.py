@@ -32,6 +32,11 @@ from sandbox import (BuiltinError, CallInfo, CallResult, LuaError, Sandbox, Sand
 
 log = logging.getLogger("luabroker.scripting")
 
+#: How a call ended, by the exception that ended it (the ``outcome`` label of the call metrics).
+_OUTCOMES: dict[type[BaseException], str] = {
+    LuaError: "lua_error", SandboxTimeout: "timeout", SandboxCrashed: "crashed", SandboxUnavailable: "unavailable",
+}
+
 CLOSED, OPEN = "closed", "open"
 #: What an in-flight call of a replaced version is given to finish, at least (then its processes stop).
 MIN_DRAIN_S = 60.0
@@ -283,39 +288,36 @@ class ScriptSet:
     def _call(self, version: ScriptVersion, name: str, args: list[Any], *, keep_strings: bool = False) -> CallResult:
         """One call into the version's process for ``name``, counted and timed."""
         callback = CALLBACKS[name]
-        role = callback.role
-        sandbox = version.sandboxes[role]
+        sandbox = version.sandboxes[callback.role]
+        with self._observed(version, callback.role, name):
+            if not callback.job:
+                return sandbox.call(name, to_lua(args), keep_strings=keep_strings)
+            # Orthanc's [J] callbacks: _InitializeJob(), the callback, then _AccessJob() as the value
+            # (keepStrings=false), in one round trip (lua-runtime/jobs.lua); false: not a function.
+            result = sandbox.call("_CallWithJob", [name, *to_lua(args)], keep_strings=False)
+            return CallResult(result.value is not False, None if result.value is False else result.value,
+                              result.prints)
+
+    @contextmanager
+    def _observed(self, version: ScriptVersion, role: Role, name: str) -> Iterator[None]:
+        """Time and count one call into ``version``'s ``role`` process, and watch for quarantine.
+
+        The outcome is named after how the call ended; a call that never reached a process
+        (``unavailable``) has no latency."""
         started = time.perf_counter()
         outcome = "error"
         try:
-            if callback.job:
-                # Orthanc's [J] callbacks: _InitializeJob(), the callback, then _AccessJob() as the value
-                # (keepStrings=false), in one round trip (lua-runtime/jobs.lua); false: not a function.
-                result = sandbox.call("_CallWithJob", [name, *to_lua(args)], keep_strings=False)
-                result = CallResult(result.value is not False, None if result.value is False else result.value,
-                                    result.prints)
-            else:
-                result = sandbox.call(name, to_lua(args), keep_strings=keep_strings)
+            yield
             outcome = "ok"
-            return result
-        except LuaError:
-            outcome = "lua_error"
-            raise
-        except SandboxTimeout:
-            outcome = "timeout"
-            raise
-        except SandboxCrashed:
-            outcome = "crashed"
-            raise
-        except SandboxUnavailable:
-            outcome = "unavailable"
+        except BaseException as exc:
+            outcome = _OUTCOMES.get(type(exc), "error")
             raise
         finally:
-            elapsed = None if outcome == "unavailable" else time.perf_counter() - started
             metrics = self._metrics_object()
             if metrics is not None:
-                metrics.observe_call(name, role.value, elapsed, outcome)
-            self._watch_quarantine(version, role, sandbox, outcome)
+                metrics.observe_call(name, role.value,
+                                     None if outcome == "unavailable" else time.perf_counter() - started, outcome)
+            self._watch_quarantine(version, role, version.sandboxes[role], outcome)
 
     def call(self, name: str, args: list[Any], *, keep_strings: bool = False) -> CallResult:
         with self.pinned() as version:
@@ -400,31 +402,8 @@ class ScriptSet:
         restart or a reload)."""
         with self.pinned() as version:
             version.execute_used = True
-            sandbox = version.sandboxes[Role.MAIN]
-            started = time.perf_counter()
-            outcome = "error"
-            try:
-                lines = sandbox.execute(source, "line")
-                outcome = "ok"
-                return lines
-            except LuaError:
-                outcome = "lua_error"
-                raise
-            except SandboxTimeout:
-                outcome = "timeout"
-                raise
-            except SandboxCrashed:
-                outcome = "crashed"
-                raise
-            except SandboxUnavailable:
-                outcome = "unavailable"
-                raise
-            finally:
-                metrics = self._metrics_object()
-                if metrics is not None:
-                    metrics.observe_call("execute-script", Role.MAIN.value,
-                                         None if outcome == "unavailable" else time.perf_counter() - started, outcome)
-                self._watch_quarantine(version, Role.MAIN, sandbox, outcome)
+            with self._observed(version, Role.MAIN, "execute-script"):
+                return version.sandboxes[Role.MAIN].execute(source, "line")
 
     # -- what an operator sees ---------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

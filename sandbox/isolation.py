@@ -30,6 +30,7 @@ from sandbox.layers import (TRUSTED_MAX_PROCESSES, BubblewrapLayer, BubblewrapOp
                             probe_rlimits, probe_seccomp, probe_unshare, probe_user, resolve_user)
 from sandbox.limits import Limits
 from sandbox.process import ChildProcess, Layer
+from sandbox.runtime import readable_shim
 
 MODES = ("auto", "required", "off")
 #: Seconds a trial child has to say ``ready``.
@@ -82,8 +83,12 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class IsolationPlan:
+    """The layers to apply, the report of every layer, and the shim the children read (a staged copy
+    when they run as another uid that cannot read the original: ``sandbox/runtime.py``)."""
+
     layers: tuple[Layer, ...]
     report: tuple[LayerReport, ...] = field(default_factory=tuple)
+    shim: str | None = None
 
     @property
     def active(self) -> list[str]:
@@ -119,6 +124,8 @@ def plan(isolation: Isolation, *, limits: Limits, interpreter: str, shim: str,
     """The layers for one sandbox, probed on this host. Raises ``IsolationError`` when a required
     layer is unavailable, when the configured user cannot be used, or when the configuration asks
     bubblewrap, Landlock or unshare to be required for trusted scripts."""
+    if isolation.user is not None and os.geteuid() == 0:  # children may run as another uid
+        shim = readable_shim(shim)
     key = (isolation, limits, interpreter, os.path.abspath(shim), trusted, os.geteuid())
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -252,7 +259,7 @@ def _plan(isolation: Isolation, limits: Limits, interpreter: str, shim: str, tru
 
     order = {name: i for i, name in enumerate(("rlimits", "user", "bubblewrap", "seccomp", "landlock", "unshare"))}
     report.sort(key=lambda r: order.get(r.layer, 99))
-    return IsolationPlan(tuple(layers), tuple(report))
+    return IsolationPlan(tuple(layers), tuple(report), shim)
 
 
 #: What a trial child runs: read the shim (as the shim's own loader does), answer, wait for stdin's end.

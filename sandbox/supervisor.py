@@ -28,7 +28,6 @@ from sandbox.errors import (LuaError, SandboxCrashed, SandboxError, SandboxTimeo
 from sandbox.isolation import Isolation, IsolationPlan, LayerReport, plan
 from sandbox.limits import BackoffPolicy, Limits, next_delay
 from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter
-from sandbox.runtime import readable_shim
 from sandbox.states import RESTARTABLE_STATES, STARTABLE_STATES, STOPPED_STATES, TRANSITIONS, State
 
 log = logging.getLogger("sandbox.supervisor")
@@ -198,7 +197,6 @@ class Sandbox:
             self._interpreter = find_interpreter(self.config.interpreter)
             if not os.path.isfile(self._shim):
                 raise SandboxError(f"the Lua shim {self._shim} does not exist")
-            self._shim = readable_shim(self._shim)
             if self._plan is None:
                 self._plan = plan(self.config.isolation, limits=self.config.limits, interpreter=self._interpreter,
                                   shim=self._shim, trusted=bool(self.config.trusted))
@@ -466,7 +464,7 @@ class Sandbox:
                  f"--cpu={limits.soft_cpu_s:g}", f"--max-frame={limits.max_frame}"]
         if self.config.trusted:
             flags.append("--trusted")
-        process = ChildProcess.spawn(self._interpreter, self._shim, flags, self._plan.layers,
+        process = ChildProcess.spawn(self._interpreter, self._plan.shim or self._shim, flags, self._plan.layers,
                                      trusted=bool(self.config.trusted))
         channel = SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
                                  on_log=self._on_log, max_frame=limits.max_frame,

@@ -15,10 +15,13 @@ from sandbox import Isolation, IsolationError, Limits, SandboxError, State, isol
 from sandbox.layers import (BubblewrapLayer, LandlockLayer, Probe, RlimitLayer, SeccompLayer, UnshareLayer,
                             UserLayer, can_prlimit, ordered, probe_rlimits, resolve_user)
 from sandbox.process import DEFAULT_SHIM, ChildProcess, SpawnSpec, find_interpreter
+from sandbox.runtime import readable_shim
 
 from sandbox_helpers import process_exists, wait_for
 
-SHIM = str(DEFAULT_SHIM)
+# What the children read: a staged copy when this checkout is closed to the sandbox uid (CI clones
+# under /root), as the isolation plan does.
+SHIM = readable_shim(str(DEFAULT_SHIM))
 LIMITS = Limits(address_space_mb=512, open_files=24, cpu_lifetime_s=3600)
 
 

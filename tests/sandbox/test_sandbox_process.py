@@ -9,7 +9,6 @@ import pytest
 from sandbox import Limits, LuaError, SandboxCrashed, SandboxError
 from sandbox.layers import RlimitLayer
 from sandbox.process import STDERR_TAIL_BYTES, ChildProcess, SpawnSpec, find_interpreter
-from sandbox.runtime import readable_shim
 
 from sandbox_helpers import FAKE_SHIM, SHIMS, process_exists, sandbox_workdirs, wait_for
 
@@ -58,8 +57,7 @@ def test_argv_is_interpreter_dash_E_shim_and_limit_flags(make_sandbox):
     pid = sandbox.status()["pid"]
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")[:-1]
-    shim = readable_shim(FAKE_SHIM)  # a staged copy when this checkout is closed to the sandbox uid
-    assert argv == [find_interpreter().encode(), b"-E", shim.encode(), b"--memory-kb=4096",
+    assert argv == [find_interpreter().encode(), b"-E", FAKE_SHIM.encode(), b"--memory-kb=4096",
                     b"--max-log-lines=7", b"--cpu=2.5", b"--max-frame=%d" % (64 << 20)]
     assert sandbox.call("Flags", []).value == {"memory-kb": "4096", "max-log-lines": "7", "cpu": "2.5",
                                                "max-frame": str(64 << 20)}

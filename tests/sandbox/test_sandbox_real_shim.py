@@ -16,7 +16,6 @@ from sandbox import BuiltinError, Limits, LuaError, SandboxCrashed, SandboxTimeo
 from sandbox.process import DEFAULT_SHIM
 from sandbox.states import State
 
-pytestmark = pytest.mark.skipif(not DEFAULT_SHIM.is_file(), reason="lua-runtime/shim.lua is not written yet")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,6 +23,7 @@ class Running:
     server: Server
     root: Path
     http: httpx.Client
+    thread: threading.Thread
 
     def client(self, auth: tuple[str, str] | None = None) -> httpx.Client:
         """Another HTTP client (e.g. with other credentials); closed by the caller."""
@@ -37,6 +39,12 @@ class Running:
 
     def execute(self, source: str) -> httpx.Response:
         return self.http.post("/tools/execute-script", content=source.encode())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """A clean stop, as on SIGTERM (the fixture's teardown then has nothing left to do)."""
+        self.server.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the server did not stop"
 
     def wait_events(self, timeout: float = 30.0) -> None:
         assert self.server.dispatcher.wait_idle(timeout), "events still pending"
@@ -73,7 +81,7 @@ def luabroker(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         thread = run_in_thread(server)
         client = httpx.Client(base_url=f"http://127.0.0.1:{raw['HttpPort']}", timeout=60)
         started.append((server, thread, client))
-        return Running(server, root, client)
+        return Running(server, root, client, thread)
 
     yield start
     for server, thread, client in started:

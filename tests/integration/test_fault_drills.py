@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -121,3 +122,18 @@ def test_on_stored_instance_error_is_logged_and_does_not_block_later_events(luab
     assert server.http.get(f"/instances/{good}/metadata/Delivered").text == "yes"
     assert server.http.get("/lua/events/parked").json() == []
 
+
+
+def test_clean_stop_delivers_pending_events_then_runs_finalize(luabroker, caplog):
+    caplog.set_level(logging.WARNING, logger="luabroker.scripting")
+    server = luabroker({"lifecycle.lua": """
+        function Initialize() print('Initialize') end
+        function OnStoredInstance(id) print('stored ' .. id) end
+        function Finalize() print('Finalize') end"""})
+    ids = [server.http.post("/instances", content=to_bytes(ds)).json()["ID"] for ds in make_instances(3)]
+
+    server.stop()
+
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lua says: ")]
+    assert said[0] == "Lua says: Initialize" and said[-1] == "Lua says: Finalize"
+    assert sorted(said[1:-1]) == sorted(f"Lua says: stored {i}" for i in ids)

@@ -110,3 +110,30 @@ def test_allowed_hosts_refuse_other_hosts_and_redirects_to_them(luabroker, web_s
                              f" HttpGet('{allowed}/redirect?to={refused}/sneaky'), HttpDelete('{refused}/x'))").text
     assert printed == "ok GET, nil, nil, nil\n"
     assert [r.path.split("?")[0] for r in web_service.requests] == ["/fine", "/redirect"]
+
+
+def test_seed_example_posts_the_preview_of_a_stored_instance_with_a_content_type(luabroker, web_service):
+    """The seed's example: ``HttpPost`` of ``RestApiGet('/instances/<id>/preview')`` with a
+    ``content-type`` header, from ``OnStoredInstance``."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from factory import make_instances, to_bytes
+
+    server = luabroker({"preview.lua": f"""
+        function OnStoredInstance(instanceId, tags, metadata)
+          local preview = RestApiGet('/instances/' .. instanceId .. '/preview')
+          local headers = {{
+            ["content-type"] = "image/png",
+          }}
+          HttpPost("{web_service.url}/my-web-service/instance-preview", preview, headers)
+        end"""})
+    instance = make_instances(1)[0]
+    server.http.post("/instances", content=to_bytes(instance))
+    server.wait_events()
+
+    seen = web_service.last("/my-web-service/instance-preview")
+    assert seen.method == "POST" and seen.header("content-type") == "image/png"
+    image = Image.open(BytesIO(seen.body))
+    assert image.format == "PNG" and image.size == (instance.Columns, instance.Rows)

@@ -429,9 +429,11 @@ class Sandbox:
         self._cond.notify_all()
 
     def _log_plan(self, isolation_plan: IsolationPlan) -> None:
-        """The start-up lines: which layers are active, and a loud warning for trusted mode."""
+        """The start-up lines: which layers are active (at WARNING, the default level, so an operator
+        always sees them, as Orthanc's own start-up lines), and a loud warning for trusted mode."""
         extra = {"sandbox": self.name, "role": self.config.role, "layers": isolation_plan.active}
-        log.info("sandbox %s (%s): isolation %s", self.name, self.config.role, isolation_plan.summary(), extra=extra)
+        log.warning("sandbox %s (%s): isolation %s", self.name, self.config.role, isolation_plan.summary(),
+                    extra=extra)
         missing = [r for r in isolation_plan.report if not r.active and r.mode == "auto"
                    and not r.detail.startswith(("not needed", "off for trusted"))]
         if missing:

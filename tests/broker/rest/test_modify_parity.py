@@ -2,9 +2,8 @@
 requests, the same answers (files compared tag by tag, generated identifiers aside)."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,13 +26,6 @@ def routing_file() -> bytes:
 def sequence_file() -> bytes:
     """An instance with nested sequences, private tags inside them, and a Latin-1 patient name."""
     return samples.kitchen_sink()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "store")
-    yield store
-    store.close()
 
 
 @pytest.fixture

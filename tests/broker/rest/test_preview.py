@@ -3,9 +3,7 @@ decoders or encoders may differ by), and the statuses of the odd cases too."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -52,13 +50,6 @@ def unique(name: str) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "store")
-    yield store
-    store.close()
 
 
 @pytest.fixture

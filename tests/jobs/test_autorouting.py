@@ -14,7 +14,8 @@ import pydicom
 import pytest
 
 from factory import make_instances, to_bytes
-from jobs_helpers import StoreScp, wait_until
+from jobs_helpers import wait_until
+from network_helpers import StoreScpProcess
 from orthanc_peer import ORTHANC_BINARY, OrthancPeer, free_port
 
 ONE_LINER = """
@@ -104,13 +105,13 @@ class DcmtkReceiver:
     kind = "storescp"
 
     def __init__(self, directory: Path) -> None:
-        self.scp = StoreScp.start(directory)
+        self.scp = StoreScpProcess(directory, "+xa")
 
     def modality(self) -> list[Any]:
         return self.scp.modality()
 
     def instances(self) -> list[pydicom.Dataset]:
-        return self.scp.received()
+        return self.scp.files()
 
     def stop(self) -> None:
         self.scp.stop()

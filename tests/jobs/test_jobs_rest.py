@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 
 from factory import make_instances, to_bytes
-from jobs_helpers import StoreScp, wait_until
+from jobs_helpers import wait_until
+from network_helpers import StoreScpProcess
 from orthanc_peer import free_port
 
 JOB_KEYS = {"CompletionTime", "Content", "CreationTime", "EffectiveRuntime", "ErrorCode", "ErrorDescription",
@@ -18,8 +19,8 @@ JOB_KEYS = {"CompletionTime", "Content", "CreationTime", "EffectiveRuntime", "Er
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[StoreScp]:
-    scp = StoreScp.start(tmp_path / "received")
+def receiver(tmp_path: Path) -> Iterator[StoreScpProcess]:
+    scp = StoreScpProcess(tmp_path / "received", "+xa")
     yield scp
     scp.stop()
 
@@ -28,7 +29,7 @@ def upload(server: Any, count: int = 1) -> list[str]:
     return [server.http.post("/instances", content=to_bytes(ds)).json()["ID"] for ds in make_instances(count)]
 
 
-def test_synchronous_store_answers_the_job_content(luabroker: Any, receiver: StoreScp) -> None:
+def test_synchronous_store_answers_the_job_content(luabroker: Any, receiver: StoreScpProcess) -> None:
     server = luabroker(DicomModalities={"sample": receiver.modality()})
     first, second = upload(server, 2)
     answer = server.http.post("/modalities/sample/store", content=first)          # a bare id
@@ -40,7 +41,7 @@ def test_synchronous_store_answers_the_job_content(luabroker: Any, receiver: Sto
     assert (answer["InstancesCount"], answer["ParentResources"]) == (2, [study])
     answer = server.http.post("/modalities/sample/store", json={"Resources": [second], "LocalAet": "HELLO"}).json()
     assert answer["LocalAet"] == "HELLO"
-    received = wait_until(lambda: len(receiver.received()) >= 2 and receiver.received())  # one file per UID
+    received = wait_until(lambda: len(receiver.files()) >= 2 and receiver.files())  # one file per UID
     assert sorted(ds.SOPInstanceUID for ds in received) == sorted(
         server.http.get(f"/instances/{i}/simplified-tags").json()["SOPInstanceUID"] for i in (first, second))
     assert server.http.post("/modalities/sample/store", json=[]).json() == {
@@ -48,7 +49,7 @@ def test_synchronous_store_answers_the_job_content(luabroker: Any, receiver: Sto
         "RemoteAet": "STORESCP"}
 
 
-def test_asynchronous_store_answers_a_job_that_get_jobs_describes(luabroker: Any, receiver: StoreScp) -> None:
+def test_asynchronous_store_answers_a_job_that_get_jobs_describes(luabroker: Any, receiver: StoreScpProcess) -> None:
     server = luabroker(DicomModalities={"sample": receiver.modality()})
     [instance] = upload(server)
     answer = server.http.post("/modalities/sample/store",
@@ -93,7 +94,7 @@ def test_unknown_modality_and_peer(luabroker: Any) -> None:
     assert (answer.status_code, answer.json()["Details"]) == (404, "No peer with symbolic name: unknown")
 
 
-def test_job_verbs_and_unknown_jobs(luabroker: Any, receiver: StoreScp) -> None:
+def test_job_verbs_and_unknown_jobs(luabroker: Any, receiver: StoreScpProcess) -> None:
     server = luabroker(DicomModalities={"sample": receiver.modality()})
     [instance] = upload(server)
     job_id = server.http.post("/modalities/sample/store",
@@ -132,11 +133,11 @@ def test_asynchronous_store_retries_then_fails_and_resubmit_sends(luabroker: Any
     failed = wait_until(lambda: (lambda i: i if i["State"] == "Failure" else None)(server.http.get(job["Path"]).json()),
                         message="state Failure")
     assert (failed["ErrorCode"], failed["ErrorDescription"]) == (9, "Error in the network protocol")
-    receiver = StoreScp.start(tmp_path / "later", port=port)
+    receiver = StoreScpProcess(tmp_path / "later", "+xa", port=port)
     try:
         assert server.http.post(f"{job['Path']}/resubmit").json() == {}
         wait_until(lambda: server.http.get(job["Path"]).json()["State"] == "Success", message="state Success")
-        assert len(receiver.received()) == 1
+        assert len(receiver.files()) == 1
     finally:
         receiver.stop()
 
@@ -157,7 +158,7 @@ def test_a_job_survives_a_restart_of_the_broker(luabroker: Any, tmp_path: Path) 
     first.server.request_stop()
     wait_until(lambda: not first.server.ready.is_set() or first.server.http.should_exit, message="stop")
     time.sleep(1.0)
-    receiver = StoreScp.start(tmp_path / "later", port=port)
+    receiver = StoreScpProcess(tmp_path / "later", "+xa", port=port)
     try:
         second = luabroker(**{**options, "Jobs": {"RetryAttempts": 10, "RetryDelay": 0.1}})
         assert sorted(second.http.get("/jobs").json()) == sorted([job["ID"], paused["ID"]])
@@ -170,6 +171,6 @@ def test_a_job_survives_a_restart_of_the_broker(luabroker: Any, tmp_path: Path) 
         second.http.post(f"{paused['Path']}/resume")
         for path in (job["Path"], paused["Path"]):
             wait_until(lambda: second.http.get(path).json()["State"] == "Success", message=f"{path} Success")
-        assert len(receiver.received()) >= 1
+        assert len(receiver.files()) >= 1
     finally:
         receiver.stop()

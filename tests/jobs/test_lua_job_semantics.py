@@ -12,15 +12,16 @@ import pytest
 
 from broker.jobs import JobState
 from factory import make_instances, to_bytes
-from jobs_helpers import StoreScp, wait_until
+from jobs_helpers import wait_until
+from network_helpers import StoreScpProcess
 
 
 JOBS = {"LuaTrailingTimeout": 0.3, "RetryAttempts": 2, "RetryDelay": 0.1}
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[StoreScp]:
-    scp = StoreScp.start(tmp_path / "received")
+def receiver(tmp_path: Path) -> Iterator[StoreScpProcess]:
+    scp = StoreScpProcess(tmp_path / "received", "+xa")
     yield scp
     scp.stop()
 
@@ -93,7 +94,7 @@ def test_helpers_raise_orthancs_errors(luabroker: Any, call: str, message: str) 
 
 
 # One job per burst of callbacks, wired by Orthanc's rule.
-def test_callback_operations_become_one_lua_job_wired_as_orthanc(luabroker: Any, receiver: StoreScp) -> None:
+def test_callback_operations_become_one_lua_job_wired_as_orthanc(luabroker: Any, receiver: StoreScpProcess) -> None:
     script = """
     function OnStoredInstance(instanceId, tags, metadata, origin)
       SendToModality(instanceId, 'sample')      -- Resource non-empty: its own input
@@ -103,7 +104,7 @@ def test_callback_operations_become_one_lua_job_wired_as_orthanc(luabroker: Any,
     server = luabroker({"route.lua": script}, DicomModalities={"sample": receiver.modality()},
                        Jobs={**JOBS, "LuaTrailingTimeout": 3})
     first, second = upload(server, 2)
-    wait_until(lambda: len(receiver.received()) == 2, message="two instances at the receiver")
+    wait_until(lambda: len(receiver.files()) == 2, message="two instances at the receiver")
     job_id, job = lua_job(server)
     assert server.server.services.jobs.ids() == [job_id]   # both callbacks fed the same job
     operations = job.operations()
@@ -118,7 +119,7 @@ def test_callback_operations_become_one_lua_job_wired_as_orthanc(luabroker: Any,
                                                                 {"CountOperations": 4, "Description": "Lua"})
 
 
-def test_empty_resource_takes_the_outputs_of_the_previous_operation(luabroker: Any, receiver: StoreScp) -> None:
+def test_empty_resource_takes_the_outputs_of_the_previous_operation(luabroker: Any, receiver: StoreScpProcess) -> None:
     script = """
     function OnStoredInstance(instanceId)
       SendToModality('', 'sample')               -- first operation with '': no input, does nothing
@@ -138,12 +139,12 @@ def test_empty_resource_takes_the_outputs_of_the_previous_operation(luabroker: A
     server.server.services.jobs.wait(job_id, timeout=20)
     # strictly in sequence: sent by operation 2, deleted by 3; operation 4 cannot read it any more
     # (logged, passed on, as in Orthanc) and the job still succeeds
-    assert len(receiver.received()) == 1
+    assert len(receiver.files()) == 1
     assert server.http.get("/instances").json() == []
     assert server.server.services.jobs.state(job_id) is JobState.SUCCESS
 
 
-def test_operations_are_discarded_when_the_callback_raises(luabroker: Any, receiver: StoreScp,
+def test_operations_are_discarded_when_the_callback_raises(luabroker: Any, receiver: StoreScpProcess,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     script = """
     function OnStoredInstance(instanceId)
@@ -158,10 +159,10 @@ def test_operations_are_discarded_when_the_callback_raises(luabroker: Any, recei
     assert "changed my mind" in caplog.text
     assert server.server.services.jobs.ids() == []
     assert server.http.get("/instances").json() == [instance]
-    assert receiver.received() == []
+    assert receiver.files() == []
 
 
-def test_helpers_called_from_execute_script_do_nothing(luabroker: Any, receiver: StoreScp) -> None:
+def test_helpers_called_from_execute_script_do_nothing(luabroker: Any, receiver: StoreScpProcess) -> None:
     server = luabroker({"noop.lua": "function OnStoredInstance(instanceId) end"}, ExecuteLuaEnabled=True,
                        DicomModalities={"sample": receiver.modality()}, Jobs=JOBS)
     # before any callback, _job is nil: table.insert raises, as in Orthanc
@@ -173,11 +174,11 @@ def test_helpers_called_from_execute_script_do_nothing(luabroker: Any, receiver:
     assert printed(server, f"Delete(SendToModality('{instance}', 'sample'))") == ""
     server.wait_events()
     assert server.server.services.jobs.ids() == []
-    assert server.http.get("/instances").json() == [instance] and receiver.received() == []
+    assert server.http.get("/instances").json() == [instance] and receiver.files() == []
 
 
 def test_unknown_modality_is_a_submission_error_and_earlier_operations_are_kept(
-        luabroker: Any, receiver: StoreScp, caplog: pytest.LogCaptureFixture) -> None:
+        luabroker: Any, receiver: StoreScpProcess, caplog: pytest.LogCaptureFixture) -> None:
     script = """
     function OnStoredInstance(instanceId)
       SendToModality(instanceId, 'sample')
@@ -194,11 +195,11 @@ def test_unknown_modality_is_a_submission_error_and_earlier_operations_are_kept(
     job_id, job = lua_job(server)
     assert [op["Operation"]["Type"] for op in job.operations()] == ["store-scu"]
     server.server.services.jobs.wait(job_id, timeout=20)
-    assert len(receiver.received()) == 1
+    assert len(receiver.files()) == 1
     assert server.http.get("/instances").json() == [instance]   # the Delete was dropped
 
 
-def test_on_job_callbacks_get_the_job_id(luabroker: Any, receiver: StoreScp) -> None:
+def test_on_job_callbacks_get_the_job_id(luabroker: Any, receiver: StoreScpProcess) -> None:
     script = """
     events = {}
     function OnStoredInstance(instanceId) SendToModality(instanceId, 'sample') end
@@ -219,7 +220,7 @@ def test_on_job_callbacks_get_the_job_id(luabroker: Any, receiver: StoreScp) -> 
         f"submitted {job_id}", f"success {job_id}", f"submitted {rest['ID']}", f"success {rest['ID']}"]
 
 
-def test_a_later_callback_after_the_job_finished_starts_a_new_job(luabroker: Any, receiver: StoreScp) -> None:
+def test_a_later_callback_after_the_job_finished_starts_a_new_job(luabroker: Any, receiver: StoreScpProcess) -> None:
     script = "function OnStoredInstance(instanceId) SendToModality(instanceId, 'sample') end"
     server = luabroker({"route.lua": script}, DicomModalities={"sample": receiver.modality()},
                        Jobs={**JOBS, "LuaTrailingTimeout": 0.1})
@@ -232,12 +233,12 @@ def test_a_later_callback_after_the_job_finished_starts_a_new_job(luabroker: Any
     second, _ = lua_job(server)
     server.server.services.jobs.wait(second, timeout=20)
     assert first != second and server.server.services.jobs.state(first) is JobState.SUCCESS
-    assert len(receiver.received()) == 2
+    assert len(receiver.files()) == 2
 
 
 
 
-def test_a_bad_modification_is_a_submission_error(luabroker: Any, receiver: StoreScp,
+def test_a_bad_modification_is_a_submission_error(luabroker: Any, receiver: StoreScpProcess,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     # Replace={} crosses as [] (keepStrings=false conversion of an empty table), which Orthanc refuses
     script = """
@@ -256,7 +257,7 @@ def test_a_bad_modification_is_a_submission_error(luabroker: Any, receiver: Stor
     job_id, job = lua_job(server)
     assert [op["Operation"]["Type"] for op in job.operations()] == ["store-scu"]
     server.server.services.jobs.wait(job_id, timeout=20)
-    assert len(receiver.received()) == 1 and server.http.get("/instances").json() == [instance]
+    assert len(receiver.files()) == 1 and server.http.get("/instances").json() == [instance]
 
 
 def test_modified_copy_is_stored_with_origin_lua_and_modified_from(luabroker: Any) -> None:

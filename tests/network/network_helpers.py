@@ -44,10 +44,10 @@ class StoreScpProcess:
     """``storescp`` in a temporary directory; ``files()`` are the received instances, ``log()`` its
     verbose output, ``associations()`` how many associations it received."""
 
-    def __init__(self, directory: Path, *flags: str, aet: str = "STORESCP") -> None:
+    def __init__(self, directory: Path, *flags: str, aet: str = "STORESCP", port: int | None = None) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.aet = aet
         self.log_path = directory.parent / f"{directory.name}.log"
         self._log = open(self.log_path, "wb")
@@ -67,7 +67,18 @@ class StoreScpProcess:
         return self.log().count("Association Received")
 
     def files(self) -> list[pydicom.Dataset]:
-        return [pydicom.dcmread(path) for path in sorted(self.directory.iterdir())]
+        """The instances received so far, skipping a file storescp is still writing."""
+        datasets = []
+        for path in sorted(self.directory.iterdir()):
+            try:
+                datasets.append(pydicom.dcmread(path))
+            except Exception:  # still being written
+                continue
+        return datasets
+
+    def modality(self) -> list[Any]:
+        """The ``DicomModalities`` entry of this receiver."""
+        return [self.aet, "127.0.0.1", self.port]
 
     def wait_files(self, count: int, timeout: float = 10) -> list[pydicom.Dataset]:
         deadline = time.monotonic() + timeout

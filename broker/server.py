@@ -40,8 +40,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         store = Store(config.storage_directory, user_metadata=config.user_metadata)
-        self.services = services = Services(config=config, store=store, rest=None, scripts=None,  # type: ignore[arg-type]
-                                            metrics=Metrics())
+        self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.network = NetworkRegistry.from_config(config.raw)
         services.scu = StoreScu(services.network, DicomOptions.from_config(config))
         services.peers = PeerClient(services.network, HttpOptions.from_config(config))
@@ -51,7 +50,7 @@ class Server:
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.scripts = ScriptSet(services)
-        services.metrics.registry.register(StateCollector(services, services.metrics.started))  # type: ignore[union-attr]
+        services.metrics.registry.register(StateCollector(services, services.metrics.started))
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
                                           metrics=services.metrics)
         store.on_event = self.dispatcher.wake
@@ -69,7 +68,7 @@ class Server:
         scripts = self.services.scripts
         scripts.start_filter()
         self.services.store.instance_filter = InstanceFilter(scripts)
-        self.services.jobs.start()  # type: ignore[union-attr]  # saved jobs resume
+        self.services.jobs.start()  # saved jobs resume
         previous = self._catch_signals()
         try:
             if self.config.dicom_server_enabled:
@@ -141,11 +140,11 @@ class Server:
         self.dicom.stop()
         if self.ready.is_set():
             self.dispatcher.stop()
-        self.services.jobs.stop()  # type: ignore[union-attr]  # after the events, which submit Lua jobs
+        self.services.jobs.stop()  # after the events, which submit Lua jobs
         self.services.scripts.stop()
-        self.services.scu.close()  # type: ignore[union-attr]  # releases the kept associations
-        self.services.peers.close()  # type: ignore[union-attr]
-        self.services.lua_http.close()  # type: ignore[union-attr]
+        self.services.scu.close()  # releases the kept associations
+        self.services.peers.close()
+        self.services.lua_http.close()
         self.services.store.close()
         log.warning("luabroker has stopped")
 

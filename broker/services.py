@@ -2,7 +2,7 @@
 ambient)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,14 +21,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class Services:
+    """Built by ``broker.server.Server`` in dependency order: the fields after ``metrics`` need the
+    services themselves (handlers and built-ins reach each other through them), so they are set right
+    after construction, before anything runs."""
+
     config: "Config"
     store: "Store"
-    rest: "RestApi"
-    scripts: "ScriptSet"
-    metrics: "Metrics | None" = None
-    network: "NetworkRegistry | None" = None  # DicomModalities and OrthancPeers (broker/network.py)
-    scu: "StoreScu | None" = None  # C-STORE/C-ECHO SCU with association reuse
-    peers: "PeerClient | None" = None  # HTTP client of OrthancPeers
-    lua_http: "LuaHttpClient | None" = None  # the Lua Http* built-ins' client
-    jobs: "JobsEngine | None" = None  # the jobs engine (broker/jobs)
-    lua_jobs: "LuaJobs | None" = None  # the deferred "Lua" jobs of SendToModality & co.
+    metrics: "Metrics"
+    network: "NetworkRegistry" = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
+    scu: "StoreScu" = field(init=False)  # C-STORE/C-ECHO SCU with association reuse
+    peers: "PeerClient" = field(init=False)  # HTTP client of OrthancPeers
+    lua_http: "LuaHttpClient" = field(init=False)  # the Lua Http* built-ins' client
+    rest: "RestApi" = field(init=False)  # the REST handlers, for HTTP and for RestApi* from Lua
+    jobs: "JobsEngine" = field(init=False)  # the jobs engine (broker/jobs)
+    lua_jobs: "LuaJobs" = field(init=False)  # the deferred "Lua" jobs of SendToModality & co.
+    scripts: "ScriptSet" = field(init=False)  # the script set: its sandboxes, reload, callbacks

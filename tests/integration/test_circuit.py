@@ -184,3 +184,22 @@ def test_a_bad_failure_policy_stops_start_up_with_a_message(tmp_path):
                                                 "ReceivedCStoreInstanceFilter": "closed",
                                                 "IncomingHttpRequestFilter": "open"}
     assert (config.lua_backoff.window_s, config.lua_backoff.cooldown_s) == (3, 7)
+
+
+KILLED_AFTER_RECORDING = f"""
+function OnStoredInstance(id, tags)
+  Delete(id)  -- recorded in the callback's job: must never run, the callback is killed below
+  {REDOS}
+end
+"""
+
+
+def test_operations_recorded_by_a_killed_callback_are_never_submitted(luabroker):
+    server = luabroker({"killed.lua": KILLED_AFTER_RECORDING},
+                       LuaSandbox={**FAST_LIMITS, "EventMaxAttempts": 2, "QuarantineAfter": 10})
+    instance = server.http.post("/instances", content=to_bytes(make_instances(1)[0])).json()["ID"]
+    server.wait_events()
+
+    assert [p["ResourceId"] for p in server.http.get("/lua/events/parked").json()] == [instance]
+    assert server.http.get("/jobs").json() == []
+    assert server.http.get(f"/instances/{instance}").status_code == 200

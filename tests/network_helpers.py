@@ -1,5 +1,5 @@
-"""Real receivers for the network tests, all on 127.0.0.1: DCMTK's storescp, a pynetdicom SCP that
-records its associations, and a small HTTP service that records its requests."""
+"""Real receivers for the network and jobs tests, all on 127.0.0.1: DCMTK's storescp, a pynetdicom SCP
+that records its associations, and a small HTTP service that records its requests."""
 from __future__ import annotations
 
 import base64

@@ -163,17 +163,23 @@ limits.coroutine = {
 
 --- The text of an error object. Tables and userdata are not asked for their __tostring: that would
 -- run script code outside any limit.
+--- `text` cut to `max_bytes` at a UTF-8 character boundary, marked " [truncated]" when cut (error
+-- texts here, print lines in sandbox.lua).
+function limits.clip(text, max_bytes)
+  if #text <= max_bytes then
+    return text
+  end
+  local cut = max_bytes
+  while cut > 0 and byte(text, cut + 1) & 0xC0 == 0x80 do
+    cut = cut - 1
+  end
+  return sub(text, 1, cut) .. " [truncated]"
+end
+
 local function describe(err)
   local kind = type(err)
   if kind == "string" then
-    if #err <= MAX_ERROR_BYTES then
-      return err
-    end
-    local cut = MAX_ERROR_BYTES
-    while cut > 0 and byte(err, cut + 1) & 0xC0 == 0x80 do
-      cut = cut - 1
-    end
-    return sub(err, 1, cut) .. " [truncated]"
+    return limits.clip(err, MAX_ERROR_BYTES)
   elseif kind == "number" then
     return tostring(err)
   end

@@ -91,7 +91,7 @@ local POLICY = {
 --- Longest print line sent, in bytes; a longer one is cut and marked " [truncated]".
 local MAX_LINE_BYTES = 64 * 1024
 
-local byte, format, gmatch, match, sub = string.byte, string.format, string.gmatch, string.match, string.sub
+local format, gmatch, match = string.format, string.gmatch, string.match
 local concat, pack, sort = table.concat, table.pack, table.sort
 local assert, collectgarbage, error, getmetatable, load, next, pairs, rawequal, rawget, rawset, setmetatable,
       tostring, type =
@@ -143,17 +143,6 @@ local function read_only(name, source)
   })
 end
 
---- A line cut to MAX_LINE_BYTES, at a UTF-8 character boundary.
-local function clip(line)
-  if #line <= MAX_LINE_BYTES then
-    return line
-  end
-  local cut = MAX_LINE_BYTES
-  while cut > 0 and byte(line, cut + 1) & 0xC0 == 0x80 do
-    cut = cut - 1
-  end
-  return sub(line, 1, cut) .. " [truncated]"
-end
 
 --- Orthanc's print: each argument goes through the script's global `tostring` (a result that is
 -- not a string or a number gives "<No conversion to string>"), joined with ", ". The line goes
@@ -182,7 +171,7 @@ local function make_print(env, log, max_lines)
       end
       parts[i] = text
     end
-    log("print", clip(concat(parts, ", ")))
+    log("print", limits.clip(concat(parts, ", "), MAX_LINE_BYTES))
   end
 end
 

@@ -11,13 +11,21 @@ it (``IncomingInstance.dataset``).
 Transfer syntax: from the file meta information; for a raw dataset without meta information (no
 ``DICM`` prefix), guessed from the first element the way DCMTK does (explicit or implicit VR, little
 or big endian). Deflated transfer syntaxes are inflated first.
+
+Bounds (``broker.core.bounds``): every 8 bytes can be an element, and each element is an object of
+about 90 bytes, so the elements and sequence items of one file are counted against
+``InputBounds.element_budget``; sequences nest at most ``_MAX_DEPTH`` levels (the parser recurses);
+a deflated dataset is inflated up to ``InputBounds.inflate`` only. Past a bound the file is refused
+like a broken one, early: the work done is at most what the bound allows.
 """
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 
+from broker.core.bounds import BYTES_PER_EXTRA_ELEMENT, InputBounds, InputTooLarge, inflate
 from broker.core.dictionary import dictionary_vr
 
 IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -73,8 +81,13 @@ class DicomFile:
         return {element.tag: element for element in self.elements}
 
 
-def parse_dicom(data: bytes) -> DicomFile:
-    """Check the structure of ``data`` and return its element tree, or raise ``DicomFormatError``."""
+_DEFAULT_BOUNDS = InputBounds()
+
+
+def parse_dicom(data: bytes, bounds: InputBounds = _DEFAULT_BOUNDS) -> DicomFile:
+    """Check the structure of ``data`` and return its element tree, or raise ``DicomFormatError``
+    (also when ``data`` passes one of ``bounds``: ``UNBOUNDED`` is for files already stored)."""
+    budget = _Budget(bounds.element_budget(len(data)))
     if len(data) >= 132 and data[128:132] == b"DICM":
         position = 132
     elif data[:4] == b"DICM":
@@ -83,7 +96,7 @@ def parse_dicom(data: bytes) -> DicomFile:
         position = 0
     meta: dict[int, bytes] = {}
     if len(data) - position >= 8 and data[position:position + 2] == b"\x02\x00":
-        meta_reader = _Reader(data, little=True, implicit=False)
+        meta_reader = _Reader(data, little=True, implicit=False, budget=budget)
         meta_elements, position = meta_reader.dataset(position, len(data), depth=0, stop_group=0x0002)
         meta = {element.tag: element.value or b"" for element in meta_elements}
     elif position:
@@ -101,13 +114,13 @@ def parse_dicom(data: bytes) -> DicomFile:
     buffer, base = data, position
     if transfer_syntax in DEFLATED_TRANSFER_SYNTAXES:
         try:
-            buffer = zlib.decompress(data[position:], -zlib.MAX_WBITS)
-        except zlib.error as exc:
+            buffer = inflate(memoryview(data)[position:], bounds.inflate, "the deflated dataset")
+        except (zlib.error, EOFError, InputTooLarge) as exc:
             raise DicomFormatError(f"the deflated dataset cannot be inflated: {exc}") from None
         base = 0
     if base >= len(buffer):
         raise DicomFormatError("the file contains no dataset")
-    reader = _Reader(buffer, little=little, implicit=implicit)
+    reader = _Reader(buffer, little=little, implicit=implicit, budget=budget)
     elements, _ = reader.dataset(base, len(buffer), depth=0)
     pixel_offset = reader.pixel_data_offset
     if buffer is not data:
@@ -133,11 +146,26 @@ def _guess_encoding(data: bytes, position: int) -> tuple[bool, bool]:
     return little, not explicit
 
 
+class _Budget:
+    """Elements and items one file may still hold, shared by the readers of that file."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.left = sys.maxsize if limit is None else limit
+
+    def exhausted(self) -> DicomFormatError:
+        return DicomFormatError(f"the file holds more than {self.limit} elements and sequence items "
+                                f"(MaximumDicomElements, or one per {BYTES_PER_EXTRA_ELEMENT} bytes of a larger file)")
+
+
 class _Reader:
     """Walks elements of one encoding over one buffer; raises DicomFormatError on the first flaw."""
 
-    def __init__(self, buffer: bytes, *, little: bool, implicit: bool) -> None:
+    def __init__(self, buffer: bytes, *, little: bool, implicit: bool, budget: _Budget) -> None:
         self.buffer = buffer
+        self.budget = budget
         self.little = little
         self.implicit = implicit
         endian = "<" if little else ">"
@@ -154,6 +182,7 @@ class _Reader:
         if depth > _MAX_DEPTH:
             raise DicomFormatError(f"sequences are nested more than {_MAX_DEPTH} levels deep")
         buffer = self.buffer
+        budget = self.budget
         elements: list[Element] = []
         creators: dict[tuple[int, int], str] = {}
         pixel_representation = 0
@@ -164,6 +193,9 @@ class _Reader:
             tag = (group << 16) | elem
             if stop_group is not None and group != stop_group:
                 break
+            budget.left -= 1
+            if budget.left < 0:
+                raise budget.exhausted()
             if tag == _ITEM_DELIMITER:
                 if in_undefined_item:
                     return elements, position + 8
@@ -233,6 +265,9 @@ class _Reader:
                 return items, position + 8
             if tag != _ITEM:
                 raise DicomFormatError(f"expected an item, found ({group:04X},{elem:04X}) at offset {position}")
+            self.budget.left -= 1
+            if self.budget.left < 0:
+                raise self.budget.exhausted()
             start = position + 8
             if length == _UNDEFINED:
                 item, position = self.dataset(start, end, depth=depth + 1, in_undefined_item=True)
@@ -274,7 +309,7 @@ class _Reader:
     def _implicit_little_endian(self) -> "_Reader":
         """Reader for the content of an undefined-length UN element (implicit VR little endian)."""
         if self._implicit_le is None:
-            self._implicit_le = _Reader(self.buffer, little=True, implicit=True)
+            self._implicit_le = _Reader(self.buffer, little=True, implicit=True, budget=self.budget)
         return self._implicit_le
 
 

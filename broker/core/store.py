@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import pydicom
 
 from broker.core import maintags
+from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
 from broker.core.ids import ResourceIds
@@ -80,17 +81,18 @@ class StoreResult:
 class IncomingInstance:
     """An instance on its way into the store: parsed once, with its ids and summary.
 
-    Raises ``OrthancError``: ``BAD_FILE_FORMAT`` (400) for bytes that are not a well-formed DICOM file
-    or lack a UID value, ``INEXISTENT_TAG`` (404, as Orthanc) when a UID tag is missing.
+    Raises ``OrthancError``: ``BAD_FILE_FORMAT`` (400) for bytes that are not a well-formed DICOM file,
+    pass one of ``bounds`` or lack a UID value, ``INEXISTENT_TAG`` (404, as Orthanc) when a UID tag
+    is missing.
     """
 
-    def __init__(self, data: bytes, origin: Origin) -> None:
+    def __init__(self, data: bytes, origin: Origin, bounds: InputBounds = InputBounds()) -> None:
         self.data = data
         self.origin = origin
         if not data:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Received an empty DICOM file")
         try:
-            self.file: DicomFile = parse_dicom(data)
+            self.file: DicomFile = parse_dicom(data, bounds)
         except DicomFormatError as exc:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                f"Cannot parse an invalid DICOM file (size: {len(data)} bytes): {exc}") from None
@@ -188,7 +190,8 @@ class ResourceView:
 class Store:
     def __init__(self, root: Path, *, user_metadata: Mapping[str, int] | None = None,
                  on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
-                 sync_storage: bool = False, store_md5: bool = False, index_path: Path | None = None) -> None:
+                 sync_storage: bool = False, store_md5: bool = False, index_path: Path | None = None,
+                 bounds: InputBounds = InputBounds()) -> None:
         self.root = Path(root)
         self.storage = StorageArea(self.root, sync=sync_storage)
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
@@ -199,6 +202,8 @@ class Store:
         self.instance_filter: Callable[[IncomingInstance], bool] | None = None
         self.stable_age = stable_age if stable_age > 0 else 60.0  # Orthanc: StableAge <= 0 means 60
         self.store_md5 = store_md5
+        #: What a file coming in may cost (``broker.core.bounds``); the ZIP reader of the REST API uses it too.
+        self.bounds = bounds
 
     def close(self) -> None:
         self.index.close()
@@ -210,7 +215,7 @@ class Store:
         series) are extra system metadata written in the same transaction, as Orthanc's
         ``DicomInstanceToStore::AddMetadata`` (``ModifiedFrom``/``AnonymizedFrom`` of a modified copy);
         they are not written for a duplicate (``AlreadyStored``)."""
-        incoming = IncomingInstance(data, origin)
+        incoming = IncomingInstance(data, origin, self.bounds)
         incoming.extra_metadata = dict(metadata or {})
         incoming.ancestor_metadata = {Level(level): dict(values) for level, values in (ancestor_metadata or {}).items()}
         return self.store_incoming(incoming)
@@ -389,7 +394,7 @@ class Store:
     def instance_tags(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
         data, _ = self.read_instance(instance_id)
         try:
-            parsed = parse_dicom(data)
+            parsed = parse_dicom(data, UNBOUNDED)
         except DicomFormatError as exc:
             raise OrthancError(ErrorCode.CORRUPTED_FILE, f"The stored file of {instance_id} is unreadable: {exc}")
         return dataset_to_json(parsed.elements, fmt)

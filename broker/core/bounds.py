@@ -25,12 +25,12 @@ RATIO_GRACE = 64 * MIB
 #: costs about 90 bytes of memory, so elements allowed this way cost less than a third of the file
 #: (already in memory), and a large file (a whole-slide image with per-frame items) is never refused.
 BYTES_PER_EXTRA_ELEMENT = 256
-#: The central directory of a ZIP archive may take this much, or a 64th of the archive if that is more:
+#: The central directory of a ZIP archive may take this much, or a 16th of the archive if that is more:
 #: zipfile builds an object of about 500 bytes for each entry listed there (46 bytes at least, some 130
 #: with a typical path), so this allows some 65,000 entries and costs at most 90 MB; past it, the
-#: directory costs less than a fifth of the archive.
+#: directory costs less memory than the archive itself.
 ZIP_DIRECTORY_FLOOR = 8 * MIB
-_ARCHIVE_BYTES_PER_DIRECTORY_BYTE = 64
+_ARCHIVE_BYTES_PER_DIRECTORY_BYTE = 16
 _INFLATE_CHUNK = 4 * MIB
 
 

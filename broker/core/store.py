@@ -202,7 +202,8 @@ class Store:
         self.instance_filter: Callable[[IncomingInstance], bool] | None = None
         self.stable_age = stable_age if stable_age > 0 else 60.0  # Orthanc: StableAge <= 0 means 60
         self.store_md5 = store_md5
-        #: What a file coming in may cost (``broker.core.bounds``); the ZIP reader of the REST API uses it too.
+        #: What input may cost (``broker.core.bounds``): files coming in, and for the HTTP door and the
+        #: ZIP reader, request bodies and archives.
         self.bounds = bounds
 
     def close(self) -> None:

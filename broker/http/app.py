@@ -2,7 +2,8 @@
 
 Middleware, outermost first: remote access → HTTP Basic authentication → ``IncomingHttpRequestFilter``
 → one catch-all endpoint that turns the starlette request into a ``RestRequest`` and runs
-``RestApi.handle`` in the thread pool (handlers are plain blocking functions over the core).
+``RestApi.handle`` in the thread pool (handlers are plain blocking functions over the core). The
+body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``broker.http.body``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.auth import (BasicAuthMiddleware, LuaHttpFilterMiddleware, RemoteAccessMiddleware, client_ip,
                               effective_method)
+from broker.http.body import read_body
 from broker.http.errors import error_response
 from broker.rest.types import RestRequest
 
@@ -32,15 +34,15 @@ def build_app(services: Any) -> Starlette:
         query: dict[str, str] = {}
         for key, value in request.query_params.multi_items():
             query.setdefault(key, value)
-        rest_request = RestRequest(
-            method=effective_method(request.method, request.headers),
-            path=request.url.path,
-            query=query,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=await request.body(),
-            origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
-        )
         try:
+            rest_request = RestRequest(
+                method=effective_method(request.method, request.headers),
+                path=request.url.path,
+                query=query,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=await read_body(request, services.store.bounds.max_body),
+                origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
+            )
             answer = await run_in_threadpool(services.rest.handle, rest_request)
         except (OrthancError, BareHttpStatus) as exc:
             return error_response(request, exc, config.http_describe_errors)

@@ -9,14 +9,15 @@ Handlers need ``services.store`` (a ``broker.core.store.Store``).
 """
 from __future__ import annotations
 
-import io
 import zipfile
 from typing import Any, Callable
 
+from broker.core.bounds import InputTooLarge
 from broker.core.dicom_json import JsonFormat
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType, is_user_metadata
 from broker.core.store import ResourceView, Store, parse_integer
+from broker.core.zip_reader import read_entries
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -197,20 +198,20 @@ def post_instances(request: RestRequest, services: Any) -> Any:
 
 
 def _post_zip(store: Store, request: RestRequest) -> list[dict[str, str]]:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(request.body))
-    except zipfile.BadZipFile as exc:
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot read the ZIP archive: {exc}") from exc
+    """Entries are stored one by one; an archive that would inflate past the bounds is refused (413)
+    before the first, an entry that cannot be read ends the upload (400) after the ones before it."""
     answers = []
-    with archive:
-        for entry in archive.infolist():
-            if entry.is_dir():
-                continue
+    try:
+        for _, data in read_entries(request.body, store.bounds.inflate):
             try:
-                answers.append(store.store_instance(archive.read(entry), request.origin).to_json())
+                answers.append(store.store_instance(data, request.origin).to_json())
             except OrthancError as exc:
                 if exc.code is not ErrorCode.BAD_FILE_FORMAT:
                     raise
+    except zipfile.BadZipFile as exc:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot read the ZIP archive: {exc}") from None
+    except InputTooLarge as exc:
+        raise OrthancError(ErrorCode.BAD_REQUEST, f"The ZIP archive is refused: {exc}", http_status=413) from None
     return answers
 
 

@@ -61,9 +61,11 @@ class InflateBound:
         """Raise ``InputTooLarge`` if ``what`` (``compressed_size`` bytes) inflates to too much."""
         allowed = self.ratio_allows(compressed_size) if whole else self.allowed(compressed_size)
         if allowed is not None and inflated_size > allowed:
-            raise InputTooLarge(self._message(what, compressed_size, allowed, f"{inflated_size} bytes"))
+            raise InputTooLarge(self.message(what, compressed_size, allowed, inflated_size))
 
-    def _message(self, what: str, compressed_size: int, allowed: int, found: str) -> str:
+    def message(self, what: str, compressed_size: int, allowed: int, inflated_size: int | None) -> str:
+        """Why ``what`` is refused; ``inflated_size`` None when inflating stopped at the bound."""
+        found = f"{inflated_size} bytes" if inflated_size is not None else f"more than {allowed} bytes"
         return (f"{what} inflates to {found} from {compressed_size} bytes; at most {allowed} are allowed "
                 f"(MaximumInflatedSize {_mib(self.max_size)}, MaximumCompressionRatio "
                 f"{'none' if self.max_ratio is None else f'{self.max_ratio:g}'} past {RATIO_GRACE // MIB} MiB)")
@@ -84,7 +86,7 @@ def inflate(data: bytes | memoryview, bound: InflateBound, what: str, *, wbits: 
             pieces.append(piece)
             size += len(piece)
             if size > allowed:
-                raise InputTooLarge(bound._message(what, len(data), allowed, "more than that"))
+                raise InputTooLarge(bound.message(what, len(data), allowed, None))
             pending = inflater.unconsumed_tail
         output = b"".join(pieces)
     if not inflater.eof:

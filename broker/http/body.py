@@ -26,13 +26,13 @@ async def read_body(request: Request, maximum: int | None) -> bytes:
     """The body of ``request``; ``OrthancError`` with HTTP status 413 past ``maximum`` bytes (None: no limit)."""
     declared = request.headers.get("content-length", "")
     if maximum is not None and declared.isdigit() and int(declared) > maximum:
-        raise _too_large(f"{int(declared)} bytes", maximum)
+        raise _too_large(int(declared), maximum)
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_THRESHOLD) as spool:
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if maximum is not None and size > maximum:
-                raise _too_large("more than that", maximum)
+                raise _too_large(None, maximum)
             if size > SPOOL_THRESHOLD:
                 await run_in_threadpool(spool.write, chunk)  # on disk: not in the event loop
             else:
@@ -41,6 +41,7 @@ async def read_body(request: Request, maximum: int | None) -> bytes:
         return spool.read() if size <= SPOOL_THRESHOLD else await run_in_threadpool(spool.read)
 
 
-def _too_large(found: str, maximum: int) -> OrthancError:
-    return OrthancError(ErrorCode.BAD_REQUEST, f"The request body has {found}; at most {maximum} bytes are "
-                        f"allowed (MaximumHttpBodySize, {maximum / MIB:g} MB)", http_status=413)
+def _too_large(size: int | None, maximum: int) -> OrthancError:
+    found = f"{size} bytes" if size is not None else f"more than {maximum} bytes"
+    return OrthancError(ErrorCode.BAD_REQUEST, f"The request body has {found}; at most {maximum} are allowed "
+                        f"(MaximumHttpBodySize, {maximum / MIB:g} MB)", http_status=413)

@@ -9,6 +9,7 @@ import logging
 import sys
 
 from broker.config import Config, ConfigError
+from broker.scripting.script_log import EscapeControlCharacters
 from broker.server import Server
 from sandbox import ScriptLoadError
 
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # one record, one line: script text may be in any record
+        handler.addFilter(EscapeControlCharacters())
     try:
         Server(Config.load(args.config)).run()
     except (ConfigError, ScriptLoadError, OSError) as exc:

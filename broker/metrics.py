@@ -4,7 +4,7 @@ Each server has its own ``CollectorRegistry`` (never prometheus-client's global 
 several servers in one process (the tests) do not collide. Two kinds of metric:
 
 - instruments updated as things happen (``Metrics``): Lua calls, their latency, their failures, the
-  filter failure policy applied, replayed writes, reloads, resets, event deliveries;
+  filter failure policy applied, replayed writes, reloads, resets, event deliveries, dropped script log lines;
 - values read at scrape time (``StateCollector``): sandbox restarts, failures, states and quarantine,
   the loaded version, the event queue, and Orthanc's basic counts (``orthanc_count_instances`` ...).
 
@@ -61,6 +61,8 @@ class Metrics:
         self.event_deliveries = Counter("luabroker_events_deliveries",
                                         "Event deliveries by outcome (done, skipped, lua_error, cut, parked)",
                                         ["outcome"], registry=r)
+        self.lua_log_dropped = Counter("luabroker_lua_log_lines_dropped",
+                                       "Script log lines dropped by LuaSandbox.LogRateLimit", ["tenant"], registry=r)
 
     def observe_call(self, callback: str, role: str, seconds: float | None, outcome: str) -> None:
         self.calls.labels(callback, role).inc()

@@ -31,6 +31,7 @@ from broker.scripting.bridge import ReloadError, ScriptSet
 from broker.scripting.filters import InstanceFilter
 from broker.scripting.http_client import LuaHttpClient
 from broker.scripting.lua_jobs import LuaJobs
+from broker.scripting.script_log import ScriptLog
 from broker.services import Services
 
 log = logging.getLogger("luabroker")
@@ -49,6 +50,7 @@ class Server:
                                            network.routes, jobs.routes, modification.routes, preview.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
+        services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services)
         services.metrics.registry.register(StateCollector(services, services.metrics.started))
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,

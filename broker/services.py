@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from broker.scripting.bridge import ScriptSet
     from broker.jobs import JobsEngine
     from broker.scripting.lua_jobs import LuaJobs
+    from broker.scripting.script_log import ScriptLog
 
 
 @dataclass
@@ -36,3 +37,4 @@ class Services:
     jobs: "JobsEngine" = field(init=False)  # the jobs engine (broker/jobs)
     lua_jobs: "LuaJobs" = field(init=False)  # the deferred "Lua" jobs of SendToModality & co.
     scripts: "ScriptSet" = field(init=False)  # the script set: its sandboxes, reload, callbacks
+    script_log: "ScriptLog" = field(init=False)  # what scripts write to the log: escaped, rate-limited

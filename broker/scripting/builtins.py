@@ -5,7 +5,8 @@ The Lua side declares the same names in ``lua-runtime/builtins.lua`` and turns e
 (Lua nils preserved as ``None``) and a ``CallContext``; it validates its arguments at the boundary and
 returns what the script sees. Orthanc's conventions are kept where a script can tell: the
 ``RestApi*`` family answers ``nil`` for a bad call or a non-200 status (with a log line), never an
-error (spec section 3).
+error (spec section 3). Those log lines quote what the script passed (a URI, a URL, a header name), so
+they go through the scripts' log (``broker.scripting.script_log``: escaped, attributed, rate-limited).
 """
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from broker.rest.types import RestRequest
 from broker.scripting.http_client import HostRefused, HttpTransportError
 from broker.scripting.values import lua_tostring, to_lua
 from sandbox import BuiltinError
-
-log = logging.getLogger("luabroker.lua")
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,10 @@ def _options(args: list[Any], first: int) -> dict[str, str]:
     return _headers(rest[1]) if len(rest) == 2 else {}
 
 
+def _log_error(ctx: CallContext, text: str) -> None:
+    ctx.services.script_log.emit(ctx.tenant, ctx.sandbox, logging.ERROR, text)
+
+
 def _rest_call(ctx: CallContext, name: str, method: str, uri: str, body: bytes,
                headers: dict[str, str]) -> bytes | None:
     path, query = uri, {}
@@ -108,16 +111,16 @@ def _rest_call(ctx: CallContext, name: str, method: str, uri: str, body: bytes,
     try:
         response = ctx.services.rest.handle(request)
     except (OrthancError, BareHttpStatus) as exc:
-        log.error("Lua: Error in %s() for URI: %s (%s)", name, uri, exc)
+        _log_error(ctx, f"Lua: Error in {name}() for URI: {uri} ({exc})")
         return None
     if response.status != 200:
-        log.error("Lua: Error in %s() for URI: %s (HTTP status %d)", name, uri, response.status)
+        _log_error(ctx, f"Lua: Error in {name}() for URI: {uri} (HTTP status {response.status})")
         return None
     return response.body
 
 
-def _bad(name: str, exc: BadArguments) -> None:
-    log.error("Lua: Bad parameters to %s(): %s", name, exc)
+def _bad(ctx: CallContext, name: str, exc: BadArguments) -> None:
+    _log_error(ctx, f"Lua: Bad parameters to {name}(): {exc}")
     return None
 
 
@@ -129,7 +132,7 @@ def rest_api_get(ctx: CallContext, args: list[Any]) -> bytes | None:
             raise BadArguments(f"expected 1 to 3 arguments, got {len(args)}")
         uri, headers = _uri(args[0]), _options(args, 1)
     except BadArguments as exc:
-        return _bad("RestApiGet", exc)
+        return _bad(ctx, "RestApiGet", exc)
     return _rest_call(ctx, "RestApiGet", "GET", uri, b"", headers)
 
 
@@ -141,7 +144,7 @@ def rest_api_delete(ctx: CallContext, args: list[Any]) -> bool | None:
             raise BadArguments(f"expected 1 to 3 arguments, got {len(args)}")
         uri, headers = _uri(args[0]), _options(args, 1)
     except BadArguments as exc:
-        return _bad("RestApiDelete", exc)
+        return _bad(ctx, "RestApiDelete", exc)
     return True if _rest_call(ctx, "RestApiDelete", "DELETE", uri, b"", headers) is not None else None
 
 
@@ -151,7 +154,7 @@ def _post_or_put(ctx: CallContext, name: str, method: str, args: list[Any]) -> b
             raise BadArguments(f"expected 2 to 4 arguments, got {len(args)}")
         uri, body, headers = _uri(args[0]), _body(args[1]), _options(args, 2)
     except BadArguments as exc:
-        return _bad(name, exc)
+        return _bad(ctx, name, exc)
     return _rest_call(ctx, name, method, uri, body, headers)
 
 
@@ -233,12 +236,12 @@ def _http_call(ctx: CallContext, name: str, method: str, url: Any, body: bytes |
     try:
         return ctx.services.lua_http.request(ctx.sandbox, method, target, body, headers)
     except HostRefused as exc:
-        log.error("Lua: %s() refused for URL: %s (%s)", name, target, exc)
+        _log_error(ctx, f"Lua: {name}() refused for URL: {target} ({exc})")
         return None
     except HttpTransportError as exc:
         if method == "DELETE":
             raise
-        log.error("Lua: Error in %s() for URL: %s (%s)", name, target, exc)
+        _log_error(ctx, f"Lua: Error in {name}() for URL: {target} ({exc})")
         return None
 
 
@@ -256,7 +259,7 @@ def http_get(ctx: CallContext, args: list[Any]) -> bytes | None:
     try:
         url, headers = _get_or_delete_arguments(args)
     except BadArguments as exc:
-        return _bad("HttpGet", exc)
+        return _bad(ctx, "HttpGet", exc)
     answer = _http_call(ctx, "HttpGet", "GET", url, None, headers)
     return None if answer is None else (answer.body if answer.ok else b"")
 
@@ -272,7 +275,7 @@ def _post_or_put_http(ctx: CallContext, name: str, method: str, args: list[Any])
         body = _body(args[1]) if len(args) >= 2 and args[1] is not None else b""
         headers = _http_headers(args[2]) if len(args) == 3 else {}
     except BadArguments as exc:
-        return _bad(name, exc)
+        return _bad(ctx, name, exc)
     answer = _http_call(ctx, name, method, args[0], body, headers)
     return None if answer is None else (answer.body if answer.ok else b"")
 
@@ -295,14 +298,14 @@ def http_delete(ctx: CallContext, args: list[Any]) -> str | None:
     try:
         url, headers = _get_or_delete_arguments(args)
     except BadArguments as exc:
-        return _bad("HttpDelete", exc)
+        return _bad(ctx, "HttpDelete", exc)
     try:
         answer = _http_call(ctx, "HttpDelete", "DELETE", url, None, headers)
     except HttpTransportError as exc:
         raise BuiltinError(f"HttpDelete(): no answer from {_lua_string(url)}: {exc}") from exc
     if answer is None or not answer.ok:
         if answer is not None:
-            log.error("Lua: Error in HttpDelete() for URL: %s (HTTP status %d)", _lua_string(url), answer.status)
+            _log_error(ctx, f"Lua: Error in HttpDelete() for URL: {_lua_string(url)} (HTTP status {answer.status})")
         return None
     return "SUCCESS"
 
@@ -311,7 +314,7 @@ def http_delete(ctx: CallContext, args: list[Any]) -> str | None:
 def set_http_credentials(ctx: CallContext, args: list[Any]) -> None:
     """``SetHttpCredentials(username, password)``: HTTP Basic for the later ``Http*`` calls of this process."""
     if len(args) != 2 or not _is_lua_string(args[0]) or not _is_lua_string(args[1]):
-        return _bad("SetHttpCredentials", BadArguments("expected a user name and a password"))
+        return _bad(ctx, "SetHttpCredentials", BadArguments("expected a user name and a password"))
     ctx.services.lua_http.set_credentials(ctx.sandbox, _lua_string(args[0]), _lua_string(args[1]))
     return None
 
@@ -321,6 +324,6 @@ def set_http_timeout(ctx: CallContext, args: list[Any]) -> None:
     """``SetHttpTimeout(seconds)``: truncated to an integer; <= 0 means 60 s."""
     seconds = _lua_number(args[0]) if len(args) == 1 else None
     if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return _bad("SetHttpTimeout", BadArguments("expected a number of seconds"))
+        return _bad(ctx, "SetHttpTimeout", BadArguments("expected a number of seconds"))
     ctx.services.lua_http.set_timeout(ctx.sandbox, int(seconds))
     return None

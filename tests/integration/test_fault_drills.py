@@ -125,7 +125,7 @@ def test_on_stored_instance_error_is_logged_and_does_not_block_later_events(luab
 
 
 def test_clean_stop_delivers_pending_events_then_runs_finalize(luabroker, caplog):
-    caplog.set_level(logging.WARNING, logger="luabroker.scripting")
+    caplog.set_level(logging.WARNING, logger="luabroker.lua")
     server = luabroker({"lifecycle.lua": """
         function Initialize() print('Initialize') end
         function OnStoredInstance(id) print('stored ' .. id) end
@@ -134,6 +134,6 @@ def test_clean_stop_delivers_pending_events_then_runs_finalize(luabroker, caplog
 
     server.stop()
 
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lua says: ")]
-    assert said[0] == "Lua says: Initialize" and said[-1] == "Lua says: Finalize"
-    assert sorted(said[1:-1]) == sorted(f"Lua says: stored {i}" for i in ids)
+    said = [r.getMessage().partition(": Lua says: ")[2] for r in caplog.records if ": Lua says: " in r.getMessage()]
+    assert said[0] == "Initialize" and said[-1] == "Finalize"
+    assert sorted(said[1:-1]) == sorted(f"stored {i}" for i in ids)

@@ -86,14 +86,14 @@ function Finalize() print('Finalize {tag}') end
 
 
 def test_reload_runs_initialize_on_the_new_version_then_finalize_on_the_old(luabroker, caplog):
-    caplog.set_level(logging.WARNING, logger="luabroker.scripting")
+    caplog.set_level(logging.WARNING, logger="luabroker.lua")
     server = luabroker({"life.lua": LIFECYCLE.replace("{tag}", "v1")})
     (server.root / "life.lua").write_text(LIFECYCLE.replace("{tag}", "v2"))
     assert server.http.post("/lua/reload").status_code == 200
     assert wait_for(lambda: server.http.get("/lua/status").json()["Retiring"] == [], 30)
 
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lua says: ")]
-    assert said == ["Lua says: Initialize v1", "Lua says: Initialize v2", "Lua says: Finalize v1"]
+    said = [r.getMessage().partition(": Lua says: ")[2] for r in caplog.records if ": Lua says: " in r.getMessage()]
+    assert said == ["Initialize v1", "Initialize v2", "Finalize v1"]
 
 
 def test_reload_with_a_broken_script_keeps_the_old_version(luabroker):

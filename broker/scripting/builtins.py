@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl
 
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
@@ -101,13 +101,29 @@ def _log_error(ctx: CallContext, text: str) -> None:
     ctx.services.script_log.emit(ctx.tenant, ctx.sandbox, logging.ERROR, text)
 
 
+def _path_and_query(method: str, uri: str) -> tuple[str, dict[str, str]] | None:
+    """Orthanc's reading of a ``RestApi*`` URI: a path of this server's REST API, used as written (not
+    %-decoded), with a query string for GET only. None for what Orthanc refuses as a badly formatted
+    URI: one that does not start with ``/`` (``http://host/system`` is not ``/system``) or has an empty
+    component (``//host/system``); and, here, for a ``.`` or ``..`` component, which names no resource."""
+    path, query = uri, ""
+    if method == "GET":
+        path, _, query = uri.partition("?")
+    components = path[1:].split("/")
+    if components[-1] == "":  # a trailing slash: "/system/", "/"
+        components.pop()
+    if not path.startswith("/") or any(component in ("", ".", "..") for component in components):
+        return None
+    return path, dict(parse_qsl(query, keep_blank_values=True))
+
+
 def _rest_call(ctx: CallContext, name: str, method: str, uri: str, body: bytes,
                headers: dict[str, str]) -> bytes | None:
-    path, query = uri, {}
-    if method == "GET":  # Orthanc parses a query string for GET only
-        parts = urlsplit(uri)
-        path, query = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
-    request = RestRequest(method, unquote(path), query, headers, body, Origin.lua())
+    parsed = _path_and_query(method, uri)
+    if parsed is None:
+        _log_error(ctx, f"Lua: Error in {name}() for URI: {uri} (Badly formatted URI)")
+        return None
+    request = RestRequest(method, parsed[0], parsed[1], headers, body, Origin.lua())
     try:
         response = ctx.services.rest.handle(request)
     except (OrthancError, BareHttpStatus) as exc:

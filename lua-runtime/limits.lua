@@ -15,6 +15,11 @@
 -- Work inside one C function (a pathological string.find) is out of reach of any hook: the broker's
 -- hard deadline kills the process then.
 --
+-- The hook alone misses memory that a short call allocates between two checks and keeps in a
+-- global: the heap is also checked at every built-in call, and at the end of every call. A call that
+-- ends with the heap still over the cap (after a full collection, so only what the scripts keep
+-- counts) fails, and the broker is told to restart the process.
+--
 -- Calls nest: the broker may send a call while a built-in waits for its reply. Each call has its own
 -- deadline, and the CPU time of a nested call is not billed to the call it interrupted.
 
@@ -44,18 +49,30 @@ function limits.configure(options)
   memory_kb = options.memory_kb
 end
 
---- The reason the call is over a limit, or nil. Garbage counts in collectgarbage("count"), so a full
--- collection decides before a call is killed for memory.
+--- The KiB the heap holds over the cap, less `spare_kb`, or nil when under it. Garbage counts in
+-- collectgarbage("count"), so a full collection decides.
+local function over_memory(spare_kb)
+  if collectgarbage("count") - spare_kb > memory_kb then
+    collectgarbage("collect")
+    local held = collectgarbage("count") - spare_kb
+    if held > memory_kb then
+      return held // 1
+    end
+  end
+end
+
+local function memory_breach()
+  if over_memory(0) then
+    return format("memory limit exceeded (%d KiB)", memory_kb)
+  end
+end
+
+--- The reason the call is over a limit, or nil.
 local function breach(call)
   if clock() > call.deadline then
     return format("cpu time limit exceeded (%g s)", call.budget)
   end
-  if collectgarbage("count") > memory_kb then
-    collectgarbage("collect")
-    if collectgarbage("count") > memory_kb then
-      return format("memory limit exceeded (%d KiB)", memory_kb)
-    end
-  end
+  return memory_breach()
 end
 
 --- The count hook. Raises the kill in the running thread when the innermost call is over a limit,
@@ -187,7 +204,9 @@ local function describe(err)
 end
 
 --- Runs `fn(...)` as a call with `budget` seconds of CPU time. Returns true and fn's first result,
--- or false and the error text. A yield that reaches this boundary fails the call.
+-- or false and the error text; then, when the heap is still over the cap once the call is over, the
+-- reason to restart the process (the call has failed then). A yield that reaches this boundary fails
+-- the call.
 function limits.run(budget, fn, ...)
   local started = clock()
   local call = { budget = budget, deadline = started + budget }
@@ -207,7 +226,14 @@ function limits.run(budget, fn, ...)
   if caller then
     caller.deadline = caller.deadline + (clock() - started)
   end
-  if call.killed then
+  -- The result (a string of encoded bytes) is on its way out; only what stays counts.
+  local held = over_memory(ok and type(value) == "string" and #value // 1024 or 0)
+  if held then
+    return false, format("memory limit exceeded (%d KiB): the scripts keep %d KiB once the call is over",
+                         memory_kb, held),
+           format("the scripts keep %d KiB once a call is over, more than the memory limit (%d KiB)",
+                  held, memory_kb)
+  elseif call.killed then
     return false, call.reason
   elseif ok then
     return true, value
@@ -215,14 +241,27 @@ function limits.run(budget, fn, ...)
   return false, describe(value)
 end
 
---- Runs `fn(...)`, the shim's side of a frame exchange, with the calling thread's hook off, so that
--- no limit fires half-way through it; returns fn's first two results once the limits are enforced
--- again.
+--- Runs `fn(...)`, a built-in's frame exchange, with the calling thread's hook off, so that no limit
+-- fires half-way through it; returns fn's first two results once the limits are enforced again.
+-- The heap is checked first: a call over its memory cap makes no more built-in calls. A third result
+-- `stop` from fn (the broker's reply said the call's budget is spent) kills the call with the reply's
+-- text, as a limit does.
 function limits.paused(fn, ...)
+  local call = calls[#calls]
+  if not call.killed then
+    local reason = memory_breach()
+    if reason then
+      call.killed, call.reason = true, reason
+    end
+  end
+  check()
   local thread_hook, mask, count = gethook()
   sethook()
-  local ok, value = fn(...)
+  local ok, value, stop = fn(...)
   sethook(thread_hook, mask, count)
+  if stop and not call.killed then
+    call.killed, call.reason = true, type(value) == "string" and value or "the call was stopped by the broker"
+  end
   hook()
   return ok, value
 end

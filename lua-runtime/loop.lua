@@ -4,6 +4,7 @@
 --   broker → Lua  ["call", id, function, args, opts]    opts: keepStrings (bool), cpu (seconds)
 --                 ["load", id, source, chunkname]
 --                 ["reply", id, ok, value]               the answer to an rpc
+--                 ["reply", id, false, reason, {stop = true}]   ...that ends the call (budget spent)
 --   Lua → broker  ["ready", {lua, builtins, trusted}]    once, from shim.lua
 --                 ["rpc", id, builtin, args]
 --                 ["result", id, true, {defined = false}]              the function is not defined
@@ -11,6 +12,7 @@
 --                 ["result", id, true, {functions = [names]}]          a load ran
 --                 ["result", id, false, "error text"]                  a call or load failed
 --                 ["result", id, ok, value, {functions = [names]}]     a call that changed the list
+--                 ["result", id, false, text, {restart = reason}]     the heap stays over its cap
 --                 ["log", level, text]                   "print" (a script's print) or "warning"
 --
 -- Calls nest: while a built-in waits for its reply, the broker may send a call or a load; it runs,
@@ -35,20 +37,25 @@ local rpc_count = 0
 -- is checked when the frame is built).
 local ENVELOPE_BYTES = 1024
 
---- Sends a result; `changed` is the new list of script-defined functions, or nil. A frame over the
--- limit becomes an error result (the list then goes with the next result).
-local function send_result(id, ok, value, changed)
-  local sent, reason
-  if changed then
-    sent, reason = wire.send("result", id, ok, value, { functions = json.array(changed) })
-  else
-    sent, reason = wire.send("result", id, ok, value)
+--- Sends a result frame, with its fifth element (the new function list, the reason to restart)
+-- only when there is one of them.
+local function send(id, ok, value, changed, restart)
+  if changed or restart then
+    return wire.send("result", id, ok, value, { functions = changed and json.array(changed), restart = restart })
   end
+  return wire.send("result", id, ok, value)
+end
+
+--- Sends a result; `changed` is the new list of script-defined functions, or nil; `restart` the
+-- reason the process must be restarted after this call, or nil. A frame over the limit becomes an
+-- error result (the list then goes with the next result).
+local function send_result(id, ok, value, changed, restart)
+  local sent, reason = send(id, ok, value, changed, restart)
   if not sent then
     if changed then
       functions.retry()
     end
-    wire.send("result", id, false, "the result is too large: " .. reason)
+    send(id, false, "the result is too large: " .. reason, nil, restart)
   end
 end
 
@@ -76,7 +83,7 @@ local function run_call(id, name, args, opts)
   end
   local keep_strings = opts.keepStrings == true
   local budget = type(opts.cpu) == "number" and opts.cpu or default_cpu
-  local ok, value = limits.run(budget, function(...)
+  local ok, value, restart = limits.run(budget, function(...)
     local tree = json.to_json_value((fn(...)), keep_strings)
     local bytes, reason = msgpack.encode(tree, wire.max_frame() - ENVELOPE_BYTES)
     if bytes == nil then
@@ -87,7 +94,7 @@ local function run_call(id, name, args, opts)
   if ok then
     value = { defined = true, value = msgpack.raw(value) }
   end
-  send_result(id, ok, value, functions.changed())
+  send_result(id, ok, value, functions.changed(), restart)
 end
 
 --- A chunk is compiled as text in the script environment; the chunkname makes the error positions
@@ -97,10 +104,10 @@ local function run_load(id, source, chunkname)
   if chunk == nil then
     return send_result(id, false, err)
   end
-  local ok
-  ok, err = limits.run(default_cpu, chunk)
+  local ok, restart
+  ok, err, restart = limits.run(default_cpu, chunk)
   if not ok then
-    return send_result(id, false, err, functions.changed())
+    return send_result(id, false, err, functions.changed(), restart)
   end
   send_result(id, true, { functions = json.array(functions.all()) })
 end
@@ -136,7 +143,8 @@ function loop.serve(script_env, tracker, cpu)
 end
 
 --- Sends a built-in's call and waits for its reply, serving the calls that arrive meanwhile.
--- Returns the reply's ok and value. The end of input means the broker is gone: exit quietly.
+-- Returns the reply's ok and value, and true when the reply says to stop the call (its budget is
+-- spent). The end of input means the broker is gone: exit quietly.
 function loop.rpc(name, args)
   rpc_count = rpc_count + 1
   local id = rpc_count
@@ -152,7 +160,8 @@ function loop.rpc(name, args)
       if message[2] ~= id or type(message[3]) ~= "boolean" then
         wire.fail("expected the reply to rpc " .. id .. ", got one for " .. tostring(message[2]))
       end
-      return message[3], message[4]
+      local flags = message[5]
+      return message[3], message[4], type(flags) == "table" and flags.stop == true
     end
     handle(message)
   end

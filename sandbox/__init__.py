@@ -4,11 +4,12 @@ This package knows nothing about DICOM or Orthanc: it runs named functions in a 
 serves the child's ``rpc`` requests through a handler that the caller provides. ``Sandbox`` is the
 public entry point; see docs/sandbox.md.
 """
+from sandbox.budget import bounded as bounded_by_budget
 from sandbox.channel import CallInfo
-from sandbox.errors import (BuiltinError, LuaError, SandboxCrashed, SandboxError, SandboxTimeout,
+from sandbox.errors import (BuiltinError, LuaError, SandboxBusy, SandboxCrashed, SandboxError, SandboxTimeout,
                             SandboxUnavailable, ScriptLoadError)
 from sandbox.isolation import Isolation, IsolationError, IsolationPlan, LayerReport
-from sandbox.limits import BackoffPolicy, Limits, next_delay
+from sandbox.limits import BackoffPolicy, CallBounds, Limits, next_delay
 from sandbox.states import State
 from sandbox.supervisor import CallResult, Sandbox, SandboxConfig, ScriptSource
 
@@ -16,5 +17,5 @@ __all__ = [
     "Sandbox", "SandboxConfig", "ScriptSource", "CallResult", "CallInfo", "Limits", "BackoffPolicy",
     "next_delay", "State", "Isolation", "IsolationError", "IsolationPlan", "LayerReport",
     "SandboxError", "LuaError", "ScriptLoadError", "SandboxCrashed", "SandboxTimeout", "SandboxUnavailable",
-    "BuiltinError",
+    "SandboxBusy", "BuiltinError", "CallBounds", "bounded_by_budget",
 ]

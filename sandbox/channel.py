@@ -10,6 +10,18 @@ runs (the broker is working then, possibly on a nested call that has its own dea
 EOF, on a malformed or oversized frame or a message of the wrong shape, the process group is killed and
 the channel is dead for good: every call still on its stack raises, and a new call raises
 ``ChannelClosed`` before writing anything (so the owner can retry it on a fresh process).
+
+Every call also runs under the budget of its top-level call (``sandbox.budget``): a wall-clock time
+that counts the built-ins, and caps on built-in calls and nested calls. The channel that opened the
+budget reads with its wall-clock deadline (past it, the process is killed); a built-in asked for once
+the budget is spent is answered with the reason and a ``stop`` that ends the call in the shim.
+
+A caller waits for a channel busy with another thread's call at most ``busy_timeout_s`` (cut to what
+is left of its own budget), then gets ``SandboxBusy``: no request waits without bound on a script.
+
+A call after which the shim says the Lua heap is still over its cap (``restart`` in the result: the
+scripts keep more than the memory limit in their globals) ends normally; then, before the lock is
+released, the process is killed and the channel is dead, so the owner restarts it cleanly.
 """
 from __future__ import annotations
 
@@ -20,13 +32,17 @@ import select
 import struct
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
-from sandbox.errors import BuiltinError, LuaError, SandboxCrashed, SandboxError, SandboxTimeout
+from sandbox import budget as budgets
+from sandbox.budget import KILL_GRACE_S, BudgetExceeded, CallBudget
+from sandbox.errors import BuiltinError, LuaError, SandboxBusy, SandboxCrashed, SandboxError, SandboxTimeout
 from sandbox.framing import DEFAULT_MAX_FRAME, ProtocolError, decode_payload, encode_frame
 from sandbox.messages import (Log, Ready, Result, Rpc, call_message, decode_incoming, load_message,
                               reply_message)
+from sandbox.limits import CallBounds
 from sandbox.process import ChildProcess
 
 log = logging.getLogger("sandbox.channel")
@@ -74,6 +90,11 @@ class _Active:
     function: str
     deadline: float
     timeout_s: float
+    budget: CallBudget | None = None
+    #: The budget's wall-clock deadline, for the calls of the channel that opened it (else ``inf``).
+    wall_deadline: float = math.inf
+    #: Why the call was told to stop (its budget is spent); it has ``KILL_GRACE_S`` to end.
+    stopped: str | None = None
     prints: list[str] = field(default_factory=list)
     log_lines: int = 0
     dropped_lines: int = 0
@@ -129,6 +150,7 @@ class SandboxChannel:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_log_lines: int = 1000,
         on_functions: FunctionsHandler | None = None,
+        bounds: CallBounds = CallBounds(),
     ) -> None:
         if process.stdin_fd is None or process.stdout_fd is None:
             raise ChannelClosed("the process has no pipes")
@@ -140,6 +162,9 @@ class SandboxChannel:
         self._max_frame = max_frame
         self._max_log_lines = max_log_lines
         self._on_functions = on_functions
+        self.bounds = bounds
+        #: Why the process must be restarted once its calls are over (the shim said so), if it must.
+        self._restart_reason: str | None = None
         #: The script-defined global functions, as last reported by the child (loads and calls).
         self.functions: frozenset[str] = frozenset()
         self._lock = threading.RLock()
@@ -167,6 +192,12 @@ class SandboxChannel:
     def depth(self) -> int:
         return len(self._stack)
 
+    @property
+    def busy_with(self) -> str | None:
+        """The function (or chunk) of the top-level call in progress, if any: for status pages."""
+        stack = self._stack
+        return stack[0].function if stack else None
+
     # ------------------------------------------------------------------------------------ operations
 
     def wait_ready(self, timeout_s: float) -> dict[str, Any]:
@@ -192,7 +223,7 @@ class SandboxChannel:
 
     def call(self, function: str, args: list[Any], opts: dict[str, Any], timeout_s: float) -> tuple[bool, Any, list[str]]:
         """Call the global ``function``; returns ``(defined, value, prints)``. Raises ``LuaError`` if it raised."""
-        with self._lock:
+        with self._locked(function):
             result, active = self._request(lambda call_id: call_message(call_id, function, args, opts), function,
                                            timeout_s)
             if not result.ok:
@@ -204,7 +235,7 @@ class SandboxChannel:
 
     def load(self, source: str | bytes, chunkname: str, timeout_s: float) -> tuple[list[str], list[str]]:
         """Load and run a chunk; returns ``(global functions defined afterwards, prints)``."""
-        with self._lock:
+        with self._locked(chunkname):
             result, active = self._request(lambda call_id: load_message(call_id, source, chunkname), chunkname,
                                            timeout_s)
             if not result.ok:
@@ -245,41 +276,77 @@ class SandboxChannel:
 
     # ------------------------------------------------------------------------------------- internals
 
+    @contextmanager
+    def _locked(self, label: str) -> Iterator[None]:
+        """Hold the channel for a call: at once on the thread that holds it (a nested call), else after
+        at most ``bounds.busy_timeout_s`` (cut to what is left of this thread's budget)."""
+        wait_s = budgets.bounded(self.bounds.busy_timeout_s)
+        if not self._lock.acquire(timeout=max(0.0, wait_s)):
+            holder = self._stack[0].function if self._stack else "another call"
+            raise SandboxBusy(f"sandbox {self.name!r} is busy with {holder}; {label} waited {wait_s:g} s for it")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _request(self, build: Callable[[int], list[Any]], label: str, timeout_s: float) -> tuple[Result, _Active]:
-        with self._lock:
-            self._check_open()
-            if len(self._stack) >= MAX_DEPTH:
-                raise SandboxError(f"calls into sandbox {self.name!r} nested deeper than {MAX_DEPTH}")
-            call_id = self._next_id
-            self._next_id += 1
-            frame = encode_frame(build(call_id))  # TypeError for unencodable args: nothing written
-            if len(frame) - 4 > self._max_frame:
-                raise SandboxError(f"arguments of {label} are {len(frame) - 4} bytes; the maximum is {self._max_frame}")
-            active = _Active(call_id, label, time.monotonic() + timeout_s, timeout_s)
-            self._stack.append(active)
-            try:
-                self._write(frame, active)
-                while True:
-                    message = self._read(active)
-                    match message:
-                        case Result(id=result_id) if result_id == call_id:
-                            if message.functions is not None:
-                                self._set_functions(message.functions)
-                            return message, active
-                        case Rpc():
-                            self._serve_rpc(message, active)
-                        case Log():
-                            self._log(message, active)
-                        case _:
-                            self._protocol_error(f"unexpected {message} while waiting for the result of {call_id}")
-            except BaseException as exc:
-                self._desync(exc)
-                raise
-            finally:
-                self._stack.pop()
-                if active.dropped_lines:
-                    self._emit("warning", f"{active.dropped_lines} log lines of {label} dropped "
-                                          f"(more than {self._max_log_lines})")
+        """Write a call or a load, serve the child until its result, under the thread's call budget."""
+        self._check_open()
+        if len(self._stack) >= MAX_DEPTH:
+            raise SandboxError(f"calls into sandbox {self.name!r} nested deeper than {MAX_DEPTH}")
+        bounds = self.bounds
+        try:
+            with budgets.scope(self, max(bounds.wall_s, timeout_s), bounds.max_builtin_calls,
+                               bounds.max_nested_calls) as budget:
+                return self._exchange(build, label, timeout_s, budget)
+        except BudgetExceeded as exc:
+            raise SandboxError(f"sandbox {self.name!r}: {label} refused: {exc}") from None
+
+    def _exchange(self, build: Callable[[int], list[Any]], label: str, timeout_s: float,
+                  budget: CallBudget) -> tuple[Result, _Active]:
+        call_id = self._next_id
+        self._next_id += 1
+        frame = encode_frame(build(call_id))  # TypeError for unencodable args: nothing written
+        if len(frame) - 4 > self._max_frame:
+            raise SandboxError(f"arguments of {label} are {len(frame) - 4} bytes; the maximum is {self._max_frame}")
+        active = _Active(call_id, label, time.monotonic() + timeout_s, timeout_s, budget,
+                         budget.deadline if budget.owner is self else math.inf)
+        self._stack.append(active)
+        try:
+            self._write(frame, active)
+            while True:
+                message = self._read(active)
+                match message:
+                    case Result(id=result_id) if result_id == call_id:
+                        if message.functions is not None:
+                            self._set_functions(message.functions)
+                        if message.restart is not None and self._restart_reason is None:
+                            self._restart_reason = message.restart
+                        return message, active
+                    case Rpc():
+                        self._serve_rpc(message, active)
+                    case Log():
+                        self._log(message, active)
+                    case _:
+                        self._protocol_error(f"unexpected {message} while waiting for the result of {call_id}")
+        except BaseException as exc:
+            self._desync(exc)
+            raise
+        finally:
+            self._stack.pop()
+            if active.dropped_lines:
+                self._emit("warning", f"{active.dropped_lines} log lines of {label} dropped "
+                                      f"(more than {self._max_log_lines})")
+            if not self._stack and self._restart_reason is not None:
+                self._retire(self._restart_reason)
+
+    def _retire(self, reason: str) -> None:
+        """The last call is over and the shim asked for a restart: kill the process while the lock is
+        still held, so that no other call starts on it."""
+        pid = self.process.interpreter_pid
+        self._mark_failed(lambda: SandboxCrashed(f"sandbox {self.name!r}: {reason}; process {pid} restarted"))
+        self.process.kill()
+        self.process.release_pipes()
 
     def _set_functions(self, names: Any) -> None:
         self.functions = frozenset(names)
@@ -291,23 +358,36 @@ class SandboxChannel:
 
     def _serve_rpc(self, rpc: Rpc, active: _Active) -> None:
         info = CallInfo(self.name, self.role, active.call_id, active.function, len(self._stack))
+        spent = active.budget.count_builtin() if active.budget is not None else None
         started = time.monotonic()
+        if spent is not None:
+            ok, value = False, spent
+        else:
+            try:
+                ok, value = True, self._rpc_handler(rpc.builtin, rpc.args, info)
+            except BuiltinError as exc:
+                ok, value = False, exc.message
+            except Exception:
+                if self._failure is None:
+                    log.exception("sandbox %s: rpc handler for %s failed (call %d, %s)",
+                                  self.name, rpc.builtin, active.call_id, active.function)
+                ok, value = False, f"internal error in {rpc.builtin}"
+            finally:
+                active.deadline += time.monotonic() - started  # the broker's time is not the child's
+            if self._failure is not None:
+                # A nested call from the handler lost the process; this call is lost with it.
+                raise self._failure()
+            spent = active.budget.check_wall() if active.budget is not None else None
+            if spent is not None:
+                ok, value = False, spent  # what the built-in did stays done; the call ends here
+        if spent is not None:
+            # The shim ends the call (no pcall catches it); it gets a short grace to do so.
+            active.deadline = time.monotonic() + KILL_GRACE_S
+            active.wall_deadline = math.inf
+            active.stopped = spent
+            log.warning("sandbox %s: %s stopped: %s", self.name, active.function, spent)
         try:
-            ok, value = True, self._rpc_handler(rpc.builtin, rpc.args, info)
-        except BuiltinError as exc:
-            ok, value = False, exc.message
-        except Exception:
-            if self._failure is None:
-                log.exception("sandbox %s: rpc handler for %s failed (call %d, %s)",
-                              self.name, rpc.builtin, active.call_id, active.function)
-            ok, value = False, f"internal error in {rpc.builtin}"
-        finally:
-            active.deadline += time.monotonic() - started  # the broker's time is not the child's
-        if self._failure is not None:
-            # A nested call from the handler lost the process; this call is lost with it.
-            raise self._failure()
-        try:
-            frame = encode_frame(reply_message(rpc.id, ok, value))
+            frame = encode_frame(reply_message(rpc.id, ok, value, stop=spent is not None))
         except (TypeError, ValueError, OverflowError):
             log.exception("sandbox %s: result of %s cannot be encoded", self.name, rpc.builtin)
             frame = encode_frame(reply_message(rpc.id, False, f"internal error in {rpc.builtin}"))
@@ -339,11 +419,22 @@ class SandboxChannel:
         try:
             if not fd_ok:
                 raise EOFError("the pipes are closed")
-            return decode_incoming(self._reader.read(active.deadline))
+            return decode_incoming(self._reader.read(min(active.deadline, active.wall_deadline)))
         except _Expired:
+            pid = self.process.interpreter_pid
+            if active.stopped is not None:
+                stopped = active.stopped
+                self._fail(lambda: SandboxTimeout(
+                    f"sandbox {self.name!r}: {active.function} did not stop within {KILL_GRACE_S:g} s after "
+                    f"it was told to ({stopped}); process {pid} killed", KILL_GRACE_S))
+            if active.wall_deadline <= active.deadline and active.budget is not None:
+                wall_s = active.budget.wall_s
+                self._fail(lambda: SandboxTimeout(
+                    f"sandbox {self.name!r}: {active.function} exceeded the wall-clock limit of its call "
+                    f"({wall_s:g} s, built-ins included); process {pid} killed", wall_s))
             self._fail(lambda: SandboxTimeout(
                 f"sandbox {self.name!r}: {active.function} did not finish within {active.timeout_s:g} s; "
-                f"process {self.process.interpreter_pid} killed", active.timeout_s))
+                f"process {pid} killed", active.timeout_s))
         except EOFError:
             self._fail_exited(active)
         except ProtocolError as exc:

@@ -78,6 +78,17 @@ class SandboxUnavailable(SandboxError):
         return None if self.retry_at is None else max(0.0, self.retry_at - time.monotonic())
 
 
+class SandboxBusy(SandboxUnavailable):
+    """The process is in another thread's call and did not come free within the busy timeout.
+
+    Nothing was sent; the process is fine. A filter applies its failure policy, the event dispatcher
+    tries again later, a REST request answers at once instead of waiting on the script.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "busy")
+
+
 class BuiltinError(Exception):
     """Raised by an rpc handler to make the Lua stub raise ``message`` in the script.
 

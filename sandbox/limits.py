@@ -11,6 +11,28 @@ from sandbox.framing import DEFAULT_MAX_FRAME
 
 
 @dataclass(frozen=True)
+class CallBounds:
+    """What bounds a call beyond its own CPU and working time (``sandbox.budget``).
+
+    A top-level call and everything it causes on its thread (built-ins, calls into any sandbox) share
+    ``wall_s`` of wall-clock time, ``max_builtin_calls`` built-in calls and ``max_nested_calls``
+    nested calls; ``wall_s`` is raised to the call's hard deadline when that is longer. A call waits
+    at most ``busy_timeout_s`` for a process busy with another thread's call.
+    """
+
+    wall_s: float = 60.0
+    max_builtin_calls: int = 100_000
+    max_nested_calls: int = 10_000
+    busy_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.wall_s <= 0 or self.busy_timeout_s < 0:
+            raise ValueError("CallBounds: wall_s must be positive and busy_timeout_s not negative")
+        if self.max_builtin_calls < 1 or self.max_nested_calls < 0:
+            raise ValueError("CallBounds: max_builtin_calls must be at least 1, max_nested_calls not negative")
+
+
+@dataclass(frozen=True)
 class Limits:
     """Limits of one sandbox process.
 
@@ -25,6 +47,9 @@ class Limits:
 
     ``max_frame`` bounds frames in both directions: the broker checks it, and passes it to the shim
     (``--max-frame``, at least 4096 for the product's shim), which refuses a result that would not fit.
+
+    ``bounds`` adds what neither deadline sees: the wall-clock time, built-ins included, and the
+    number of built-in and nested calls of one top-level call; and the wait for a busy process.
     """
 
     soft_cpu_s: float = 10.0
@@ -35,6 +60,7 @@ class Limits:
     open_files: int = 32
     max_frame: int = DEFAULT_MAX_FRAME
     max_log_lines: int = 1000
+    bounds: CallBounds = CallBounds()
 
     def __post_init__(self) -> None:
         if self.soft_cpu_s <= 0 or self.hard_timeout_s <= 0:

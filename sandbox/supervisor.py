@@ -275,6 +275,7 @@ class Sandbox:
                 "role": self.config.role,
                 "state": self._state.value,
                 "pid": process.interpreter_pid if process else None,
+                "busy_with": channel.busy_with if channel is not None else None,
                 "interpreter": self._interpreter,
                 "lua": self._info.get("lua"),
                 "restarts": self._restarts,
@@ -331,14 +332,14 @@ class Sandbox:
                 self._on_channel_failure(channel, exc)
                 raise
             except LuaError:
-                self._on_success()
+                self._on_done(channel)
                 raise
             except BaseException:
                 # Anything else that left the channel dead (an interrupt mid-call) is a lost process too.
                 if not channel.alive:
                     self._on_channel_failure(channel, channel.failure())
                 raise
-            self._on_success()
+            self._on_done(channel)
             return result
 
     def _acquire(self, wait_until: float) -> SandboxChannel:
@@ -379,7 +380,12 @@ class Sandbox:
             if generation is not None:
                 self._restart(generation)
 
-    def _on_success(self) -> None:
+    def _on_done(self, channel: SandboxChannel) -> None:
+        """A call came back from a live process; the channel may have retired it right after (the
+        scripts hold more than the memory cap): that is recorded as a failure, with its reason."""
+        if not channel.alive:
+            self._on_channel_failure(channel, channel.failure())
+            return
         with self._cond:
             self._schedule.record_success()
 
@@ -470,7 +476,8 @@ class Sandbox:
                                      trusted=bool(self.config.trusted))
         channel = SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
                                  on_log=self._on_log, max_frame=limits.max_frame,
-                                 max_log_lines=limits.max_log_lines, on_functions=self._on_functions)
+                                 max_log_lines=limits.max_log_lines, on_functions=self._on_functions,
+                                 bounds=limits.bounds)
         with self._cond:
             if generation != self._generation:
                 process.kill()
@@ -482,6 +489,9 @@ class Sandbox:
             if self.config.initialize and self.config.initialize in defined:
                 self._run_initialize(channel)
                 defined = channel.functions  # Initialize may have defined functions
+            failure = channel.failure()
+            if failure is not None:  # retired after a load or Initialize that left the heap over its cap
+                raise failure
         except BaseException:
             channel.kill("start failed")
             raise

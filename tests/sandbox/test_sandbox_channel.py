@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from sandbox import (BuiltinError, Limits, LuaError, SandboxCrashed, SandboxError, SandboxTimeout)
+from sandbox import (BuiltinError, CallBounds, Limits, LuaError, SandboxBusy, SandboxCrashed, SandboxError,
+                     SandboxTimeout)
 from sandbox.channel import MAX_DEPTH
 
 # ------------------------------------------------------------------------------------------- rpc
@@ -187,6 +188,46 @@ def test_child_time_between_rpcs_still_counts(make_sandbox, recorder):
     sandbox.start()
     with pytest.raises(SandboxTimeout):
         sandbox.call("Mixed", [])
+
+
+def test_wall_clock_limit_counts_builtins_and_kills_the_process_once_lua_runs_past_it(make_sandbox, recorder):
+    recorder.handlers["Slow"] = lambda args, info: time.sleep(0.5)
+    sandbox = make_sandbox("function Mixed() rpc('Slow') busy(30) end\nfunction Ok() return 1 end",
+                           limits=Limits(hard_timeout_s=1.0, bounds=CallBounds(wall_s=1.0)))
+    sandbox.start()
+    with pytest.raises(SandboxTimeout, match=r"Mixed exceeded the wall-clock limit of its call \(1 s"):
+        sandbox.call("Mixed", [])
+    assert sandbox.call("Ok", []).value == 1
+
+
+def test_a_call_that_ignores_the_stop_is_killed_after_the_grace(make_sandbox, recorder):
+    """The fake shim does not honour ``stop`` (the product's shim does: test_security_call_budget.py)."""
+    recorder.handlers["Slow"] = lambda args, info: time.sleep(0.5)
+    sandbox = make_sandbox("function Deaf() pcall(rpc, 'Slow') busy(30) end\nfunction Ok() return 1 end",
+                           limits=Limits(hard_timeout_s=0.3, bounds=CallBounds(wall_s=0.3)))
+    sandbox.start()
+    with pytest.raises(SandboxTimeout, match=r"Deaf did not stop within 2 s after it was told to "
+                                             r"\(wall-clock limit exceeded"):
+        sandbox.call("Deaf", [])
+    assert sandbox.call("Ok", []).value == 1
+
+
+def test_a_call_waits_for_a_busy_process_at_most_the_busy_timeout(make_sandbox, recorder):
+    started = threading.Event()
+    recorder.handlers["Started"] = lambda args, info: started.set()
+    sandbox = make_sandbox("function Work() rpc('Started') busy(3) return 'done' end\nfunction Ok() return 1 end",
+                           limits=Limits(bounds=CallBounds(busy_timeout_s=0.2)))
+    sandbox.start()
+    holder = threading.Thread(target=sandbox.call, args=("Work", []))
+    holder.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(SandboxBusy, match=r"is busy with Work; Ok waited 0.2 s for it"):
+            sandbox.call("Ok", [])
+        assert holder.is_alive(), "the refused call did not wait for the busy one to finish"
+    finally:
+        holder.join()
+    assert sandbox.call("Ok", []).value == 1
 
 
 def test_cpu_option_extends_the_hard_deadline(make_sandbox):

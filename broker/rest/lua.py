@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.core.origin import RequestOrigin
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -13,12 +14,23 @@ from sandbox import LuaError, SandboxError
 routes = RouteTable()
 
 
+def require_lua_admin(request: RestRequest, services: Any) -> None:
+    """``LuaAdminUsers``: when set, only those users may run a script or change the engine (reload,
+    reset, requeue); anyone else gets 403. A script's own ``RestApi*`` call (origin Lua) passes: it is
+    code an administrator installed. Reading (``/lua/status``, the parked list) stays open."""
+    admins = services.config.lua_admin_users
+    if admins is None or request.origin.request_origin is RequestOrigin.LUA or request.origin.username in admins:
+        return
+    raise BareHttpStatus(403, f"The URI {request.path} is reserved to the users of \"LuaAdminUsers\"")
+
+
 @routes.post("/tools/execute-script")
 def execute_script(request: RestRequest, services: Any) -> RestResponse:
     """Run the body as Lua in the main process; answer the printed lines, each ending in ``\\n``."""
     if not services.config.execute_lua_enabled:
         raise BareHttpStatus(403, "The URI /tools/execute-script is disallowed for security reasons; "
                                   "set \"ExecuteLuaEnabled\": true in the configuration to enable it")
+    require_lua_admin(request, services)
     try:
         lines = services.scripts.execute(request.body)
     except LuaError as exc:
@@ -40,6 +52,7 @@ def lua_status(request: RestRequest, services: Any) -> Any:
 def lua_reload(request: RestRequest, services: Any) -> Any:
     """Re-read ``LuaScripts`` and load them into fresh processes; swap once ready. 400 (the old
     version stays) with the file and line when a script does not load."""
+    require_lua_admin(request, services)
     previous = services.scripts.version
     try:
         version = services.scripts.reload("POST /lua/reload")
@@ -53,6 +66,7 @@ def lua_reload(request: RestRequest, services: Any) -> Any:
 @routes.post("/lua/reset")
 def lua_reset(request: RestRequest, services: Any) -> Any:
     """Bring quarantined (or fatal) sandbox processes back now, with a fresh circuit."""
+    require_lua_admin(request, services)
     try:
         roles = services.scripts.reset()
     except ReloadError as exc:
@@ -73,6 +87,7 @@ def parked_events(request: RestRequest, services: Any) -> Any:
 def requeue_parked_event(request: RestRequest, services: Any) -> Any:
     """Put a parked event back at its place in the queue (its attempts are kept: one more cut
     delivery parks it again). 404 if no parked event has that number."""
+    require_lua_admin(request, services)
     try:
         seq = int(request.params["seq"])
     except ValueError:

@@ -6,7 +6,8 @@ name is a bare 404 there, Orthanc's error 7 elsewhere);
 ``GET /modalities/{name}/configuration``; ``PUT /modalities/{name}`` with any form accepted in the
 configuration file; ``DELETE /modalities/{name}``; ``POST /modalities/{name}/echo`` (200 ``{}``). The same
 for ``/peers``, whose configuration never shows passwords or header values, plus
-``GET /peers/{name}/system``. Changes made here live until the server stops, as in Orthanc.
+``GET /peers/{name}/system``. Changes made here live until the server stops, as in Orthanc. A script
+(``RestApi*``) gets the peers redacted as well: no password in a URL, no secret user property.
 
 Handlers need ``services.network`` (``NetworkRegistry``), ``services.scu`` (``StoreScu``) and
 ``services.peers`` (``PeerClient``).
@@ -20,6 +21,7 @@ from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.network import Modality, Peer
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.scripting.redaction import shown_to
 
 routes = RouteTable()
 
@@ -100,7 +102,7 @@ def echo_modality(request: RestRequest, services: Any) -> Any:
 def list_peers(request: RestRequest, services: Any) -> Any:
     peers = services.network.peers()
     if "expand" in request.query:
-        return {name: peer.public_json() for name, peer in peers.items()}
+        return shown_to(request.origin, services.config, {name: peer.public_json() for name, peer in peers.items()})
     return list(peers)
 
 
@@ -113,7 +115,7 @@ def get_peer(request: RestRequest, services: Any) -> Any:
 
 @routes.get("/peers/{name}/configuration")
 def get_peer_configuration(request: RestRequest, services: Any) -> Any:
-    return services.network.peer(request.params["name"]).public_json()
+    return shown_to(request.origin, services.config, services.network.peer(request.params["name"]).public_json())
 
 
 @routes.put("/peers/{name}")

@@ -19,6 +19,7 @@ from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
 from broker.rest.types import RestRequest
 from broker.scripting.http_client import HostRefused, HttpTransportError
+from broker.scripting.redaction import redact
 from broker.scripting.values import lua_tostring, to_lua
 from sandbox import BuiltinError
 
@@ -188,8 +189,10 @@ def rest_api_put(ctx: CallContext, args: list[Any]) -> bytes | None:
 
 @builtin("GetOrthancConfiguration")
 def get_orthanc_configuration(ctx: CallContext, args: list[Any]) -> Any:
-    """The configuration as written in the files (no defaults filled in), as a Lua table."""
-    return to_lua(ctx.services.config.raw)
+    """The configuration as written in the files (no defaults filled in), as a Lua table; its secrets
+    replaced by a marker unless ``LuaExposeSecrets`` (``broker.scripting.redaction``)."""
+    config = ctx.services.config
+    return to_lua(config.raw if config.lua_expose_secrets else redact(config.raw))
 
 
 # The HTTP client (spec section 3): Orthanc's argument checks are lua_isstring (a string or a number),

@@ -14,6 +14,7 @@ from broker.core.origin import RequestOrigin
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.callbacks import http_request_args, received_instance_args
+from broker.scripting.redaction import hide_credentials
 
 
 def _predicate(name: str, value: Any) -> bool:
@@ -55,8 +56,16 @@ class InstanceFilter:
 
 def http_request_allowed(scripts: ScriptSet, method: str, uri: str, ip: str, username: str,
                          headers: Iterable[tuple[str, str]]) -> bool:
-    """``IncomingHttpRequestFilter``: True to serve the request, False to answer 403."""
+    """``IncomingHttpRequestFilter``: True to serve the request, False to answer 403.
+
+    With ``AuthenticationEnabled`` the ``Authorization`` header is a login the broker has checked: it
+    holds a registered user's password, and the filter gets the user name instead (``username``), so
+    the header's credentials are hidden unless ``LuaExposeSecrets`` (Orthanc passes them)."""
     if not scripts.defines("IncomingHttpRequestFilter"):
         return True
+    config = scripts.services.config
+    if config.authentication_enabled and not config.lua_expose_secrets:
+        headers = [(name, hide_credentials(value) if name.lower() == "authorization" else value)
+                   for name, value in headers]
     result = scripts.call_filter("IncomingHttpRequestFilter", http_request_args(method, uri, ip, username, headers))
     return True if result is None else _predicate("IncomingHttpRequestFilter", result.value)

@@ -183,6 +183,7 @@ class _Reader:
             raise DicomFormatError(f"sequences are nested more than {_MAX_DEPTH} levels deep")
         buffer = self.buffer
         budget = self.budget
+        left = budget.left  # counted in a local: this loop is the hot path of ingest
         elements: list[Element] = []
         creators: dict[tuple[int, int], str] = {}
         pixel_representation = 0
@@ -193,11 +194,12 @@ class _Reader:
             tag = (group << 16) | elem
             if stop_group is not None and group != stop_group:
                 break
-            budget.left -= 1
-            if budget.left < 0:
+            left -= 1
+            if left < 0:
                 raise budget.exhausted()
             if tag == _ITEM_DELIMITER:
                 if in_undefined_item:
+                    budget.left = left
                     return elements, position + 8
                 raise DicomFormatError(f"unexpected item delimiter at offset {position}")
             if group == 0xFFFE:
@@ -227,7 +229,9 @@ class _Reader:
             if length == _UNDEFINED:
                 if vr == "SQ" or (vr == "UN" and tag != PIXEL_DATA) or (self.implicit and vr not in BINARY_VRS):
                     reader = self if vr == "SQ" or self.implicit else self._implicit_little_endian()
+                    budget.left = left
                     element.items, position = reader._sequence(start, end, depth, undefined=True)
+                    left = budget.left
                     element.vr = "SQ"
                 elif vr in BINARY_VRS or vr == "UN":
                     position = self._fragments(start, end)
@@ -240,7 +244,9 @@ class _Reader:
                         f"value of tag ({group:04X},{elem:04X}) needs {length} bytes at offset {start}, "
                         f"only {end - start} remain")
                 if vr == "SQ":
+                    budget.left = left
                     element.items, _ = self._sequence(start, stop, depth, undefined=False)
+                    left = budget.left
                 elif vr not in BINARY_VRS and (vr != "UN" or length <= _MAX_KEPT_UN):
                     element.value = buffer[start:stop]
                     if group & 1 and 0x0010 <= elem <= 0x00FF and vr == "LO":
@@ -251,6 +257,7 @@ class _Reader:
             elements.append(element)
         if in_undefined_item:
             raise DicomFormatError("an item of undefined length has no item delimiter")
+        budget.left = left
         return elements, position
 
     def _sequence(self, position: int, end: int, depth: int, *, undefined: bool) -> tuple[list[list[Element]], int]:

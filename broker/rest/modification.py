@@ -26,6 +26,7 @@ import logging
 from typing import Any, Callable
 
 from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
+from broker.core.bounds import UNBOUNDED
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
 from broker.core.modify import (Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset)
@@ -151,8 +152,8 @@ def run_resource_modification(store: Store, modification: ModifyRequest, instanc
             failed += 1
             continue
         modified = _modified_bytes(data, modifier, transcode, instance_id)
-        original = IncomingInstance(data, origin).ids
-        incoming = IncomingInstance(modified, origin)
+        original = IncomingInstance(data, origin, UNBOUNDED).ids  # stored: read whatever bounds say now
+        incoming = IncomingInstance(modified, origin, store.bounds)
         new = incoming.ids
         incoming.extra_metadata = {metadata_type: instance_id}
         for ancestor, old_id, new_id in ((Level.SERIES, original.series, new.series),

@@ -6,6 +6,11 @@ encoded by the peer, never decoded and re-encoded here) and hands it to the same
 ``status_for``: a filter that fails answers 0xA700 (Orthanc's ``Refused: Out of resources``), a file
 that cannot be parsed 0xC000 (``Cannot understand``), a ``ReceivedCStoreInstanceFilter`` refusal its
 own status.
+
+Timeouts and slots (issue 7, finding 4): a connection has ``DicomScpAcseTimeout`` seconds to send its
+association request, an association may stay idle ``DicomScpTimeout`` seconds (Orthanc's option, also
+the wait for each DIMSE message), and at most ``DicomScpMaximumAssociations`` associations are served
+at once, counted from their request on (``broker.dicom.slots``).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.origin import Origin
+from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
 
@@ -67,10 +73,15 @@ class StoreScp:
         config = self.services.config
         ae = AE(ae_title=config.dicom_aet)
         ae.maximum_pdu_size = 0  # no limit on what peers may send us: fewer, larger P-DATA PDUs
+        ae.acse_timeout = config.dicom_scp_acse_timeout  # also the ARTIM timer of a connection that sends nothing
+        ae.network_timeout = config.dicom_scp_timeout
+        ae.dimse_timeout = config.dicom_scp_timeout
+        ae.maximum_associations = UNCOUNTED
+        slots = AssociationSlots(config.dicom_scp_maximum_associations)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self.handle_store), *NODELAY_HANDLERS]
+        handlers = [(evt.EVT_C_STORE, self.handle_store), *slots.handlers, *NODELAY_HANDLERS]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
         log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
 

@@ -40,7 +40,7 @@ log = logging.getLogger("luabroker")
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        store = Store(config.storage_directory, user_metadata=config.user_metadata)
+        store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds)
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.network = NetworkRegistry.from_config(config.raw)
         services.scu = StoreScu(services.network, DicomOptions.from_config(config))

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from sandbox import BackoffPolicy, Isolation, Limits
+from broker.core.bounds import MIB, InflateBound, InputBounds
+from broker.scripting.script_log import ScriptLogLimits
+from sandbox import BackoffPolicy, CallBounds, Isolation, Limits
 
 T = TypeVar("T")
 
@@ -44,13 +46,14 @@ def load_json_file(path: Path) -> dict[str, Any]:
 
 
 def _option(raw: dict[str, Any], name: str, kind: type[T] | tuple[type, ...], default: T,
-            check: Callable[[Any], bool] | None = None) -> T:
+            check: Callable[[Any], bool] | None = None, label: str | None = None) -> T:
+    """``raw[name]`` checked; ``label`` is the name in the message when it differs (a nested option)."""
     value = raw.get(name, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (check and not check(value)):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"Option '{name}' has value {value!r}; expected {expected}")
+        raise ConfigError(f"Option '{label or name}' has value {value!r}; expected {expected}")
     return value  # type: ignore[return-value]
 
 
@@ -90,6 +93,22 @@ class Config:
     lua_isolation: Isolation = field(default_factory=Isolation)
     #: ``LuaTrustedScripts``: scripts of ``LuaScripts`` run in trusted mode (io, os.execute, ...).
     lua_trusted_scripts: tuple[Path, ...] = ()
+    #: ``LuaExposeSecrets``: scripts read passwords and keys of the configuration as written (Orthanc).
+    lua_expose_secrets: bool = False
+    #: ``LuaAdminUsers``: the users who may run execute-script and the /lua operator POSTs; None: anyone.
+    lua_admin_users: tuple[str, ...] | None = None
+    #: ``LuaSandbox.LogRateLimit`` and ``LuaSandbox.LogLineMaxLength``: the bounds of the scripts' log.
+    lua_log_limits: ScriptLogLimits = field(default_factory=ScriptLogLimits)
+    #: ``MaximumHttpBodySize``, ``MaximumDicomElements``, ``MaximumInflatedSize``,
+    #: ``MaximumCompressionRatio``: what one upload may cost (docs/security.md, "Bounds on input").
+    input_bounds: InputBounds = field(default_factory=InputBounds)
+    #: ``DicomScpTimeout`` (Orthanc): seconds an association may stay idle; None: no limit.
+    dicom_scp_timeout: float | None = 30.0
+    #: ``DicomScpAcseTimeout``: seconds a new connection has to send its association request.
+    dicom_scp_acse_timeout: float = 10.0
+    #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
+    #: do not count).
+    dicom_scp_maximum_associations: int = 32
     #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
     path: Path | None = None
 
@@ -139,6 +158,13 @@ class Config:
             lua_filter_failure_policy=_filter_failure_policy(sandbox),
             lua_isolation=_layers(sandbox),
             lua_trusted_scripts=_trusted(raw, base_dir, scripts),
+            lua_expose_secrets=_option(raw, "LuaExposeSecrets", bool, False),
+            lua_admin_users=_admin_users(raw, users, auth),
+            lua_log_limits=_log_limits(sandbox),
+            input_bounds=_input_bounds(raw),
+            dicom_scp_timeout=_option(raw, "DicomScpTimeout", float, 30.0, lambda v: v >= 0) or None,
+            dicom_scp_acse_timeout=_option(raw, "DicomScpAcseTimeout", float, 10.0, lambda v: v > 0),
+            dicom_scp_maximum_associations=_option(raw, "DicomScpMaximumAssociations", int, 32, lambda v: v >= 1),
         )
 
     @classmethod
@@ -159,11 +185,24 @@ class Config:
 def _limits(sandbox: dict[str, Any]) -> Limits:
     base = Limits()
     soft = _option(sandbox, "CallTimeout", float, base.soft_cpu_s, lambda v: v > 0)
+    hard = _option(sandbox, "HardTimeout", float, max(base.hard_timeout_s, soft + 5), lambda v: v > soft)
     return Limits(
         soft_cpu_s=soft,
-        hard_timeout_s=_option(sandbox, "HardTimeout", float, max(base.hard_timeout_s, soft + 5), lambda v: v > soft),
+        hard_timeout_s=hard,
         memory_kb=_option(sandbox, "MemoryLimitMB", int, base.memory_kb // 1024, lambda v: v > 0) * 1024,
         address_space_mb=_option(sandbox, "AddressSpaceMB", int, base.address_space_mb, lambda v: v >= 64),
+        bounds=_bounds(sandbox, hard),
+    )
+
+
+def _bounds(sandbox: dict[str, Any], hard: float) -> CallBounds:
+    """What bounds one call beyond its CPU and working time (docs/security.md, "Bounds of a call")."""
+    base = CallBounds()
+    return CallBounds(
+        wall_s=_option(sandbox, "WallTimeout", float, max(base.wall_s, hard), lambda v: v >= hard),
+        max_builtin_calls=_option(sandbox, "MaxBuiltinCalls", int, base.max_builtin_calls, lambda v: v >= 1),
+        max_nested_calls=_option(sandbox, "MaxNestedCalls", int, base.max_nested_calls, lambda v: v >= 0),
+        busy_timeout_s=_option(sandbox, "BusyTimeout", float, base.busy_timeout_s, lambda v: v >= 0),
     )
 
 
@@ -234,3 +273,53 @@ def _trusted(raw: dict[str, Any], base_dir: Path, scripts: list[str]) -> tuple[P
         if path not in configured:
             raise ConfigError(f"Option 'LuaTrustedScripts' names {str(path)!r}, which is not in 'LuaScripts'")
     return trusted
+
+
+def _admin_users(raw: dict[str, Any], users: dict[str, str], authentication: bool) -> tuple[str, ...] | None:
+    """``LuaAdminUsers``: names of ``RegisteredUsers``; only they may run execute-script and the
+    operator's ``POST /lua/...`` (docs/security.md). Absent: anyone who passes authentication."""
+    value = raw.get("LuaAdminUsers")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"Option 'LuaAdminUsers' has value {value!r}; expected a list of user names")
+    for name in value:
+        if name not in users:
+            raise ConfigError(f"Option 'LuaAdminUsers' names {name!r}, which is not in 'RegisteredUsers'")
+    if not authentication:
+        raise ConfigError("Option 'LuaAdminUsers' needs 'AuthenticationEnabled': without authentication no "
+                          "request has a user name")
+    return tuple(value)
+
+
+def _log_limits(sandbox: dict[str, Any]) -> ScriptLogLimits:
+    """``LuaSandbox.LogRateLimit`` (``LinesPerSecond``, ``Burst``: a token bucket per tenant) and
+    ``LuaSandbox.LogLineMaxLength``: what scripts may write to the server's log."""
+    base = ScriptLogLimits()
+    rate = _option(sandbox, "LogRateLimit", dict, {}, label="LuaSandbox.LogRateLimit")
+    for key in rate:
+        if key not in ("LinesPerSecond", "Burst"):
+            raise ConfigError(f"Option 'LuaSandbox.LogRateLimit' has an unknown member {key!r}; "
+                              "expected some of LinesPerSecond, Burst")
+    return ScriptLogLimits(
+        lines_per_second=_option(rate, "LinesPerSecond", float, base.lines_per_second, lambda v: v > 0,
+                                 "LuaSandbox.LogRateLimit.LinesPerSecond"),
+        burst=_option(rate, "Burst", int, base.burst, lambda v: v >= 1, "LuaSandbox.LogRateLimit.Burst"),
+        max_line_length=_option(sandbox, "LogLineMaxLength", int, base.max_line_length, lambda v: v >= 80,
+                                "LuaSandbox.LogLineMaxLength"),
+    )
+
+
+def _input_bounds(raw: dict[str, Any]) -> InputBounds:
+    """The bounds on input (docs/security.md, "Bounds on input"). As Orthanc's ``MaximumStorageSize``,
+    sizes are in MB (MiB) and 0 means no limit."""
+    base, inflate = InputBounds(), InflateBound()
+
+    def size_mb(name: str, default: int | None) -> int | None:
+        return _option(raw, name, int, (default or 0) // MIB, lambda v: v >= 0) * MIB or None
+
+    elements = _option(raw, "MaximumDicomElements", int, base.max_elements or 0, lambda v: v >= 0)
+    ratio = _option(raw, "MaximumCompressionRatio", float, inflate.max_ratio or 0.0, lambda v: v == 0 or v >= 1)
+    return InputBounds(max_body=size_mb("MaximumHttpBodySize", base.max_body), max_elements=elements or None,
+                       inflate=InflateBound(max_size=size_mb("MaximumInflatedSize", inflate.max_size),
+                                            max_ratio=ratio or None))

@@ -9,7 +9,8 @@ import base64
 import binascii
 import hmac
 import ipaddress
-from typing import Mapping
+import re
+from typing import TYPE_CHECKING, Mapping
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -18,6 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
+
+if TYPE_CHECKING:
+    from broker.scripting.bridge import ScriptSet
 
 
 def client_ip(scope: Scope) -> str:
@@ -79,14 +83,27 @@ class BasicAuthMiddleware:
         await self.app(scope, receive, send)
 
 
-class LuaHttpFilterMiddleware:
-    """``IncomingHttpRequestFilter``: false → 403 with an empty body; an error → Orthanc's 500 JSON."""
+#: The operator's endpoints (``/lua/status``, ``/lua/reload``, ``/lua/reset``, the parked events) are
+#: answered without asking ``IncomingHttpRequestFilter``: a busy, broken or quarantined main process
+#: must not lock the operator out of the tools that repair it (docs/security.md). Matched whole, so no
+#: other path (``/lua/../tools/...``) slips through.
+OPERATOR_PATHS = re.compile(r"/lua/(status|reload|reset|events/parked|events/parked/[0-9]+/requeue)/?")
 
-    def __init__(self, app: ASGIApp, scripts: object) -> None:
+
+class LuaHttpFilterMiddleware:
+    """``IncomingHttpRequestFilter``: false → 403 with an empty body; an error → Orthanc's 500 JSON.
+
+    Whether the filter exists is known without asking the main process (``ScriptSet.defines``), so a
+    request never waits on a process that does not define it, and does not even use a worker thread;
+    when it is defined and the process is busy, the wait is bounded (``LuaSandbox.BusyTimeout``), then
+    the filter's failure policy answers."""
+
+    def __init__(self, app: ASGIApp, scripts: "ScriptSet") -> None:
         self.app, self.scripts = app, scripts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if (scope["type"] != "http" or not self.scripts.defines("IncomingHttpRequestFilter")
+                or OPERATOR_PATHS.fullmatch(scope["path"])):
             await self.app(scope, receive, send)
             return
         from broker.scripting.filters import http_request_allowed

@@ -9,7 +9,7 @@ from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.bridge import ReloadError
-from sandbox import LuaError, SandboxError
+from sandbox import LuaError, SandboxBusy, SandboxError
 
 routes = RouteTable()
 
@@ -35,6 +35,9 @@ def execute_script(request: RestRequest, services: Any) -> RestResponse:
         lines = services.scripts.execute(request.body)
     except LuaError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, str(exc)) from exc
+    except SandboxBusy as exc:  # another call holds the main process: answer now, never queue on it
+        raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The Lua sandbox is busy, try again later: {exc}",
+                           http_status=503) from exc
     except SandboxError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The Lua sandbox could not run the script: {exc}") from exc
     return RestResponse.text("".join(line + "\n" for line in lines))
@@ -55,7 +58,7 @@ def lua_reload(request: RestRequest, services: Any) -> Any:
     require_lua_admin(request, services)
     previous = services.scripts.version
     try:
-        version = services.scripts.reload("POST /lua/reload")
+        version = services.scripts.reload("POST /lua/reload", wait=False)
     except ReloadError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The scripts were not reloaded, version {previous} "
                            f"stays: {exc}", http_status=exc.http_status) from exc
@@ -68,7 +71,7 @@ def lua_reset(request: RestRequest, services: Any) -> Any:
     """Bring quarantined (or fatal) sandbox processes back now, with a fresh circuit."""
     require_lua_admin(request, services)
     try:
-        roles = services.scripts.reset()
+        roles = services.scripts.reset(wait=False)
     except ReloadError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, str(exc), http_status=exc.http_status) from exc
     except SandboxError as exc:

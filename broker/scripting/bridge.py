@@ -131,12 +131,13 @@ class ScriptSet:
             for thread in retiring.values():
                 thread.join(timeout=30)
 
-    def reload(self, reason: str = "reload") -> ScriptVersion:
+    def reload(self, reason: str = "reload", *, wait: bool = True) -> ScriptVersion:
         """Re-read ``LuaScripts`` (from the configuration file when there is one), load the scripts into
         a new pair of processes, and swap it in once both are ready (``Initialize`` ran on the new main
         process). The replaced version finishes its calls, gets ``Finalize`` and stops, in the
-        background. Raises ``ReloadError`` and keeps the current version if anything fails."""
-        with self._exclusive():
+        background. Raises ``ReloadError`` and keeps the current version if anything fails; with
+        ``wait=False``, also at once (409) when another reload or reset is in progress."""
+        with self._exclusive(wait):
             if self._stopping:
                 raise ReloadError("the server is stopping", 503)
             if not self._started:
@@ -171,11 +172,12 @@ class ScriptSet:
         self._changed()
         return version
 
-    def reset(self) -> list[str]:
+    def reset(self, *, wait: bool = True) -> list[str]:
         """``POST /lua/reset``: bring the current version's quarantined (or fatal) processes back now,
-        with a fresh circuit. Returns the roles that were reset. Raises what a restart raised."""
+        with a fresh circuit. Returns the roles that were reset. Raises what a restart raised, and
+        ``ReloadError`` as ``reload`` does."""
         reset: list[str] = []
-        with self._exclusive():
+        with self._exclusive(wait):
             version = self._current
             version.reported_quarantine.clear()
             for role, sandbox in version.sandboxes.items():
@@ -193,17 +195,21 @@ class ScriptSet:
         return reset
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """One reload or reset at a time; the others wait. A script that asks for a reload while its
-        own version is being loaded (``Initialize`` calling ``/lua/reload``) is refused, not deadlocked."""
+    def _exclusive(self, wait: bool) -> Iterator[None]:
+        """One reload or reset at a time; the others wait (SIGHUP), or are refused at once (REST: an
+        operator endpoint never waits on sandboxes being started). A script that asks for a reload
+        while its own version is being loaded (``Initialize`` calling ``/lua/reload``) is refused, not
+        deadlocked."""
         if self._reload_owner == threading.get_ident():
             raise ReloadError("a reload or reset is already in progress on this thread", 409)
-        with self._reload_lock:
-            self._reload_owner = threading.get_ident()
-            try:
-                yield
-            finally:
-                self._reload_owner = None
+        if not self._reload_lock.acquire(blocking=wait):
+            raise ReloadError("a reload or reset is already in progress; try again when it is over", 409)
+        self._reload_owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._reload_owner = None
+            self._reload_lock.release()
 
     def _new_version(self, scripts_config: Any) -> ScriptVersion:
         """A version (not started) of the scripts that ``scripts_config`` lists (``LuaScripts``, and
@@ -401,7 +407,6 @@ class ScriptSet:
         """``/tools/execute-script``: run a chunk in the main process; its globals persist (until a
         restart or a reload)."""
         with self.pinned() as version:
-            version.execute_used = True
             with self._observed(version, Role.MAIN, "execute-script"):
                 return version.sandboxes[Role.MAIN].execute(source, "line")
 
@@ -469,8 +474,5 @@ class ScriptSet:
             getattr(metrics, instrument).labels(*labels).inc()
 
     def _on_log(self, sandbox: str, level: str, text: str) -> None:
-        if level == "print":
-            log.warning("Lua says: %s", text, extra={"tenant": self.tenant, "sandbox": sandbox})
-        else:
-            log.log(logging.getLevelName(level.upper()) if isinstance(logging.getLevelName(level.upper()), int)
-                    else logging.INFO, "%s: %s", sandbox, text)
+        """A line of a sandbox process (``print`` included): escaped, attributed, rate-limited."""
+        self.services.script_log.line(self.tenant, sandbox, level, text)

@@ -63,7 +63,6 @@ class ScriptVersion:
         self.trusted = trusted
         self.digest = sources_digest(scripts)
         self.loaded_at = time.time()
-        self.execute_used = False
         #: Roles whose quarantine was already reported (logged once per episode).
         self.reported_quarantine: set[Role] = set()
         self.sandboxes: dict[Role, Sandbox] = {
@@ -132,10 +131,10 @@ class ScriptVersion:
 
     # -- questions ---------------------------------------------------------------------------------
     def defines(self, name: str, role: Role) -> bool:
-        """Whether the callback may be defined: exact for the filter process (it only ever runs the
-        ``LuaScripts``); "maybe" for the main process once execute-script ran in it."""
-        sandbox = self.sandboxes[role]
-        return name in sandbox.defined_functions() or (role is Role.MAIN and self.execute_used)
+        """Whether the callback is defined, as the process last reported: after every load, every
+        execute-script and every call that changed its functions. Known without asking the process,
+        so a busy process is never waited on for a callback it does not define."""
+        return name in self.sandboxes[role].defined_functions()
 
     def quarantined_roles(self) -> list[str]:
         return [role.value for role, sandbox in self.sandboxes.items() if sandbox.state is State.QUARANTINED]

@@ -6,7 +6,8 @@ that process; headers are given per call and never persist. The requests themsel
 ``httpx.Client`` configured from ``HttpProxy``, ``HttpsVerifyPeers`` and ``HttpsCACertificates``.
 
 The timeout (``SetHttpTimeout``, else ``HttpTimeout``; <= 0 means 60 s) bounds both connecting and the
-whole transfer, as curl's ``CURLOPT_TIMEOUT``. Redirects are followed. ``LuaHttpAllowedHosts`` (ours,
+whole transfer, as curl's ``CURLOPT_TIMEOUT``; it is cut to what is left of the calling script's
+wall-clock budget (``LuaSandbox.WallTimeout``). Redirects are followed. ``LuaHttpAllowedHosts`` (ours,
 default: any host, as Orthanc) limits the hosts a script may reach, redirects included: a refused host
 is never connected to.
 """
@@ -23,6 +24,7 @@ import httpx
 
 from broker.network import HttpOptions
 from broker.peers import build_http_client
+from sandbox import bounded_by_budget
 
 log = logging.getLogger("luabroker.lua")
 
@@ -99,7 +101,8 @@ class LuaHttpClient:
         """One request with the sandbox's credentials and timeout. Raises ``HostRefused`` or
         ``HttpTransportError``; any HTTP status is an answer."""
         state = self.state(sandbox)
-        timeout = self.options.effective_timeout(state.timeout)
+        # Never longer than what is left of the calling script's budget (sandbox.budget).
+        timeout = max(0.001, bounded_by_budget(self.options.effective_timeout(state.timeout)))
         deadline = time.monotonic() + timeout
         all_headers = dict(headers or {})
         if method in ("POST", "PUT") and (method == "POST" or body) and \

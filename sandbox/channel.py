@@ -274,6 +274,25 @@ class SandboxChannel:
             self.process.kill()
             self.process.release_pipes()
 
+    def reap_if_exited(self) -> bool:
+        """Between calls: if the process has exited (killed from outside, by the kernel's OOM killer),
+        mark the channel dead and return True, so its owner restarts it before the next call needs it.
+        Never waits: a call in progress finds out by itself."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._failure is not None or not self.process.exited():
+                return False
+            process = self.process
+            process.kill()  # reaps it, and whatever is left of its group
+            self._mark_failed(lambda: SandboxCrashed(
+                f"sandbox {self.name!r}: process {process.interpreter_pid} {process.describe_exit()} while idle",
+                process.returncode, process.stderr_tail()))
+            process.release_pipes()
+            return True
+        finally:
+            self._lock.release()
+
     # ------------------------------------------------------------------------------------- internals
 
     @contextmanager

@@ -339,13 +339,13 @@ class ChildProcess:
         leader is still an unreaped zombie then, so its group id cannot have been reused).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._exited():
+        while not self.exited():
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(0.005)
         return self.kill()
 
-    def _exited(self) -> bool:
+    def exited(self) -> bool:
         """Has the child exited? Does not reap it."""
         if self._popen.returncode is not None:
             return True

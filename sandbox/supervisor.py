@@ -36,6 +36,9 @@ log = logging.getLogger("sandbox.supervisor")
 STOP_GRACE_S = 1.0
 #: Bytes of a load frame that are not the script's source or chunk name (the message envelope).
 LOAD_FRAME_OVERHEAD = 64
+#: How often the supervisor looks whether an idle READY process is still there (killed from outside:
+#: restarted before the next call needs it, and the status page does not show a dead pid as ready).
+LIVENESS_CHECK_S = 1.0
 
 T = TypeVar("T")
 
@@ -563,20 +566,30 @@ class Sandbox:
             self._supervisor.start()
 
     def _supervise(self, generation: int) -> None:
-        """Restart proactively when the schedule says so; exits when the sandbox is stopped."""
+        """Restart proactively when the schedule says so, and notice an idle process that died; exits
+        when the sandbox is stopped."""
         while True:
+            watched: SandboxChannel | None = None
             with self._cond:
-                while True:
-                    if generation != self._generation:
-                        return
-                    now = time.monotonic()
-                    if (self._state in RESTARTABLE_STATES
-                            and self._schedule.transition(self._state, now) is State.STARTING):
-                        self._change_state(State.STARTING, f"restart after {self._last_error_text()}")
-                        break
-                    wait = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
+                if generation != self._generation:
+                    return
+                now = time.monotonic()
+                restart = (self._state in RESTARTABLE_STATES
+                           and self._schedule.transition(self._state, now) is State.STARTING)
+                if restart:
+                    self._change_state(State.STARTING, f"restart after {self._last_error_text()}")
+                else:
+                    if self._state is State.READY:
+                        wait: float | None = LIVENESS_CHECK_S
+                    else:
+                        wait = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
                     self._cond.wait(wait)
-            self._restart(generation)
+                    if self._state is State.READY and generation == self._generation:
+                        watched = self._channel
+            if restart:
+                self._restart(generation)
+            elif watched is not None and watched.reap_if_exited():
+                self._on_channel_failure(watched, watched.failure())
 
 
 def _iso(wall: float) -> str:

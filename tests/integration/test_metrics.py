@@ -6,7 +6,7 @@ import os
 import signal
 
 from factory import make_instances, to_bytes
-from operations_helpers import metric, metrics
+from operations_helpers import metric, metrics, wait_for
 
 SCRIPTS = """
 function ReceivedInstanceFilter(tags, origin, info)
@@ -54,8 +54,8 @@ def test_metrics_move_with_calls_in_orthancs_text_format(luabroker):
     # Reloads and restarts are counted across versions (a replaced version's numbers are kept).
     pid = next(s["pid"] for s in server.http.get("/lua/status").json()["Sandboxes"] if s["role"] == "main")
     os.kill(pid, signal.SIGKILL)
-    server.execute("print(2)")  # finds the process gone, restarts it
-    assert metric(server, "luabroker_lua_sandbox_restarts_total", role="main") >= 1
+    server.execute("print(2)")  # finds the process gone; the supervisor restarts it
+    assert wait_for(lambda: metric(server, "luabroker_lua_sandbox_restarts_total", role="main") >= 1)
     assert server.http.post("/lua/reload").status_code == 200
     assert metric(server, "luabroker_lua_reloads_total", result="ok") == 1
     assert metric(server, "luabroker_lua_sandbox_restarts_total", role="main") >= 1

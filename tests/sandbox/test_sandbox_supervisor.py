@@ -1,6 +1,8 @@
 """Sandbox lifecycle: start, script loading, Initialize, restart after failures, backoff, quarantine, stop."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -157,6 +159,21 @@ def test_supervisor_thread_restarts_without_waiting_for_a_call(make_sandbox):
     assert wait_for(lambda: sandbox.state is State.READY)
     new_pid = sandbox.status()["pid"]
     assert new_pid not in (None, pid) and process_exists(new_pid)
+
+
+def test_a_process_killed_while_idle_is_restarted_before_the_next_call(make_sandbox):
+    sandbox = make_sandbox(COUNTER)
+    sandbox.start()
+    pid = sandbox.status()["pid"]
+    assert sandbox.call("Inc", []).value == 1
+    os.kill(pid, signal.SIGKILL)
+    # No call comes: the supervisor notices by itself, so the status never shows a dead pid for long.
+    assert wait_for(lambda: sandbox.status()["restarts"] == 1 and sandbox.state is State.READY)
+    status = sandbox.status()
+    assert status["pid"] != pid and process_exists(status["pid"]) and status["failures"] == 1
+    assert "killed by SIGKILL" in status["last_error"]["text"] and "while idle" in status["last_error"]["text"]
+    assert sandbox.call("Inc", []).value == 1  # the next call finds a fresh process, no failure of its own
+    assert sandbox.status()["failures"] == 1
 
 
 def test_call_during_backoff_waits_for_a_near_restart(make_sandbox):

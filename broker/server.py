@@ -37,6 +37,12 @@ from broker.services import Services
 log = logging.getLogger("luabroker")
 
 
+#: How long a stop waits for HTTP requests in progress before it goes on (and stops the sandboxes,
+#: which ends a request still waiting on a script): a script spinning in execute-script must not hold
+#: a SIGTERM for its whole wall-clock budget.
+HTTP_SHUTDOWN_GRACE_S = 10
+
+
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -60,7 +66,7 @@ class Server:
         self.dicom = StoreScp(services)
         self.http = uvicorn.Server(uvicorn.Config(
             build_app(services), host=config.http_bind, port=config.http_port, log_level="warning",
-            lifespan="off", access_log=False))
+            lifespan="off", access_log=False, timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE_S))
         self.ready = threading.Event()
         self.failure: BaseException | None = None
 

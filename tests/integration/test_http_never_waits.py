@@ -31,12 +31,15 @@ class Spinner:
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        self.answer: httpx.Response | None = None
+        self.answer: httpx.Response | httpx.HTTPError | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with self.server.client() as client:
-            self.answer = client.post("/tools/execute-script", content=SPIN.encode())
+            try:
+                self.answer = client.post("/tools/execute-script", content=SPIN.encode())
+            except httpx.HTTPError as exc:  # the server stopped under it
+                self.answer = exc
 
     def start(self) -> "Spinner":
         self.thread.start()
@@ -53,8 +56,6 @@ class Spinner:
 
 def main_pid(server: Any) -> int | None:
     return next((s["pid"] for s in server.server.services.scripts.status() if s["role"] == "main"), None)
-
-
 
 
 @pytest.fixture
@@ -94,6 +95,12 @@ def test_requests_do_not_wait_for_a_main_process_busy_in_execute_script(spinning
     assert [s["busy_with"] for s in status.json()["Sandboxes"] if s["role"] == "main"] == ["line"]
     assert server.http.post("/lua/reset").json()["Reset"] == []
     assert still_spinning(server), "the answers must come while the script still holds the process"
+
+
+def test_a_stop_does_not_wait_for_the_budget_of_a_spinning_script(spinning):
+    server = spinning()  # the spin may run for 120 s
+    server.stop(timeout=60)  # raises if the server is still running then
+    assert not still_spinning(server)
 
 
 def test_a_second_execute_script_is_refused_after_the_busy_timeout(spinning):

@@ -34,7 +34,7 @@ test: setup
 	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q
 
 bench: setup
-	PATH="$$PATH:/usr/sbin" $(PY) bench/ingest.py
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.ingest
 
 clean:
 	rm -rf $(VENV) luabroker-data .pytest_cache

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from factory import make_instances, to_bytes
+from tests.support.factory import make_instances, to_bytes
 
 DELIVERY_RECORDER = """
 function ReceivedInstanceFilter(tags, origin, info)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from operations_helpers import wait_for
+from tests.support.waiting import wait_until
 
 SPIN = "while true do end"
 #: A long CPU budget, so the spinning script holds the main process for the whole test; the test
@@ -43,7 +43,7 @@ class Spinner:
 
     def start(self) -> "Spinner":
         self.thread.start()
-        assert wait_for(lambda: still_spinning(self.server))
+        wait_until(lambda: still_spinning(self.server))
         return self
 
     def stop(self) -> None:

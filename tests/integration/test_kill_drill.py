@@ -8,8 +8,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.support.factory import make_instances
 from tests.support.waiting import wait_until
+
+#: About a minute: `pytest -m "not slow"` skips it locally; `make test` runs it.
+pytestmark = pytest.mark.slow
 
 RECORDER = """
 function ReceivedInstanceFilter(tags, origin, info)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from broker.scripting.version import sources_digest
 from sandbox import ScriptSource
@@ -43,6 +44,7 @@ def digest_of(root: Path, *names: str) -> str:
     return sources_digest([ScriptSource(name, (root / name).read_bytes()) for name in names])
 
 
+@pytest.mark.slow
 def test_reload_during_c_store_loses_nothing_and_each_event_is_handled_by_one_version(luabroker):
     server = luabroker({"handler.lua": handler("v1")}, UserMetadata={"HandledBy": 1024})
     first = server.http.get("/lua/status").json()["Version"]

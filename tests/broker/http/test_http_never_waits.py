@@ -97,6 +97,7 @@ def test_requests_do_not_wait_for_a_main_process_busy_in_execute_script(spinning
     assert still_spinning(server), "the answers must come while the script still holds the process"
 
 
+@pytest.mark.slow
 def test_a_stop_does_not_wait_for_the_budget_of_a_spinning_script(spinning):
     server = spinning()  # the spin may run for 120 s
     server.stop(timeout=60)  # raises if the server is still running then

@@ -1,6 +1,8 @@
 """The shared fixtures, registered once for every test package (they live in ``tests/support``)."""
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from typing import Iterator
 
@@ -13,14 +15,20 @@ pytest_plugins = ["tests.support.orthanc_peer", "tests.support.receivers", "test
 
 
 @pytest.fixture(scope="session", autouse=True)
-def worker_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def worker_tmpdir() -> Iterator[None]:
     """A temporary directory per pytest process, as ``TMPDIR`` for this process and its children.
 
     Sandboxes, Orthanc peers and uploads make their files under ``TMPDIR``; tests that list what is
-    left there (``sandbox_workdirs``) must not see another xdist worker's files.
+    left there (``sandbox_workdirs``) must not see another xdist worker's (or another run's) files.
+    It is made in the system's temporary directory, not in pytest's basetemp: the sandboxes run as
+    ``nobody``, who must be able to pass through it (basetemp is private to its owner).
     """
-    directory = str(tmp_path_factory.mktemp("tmp", numbered=False))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TMPDIR", directory)
-        patch.setattr(tempfile, "tempdir", directory)
-        yield
+    directory = tempfile.mkdtemp(prefix="luabroker-tests-")
+    os.chmod(directory, 0o711)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TMPDIR", directory)
+            patch.setattr(tempfile, "tempdir", directory)
+            yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

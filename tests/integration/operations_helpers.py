@@ -8,7 +8,6 @@ from typing import Any
 
 from tests.support.server import echo
 
-
 #: C-level pattern matching that backtracks for ages: the count hook never fires inside
 #: ``string.find``, so only the broker's hard deadline (SIGKILL) stops it.
 REDOS = "string.find(string.rep('a', 3e4), string.rep('a-', 20) .. 'b')"

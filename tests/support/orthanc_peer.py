@@ -23,7 +23,6 @@ import pytest
 
 from tests.support.ports import free_port
 
-
 ORTHANC_BINARY = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
 
 # A Lua script for Orthanc that appends the arguments of each OnStoredInstance to stored.jsonl.

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-
 from pydicom.uid import generate_uid
 
 from broker.core import preview

@@ -15,7 +15,6 @@ from tests.support.factory import make_instances, to_bytes
 from tests.support.receivers import StoreScpProcess
 from tests.support.waiting import wait_until
 
-
 JOBS = {"LuaTrailingTimeout": 0.3, "RetryAttempts": 2, "RetryDelay": 0.1}
 
 

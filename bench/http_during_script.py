@@ -5,7 +5,7 @@ The server is started fresh as a separate process (as ``bench/ingest.py`` does).
 measured side by side: it runs execute-script under the lock that its HTTP filter check takes, and has
 no limit on a script's time, so the same spin makes its HTTP wait until the server is killed.
 
-    python bench/http_during_script.py [--requests 300]
+    python -m bench.http_during_script [--requests 300]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest import start
+from bench.ingest import start
 
 
 def latencies(client: httpx.Client, count: int) -> list[float]:

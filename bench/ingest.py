@@ -5,7 +5,9 @@ calls ``RestApiGet``. DCMTK's ``storescu`` is the client (with ``TCP_NODELAY=1``
 association; the clock runs from the first association to the last C-STORE response. Each server is
 started fresh (new storage) as a separate process. Prints instances/s and luabroker/Orthanc ratios.
 
-    python bench/ingest.py [--count 500] [--rounds 3]
+    python -m bench.ingest [--count 500] [--rounds 3]
+
+Run from the repository root: the instance factory and the free ports are the tests' (``tests.support``).
 """
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
+from tests.support.factory import make_instances, write_files
+from tests.support.orthanc_peer import ORTHANC_BINARY
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-import httpx  # noqa: E402
-
-from factory import make_instances, write_files  # noqa: E402
-from orthanc_peer import ORTHANC_BINARY, free_port  # noqa: E402
 
 SCRIPT = """
 function ReceivedInstanceFilter(tags, origin, info)

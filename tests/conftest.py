@@ -1,31 +1,34 @@
-"""Fixtures shared by every test package."""
+"""The shared fixtures, registered once for every test package (they live in ``tests/support``)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import os
+import shutil
+import tempfile
 from typing import Iterator
 
 import pytest
 
-# pytest puts tests/ first on sys.path; the repository root must come before it, or the plain
-# directory tests/broker hides the broker package when pytest is run as `pytest` (not `python -m`).
-ROOT = str(Path(__file__).resolve().parents[1])
-if sys.path[:1] != [ROOT]:
-    sys.path.insert(0, ROOT)
+# Before the plugins below are imported, so that their asserts explain themselves like a test's.
+pytest.register_assert_rewrite("tests.support")
 
-from orthanc_peer import ORTHANC_BINARY, OrthancPeer  # noqa: E402
+pytest_plugins = ["tests.support.orthanc_peer", "tests.support.receivers", "tests.support.server"]
 
 
-@pytest.fixture(scope="session")
-def orthanc_peer() -> Iterator[OrthancPeer]:
-    """A real Orthanc (Debian package) on free ports in a temporary directory, shared by the session.
+@pytest.fixture(scope="session", autouse=True)
+def worker_tmpdir() -> Iterator[None]:
+    """A temporary directory per pytest process, as ``TMPDIR`` for this process and its children.
 
-    Tests that need an empty peer call ``orthanc_peer.clear()``. Skipped when Orthanc is not installed.
+    Sandboxes, Orthanc peers and uploads make their files under ``TMPDIR``; tests that list what is
+    left there (``sandbox_workdirs``) must not see another xdist worker's (or another run's) files.
+    It is made in the system's temporary directory, not in pytest's basetemp: the sandboxes run as
+    ``nobody``, who must be able to pass through it (basetemp is private to its owner).
     """
-    if ORTHANC_BINARY is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc); comparison tests need it")
-    peer = OrthancPeer.create().start()
+    directory = tempfile.mkdtemp(prefix="luabroker-tests-")
+    os.chmod(directory, 0o711)
     try:
-        yield peer
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TMPDIR", directory)
+            patch.setattr(tempfile, "tempdir", directory)
+            yield
     finally:
-        peer.stop()
+        shutil.rmtree(directory, ignore_errors=True)

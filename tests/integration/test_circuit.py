@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from broker.config import Config, ConfigError
-from factory import make_instances, to_bytes
-from operations_helpers import FAST_LIMITS, REDOS, Watcher, echo, metric, sandbox, wait_for
+from tests.integration.operations_helpers import FAST_LIMITS, REDOS, Watcher, sandbox
+from tests.support.factory import make_instances, to_bytes
+from tests.support.server import echo, metric
+from tests.support.waiting import wait_until
 
 REDOS_FILTER = f"""
 function ReceivedInstanceFilter(tags, origin, info)
@@ -104,7 +106,7 @@ def test_http_filter_with_open_policy_serves_requests_while_quarantined(luabroke
                                    "FilterFailurePolicy": {"IncomingHttpRequestFilter": "open"}})
     server.http.get("/redos")
     server.http.get("/redos")
-    assert wait_for(lambda: sandbox(server, "main")["state"] == "QUARANTINED", 5)
+    wait_until(lambda: sandbox(server, "main")["state"] == "QUARANTINED", 5)
     assert server.http.get("/system").status_code == 200
 
 
@@ -134,7 +136,7 @@ def test_poison_event_is_parked_after_the_retry_limit_and_later_events_are_deliv
 
     # The operator puts it back: one more cut delivery parks it again (its attempts are kept).
     assert server.http.post(f"/lua/events/parked/{parked[0]['Seq']}/requeue").status_code == 200
-    assert wait_for(lambda: [p["Attempts"] for p in server.http.get("/lua/events/parked").json()] == [3], 20)
+    wait_until(lambda: [p["Attempts"] for p in server.http.get("/lua/events/parked").json()] == [3], 20)
     assert server.http.post("/lua/events/parked/999999/requeue").status_code == 404
 
 

@@ -10,7 +10,12 @@ import sys
 import threading
 import time
 
-from factory import make_instances, to_bytes
+import pytest
+
+from tests.support.factory import make_instances, to_bytes
+
+#: 25 s together: `pytest -m "not slow"` skips them locally; `make test` runs them.
+pytestmark = pytest.mark.slow
 
 DELIVERY_RECORDER = """
 function ReceivedInstanceFilter(tags, origin, info)

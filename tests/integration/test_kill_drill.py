@@ -8,8 +8,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from factory import make_instances
-from operations_helpers import wait_for
+import pytest
+
+from tests.support.factory import make_instances
+from tests.support.waiting import wait_until
+
+#: About a minute: `pytest -m "not slow"` skips it locally; `make test` runs it.
+pytestmark = pytest.mark.slow
 
 RECORDER = """
 function ReceivedInstanceFilter(tags, origin, info)
@@ -71,8 +76,8 @@ def test_kill9_every_two_seconds_during_a_thousand_instance_c_store(luabroker):
     undelivered = [i for i in stored if server.http.get(f"/instances/{i}/metadata/Delivered").status_code != 200]
     assert undelivered == []
     # The last kill may still be restarting (the supervisor restarts in the background).
-    assert wait_for(lambda: sum(s["restarts"] for s in server.http.get("/lua/status").json()["Sandboxes"])
-                    >= len(kills))
+    wait_until(lambda: sum(s["restarts"] for s in server.http.get("/lua/status").json()["Sandboxes"])
+               >= len(kills))
     status = server.http.get("/lua/status").json()
     assert status["Events"].get("parked", 0) == 0 and status["Events"].get("pending", 0) == 0
     assert server.http.get("/lua/events/parked").json() == []

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import signal
 
-from factory import make_instances, to_bytes
-from operations_helpers import metric, metrics, wait_for
+from tests.support.factory import make_instances, to_bytes
+from tests.support.server import metric, metrics
+from tests.support.waiting import wait_until
 
 SCRIPTS = """
 function ReceivedInstanceFilter(tags, origin, info)
@@ -55,7 +56,7 @@ def test_metrics_move_with_calls_in_orthancs_text_format(luabroker):
     pid = next(s["pid"] for s in server.http.get("/lua/status").json()["Sandboxes"] if s["role"] == "main")
     os.kill(pid, signal.SIGKILL)
     server.execute("print(2)")  # finds the process gone; the supervisor restarts it
-    assert wait_for(lambda: metric(server, "luabroker_lua_sandbox_restarts_total", role="main") >= 1)
+    wait_until(lambda: metric(server, "luabroker_lua_sandbox_restarts_total", role="main") >= 1)
     assert server.http.post("/lua/reload").status_code == 200
     assert metric(server, "luabroker_lua_reloads_total", result="ok") == 1
     assert metric(server, "luabroker_lua_sandbox_restarts_total", role="main") >= 1

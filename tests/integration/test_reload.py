@@ -15,11 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from broker.scripting.version import sources_digest
-from factory import make_instances, to_bytes
-from operations_helpers import free_port, wait_for
 from sandbox import ScriptSource
+from tests.support.factory import make_instances, to_bytes
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 def handler(tag: str) -> str:
@@ -42,6 +44,7 @@ def digest_of(root: Path, *names: str) -> str:
     return sources_digest([ScriptSource(name, (root / name).read_bytes()) for name in names])
 
 
+@pytest.mark.slow
 def test_reload_during_c_store_loses_nothing_and_each_event_is_handled_by_one_version(luabroker):
     server = luabroker({"handler.lua": handler("v1")}, UserMetadata={"HandledBy": 1024})
     first = server.http.get("/lua/status").json()["Version"]
@@ -76,7 +79,7 @@ def test_reload_during_c_store_loses_nothing_and_each_event_is_handled_by_one_ve
     assert {s["Version"] for s in status["Sandboxes"]} == {final["Version"]}
     assert all(s["state"] == "READY" for s in status["Sandboxes"])
     assert status["LastReload"]["Succeeded"] is True
-    assert wait_for(lambda: server.http.get("/lua/status").json()["Retiring"] == [], 30)
+    wait_until(lambda: server.http.get("/lua/status").json()["Retiring"] == [], 30)
 
 
 LIFECYCLE = """
@@ -90,7 +93,7 @@ def test_reload_runs_initialize_on_the_new_version_then_finalize_on_the_old(luab
     server = luabroker({"life.lua": LIFECYCLE.replace("{tag}", "v1")})
     (server.root / "life.lua").write_text(LIFECYCLE.replace("{tag}", "v2"))
     assert server.http.post("/lua/reload").status_code == 200
-    assert wait_for(lambda: server.http.get("/lua/status").json()["Retiring"] == [], 30)
+    wait_until(lambda: server.http.get("/lua/status").json()["Retiring"] == [], 30)
 
     said = [r.getMessage().partition(": Lua says: ")[2] for r in caplog.records if ": Lua says: " in r.getMessage()]
     assert said == ["Initialize v1", "Initialize v2", "Finalize v1"]
@@ -155,11 +158,12 @@ def test_sighup_reloads_the_scripts_of_a_running_server(tmp_path):
             return {}
 
     try:
-        assert wait_for(lambda: {s.get("state") for s in status().get("Sandboxes", [])} == {"READY"}, 30), output
+        wait_until(lambda: {s.get("state") for s in status().get("Sandboxes", [])} == {"READY"}, 30,
+                   message="every sandbox READY")
         before = status()["Version"]
         (tmp_path / "hello.lua").write_text("function Initialize() print('two') end\n")
         os.kill(process.pid, signal.SIGHUP)
-        assert wait_for(lambda: status().get("Version") not in (None, before), 30), output
+        wait_until(lambda: status().get("Version") not in (None, before), 30, message="a new version")
         assert status()["LastReload"]["Reason"] == "SIGHUP"
         assert status()["Version"] == digest_of(tmp_path, "hello.lua")
     finally:

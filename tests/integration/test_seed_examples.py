@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from factory import make_instances, to_bytes
+from tests.support.factory import make_instances, to_bytes
 
 MR_ONLY = """
 function ReceivedInstanceFilter(dicom, origin, info)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from shim_driver import Shim
+from tests.lua.shim_driver import Shim
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import subprocess
 import msgpack
 import pytest
 
-from shim_driver import LUA, RUNTIME
 from sandbox.framing import encode_frame
+from tests.lua.shim_driver import LUA, RUNTIME
 
 
 def nested(depth: int) -> list:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
-from shim_driver import LUA, RUNTIME
+from tests.lua.shim_driver import LUA, RUNTIME
 
 
 def answer(value):

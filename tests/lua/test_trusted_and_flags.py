@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from shim_driver import LUA, RUNTIME
+from tests.lua.shim_driver import LUA, RUNTIME
 
 
 def shown(shim, expression: str) -> str:

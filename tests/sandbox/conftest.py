@@ -9,7 +9,7 @@ import pytest
 
 from sandbox import BackoffPolicy, CallInfo, Isolation, Limits, Sandbox, SandboxConfig, ScriptSource
 from sandbox.process import DEFAULT_SHIM
-from sandbox_helpers import FAKE_SHIM
+from tests.support.sandboxes import FAKE_SHIM
 
 
 @dataclass

@@ -16,8 +16,9 @@ from sandbox.layers import (BubblewrapLayer, LandlockLayer, Probe, RlimitLayer, 
                             UserLayer, can_prlimit, ordered, probe_rlimits, resolve_user)
 from sandbox.process import DEFAULT_SHIM, ChildProcess, SpawnSpec, find_interpreter
 from sandbox.runtime import readable_shim
+from tests.support.sandboxes import process_exists
+from tests.support.waiting import wait_until
 
-from sandbox_helpers import process_exists, wait_for
 
 # What the children read: a staged copy when this checkout is closed to the sandbox uid (CI clones
 # under /root), as the isolation plan does.
@@ -159,7 +160,7 @@ def test_prlimit_command_sets_the_limits_before_the_interpreter_starts():
         with open(f"/proc/{child.interpreter_pid}/cmdline", "rb") as f:
             return f.read().split(b"\0")[0]
     try:
-        assert wait_for(lambda: program() == find_interpreter().encode())  # prlimit exec'd the interpreter
+        wait_until(lambda: program() == find_interpreter().encode())  # prlimit exec'd the interpreter
         assert limits_of(child.interpreter_pid)["Max address space"] == (str(512 << 20),) * 2
     finally:
         child.kill()
@@ -235,7 +236,7 @@ def test_bubblewrap_child_is_the_interpreter_and_dies_with_the_wrapper():
         def program() -> bytes:
             with open(f"/proc/{child.interpreter_pid}/cmdline", "rb") as f:
                 return f.read().split(b"\0")[0]
-        assert wait_for(lambda: program() == find_interpreter().encode())
+        wait_until(lambda: program() == find_interpreter().encode())
         assert status_of(child.interpreter_pid)["NSpid"].split()[-1] == "2"  # pid 2 under bwrap's init
         for kind in ("net", "mnt", "pid", "user", "ipc", "uts", "cgroup"):
             assert os.readlink(f"/proc/{child.interpreter_pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
@@ -243,7 +244,7 @@ def test_bubblewrap_child_is_the_interpreter_and_dies_with_the_wrapper():
     finally:
         child.kill()
         child.release_pipes()
-    assert wait_for(lambda: not process_exists(interpreter), timeout=3)
+    wait_until(lambda: not process_exists(interpreter), timeout=3)
 
 
 def test_bubblewrap_reports_a_signal_death_by_name():

@@ -9,8 +9,8 @@ import pytest
 from sandbox import Limits, LuaError, SandboxCrashed, SandboxError
 from sandbox.layers import RlimitLayer
 from sandbox.process import STDERR_TAIL_BYTES, ChildProcess, SpawnSpec, find_interpreter
-
-from sandbox_helpers import FAKE_SHIM, SHIMS, process_exists, sandbox_workdirs, wait_for
+from tests.support.sandboxes import FAKE_SHIM, SHIMS, process_exists, sandbox_workdirs
+from tests.support.waiting import wait_until
 
 
 def read_limits(pid: int) -> dict[str, tuple[str, str]]:
@@ -83,7 +83,7 @@ def test_kill_takes_down_the_whole_process_group(make_sandbox):
     assert process_exists(grandchild)
     assert os.getpgid(grandchild) == sandbox.status()["pid"]
     sandbox.stop()
-    assert wait_for(lambda: not process_exists(grandchild), timeout=3)
+    wait_until(lambda: not process_exists(grandchild), timeout=3)
 
 
 def test_grandchildren_die_with_a_child_that_exits_by_itself(make_sandbox):
@@ -94,7 +94,7 @@ def test_grandchildren_die_with_a_child_that_exits_by_itself(make_sandbox):
     grandchild = sandbox.call("Spawn", []).value
     with pytest.raises(SandboxCrashed):
         sandbox.call("Die", [])
-    assert wait_for(lambda: not process_exists(grandchild), timeout=3)
+    wait_until(lambda: not process_exists(grandchild), timeout=3)
 
 
 def test_stderr_is_kept_as_a_capped_tail(make_sandbox):

@@ -11,8 +11,9 @@ import pytest
 from sandbox import (BackoffPolicy, Limits, LuaError, SandboxCrashed, SandboxError, SandboxTimeout,
                      SandboxUnavailable, ScriptLoadError)
 from sandbox.states import State
+from tests.support.sandboxes import SHIMS, process_exists
+from tests.support.waiting import wait_until
 
-from sandbox_helpers import SHIMS, process_exists, wait_for
 
 COUNTER = "counter = 0\nfunction Inc() counter = counter + 1 return counter end\nfunction Crash() exit(9) end"
 
@@ -110,7 +111,7 @@ def test_shim_that_dies_before_ready_counts_as_failures_and_gets_quarantined(mak
     with pytest.raises(SandboxCrashed) as info:
         sandbox.start()
     assert "giving up before ready" in str(info.value) and info.value.returncode == 3
-    assert wait_for(lambda: sandbox.state is State.QUARANTINED)
+    wait_until(lambda: sandbox.state is State.QUARANTINED)
     status = sandbox.status()
     assert status["failures"] == 3 and status["restarts"] == 0
     assert status["transitions"]["STARTING"] == 3
@@ -156,7 +157,7 @@ def test_supervisor_thread_restarts_without_waiting_for_a_call(make_sandbox):
     pid = sandbox.status()["pid"]
     with pytest.raises(SandboxCrashed):
         sandbox.call("Crash", [])
-    assert wait_for(lambda: sandbox.state is State.READY)
+    wait_until(lambda: sandbox.state is State.READY)
     new_pid = sandbox.status()["pid"]
     assert new_pid not in (None, pid) and process_exists(new_pid)
 
@@ -168,7 +169,7 @@ def test_a_process_killed_while_idle_is_restarted_before_the_next_call(make_sand
     assert sandbox.call("Inc", []).value == 1
     os.kill(pid, signal.SIGKILL)
     # No call comes: the supervisor notices by itself, so the status never shows a dead pid for long.
-    assert wait_for(lambda: sandbox.status()["restarts"] == 1 and sandbox.state is State.READY)
+    wait_until(lambda: sandbox.status()["restarts"] == 1 and sandbox.state is State.READY)
     status = sandbox.status()
     assert status["pid"] != pid and process_exists(status["pid"]) and status["failures"] == 1
     assert "killed by SIGKILL" in status["last_error"]["text"] and "while idle" in status["last_error"]["text"]
@@ -222,7 +223,7 @@ def test_quarantine_ends_after_cooldown_and_a_relapse_quarantines_at_once(make_s
         with pytest.raises(SandboxCrashed):
             sandbox.call("Crash", [])
     assert sandbox.state is State.QUARANTINED
-    assert wait_for(lambda: sandbox.state is State.READY, timeout=3)  # half-open restart
+    wait_until(lambda: sandbox.state is State.READY, timeout=3)  # half-open restart
     with pytest.raises(SandboxCrashed):
         sandbox.call("Crash", [])
     assert sandbox.state is State.QUARANTINED  # one failure was enough

@@ -12,7 +12,7 @@ import pytest
 
 from sandbox import BackoffPolicy, CallInfo, Isolation, Limits, Sandbox, SandboxConfig, ScriptSource
 from sandbox.process import DEFAULT_SHIM
-from security_helpers import BACKOFF, LIMITS
+from tests.security.security_helpers import BACKOFF, LIMITS
 
 
 class Rpc:

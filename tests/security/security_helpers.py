@@ -1,9 +1,8 @@
-"""Numbers shared by the security tests (a uniquely named module: test directories have no __init__.py)."""
+"""Numbers shared by the security tests."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from sandbox import BackoffPolicy, Limits
+from tests.support.sandboxes import FAKE_SHIM
 
 #: Small limits so the whole suite stays fast: 0.5 s of CPU per call; the 5 s hard deadline leaves room
 #: for a loaded machine (the soft limit counts CPU time, the hard one wall-clock time).
@@ -13,4 +12,4 @@ LIMITS = Limits(soft_cpu_s=0.5, hard_timeout_s=5.0, memory_kb=64 * 1024, address
 BACKOFF = BackoffPolicy(initial_s=0.0, base_s=0.05, cap_s=0.2, jitter=0.0, max_failures=3, window_s=60,
                         cooldown_s=30, max_call_wait_s=3.0)
 #: A test-only shim that runs scripts in the real globals and can write raw bytes (io, raw_write, exit).
-PARROT_SHIM = str(Path(__file__).resolve().parents[1] / "sandbox" / "shims" / "fakeshim.lua")
+PARROT_SHIM = FAKE_SHIM

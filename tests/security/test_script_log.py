@@ -13,8 +13,7 @@ import pytest
 from broker.config import Config, ConfigError
 from broker.metrics import Metrics
 from broker.scripting.script_log import EscapeControlCharacters, ScriptLog, ScriptLogLimits, escape
-from integration.conftest import luabroker  # noqa: F401  (the in-process server fixture)
-from integration.operations_helpers import metric
+from tests.support.server import metric
 
 FORGED = "x\n2026-01-01 00:00:00 W luabroker: <a forged log line>\0\x1b[2J"
 

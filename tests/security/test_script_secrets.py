@@ -18,7 +18,6 @@ from broker.errors import BareHttpStatus
 from broker.rest import lua
 from broker.rest.types import RestRequest
 from broker.scripting.redaction import REDACTED, redact
-from integration.conftest import luabroker  # noqa: F401  (the in-process server fixture)
 
 SECRETS = ["alice-pw", "bob-pw", "peer1-pw", "peer3-pw", "Bearer peer3-token", "peer3-trace", "key-pw",
            "peer3-api-token", "inline-pw", "pg-pw", "uri-pw", "dw-pw", "1234", "s3-secret", "AKIA-ID",

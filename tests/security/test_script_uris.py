@@ -13,8 +13,7 @@ import pytest
 
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.builtins import BUILTINS, CallContext
-from integration.conftest import luabroker  # noqa: F401  (the in-process server fixture)
-from orthanc_peer import ORTHANC_BINARY, OrthancPeer
+from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 
 REFUSED = ["http://evil.example/system", "//evil.example/system", "https:/system", "system", "", " /system",
            "/instances//x", "/instances/../system", "/./system", "/tools/.."]

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from sandbox import CallBounds, LuaError, SandboxError, State
-from security_helpers import LIMITS
+from tests.security.security_helpers import LIMITS
 
 #: One second of wall-clock time per call; the CPU and hard deadlines stay those of LIMITS.
 TIGHT = replace(LIMITS, hard_timeout_s=1.0, bounds=CallBounds(wall_s=1.0))

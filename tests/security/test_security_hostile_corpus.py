@@ -26,8 +26,8 @@ import pytest
 
 from sandbox import (Isolation, Limits, LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable,
                      ScriptLoadError, State)
+from tests.security.security_helpers import LIMITS, PARROT_SHIM
 
-from security_helpers import LIMITS, PARROT_SHIM
 
 LOOP = "local function loop() while true do end end\n"
 REDOS = "string.find(string.rep('a', 3e4), string.rep('a-', 20) .. 'b')"

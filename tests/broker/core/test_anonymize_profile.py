@@ -12,12 +12,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-import dicom_samples as samples
 from broker.core.anonymize import anonymization_request, profiles
 from broker.core.modify import Modifier, modify_instance_bytes, read_dataset
 from broker.core.store import Store
-from modification_samples import Client, differences, every_tag_file, peer_answer
-from orthanc_peer import OrthancPeer
+from tests.support import dicom_samples as samples
+from tests.support.modification_samples import Client, differences, every_tag_file, peer_answer
+from tests.support.orthanc_peer import OrthancPeer
 
 VERSIONS = ["2021b", "2017c", "2008"]
 

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.dicom_json import JsonFormat, dataset_to_json, simplify
 from broker.core.dicom_parse import parse_dicom
+from tests.support import dicom_samples as samples
 
 
 def full(data: bytes) -> dict[str, Any]:

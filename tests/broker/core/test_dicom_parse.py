@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.dicom_parse import (EXPLICIT_BIG_ENDIAN, IMPLICIT_LITTLE_ENDIAN, DicomFormatError, parse_dicom)
+from tests.support import dicom_samples as samples
 
 
 @pytest.mark.parametrize("name", samples.UNREADABLE_FILES)

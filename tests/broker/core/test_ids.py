@@ -5,10 +5,10 @@ import hashlib
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.ids import ResourceIds, format_sha1
 from broker.core.origin import Origin
 from broker.core.store import IncomingInstance
+from tests.support import dicom_samples as samples
 
 
 def test_id_is_sha1_in_five_dash_separated_groups() -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
-import dicom_samples as samples
 from broker.core.bounds import MIB, RATIO_GRACE, InflateBound, InputBounds, InputTooLarge, inflate
 from broker.core.dicom_json import JsonFormat
 from broker.core.dicom_parse import DicomFormatError, parse_dicom
 from broker.core.origin import Origin
 from broker.core.store import Store
 from broker.errors import ErrorCode, OrthancError
+from tests.support import dicom_samples as samples
 
 REST = Origin.rest("127.0.0.1", "")
 DEFLATED = "1.2.840.10008.1.2.1.99"

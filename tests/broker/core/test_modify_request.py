@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
-import dicom_samples as samples
-import factory
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
 from broker.core.modify import DicomPath, Modifier, ModifyRequest, modify_instance_bytes, parse_tag, read_dataset
@@ -16,6 +14,8 @@ from broker.core.origin import Origin
 from broker.core.store import Store
 from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, transcode_dataset
 from broker.errors import ErrorCode, OrthancError
+from tests.support import dicom_samples as samples
+from tests.support import factory
 
 CT = samples.sample_file("CT_small.dcm")
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.origin import Origin
 from broker.core.store import Store
+from tests.support import dicom_samples as samples
 
 
 @pytest.fixture

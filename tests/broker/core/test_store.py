@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.index import IndexTransaction
 from broker.core.levels import Level
 from broker.core.origin import Origin
 from broker.core.store import INDEX_FILE_NAME, IncomingInstance, Store
 from broker.errors import ErrorCode, OrthancError
+from tests.support import dicom_samples as samples
 
 REPO = Path(__file__).resolve().parents[3]
 REST = Origin.rest("10.0.0.7", "alice")
@@ -181,12 +181,11 @@ def test_failed_transaction_removes_the_written_file(store: Store, monkeypatch: 
 def test_crash_between_file_write_and_commit_leaves_no_index_row(tmp_path: Path) -> None:
     root = tmp_path / "store"
     script = f"""
-import os, sys
-sys.path.insert(0, {str(REPO / 'tests')!r})
-import dicom_samples
+import os
 from broker.core.index import IndexTransaction
 from broker.core.origin import Origin
 from broker.core.store import Store
+from tests.support import dicom_samples
 
 def die(*args, **kwargs):
     os._exit(17)  # the process dies with the transaction open, after the resources were inserted

@@ -11,11 +11,11 @@ import pydicom
 import pytest
 from pynetdicom import AE
 
-import dicom_samples as samples
 from broker.core.levels import Level
 from broker.core.origin import Origin
 from broker.core.store import Store
-from orthanc_peer import ORTHANC_BINARY, OrthancPeer
+from tests.support import dicom_samples as samples
+from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 
 IGNORED_METADATA = {"ReceptionDate"}  # a time stamp: differs by nature
 

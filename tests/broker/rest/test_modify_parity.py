@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-import dicom_samples as samples
-import factory
 from broker.core.levels import Level
 from broker.core.store import Store
-from modification_samples import Client, differences, peer_answer
-from orthanc_peer import OrthancPeer
+from tests.support import dicom_samples as samples
+from tests.support import factory
+from tests.support.modification_samples import Client, differences, peer_answer
+from tests.support.orthanc_peer import OrthancPeer
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPGExtended.dcm"]
 LEVELS = ["patients", "studies", "series", "instances"]

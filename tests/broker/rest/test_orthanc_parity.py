@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import dicom_samples as samples
-from orthanc_peer import OrthancPeer
+from tests.support import dicom_samples as samples
+from tests.support.orthanc_peer import OrthancPeer
 
 # Time stamps and file names differ by nature; IsStable depends on StableAge and timing.
 IGNORED_KEYS = {"FileUuid", "LastUpdate", "ReceptionDate", "IsStable"}

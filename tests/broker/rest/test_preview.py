@@ -8,15 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-
-import dicom_samples as samples
 from pydicom.uid import generate_uid
 
 from broker.core import preview
 from broker.core.modify import read_dataset
 from broker.core.store import Store
-from modification_samples import Client, peer_answer
-from orthanc_peer import OrthancPeer
+from tests.support import dicom_samples as samples
+from tests.support.modification_samples import Client, peer_answer
+from tests.support.orthanc_peer import OrthancPeer
 
 # Files Orthanc 1.10 (Debian, no plugin) can preview, across the transfer syntaxes, with the largest
 # pixel difference allowed (lossy JPEG: two decoders).

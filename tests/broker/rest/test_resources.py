@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.store import IncomingInstance, Store
+from tests.support import dicom_samples as samples
 
 CT = "f689ddd2-662f8fe1-8b18180d-ec2a2cee-937917af"
 CT_SERIES = "93034833-163e42c3-bc9a428b-194620cf-2c5799e5"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import uuid
 
-import dicom_samples as samples
+from tests.support import dicom_samples as samples
 
 
 def test_system_answers_orthancs_keys_with_our_identity(client) -> None:

@@ -13,13 +13,13 @@ from typing import Any, Iterable
 
 import pytest
 
-import dicom_samples as samples
 from broker.core.bounds import MIB
 from broker.errors import ErrorCode
 from broker.http.app import build_app
 from broker.http.body import SPOOL_THRESHOLD
 from broker.rest import resources, system
 from broker.rest.api import RestApi
+from tests.support import dicom_samples as samples
 
 
 def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:

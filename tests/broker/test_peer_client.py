@@ -7,8 +7,9 @@ import pytest
 from broker.errors import ErrorCode, OrthancError
 from broker.network import HttpOptions, NetworkRegistry, Peer
 from broker.peers import PeerClient, PeerError
-from factory import make_instances, to_bytes
-from orthanc_peer import ORTHANC_BINARY, OrthancPeer, free_port
+from tests.support.factory import make_instances, to_bytes
+from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
+from tests.support.ports import free_port
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orthanc_peer import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_seed_example_posts_the_preview_of_a_stored_instance_with_a_content_type
 
     from PIL import Image
 
-    from factory import make_instances, to_bytes
+    from tests.support.factory import make_instances, to_bytes
 
     server = luabroker({"preview.lua": f"""
         function OnStoredInstance(instanceId, tags, metadata)

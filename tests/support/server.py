@@ -1,4 +1,8 @@
-"""A real luabroker in this process: HTTP on a free loopback port, DICOM on another, real sandboxes."""
+"""A real luabroker in this process: HTTP on a free loopback port, DICOM on another, real sandboxes.
+
+The ``luabroker`` fixture starts as many as a test asks for; ``echo`` and ``metric`` ask a running one
+over DICOM and HTTP as a client would.
+"""
 from __future__ import annotations
 
 import json
@@ -9,13 +13,14 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from broker.config import Config
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.server import Server, run_in_thread
-from orthanc_peer import free_port
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -88,3 +93,31 @@ def luabroker(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         client.close()
         server.request_stop()
         thread.join(timeout=30)
+
+
+def echo(running: Running) -> int:
+    """C-ECHO over a fresh association; the status (or -1 if no association)."""
+    ae = AE(ae_title="ECHOSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", running.dicom_port, ae_title=running.aet, evt_handlers=NODELAY_HANDLERS)
+    if not assoc.is_established:
+        return -1
+    try:
+        return assoc.send_c_echo().Status
+    finally:
+        assoc.release()
+
+
+def metrics(running: Running) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the metrics endpoint: (name, labels) → value."""
+    answer = running.http.get("/tools/metrics-prometheus")
+    assert answer.status_code == 200, answer.text
+    samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric(running: Running, name: str, **labels: str) -> float:
+    return metrics(running).get((name, frozenset(labels.items())), 0.0)

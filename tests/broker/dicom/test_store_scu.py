@@ -13,8 +13,8 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
 
 from broker.dicom.scu import DicomNetworkError, StoreScu
 from broker.network import DicomOptions, Modality, NetworkRegistry
-from factory import make_instances, to_bytes
-from orthanc_peer import free_port
+from tests.support.factory import make_instances, to_bytes
+from tests.support.ports import free_port
 
 
 def scu_for(modalities: dict[str, Modality], *, close_delay: float = 5, aet: str = "LUABROKER") -> StoreScu:

@@ -13,10 +13,11 @@ from typing import Any, Iterator
 import pydicom
 import pytest
 
-from factory import make_instances, to_bytes
-from jobs_helpers import wait_until
-from network_helpers import StoreScpProcess
-from orthanc_peer import ORTHANC_BINARY, OrthancPeer, free_port
+from tests.support.factory import make_instances, to_bytes
+from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
+from tests.support.ports import free_port
+from tests.support.receivers import StoreScpProcess
+from tests.support.waiting import wait_until
 
 ONE_LINER = """
 function OnStoredInstance(instanceId, tags, metadata)

@@ -11,10 +11,9 @@ from typing import Any, Iterator
 import pytest
 
 from broker.jobs import JobState
-from factory import make_instances, to_bytes
-from jobs_helpers import wait_until
-from network_helpers import StoreScpProcess
-
+from tests.support.factory import make_instances, to_bytes
+from tests.support.receivers import StoreScpProcess
+from tests.support.waiting import wait_until
 
 JOBS = {"LuaTrailingTimeout": 0.3, "RetryAttempts": 2, "RetryDelay": 0.1}
 

@@ -1,5 +1,5 @@
-"""Real receivers for the network and jobs tests, all on 127.0.0.1: DCMTK's storescp, a pynetdicom SCP
-that records its associations, and a small HTTP service that records its requests."""
+"""Real receivers for the tests that send, all on 127.0.0.1: DCMTK's storescp, a pynetdicom SCP that
+records its associations, and a small HTTP service that records its requests; with their fixtures."""
 from __future__ import annotations
 
 import base64
@@ -11,14 +11,15 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pydicom
+import pytest
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.dicom.sockets import NODELAY_HANDLERS
-from orthanc_peer import free_port
+from tests.support.ports import free_port
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 HAS_DCMTK = shutil.which("storescp") is not None
@@ -216,3 +217,43 @@ class WebService:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreScpProcess]]:
+    """``storescp(*flags)`` starts a DCMTK storescp (``+xa``: accept all syntaxes; ``+xi``: implicit
+    VR little endian only) in a temporary directory; stopped after the test."""
+    if not HAS_DCMTK:
+        pytest.skip("DCMTK is not installed (apt-get install dcmtk)")
+    started: list[StoreScpProcess] = []
+
+    def start(*flags: str, aet: str = "STORESCP") -> StoreScpProcess:
+        receiver = StoreScpProcess(tmp_path / f"storescp{len(started)}", *flags, aet=aet)
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def recording_scp() -> Iterator[Callable[..., RecordingScp]]:
+    """``recording_scp(**options)`` starts a pynetdicom SCP that records associations and C-STOREs."""
+    started: list[RecordingScp] = []
+
+    def start(**options: Any) -> RecordingScp:
+        scp = RecordingScp(**options).start()
+        started.append(scp)
+        return scp
+
+    yield start
+    for scp in started:
+        scp.stop()
+
+
+@pytest.fixture
+def web_service() -> Iterator[WebService]:
+    service = WebService()
+    yield service
+    service.stop()

@@ -2,24 +2,26 @@
 
 Used as the reference peer: tests upload the same files to it and to luabroker and compare answers.
 ``OrthancPeer.create(**options).start()`` returns once ``/system`` answers; ``stop()`` terminates it
-(SIGTERM, then SIGKILL) and removes its directory. The session fixture ``orthanc_peer`` (in
-``tests/conftest.py``) shares one; ``OrthancPeer.create(LuaScripts=[RECORDER])`` gives one whose
-``OnStoredInstance`` arguments can be read back with ``stored_events()``.
+(SIGTERM, then SIGKILL) and removes its directory. The session fixture ``orthanc_peer`` shares one
+(per xdist worker); ``OrthancPeer.create().with_recorder()`` gives one whose ``OnStoredInstance``
+arguments can be read back with ``stored_events()``.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
+import pytest
+
+from tests.support.ports import free_port
 
 ORTHANC_BINARY = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
 
@@ -31,12 +33,6 @@ function OnStoredInstance(instanceId, tags, metadata, origin)
   f:close()
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -140,3 +136,18 @@ class OrthancPeer:
         """Delete every patient, so that tests start from an empty peer."""
         for patient in self.get("/patients"):
             self.client.delete(f"/patients/{patient}")
+
+
+@pytest.fixture(scope="session")
+def orthanc_peer() -> Iterator[OrthancPeer]:
+    """A real Orthanc shared by the session (one per xdist worker): it takes a second to start.
+
+    Tests that need an empty peer call ``orthanc_peer.clear()``. Skipped when Orthanc is not installed.
+    """
+    if ORTHANC_BINARY is None:
+        pytest.skip("Orthanc is not installed (apt-get install orthanc); comparison tests need it")
+    peer = OrthancPeer.create().start()
+    try:
+        yield peer
+    finally:
+        peer.stop()

@@ -9,10 +9,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from factory import make_instances, to_bytes
-from jobs_helpers import wait_until
-from network_helpers import StoreScpProcess
-from orthanc_peer import free_port
+from tests.support.factory import make_instances, to_bytes
+from tests.support.ports import free_port
+from tests.support.receivers import StoreScpProcess
+from tests.support.waiting import wait_until
 
 JOB_KEYS = {"CompletionTime", "Content", "CreationTime", "EffectiveRuntime", "ErrorCode", "ErrorDescription",
             "ErrorDetails", "ID", "Priority", "Progress", "State", "Timestamp", "Type"}

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from operations_helpers import wait_for
+from tests.support.waiting import wait_until
 
 SPIN = "while true do end"
 #: A long CPU budget, so the spinning script holds the main process for the whole test; the test
@@ -43,7 +43,7 @@ class Spinner:
 
     def start(self) -> "Spinner":
         self.thread.start()
-        assert wait_for(lambda: still_spinning(self.server))
+        wait_until(lambda: still_spinning(self.server))
         return self
 
     def stop(self) -> None:
@@ -97,6 +97,7 @@ def test_requests_do_not_wait_for_a_main_process_busy_in_execute_script(spinning
     assert still_spinning(server), "the answers must come while the script still holds the process"
 
 
+@pytest.mark.slow
 def test_a_stop_does_not_wait_for_the_budget_of_a_spinning_script(spinning):
     server = spinning()  # the spin may run for 120 s
     server.stop(timeout=60)  # raises if the server is still running then

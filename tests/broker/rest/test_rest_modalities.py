@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from orthanc_peer import free_port
+from tests.support.ports import free_port
 
 
 def test_modalities_from_the_configuration(luabroker):

@@ -14,7 +14,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from broker.dicom.sockets import NODELAY_HANDLERS
-from factory import make_instances, write_files
+from tests.support.factory import make_instances, write_files
 
 needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK is not installed")
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}

@@ -3,7 +3,7 @@
 The file is Orthanc's: comments are allowed, unknown options are kept (in ``raw``, which is also what
 ``GetOrthancConfiguration()`` returns) and ignored. Every option is read here and nowhere else, by
 ``Section.option`` (``broker.config.options``), so a bad value always stops start-up with the same
-sentence: ``Option 'LuaSandbox.LogRateLimit.Burst' has value 0; expected an integer >= 1``. Our own options have
+sentence: ``Option 'Jobs.RetryAttempts' has value 0; expected an integer >= 1``. Our own options have
 Orthanc-style names and are documented in ``docs/configuration.md``.
 
 One module per section; each has its frozen value types and the function that reads them:
@@ -11,6 +11,7 @@ One module per section; each has its frozen value types and the function that re
 - ``options``: ``ConfigError`` and the one reader of an option;
 - ``files``: the files (comments, a directory merged in name order);
 - ``scripts``: ``ScriptOptions``, what a script set runs with (``LuaScripts``, ``LuaSandbox``, ...);
+- ``jobs``: the jobs engine (``ConcurrentJobs``, ``SaveJobs``, the ``Jobs`` section);
 - this module: ``Config``, the server's own options and the sections put together.
 
 The next sections fit the same shape. ``Tenants`` (not implemented): each tenant overrides a subset of
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config.files import read_options
+from broker.config.jobs import JobsSettings, read_jobs_settings
 from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptLogLimits, ScriptOptions, read_interpreter, read_script_options
 from broker.core.bounds import MIB, InflateBound, InputBounds
@@ -64,6 +66,8 @@ class Config(ScriptOptions):
     #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
     #: do not count).
     dicom_scp_maximum_associations: int = 32
+    #: ``ConcurrentJobs``, ``JobsHistorySize``, ``SaveJobs`` and the ``Jobs`` section.
+    jobs: JobsSettings = field(default_factory=JobsSettings)
     #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
     path: Path | None = None
 
@@ -107,6 +111,7 @@ class Config(ScriptOptions):
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
             dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
                                                           lambda v: v >= 1, ">= 1"),
+            jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
         )
 
     @classmethod

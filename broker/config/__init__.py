@@ -11,6 +11,7 @@ One module per section; each has its frozen value types and the function that re
 - ``options``: ``ConfigError`` and the one reader of an option;
 - ``files``: the files (comments, a directory merged in name order);
 - ``scripts``: ``ScriptOptions``, what a script set runs with (``LuaScripts``, ``LuaSandbox``, ...);
+- ``network``: ``DicomModalities``, ``OrthancPeers`` and the DICOM and HTTP clients' options;
 - ``jobs``: the jobs engine (``ConcurrentJobs``, ``SaveJobs``, the ``Jobs`` section);
 - this module: ``Config``, the server's own options and the sections put together.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from broker.config.files import read_options
 from broker.config.jobs import JobsSettings, read_jobs_settings
+from broker.config.network import NetworkOptions, read_network_options
 from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptLogLimits, ScriptOptions, read_interpreter, read_script_options
 from broker.core.bounds import MIB, InflateBound, InputBounds
@@ -66,6 +68,8 @@ class Config(ScriptOptions):
     #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
     #: do not count).
     dicom_scp_maximum_associations: int = 32
+    #: ``DicomModalities``, ``OrthancPeers`` and the options of the DICOM and HTTP clients.
+    network: NetworkOptions = field(default_factory=NetworkOptions)
     #: ``ConcurrentJobs``, ``JobsHistorySize``, ``SaveJobs`` and the ``Jobs`` section.
     jobs: JobsSettings = field(default_factory=JobsSettings)
     #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
@@ -111,6 +115,7 @@ class Config(ScriptOptions):
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
             dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
                                                           lambda v: v >= 1, ">= 1"),
+            network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
         )
 

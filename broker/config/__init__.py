@@ -54,6 +54,12 @@ class Config(ScriptOptions):
     authentication_enabled: bool = False
     registered_users: dict[str, str] = field(default_factory=dict)
     http_describe_errors: bool = True
+    #: ``SslEnabled``: answered by ``/system`` (``IsHttpServerSecure``); luabroker serves plain HTTP.
+    ssl_enabled: bool = False
+    #: ``CheckRevisions``: answered by ``/system``.
+    check_revisions: bool = False
+    #: ``MetricsEnabled``: false makes ``/tools/metrics-prometheus`` answer an empty text.
+    metrics_enabled: bool = True
     user_metadata: dict[str, int] = field(default_factory=dict)
     lua_interpreter: str | None = None
     #: ``LuaAdminUsers``: the users who may run execute-script and the /lua operator POSTs; None: anyone.
@@ -107,6 +113,10 @@ class Config(ScriptOptions):
             authentication_enabled=auth,
             registered_users=users,
             http_describe_errors=options.option("HttpDescribeErrors", bool, True),
+            # Orthanc refuses a value that is not a boolean; luabroker has always read these two loosely.
+            ssl_enabled=bool(options.get("SslEnabled", False)),
+            check_revisions=bool(options.get("CheckRevisions", False)),
+            metrics_enabled=options.option("MetricsEnabled", bool, True),
             user_metadata=user_metadata,
             lua_interpreter=read_interpreter(options),
             lua_admin_users=_admin_users(options, users, auth),

@@ -15,10 +15,10 @@ One module per section; each has its frozen value types and the function that re
 - ``jobs``: the jobs engine (``ConcurrentJobs``, ``SaveJobs``, the ``Jobs`` section);
 - this module: ``Config``, the server's own options and the sections put together.
 
-The next sections fit the same shape. ``Tenants`` (not implemented): each tenant overrides a subset of
-``ScriptOptions`` (which ``Config`` extends), read by ``read_script_options`` from the tenant's object,
-and runs with ``dataclasses.replace(config, **overrides)``. ``PostgreSQL`` (not implemented): a module
-``postgresql`` with its frozen dataclass and reader, and a field of ``Config``.
+The next sections fit the same shape (neither is implemented yet). ``Tenants``: each tenant overrides
+a subset of ``ScriptOptions``, the fields ``Config`` inherits from it (see ``broker.config.scripts``),
+and runs with ``dataclasses.replace(config, ...)``. ``PostgreSQL``: a module ``postgresql`` with its
+frozen dataclass and its reader, and one field of ``Config`` that holds it.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from broker.config.files import read_options
 from broker.config.jobs import JobsSettings, read_jobs_settings
 from broker.config.network import NetworkOptions, read_network_options
 from broker.config.options import ConfigError, Section, bad_value
-from broker.config.scripts import ScriptLogLimits, ScriptOptions, read_interpreter, read_script_options
+from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
 from broker.core.bounds import MIB, InflateBound, InputBounds
 
 __all__ = ["Config", "ConfigError"]

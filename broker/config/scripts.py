@@ -1,15 +1,16 @@
 """The options of one script set: ``LuaScripts``, ``LuaTrustedScripts``, ``LuaExposeSecrets`` and the
 ``LuaSandbox`` section (limits, quarantine, failure policies, isolation, log bounds).
 
-``ScriptOptions`` groups them because they are what a tenant will set for itself: the next step, a
-``Tenants`` section, gives each tenant ``dataclasses.replace(config, **overrides)`` with overrides read
-by ``read_script_options`` from the tenant's own object, every other option staying the server's.
+``ScriptOptions`` groups them because they are what a tenant will set for itself. The next step, a
+``Tenants`` section (not implemented), reads each tenant's ``ScriptOptions`` with ``read_script_options``
+from the server's options updated with the tenant's object (so what a tenant does not set is the
+server's), and runs the tenant with ``dataclasses.replace(config, **those fields)``; every other option
+stays the server's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from broker.config.options import ConfigError, Section, bad_value
 from broker.scripting.callbacks import CALLBACKS, Kind

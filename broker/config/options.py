@@ -37,7 +37,13 @@ class Section:
     values: Mapping[str, Any]
     prefix: str = ""
 
+    @property
+    def name(self) -> str:
+        """The section's own name (``"LuaSandbox.Isolation"``); empty at the top level."""
+        return self.prefix.rstrip(".")
+
     def label(self, name: str) -> str:
+        """The name of the option ``name`` of this section in messages (``"Jobs.RetryDelay"``)."""
         return self.prefix + name
 
     def get(self, name: str, default: Any = None) -> Any:

@@ -161,7 +161,7 @@ def _filter_failure_policy(sandbox: Section) -> dict[str, str]:
 def _unknown_members(section: Section, known: tuple[str, ...]) -> None:
     for key in section.values:
         if key not in known:
-            raise ConfigError(f"Option '{section.prefix[:-1]}' has an unknown member {key!r}; "
+            raise ConfigError(f"Option '{section.name}' has an unknown member {key!r}; "
                               f"expected some of {', '.join(known)}")
 
 

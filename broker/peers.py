@@ -16,7 +16,8 @@ import httpx
 
 from broker.config import ConfigError
 from broker.errors import ErrorCode, OrthancError
-from broker.network import HttpOptions, NetworkRegistry, Peer
+from broker.config.network import HttpOptions, Peer
+from broker.network import NetworkRegistry
 
 log = logging.getLogger("luabroker.peers")
 

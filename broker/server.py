@@ -22,7 +22,7 @@ from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
 from broker.http.app import build_app
 from broker.metrics import Metrics, StateCollector
-from broker.network import DicomOptions, HttpOptions, NetworkRegistry
+from broker.network import NetworkRegistry
 from broker.peers import PeerClient
 from broker.jobs import create_engine
 from broker.rest import jobs, lua, metrics, modification, network, preview, resources, system
@@ -48,10 +48,10 @@ class Server:
         self.config = config
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds)
         self.services = services = Services(config=config, store=store, metrics=Metrics())
-        services.network = NetworkRegistry.from_config(config.raw)
-        services.scu = StoreScu(services.network, DicomOptions.from_config(config))
-        services.peers = PeerClient(services.network, HttpOptions.from_config(config))
-        services.lua_http = LuaHttpClient(HttpOptions.from_config(config))
+        services.network = NetworkRegistry(config.network.modalities, config.network.peers)
+        services.scu = StoreScu(services.network, config.network.dicom)
+        services.peers = PeerClient(services.network, config.network.http)
+        services.lua_http = LuaHttpClient(config.network.http)
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes])
         services.jobs = create_engine(services)

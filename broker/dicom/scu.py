@@ -40,7 +40,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError
-from broker.network import DicomOptions, Modality, NetworkRegistry
+from broker.config.network import DicomOptions, Modality
+from broker.network import NetworkRegistry
 
 log = logging.getLogger("luabroker.dicom")
 

@@ -4,7 +4,7 @@
 from broker.jobs.engine import JOB_FAILURE, JOB_SUBMITTED, JOB_SUCCESS, JobsEngine, create_engine, iso_time
 from broker.jobs.model import JOB_TYPES, Job, JobContext, StepResult, TransferError
 from broker.jobs.sequence import JobClosed, SequenceOfOperationsJob
-from broker.jobs.settings import JobsSettings
+from broker.config.jobs import JobsSettings
 from broker.jobs.states import COMPLETED_STATES, JobState
 from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob
 

@@ -7,22 +7,8 @@ check the schedule without sleeping.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``max_attempts`` counts every attempt, the first included (1 = no retry)."""
-
-    max_attempts: int = 4
-    initial_delay_s: float = 2.0
-    multiplier: float = 2.0
-    max_delay_s: float = 60.0
-    jitter: float = 0.1  # each delay is drawn in [d * (1 - jitter), d * (1 + jitter)]
-
-    def allows_retry(self, failures: int) -> bool:
-        """Whether another attempt follows the ``failures``-th consecutive failure."""
-        return failures < self.max_attempts
+from broker.config.jobs import RetryPolicy
 
 
 def next_delay(failures: int, policy: RetryPolicy, rand: random.Random | None = None) -> float:

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from broker.config.jobs import JobsSettings
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.backoff import next_delay
 from broker.jobs.model import (CANCELED_JOB, JOB_TYPES, Job, JobContext, StepKind, StepResult, TransferError,
                                describe_error)
 from broker.jobs.persistence import JobStore, StoredJob
-from broker.jobs.settings import JobsSettings
 from broker.jobs.states import COMPLETED_STATES, JobState
 
 log = logging.getLogger("luabroker.jobs")
@@ -497,7 +497,7 @@ def create_engine(services: Any) -> JobsEngine:
     from broker.jobs.persistence import FILE_NAME
     from broker.jobs.senders import NetworkSenders
 
-    settings = JobsSettings.from_config(services.config)
+    settings = services.config.jobs
     store = JobStore(services.store.root / FILE_NAME) if settings.persist else None
 
     def announce(kind: str, job_id: str) -> None:

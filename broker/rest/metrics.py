@@ -14,12 +14,11 @@ routes = RouteTable()
 
 @routes.get("/tools/metrics-prometheus")
 def metrics_prometheus(request: RestRequest, services: Any) -> RestResponse:
-    enabled = (services.config.raw or {}).get("MetricsEnabled", True) is not False
-    body = services.metrics.render() if enabled and services.metrics is not None else b""
+    body = services.metrics.render() if services.config.metrics_enabled and services.metrics is not None else b""
     return RestResponse(200, body, CONTENT_TYPE)
 
 
 @routes.get("/tools/metrics")
 def metrics_enabled(request: RestRequest, services: Any) -> bool:
     """Whether metrics are collected (Orthanc's ``MetricsEnabled``)."""
-    return (services.config.raw or {}).get("MetricsEnabled", True) is not False
+    return services.config.metrics_enabled

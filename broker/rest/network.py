@@ -18,7 +18,7 @@ import json
 from typing import Any, Callable
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.network import Modality, Peer
+from broker.config.network import Modality, Peer
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.redaction import shown_to

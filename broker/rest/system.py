@@ -1,7 +1,7 @@
 """REST endpoints about the server: ``/system``, ``/statistics``, ``/tools/generate-uid``.
 
 Handlers need ``services.store`` and ``services.config`` with ``name``, ``dicom_aet``, ``dicom_port``,
-``http_port`` and ``raw`` (the configuration JSON, for ``CheckRevisions`` and ``SslEnabled``).
+``http_port``, ``check_revisions`` and ``ssl_enabled``.
 """
 from __future__ import annotations
 
@@ -33,16 +33,15 @@ def luabroker_version() -> str:
 @routes.get("/system")
 def get_system(request: RestRequest, services: Any) -> dict[str, Any]:
     config = services.config
-    raw = config.raw or {}
     return {
         "ApiVersion": API_VERSION,
-        "CheckRevisions": bool(raw.get("CheckRevisions", False)),
+        "CheckRevisions": config.check_revisions,
         "DatabaseBackendPlugin": None,
         "DatabaseVersion": DATABASE_VERSION,
         "DicomAet": config.dicom_aet,
         "DicomPort": config.dicom_port,
         "HttpPort": config.http_port,
-        "IsHttpServerSecure": bool(raw.get("SslEnabled", False)),
+        "IsHttpServerSecure": config.ssl_enabled,
         "Name": config.name,
         "PluginsEnabled": False,
         "StorageAreaPlugin": None,

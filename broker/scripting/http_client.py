@@ -22,7 +22,7 @@ from typing import Mapping
 
 import httpx
 
-from broker.network import HttpOptions
+from broker.config.network import HttpOptions
 from broker.peers import build_http_client
 from sandbox import bounded_by_budget
 

@@ -22,8 +22,9 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
+
+from broker.config.scripts import ScriptLogLimits
 
 log = logging.getLogger("luabroker.lua")
 
@@ -49,15 +50,6 @@ class EscapeControlCharacters(logging.Filter):
         if escaped != message:
             record.msg, record.args = escaped, None
         return True
-
-
-@dataclass(frozen=True)
-class ScriptLogLimits:
-    """``LuaSandbox.LogRateLimit`` (``LinesPerSecond``, ``Burst``) and ``LuaSandbox.LogLineMaxLength``."""
-
-    lines_per_second: float = 50.0
-    burst: int = 500
-    max_line_length: int = 4096
 
 
 class TokenBucket:

@@ -4,13 +4,19 @@ exactly as the configuration file is parsed)."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError
+from broker.config import Config, ConfigError
+from broker.config.network import DicomOptions, Modality, Peer
 from broker.errors import ErrorCode, OrthancError
-from broker.network import DicomOptions, HttpOptions, Modality, NetworkRegistry, Peer
+from broker.network import NetworkRegistry
+
+
+def network(raw: dict, base_dir: str = "/etc/orthanc", aet: str = "ME"):
+    """The network options of a configuration (``DicomAet`` set to ``aet``)."""
+    return Config.from_json({"DicomAet": aet, **raw}, Path(base_dir)).network
 
 MODALITY_FORMS = [
     ["AETA", "127.0.0.1", 1111],
@@ -113,20 +119,20 @@ class TestPeerForms:
 
 class TestRegistry:
     def test_from_config_reads_both_tables(self):
-        registry = NetworkRegistry.from_config({
-            "DicomModalities": {"b": ["B", "h", 1], "a": {"AET": "A", "Host": "h", "Port": 2}},
-            "OrthancPeers": {"p": ["http://h/"]}})
+        options = network({"DicomModalities": {"b": ["B", "h", 1], "a": {"AET": "A", "Host": "h", "Port": 2}},
+                           "OrthancPeers": {"p": ["http://h/"]}})
+        registry = NetworkRegistry(options.modalities, options.peers)
         assert list(registry.modalities()) == ["a", "b"]
         assert registry.modality("a").aet == "A"
         assert registry.peer("p").url == "http://h/"
 
     def test_a_bad_entry_stops_start_up_naming_it(self):
         with pytest.raises(ConfigError, match="'DicomModalities' has a bad entry 'x'.*range"):
-            NetworkRegistry.from_config({"DicomModalities": {"x": ["A", "h", 0]}})
+            network({"DicomModalities": {"x": ["A", "h", 0]}})
         with pytest.raises(ConfigError, match="'OrthancPeers'.*'p'"):
-            NetworkRegistry.from_config({"OrthancPeers": {"p": ["ftp://h"]}})
+            network({"OrthancPeers": {"p": ["ftp://h"]}})
         with pytest.raises(ConfigError, match="expected an object"):
-            NetworkRegistry.from_config({"DicomModalities": [["A", "h", 1]]})
+            network({"DicomModalities": [["A", "h", 1]]})
 
     def test_unknown_names_give_orthancs_errors(self):
         registry = NetworkRegistry()
@@ -154,36 +160,31 @@ class TestRegistry:
 
 class TestOptions:
     def test_defaults_are_orthancs(self):
-        config = SimpleNamespace(raw={}, dicom_aet="ME", base_dir="/etc/orthanc")
-        assert DicomOptions.from_config(config) == DicomOptions("ME", 5, 10)
-        http = HttpOptions.from_config(config)
+        options = network({})
+        assert options.dicom == DicomOptions("ME", 5, 10)
+        http = options.http
         assert (http.timeout, http.proxy, http.verify_peers, http.ca_certificates) == (60, "", True, "")
         assert http.lua_allowed_hosts is None
 
     def test_values_and_rules(self):
-        config = SimpleNamespace(raw={"DicomAssociationCloseDelay": 0, "HttpTimeout": 0, "HttpProxy": "proxy:3128",
-                                      "HttpsVerifyPeers": False, "HttpsCACertificates": "ca.pem",
-                                      "LuaHttpAllowedHosts": ["*.Example.org"]},
-                                 dicom_aet="ME", base_dir="/etc/orthanc")
-        assert DicomOptions.from_config(config).association_close_delay == 0
-        http = HttpOptions.from_config(config)
+        options = network({"DicomAssociationCloseDelay": 0, "HttpTimeout": 0, "HttpProxy": "proxy:3128",
+                           "HttpsVerifyPeers": False, "HttpsCACertificates": "ca.pem",
+                           "LuaHttpAllowedHosts": ["*.Example.org"]})
+        assert options.dicom.association_close_delay == 0
+        http = options.http
         assert http.effective_timeout() == 60  # <= 0 means 60, as Orthanc
         assert http.proxy_url() == "http://proxy:3128"
         assert http.ca_certificates == "/etc/orthanc/ca.pem"
         assert http.ssl_context() is False
         assert http.lua_allowed_hosts == ("*.example.org",)
 
-    @pytest.mark.parametrize("parse, raw", [
-        (DicomOptions.from_config, {"DicomAssociationCloseDelay": -1}),
-        (DicomOptions.from_config, {"DicomScuTimeout": "10"}),
-        (HttpOptions.from_config, {"HttpTimeout": "x"}),
-        (HttpOptions.from_config, {"HttpsVerifyPeers": "yes"}),
-        (HttpOptions.from_config, {"LuaHttpAllowedHosts": "localhost"}),
-        (HttpOptions.from_config, {"LuaHttpAllowedHosts": [""]}),
+    @pytest.mark.parametrize("raw", [
+        {"DicomAssociationCloseDelay": -1}, {"DicomScuTimeout": "10"}, {"HttpTimeout": "x"},
+        {"HttpsVerifyPeers": "yes"}, {"LuaHttpAllowedHosts": "localhost"}, {"LuaHttpAllowedHosts": [""]},
     ])
-    def test_bad_values_are_refused(self, parse, raw):
+    def test_bad_values_are_refused(self, raw):
         with pytest.raises(ConfigError, match=list(raw)[0]):
-            parse(SimpleNamespace(raw=raw, dicom_aet="ME", base_dir="/"))
+            network(raw, "/")
 
 
 class TestSameAnswersAsOrthanc:

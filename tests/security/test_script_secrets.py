@@ -96,7 +96,7 @@ def test_lua_admin_users_must_be_registered_users_and_need_authentication():
         Config.from_json({**users, "LuaAdminUsers": "admin"}, Path("/etc"))
     with pytest.raises(ConfigError, match="'LuaAdminUsers' needs 'AuthenticationEnabled'"):
         Config.from_json({"RegisteredUsers": {"admin": "a"}, "LuaAdminUsers": ["admin"]}, Path("/etc"))
-    with pytest.raises(ConfigError, match="Option 'LuaExposeSecrets' has value 1; expected bool"):
+    with pytest.raises(ConfigError, match="Option 'LuaExposeSecrets' has value 1; expected true or false"):
         Config.from_json({"LuaExposeSecrets": 1}, Path("/etc"))
 
 

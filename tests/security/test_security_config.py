@@ -41,7 +41,7 @@ def test_user_off_keeps_the_brokers_uid():
     ({"User": 0}, "'LuaSandbox.Isolation.User' has value 0"),
     ({"User": ""}, "'LuaSandbox.Isolation.User' has value ''"),
     ({"Group": [1]}, "'LuaSandbox.Isolation.Group' has value [1]"),
-    ({"TrustedFileSizeMB": -1}, "'TrustedFileSizeMB' has value -1"),
+    ({"TrustedFileSizeMB": -1}, "'LuaSandbox.Isolation.TrustedFileSizeMB' has value -1; expected an integer >= 0"),
     ({"Seccom": "off"}, "unknown member 'Seccom'"),
 ])
 def test_bad_isolation_options_stop_start_up_with_a_clear_message(isolation, message):

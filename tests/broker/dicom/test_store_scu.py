@@ -12,7 +12,8 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
                          JPEGBaseline8Bit, RLELossless)
 
 from broker.dicom.scu import DicomNetworkError, StoreScu
-from broker.network import DicomOptions, Modality, NetworkRegistry
+from broker.config.network import DicomOptions, Modality
+from broker.network import NetworkRegistry
 from tests.support.factory import make_instances, to_bytes
 from tests.support.ports import free_port
 

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from broker.config import Config
 from broker.core.origin import Origin
 from broker.core.store import Store
 from broker.errors import BareHttpStatus, OrthancError
@@ -60,8 +61,7 @@ class Client:
 
 
 def make_services(store: Store) -> SimpleNamespace:
-    config = SimpleNamespace(name="luabroker-test", dicom_aet="LUABROKER", dicom_port=4242, http_port=8042,
-                             raw={"Name": "luabroker-test"})
+    config = Config.from_json({"Name": "luabroker-test", "DicomAet": "LUABROKER"}, Path("/etc/luabroker"))
     return SimpleNamespace(store=store, config=config)
 
 

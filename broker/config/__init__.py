@@ -1,0 +1,172 @@
+"""Orthanc's JSON configuration, read once and validated into typed, frozen settings.
+
+The file is Orthanc's: comments are allowed, unknown options are kept (in ``raw``, which is also what
+``GetOrthancConfiguration()`` returns) and ignored. Every option is read here and nowhere else, by
+``Section.option`` (``broker.config.options``), so a bad value always stops start-up with the same
+sentence: ``Option 'Jobs.RetryAttempts' has value 0; expected an integer >= 1``. Our own options have
+Orthanc-style names and are documented in ``docs/configuration.md``.
+
+One module per section; each has its frozen value types and the function that reads them:
+
+- ``options``: ``ConfigError`` and the one reader of an option;
+- ``files``: the files (comments, a directory merged in name order);
+- ``scripts``: ``ScriptOptions``, what a script set runs with (``LuaScripts``, ``LuaSandbox``, ...);
+- ``network``: ``DicomModalities``, ``OrthancPeers`` and the DICOM and HTTP clients' options;
+- ``jobs``: the jobs engine (``ConcurrentJobs``, ``SaveJobs``, the ``Jobs`` section);
+- this module: ``Config``, the server's own options and the sections put together.
+
+The next sections fit the same shape (neither is implemented yet). ``Tenants``: each tenant overrides
+a subset of ``ScriptOptions``, the fields ``Config`` inherits from it (see ``broker.config.scripts``),
+and runs with ``dataclasses.replace(config, ...)``. ``PostgreSQL``: a module ``postgresql`` with its
+frozen dataclass and its reader, and one field of ``Config`` that holds it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from broker.config.files import read_options
+from broker.config.jobs import JobsSettings, read_jobs_settings
+from broker.config.network import NetworkOptions, read_network_options
+from broker.config.options import ConfigError, Section, bad_value
+from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
+from broker.core.bounds import MIB, InflateBound, InputBounds
+
+__all__ = ["Config", "ConfigError"]
+
+
+@dataclass(frozen=True)
+class Config(ScriptOptions):
+    """The whole configuration: the server's options, and (inherited) those of its script set."""
+
+    raw: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)
+    name: str = "luabroker"
+    http_port: int = 8042
+    http_bind: str = "0.0.0.0"
+    dicom_port: int = 4242
+    dicom_aet: str = "ORTHANC"
+    dicom_server_enabled: bool = True
+    storage_directory: Path = Path("luabroker-data")
+    execute_lua_enabled: bool = False
+    remote_access_allowed: bool = False
+    authentication_enabled: bool = False
+    registered_users: dict[str, str] = field(default_factory=dict)
+    http_describe_errors: bool = True
+    #: ``SslEnabled``: answered by ``/system`` (``IsHttpServerSecure``); luabroker serves plain HTTP.
+    ssl_enabled: bool = False
+    #: ``CheckRevisions``: answered by ``/system``.
+    check_revisions: bool = False
+    #: ``MetricsEnabled``: false makes ``/tools/metrics-prometheus`` answer an empty text.
+    metrics_enabled: bool = True
+    user_metadata: dict[str, int] = field(default_factory=dict)
+    lua_interpreter: str | None = None
+    #: ``LuaAdminUsers``: the users who may run execute-script and the /lua operator POSTs; None: anyone.
+    lua_admin_users: tuple[str, ...] | None = None
+    #: ``MaximumHttpBodySize``, ``MaximumDicomElements``, ``MaximumInflatedSize``,
+    #: ``MaximumCompressionRatio``: what one upload may cost (docs/security.md, "Bounds on input").
+    input_bounds: InputBounds = field(default_factory=InputBounds)
+    #: ``DicomScpTimeout`` (Orthanc): seconds an association may stay idle; None: no limit.
+    dicom_scp_timeout: float | None = 30.0
+    #: ``DicomScpAcseTimeout``: seconds a new connection has to send its association request.
+    dicom_scp_acse_timeout: float = 10.0
+    #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
+    #: do not count).
+    dicom_scp_maximum_associations: int = 32
+    #: ``DicomModalities``, ``OrthancPeers`` and the options of the DICOM and HTTP clients.
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    #: ``ConcurrentJobs``, ``JobsHistorySize``, ``SaveJobs`` and the ``Jobs`` section.
+    jobs: JobsSettings = field(default_factory=JobsSettings)
+    #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
+    path: Path | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], base_dir: Path) -> "Config":
+        options = Section(raw)
+        scripts = read_script_options(options, base_dir)
+        users = options.option("RegisteredUsers", dict, {})
+        if not all(isinstance(v, str) for v in users.values()):
+            raise ConfigError("Option 'RegisteredUsers' must map user names to password strings")
+        user_metadata = options.option("UserMetadata", dict, {})
+        if not all(isinstance(v, int) and 1024 <= v <= 65535 for v in user_metadata.values()):
+            raise ConfigError("Option 'UserMetadata' must map names to integers in [1024, 65535]")
+        remote = options.option("RemoteAccessAllowed", bool, False)
+        # Orthanc: authentication defaults to on as soon as remote access is allowed.
+        auth = options.option("AuthenticationEnabled", bool, remote)
+        aet = options.option("DicomAet", str, "ORTHANC", lambda a: 0 < len(a) <= 16, "of 1 to 16 characters")
+        storage = Path(options.option("StorageDirectory", str, "luabroker-data"))
+        port = (lambda p: 0 <= p < 65536), "in [0, 65535]"
+        return cls(
+            **{f.name: getattr(scripts, f.name) for f in fields(ScriptOptions)},
+            raw=raw,
+            base_dir=base_dir,
+            name=options.option("Name", str, "luabroker"),
+            http_port=options.option("HttpPort", int, 8042, *port),
+            http_bind="0.0.0.0" if remote else "127.0.0.1",
+            dicom_port=options.option("DicomPort", int, 4242, *port),
+            dicom_aet=aet,
+            dicom_server_enabled=options.option("DicomServerEnabled", bool, True),
+            storage_directory=storage if storage.is_absolute() else base_dir / storage,
+            execute_lua_enabled=options.option("ExecuteLuaEnabled", bool, False),
+            remote_access_allowed=remote,
+            authentication_enabled=auth,
+            registered_users=users,
+            http_describe_errors=options.option("HttpDescribeErrors", bool, True),
+            # Orthanc refuses a value that is not a boolean; luabroker has always read these two loosely.
+            ssl_enabled=bool(options.get("SslEnabled", False)),
+            check_revisions=bool(options.get("CheckRevisions", False)),
+            metrics_enabled=options.option("MetricsEnabled", bool, True),
+            user_metadata=user_metadata,
+            lua_interpreter=read_interpreter(options),
+            lua_admin_users=_admin_users(options, users, auth),
+            input_bounds=_input_bounds(options),
+            dicom_scp_timeout=options.option("DicomScpTimeout", float, 30.0, lambda v: v >= 0, ">= 0") or None,
+            dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
+            dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
+                                                          lambda v: v >= 1, ">= 1"),
+            network=read_network_options(options, base_dir, aet),
+            jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        """Read a configuration file, or every ``*.json`` of a directory (merged in name order, as
+        Orthanc does). ``None`` gives the defaults, relative to the current directory."""
+        if path is None:
+            return cls.from_json({}, Path.cwd())
+        path = Path(path).resolve()
+        return replace(cls.from_json(read_options(path), path if path.is_dir() else path.parent), path=path)
+
+
+def _admin_users(options: Section, users: dict[str, str], authentication: bool) -> tuple[str, ...] | None:
+    """``LuaAdminUsers``: names of ``RegisteredUsers``; only they may run execute-script and the
+    operator's ``POST /lua/...`` (docs/security.md). Absent: anyone who passes authentication."""
+    value = options.get("LuaAdminUsers")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise bad_value("LuaAdminUsers", value, "a list of user names")
+    for name in value:
+        if name not in users:
+            raise ConfigError(f"Option 'LuaAdminUsers' names {name!r}, which is not in 'RegisteredUsers'")
+    if not authentication:
+        raise ConfigError("Option 'LuaAdminUsers' needs 'AuthenticationEnabled': without authentication no "
+                          "request has a user name")
+    return tuple(value)
+
+
+def _input_bounds(options: Section) -> InputBounds:
+    """The bounds on input (docs/security.md, "Bounds on input"). As Orthanc's ``MaximumStorageSize``,
+    sizes are in MB (MiB) and 0 means no limit."""
+    base, inflate = InputBounds(), InflateBound()
+
+    def size_mb(name: str, default: int | None) -> int | None:
+        return options.option(name, int, (default or 0) // MIB, lambda v: v >= 0, ">= 0") * MIB or None
+
+    elements = options.option("MaximumDicomElements", int, base.max_elements or 0, lambda v: v >= 0, ">= 0")
+    ratio = options.option("MaximumCompressionRatio", float, inflate.max_ratio or 0.0, lambda v: v == 0 or v >= 1,
+                           "(0, or >= 1)")
+    return InputBounds(max_body=size_mb("MaximumHttpBodySize", base.max_body), max_elements=elements or None,
+                       inflate=InflateBound(max_size=size_mb("MaximumInflatedSize", inflate.max_size),
+                                            max_ratio=ratio or None))

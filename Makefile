@@ -31,6 +31,7 @@ run: setup
 	$(PY) -m broker.cli $(CONFIG)
 
 test: setup
+	$(PY) -m ruff check . && $(PY) -m mypy
 	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q
 
 bench: setup

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
-
 from factory import make_instances, write_files  # noqa: E402
 from orthanc_peer import ORTHANC_BINARY, free_port  # noqa: E402
 

@@ -126,7 +126,7 @@ class EventDispatcher:
                 error += f"; writes already applied (not repeated on retry): {', '.join(writes[:20])}"
             self.outbox.record_failure(event.seq, error[:4000], park)
             log.error("%s for event %d was cut (%s); %s", callback.name, event.seq, exc,
-                      "parked after %d attempts" % (event.attempts + 1) if park else "it will be delivered again")
+                      f"parked after {event.attempts + 1} attempts" if park else "it will be delivered again")
             if park:
                 self.scripts.end_delivery(event.seq)
             self._count("parked" if park else "cut")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from broker.errors import ErrorCode, OrthancError
 

@@ -41,7 +41,7 @@ class OutboxEvent:
 _COLUMNS = "seq, kind, level, resource_id, payload, attempts, state, last_error, created"
 
 
-def _event(row: tuple) -> OutboxEvent:
+def _event(row: tuple[Any, ...]) -> OutboxEvent:
     seq, kind, level, resource_id, payload, attempts, state, last_error, created = row
     return OutboxEvent(seq, kind, level, resource_id, json.loads(payload) if payload else {}, attempts, state,
                        last_error, created)
@@ -83,7 +83,8 @@ class Outbox:
 
     def parked(self) -> list[OutboxEvent]:
         with self._index.read() as tx:
-            rows = tx.connection.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state = 'parked' ORDER BY seq").fetchall()
+            rows = tx.connection.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE state = 'parked' ORDER BY seq").fetchall()
         return [_event(row) for row in rows]
 
     def requeue(self, seq: int) -> bool:

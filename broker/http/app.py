@@ -18,8 +18,13 @@ from starlette.routing import Route
 
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
-from broker.http.auth import (BasicAuthMiddleware, LuaHttpFilterMiddleware, RemoteAccessMiddleware, client_ip,
-                              effective_method)
+from broker.http.auth import (
+    BasicAuthMiddleware,
+    LuaHttpFilterMiddleware,
+    RemoteAccessMiddleware,
+    client_ip,
+    effective_method,
+)
 from broker.http.body import read_body
 from broker.http.errors import error_response
 from broker.rest.types import RestRequest

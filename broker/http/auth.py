@@ -10,7 +10,8 @@ import binascii
 import hmac
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -98,7 +99,7 @@ class LuaHttpFilterMiddleware:
     when it is defined and the process is busy, the wait is bounded (``LuaSandbox.BusyTimeout``), then
     the filter's failure policy answers."""
 
-    def __init__(self, app: ASGIApp, scripts: "ScriptSet") -> None:
+    def __init__(self, app: ASGIApp, scripts: ScriptSet) -> None:
         self.app, self.scripts = app, scripts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

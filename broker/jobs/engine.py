@@ -21,14 +21,23 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.backoff import next_delay
-from broker.jobs.model import (CANCELED_JOB, JOB_TYPES, Job, JobContext, StepKind, StepResult, TransferError,
-                               describe_error)
+from broker.jobs.model import (
+    CANCELED_JOB,
+    JOB_TYPES,
+    Job,
+    JobContext,
+    StepKind,
+    StepResult,
+    TransferError,
+    describe_error,
+)
 from broker.jobs.persistence import JobStore, StoredJob
 from broker.jobs.settings import JobsSettings
 from broker.jobs.states import COMPLETED_STATES, JobState
@@ -40,7 +49,7 @@ JOB_SUBMITTED, JOB_SUCCESS, JOB_FAILURE = "JobSubmitted", "JobSuccess", "JobFail
 
 def iso_time(wall: float) -> str:
     """Orthanc's job timestamps (boost ``to_iso_string``, UTC): ``20240101T120000.123456``."""
-    moment = datetime.fromtimestamp(wall, timezone.utc)
+    moment = datetime.fromtimestamp(wall, UTC)
     text = moment.strftime("%Y%m%dT%H%M%S")
     return f"{text}.{moment.microsecond:06d}" if moment.microsecond else text
 

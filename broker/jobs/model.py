@@ -44,19 +44,19 @@ class StepResult:
     retry_in_s: float = 0.0
 
     @classmethod
-    def proceed(cls) -> "StepResult":
+    def proceed(cls) -> StepResult:
         return cls(StepKind.CONTINUE)
 
     @classmethod
-    def success(cls) -> "StepResult":
+    def success(cls) -> StepResult:
         return cls(StepKind.SUCCESS)
 
     @classmethod
-    def failure(cls, code: int, details: str = "") -> "StepResult":
+    def failure(cls, code: int, details: str = "") -> StepResult:
         return cls(StepKind.FAILURE, int(code), details)
 
     @classmethod
-    def retry(cls, delay_s: float, code: int, details: str) -> "StepResult":
+    def retry(cls, delay_s: float, code: int, details: str) -> StepResult:
         return cls(StepKind.RETRY, int(code), details, delay_s)
 
 
@@ -107,7 +107,7 @@ class Job(ABC):
 
     @classmethod
     @abstractmethod
-    def unserialize(cls, data: dict[str, Any]) -> "Job":
+    def unserialize(cls, data: dict[str, Any]) -> Job:
         ...
 
     def stopped(self, reason: str) -> None:

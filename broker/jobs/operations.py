@@ -44,7 +44,7 @@ class Operation(ABC):
 
     @classmethod
     @abstractmethod
-    def unserialize(cls, data: dict[str, Any]) -> "Operation":
+    def unserialize(cls, data: dict[str, Any]) -> Operation:
         ...
 
 
@@ -104,7 +104,7 @@ class StoreScuOperation(_Transfer):
         return {"Type": self.type, "Modality": self.modality, "LocalAet": self.local_aet}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "StoreScuOperation":
+    def unserialize(cls, data: dict[str, Any]) -> StoreScuOperation:
         return cls(data["Modality"], data.get("LocalAet"))
 
 
@@ -126,7 +126,7 @@ class StorePeerOperation(_Transfer):
         return {"Type": self.type, "Peer": self.peer}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "StorePeerOperation":
+    def unserialize(cls, data: dict[str, Any]) -> StorePeerOperation:
         return cls(data["Peer"])
 
 
@@ -167,7 +167,7 @@ class ModifyOperation(Operation):
         return {"Type": self.type, "Request": self.request}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "ModifyOperation":
+    def unserialize(cls, data: dict[str, Any]) -> ModifyOperation:
         return cls(data["Request"])
 
 
@@ -194,7 +194,7 @@ class DeleteOperation(Operation):
         return {"Type": self.type}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "DeleteOperation":
+    def unserialize(cls, data: dict[str, Any]) -> DeleteOperation:
         return cls()
 
 
@@ -239,5 +239,5 @@ class SystemCallOperation(Operation):
         return {"Type": self.type, "Command": self.command, "Arguments": self.arguments}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "SystemCallOperation":
+    def unserialize(cls, data: dict[str, Any]) -> SystemCallOperation:
         return cls(data["Command"], list(data.get("Arguments", [])))

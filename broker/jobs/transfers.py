@@ -10,7 +10,8 @@ job resumes at the instance that failed instead of sending everything again.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from broker.core.levels import Level
 from broker.errors import ErrorCode, OrthancError
@@ -114,7 +115,7 @@ class DicomModalityStoreJob(InstancesJob):
                 "LocalAet": self.local_aet, "DefaultLocalAet": self.default_local_aet}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "DicomModalityStoreJob":
+    def unserialize(cls, data: dict[str, Any]) -> DicomModalityStoreJob:
         return cls(data["Modality"], data["RemoteAet"], data.get("LocalAet"),
                    default_local_aet=data.get("DefaultLocalAet", "ORTHANC"), **cls.base_options(data))
 
@@ -145,5 +146,5 @@ class OrthancPeerStoreJob(InstancesJob):
         return {**self.base_serialize(), "Peer": self.peer, "Url": self.url, "Size": self.size}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "OrthancPeerStoreJob":
+    def unserialize(cls, data: dict[str, Any]) -> OrthancPeerStoreJob:
         return cls(data["Peer"], data.get("Url", ""), size=int(data.get("Size", 0)), **cls.base_options(data))

@@ -23,13 +23,14 @@ sanity checks and bad replacement values, raised before anything is stored when 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
 from broker.core.bounds import UNBOUNDED
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
-from broker.core.modify import (Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset)
+from broker.core.modify import Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset
 from broker.core.store import SUCCESS, IncomingInstance, Store
 from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, transcode_dataset
 from broker.errors import ErrorCode, OrthancError
@@ -84,7 +85,8 @@ def anonymize_instance(request: RestRequest, services: Any) -> RestResponse:
     return _answer_instance(services, request.params["id"], modification, None)
 
 
-def _answer_instance(services: Any, instance_id: str, modification: ModifyRequest, transcode: str | None) -> RestResponse:
+def _answer_instance(services: Any, instance_id: str, modification: ModifyRequest,
+                     transcode: str | None) -> RestResponse:
     data, _ = _store(services).read_instance(instance_id)
     ds = read_dataset(data)
     modify_dataset(ds, modification)

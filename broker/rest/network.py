@@ -15,7 +15,8 @@ Handlers need ``services.network`` (``NetworkRegistry``), ``services.scu`` (``St
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.network import Modality, Peer

@@ -10,7 +10,8 @@ Handlers need ``services.store`` (a ``broker.core.store.Store``).
 from __future__ import annotations
 
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from broker.core.bounds import InputTooLarge
 from broker.core.dicom_json import JsonFormat

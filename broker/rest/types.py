@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from broker.core.origin import Origin
 
@@ -49,13 +50,13 @@ class RestResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, value: Any, status: int = 200) -> "RestResponse":
+    def json(cls, value: Any, status: int = 200) -> RestResponse:
         return cls(status, dump_json(value), "application/json")
 
     @classmethod
-    def text(cls, text: str, status: int = 200) -> "RestResponse":
+    def text(cls, text: str, status: int = 200) -> RestResponse:
         return cls(status, text.encode("utf-8"), "text/plain")
 
     @classmethod
-    def binary(cls, data: bytes, content_type: str = "application/octet-stream") -> "RestResponse":
+    def binary(cls, data: bytes, content_type: str = "application/octet-stream") -> RestResponse:
         return cls(200, data, content_type)

@@ -22,8 +22,14 @@ import threading
 from typing import Any
 
 from broker.errors import ErrorCode, OrthancError
-from broker.jobs.operations import (DeleteOperation, ModifyOperation, Operation, StorePeerOperation,
-                                    StoreScuOperation, SystemCallOperation)
+from broker.jobs.operations import (
+    DeleteOperation,
+    ModifyOperation,
+    Operation,
+    StorePeerOperation,
+    StoreScuOperation,
+    SystemCallOperation,
+)
 from broker.jobs.sequence import JobClosed, SequenceOfOperationsJob
 
 log = logging.getLogger("luabroker.lua")
@@ -59,8 +65,8 @@ def _argument(value: Any) -> str:
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "CallSystem: each argument must be a string or a number")
     if isinstance(value, int):
         return str(value)
-    single = float("%.9g" % value)
-    return str(int(single)) if single.is_integer() and not math.isinf(single) else "%.9g" % single
+    single = float(f"{value:.9g}")
+    return str(int(single)) if single.is_integer() and not math.isinf(single) else f"{single:.9g}"
 
 
 class LuaJobs:
@@ -161,7 +167,8 @@ class LuaJobs:
             senders.peer(name)      # unknown → "No peer with symbolic name: ..."
             return StorePeerOperation(name)
         if kind == "modify":
-            request = {key: entry[key] for key in ("Replace", "Remove", "RemovePrivateTags") if key in entry}
+            request: dict[str, Any] = {key: entry[key] for key in ("Replace", "Remove", "RemovePrivateTags")
+                                       if key in entry}
             operation = ModifyOperation(request)
             operation.parsed()      # a bad Replace/Remove is a submission error, as in Orthanc
             return operation

@@ -11,8 +11,9 @@ import datetime
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from broker.scripting.callbacks import Role
 from sandbox import Sandbox, SandboxConfig, ScriptSource, State
@@ -50,7 +51,7 @@ def _read_script(path: Path, base_dir: Path) -> ScriptSource:
 
 
 def iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class ScriptVersion:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.core.index import Index
+from broker.core.metadata import now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +54,6 @@ class Outbox:
 
     def append(self, kind: str, resource_id: str | None, payload: dict[str, Any] | None = None) -> int:
         """Write one event that no index change carries (the jobs engine's ``Job*`` events); returns its seq."""
-        from broker.core.store import now_iso
-
         with self._index.write() as tx:
             return tx.append_event(kind, None, resource_id, payload or {}, now_iso())
 

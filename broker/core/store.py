@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
 from broker.core.ids import ResourceIds
 from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
 from broker.core.levels import Level
-from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata
+from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata, now_iso
 from broker.core.origin import Origin, RequestOrigin
 from broker.core.outbox import Outbox
 from broker.core.storage import StorageArea
@@ -49,11 +48,6 @@ _IDENTIFIERS = ((maintags.STUDY_INSTANCE_UID, "StudyInstanceUID", "0020,000D"),
                 (maintags.SERIES_INSTANCE_UID, "SeriesInstanceUID", "0020,000E"),
                 (maintags.SOP_INSTANCE_UID, "SOPInstanceUID", "0008,0018"))
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
-
-
-def now_iso() -> str:
-    """Orthanc's timestamps: UTC, ``20240101T120000``."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 def parse_integer(text: str | None) -> int | None:

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from broker.core.origin import Origin
+from broker.core.requests import RestRequest
 from broker.errors import BareHttpStatus, OrthancError
-from broker.rest.types import RestRequest
 from broker.scripting.http_client import HostRefused, HttpTransportError
 from broker.scripting.redaction import redact
 from broker.scripting.values import lua_tostring, to_lua

@@ -19,6 +19,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from broker.core.store import Store
+from broker.services import Services
+
 #: Orthanc answers ``text/plain; version=0.0.4``: the classic text exposition format.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MEGA_BYTES = 1024 * 1024
@@ -81,7 +84,7 @@ class Metrics:
 class StateCollector:
     """Values read from the server at each scrape (no bookkeeping of our own to drift)."""
 
-    def __init__(self, services: Any, started: float) -> None:
+    def __init__(self, services: Services, started: float) -> None:
         self.services = services
         self.started = started
 
@@ -102,7 +105,7 @@ class StateCollector:
         yield parked
 
 
-def _store_metrics(store: Any, started: float) -> Iterable[Metric]:
+def _store_metrics(store: Store, started: float) -> Iterable[Metric]:
     stats = store.statistics()
     for name, value, text in (
             ("orthanc_count_patients", stats.count_patients, "Patients in the index"),

@@ -29,6 +29,7 @@ from broker.core.origin import Origin
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
+from broker.services import Services
 
 log = logging.getLogger("luabroker.dicom")
 
@@ -56,7 +57,7 @@ def part10_bytes(event: evt.Event) -> bytes:
 
 
 class StoreScp:
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.server: Any = None
 

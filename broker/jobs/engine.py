@@ -41,6 +41,7 @@ from broker.jobs.model import (
 from broker.jobs.persistence import JobStore, StoredJob
 from broker.jobs.settings import JobsSettings
 from broker.jobs.states import COMPLETED_STATES, JobState
+from broker.services import Services
 
 log = logging.getLogger("luabroker.jobs")
 
@@ -500,7 +501,7 @@ def _orthanc_error(code: int, details: str) -> OrthancError:
         return OrthancError(ErrorCode.INTERNAL_ERROR, f"{text}: {details}" if details else text)
 
 
-def create_engine(services: Any) -> JobsEngine:
+def create_engine(services: Services) -> JobsEngine:
     """The engine of a server: settings from the configuration, ``<StorageDirectory>/jobs.sqlite``
     (unless ``SaveJobs`` is false), the network clients of ``services``, events into the outbox."""
     from broker.jobs.persistence import FILE_NAME

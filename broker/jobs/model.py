@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from broker.errors import ERROR_TABLE, ErrorCode
+from broker.services import Services
 
 #: Orthanc error codes used by jobs that ``broker.errors.ErrorCode`` does not list.
 CANCELED_JOB = 37
@@ -77,7 +78,7 @@ class JobContext:
     """What a step may use: the server's services, the engine settings and the senders (the network
     clients, behind one small interface so tests can fake the receivers)."""
 
-    services: Any
+    services: Services
     settings: Any
     senders: Any
 

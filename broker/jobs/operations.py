@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from broker.core.levels import Level
 from broker.core.origin import Origin
+from broker.core.store import Store, StoreResult
 from broker.errors import OrthancError
 from broker.jobs.model import JobContext, TransferError
 
@@ -171,7 +172,7 @@ class ModifyOperation(Operation):
         return cls(data["Request"])
 
 
-def store_modified(store: Any, data: bytes, original_id: str) -> Any:
+def store_modified(store: Store, data: bytes, original_id: str) -> StoreResult:
     """Store a modified copy with origin ``Lua`` and metadata ``ModifiedFrom``."""
     from broker.core.metadata import MetadataType
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.model import TransferError
+from broker.services import Services
 
 
 class Senders(Protocol):
@@ -30,7 +31,7 @@ class Senders(Protocol):
 class NetworkSenders:
     """``Senders`` over the services of a server."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def _service(self, name: str, what: str) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from broker.core.levels import Level
+from broker.core.store import Store
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
 
@@ -21,7 +22,7 @@ MEGA_BYTES = 1024 * 1024
 _LEVELS = (Level.INSTANCE, Level.SERIES, Level.STUDY, Level.PATIENT)
 
 
-def child_instances(store: Any, resource_id: str) -> list[str]:
+def child_instances(store: Store, resource_id: str) -> list[str]:
     """The instances of a resource of any level (Orthanc's ``AddChildInstances``)."""
     for level in _LEVELS:
         if store.exists(level, resource_id):

@@ -36,13 +36,14 @@ from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, tra
 from broker.errors import ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
 
 log = logging.getLogger("luabroker.modification")
 routes = RouteTable()
 JOB_DESCRIPTION = "REST API"
 
 
-def _store(services: Any) -> Store:
+def _store(services: Services) -> Store:
     return services.store
 
 
@@ -68,7 +69,7 @@ def _boolean_field(body: dict[str, Any], name: str) -> bool | None:
 
 # Instances: the modified file is the answer.
 @routes.post("/instances/{id}/modify")
-def modify_instance(request: RestRequest, services: Any) -> RestResponse:
+def modify_instance(request: RestRequest, services: Services) -> RestResponse:
     body = _body(request)
     modification = ModifyRequest.from_json(body, None)
     transcode = None
@@ -80,12 +81,12 @@ def modify_instance(request: RestRequest, services: Any) -> RestResponse:
 
 
 @routes.post("/instances/{id}/anonymize")
-def anonymize_instance(request: RestRequest, services: Any) -> RestResponse:
+def anonymize_instance(request: RestRequest, services: Services) -> RestResponse:
     modification = anonymization_request(_body(request), next_patient_name=_next_patient_name(_store(services)))
     return _answer_instance(services, request.params["id"], modification, None)
 
 
-def _answer_instance(services: Any, instance_id: str, modification: ModifyRequest,
+def _answer_instance(services: Services, instance_id: str, modification: ModifyRequest,
                      transcode: str | None) -> RestResponse:
     data, _ = _store(services).read_instance(instance_id)
     ds = read_dataset(data)
@@ -100,7 +101,7 @@ def _answer_instance(services: Any, instance_id: str, modification: ModifyReques
 
 # Patients, studies, series: new resources are stored.
 def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, Any], Any]:
-    def handler(request: RestRequest, services: Any) -> Any:
+    def handler(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         body = _body(request)
         if anonymize:

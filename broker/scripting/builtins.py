@@ -22,6 +22,7 @@ from broker.errors import BareHttpStatus, OrthancError
 from broker.scripting.http_client import HostRefused, HttpTransportError
 from broker.scripting.redaction import redact
 from broker.scripting.values import lua_tostring, to_lua
+from broker.services import Services
 from sandbox import BuiltinError
 
 
@@ -29,7 +30,7 @@ from sandbox import BuiltinError
 class CallContext:
     """What a built-in may use: the services of the server and who is calling."""
 
-    services: Any
+    services: Services
     tenant: str
     sandbox: str
     function: str

@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from broker.errors import ErrorCode, OrthancError
+from broker.jobs.engine import JobsEngine
 from broker.jobs.operations import (
     DeleteOperation,
     ModifyOperation,
@@ -31,6 +32,8 @@ from broker.jobs.operations import (
     SystemCallOperation,
 )
 from broker.jobs.sequence import JobClosed, SequenceOfOperationsJob
+from broker.jobs.settings import JobsSettings
+from broker.services import Services
 
 log = logging.getLogger("luabroker.lua")
 
@@ -72,7 +75,7 @@ def _argument(value: Any) -> str:
 class LuaJobs:
     """Turns the recorded operations into the current "Lua" job of the jobs engine."""
 
-    def __init__(self, services: Any, engine: Any, settings: Any) -> None:
+    def __init__(self, services: Services, engine: JobsEngine, settings: JobsSettings) -> None:
         self.services = services
         self.engine = engine
         self.settings = settings

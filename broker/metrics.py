@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from broker.core.store import Store
 from broker.services import Services
+from sandbox import State
 
 #: Orthanc answers ``text/plain; version=0.0.4``: the classic text exposition format.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -122,7 +123,6 @@ def _store_metrics(store: Store, started: float) -> Iterable[Metric]:
 
 
 def _sandbox_metrics(scripts: Any) -> Iterable[Metric]:
-    from sandbox import State
 
     totals = scripts.process_totals()  # role -> {"restarts": n, "failures": n}, across versions
     restarts = CounterMetricFamily("luabroker_lua_sandbox_restarts", "Restarts of a sandbox process after a failure",

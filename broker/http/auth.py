@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
+from broker.scripting.filters import http_request_allowed
 
 if TYPE_CHECKING:
     from broker.scripting.bridge import ScriptSet
@@ -107,8 +108,6 @@ class LuaHttpFilterMiddleware:
                 or OPERATOR_PATHS.fullmatch(scope["path"])):
             await self.app(scope, receive, send)
             return
-        from broker.scripting.filters import http_request_allowed
-
         headers = Headers(scope=scope)
         method = effective_method(scope["method"], headers)
         try:

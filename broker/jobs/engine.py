@@ -38,7 +38,8 @@ from broker.jobs.model import (
     TransferError,
     describe_error,
 )
-from broker.jobs.persistence import JobStore, StoredJob
+from broker.jobs.persistence import FILE_NAME, JobStore, StoredJob
+from broker.jobs.senders import NetworkSenders
 from broker.jobs.settings import JobsSettings
 from broker.jobs.states import COMPLETED_STATES, JobState
 from broker.services import Services
@@ -504,9 +505,6 @@ def _orthanc_error(code: int, details: str) -> OrthancError:
 def create_engine(services: Services) -> JobsEngine:
     """The engine of a server: settings from the configuration, ``<StorageDirectory>/jobs.sqlite``
     (unless ``SaveJobs`` is false), the network clients of ``services``, events into the outbox."""
-    from broker.jobs.persistence import FILE_NAME
-    from broker.jobs.senders import NetworkSenders
-
     settings = JobsSettings.from_config(services.config)
     store = JobStore(services.store.root / FILE_NAME) if settings.persist else None
 

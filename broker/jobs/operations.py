@@ -24,6 +24,8 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from broker.core.levels import Level
+from broker.core.metadata import MetadataType
+from broker.core.modify import ModifyRequest, modify_instance_bytes
 from broker.core.origin import Origin
 from broker.core.store import Store, StoreResult
 from broker.errors import OrthancError
@@ -142,8 +144,6 @@ class ModifyOperation(Operation):
     def parsed(self) -> Any:
         """The ``ModifyRequest`` (raises ``OrthancError`` for a bad one: a submission error)."""
         if self._parsed is None:
-            from broker.core.modify import ModifyRequest
-
             self._parsed = ModifyRequest.from_json(self.request)
         return self._parsed
 
@@ -152,8 +152,6 @@ class ModifyOperation(Operation):
         if data is None:
             return []
         try:
-            from broker.core.modify import modify_instance_bytes
-
             modified = modify_instance_bytes(data, self.parsed(), new_sop_instance_uid=True)
             result = store_modified(context.services.store, modified, instance_id)
         except Exception as exc:  # OrthancError, and whatever a broken file makes the modifier raise
@@ -174,8 +172,6 @@ class ModifyOperation(Operation):
 
 def store_modified(store: Store, data: bytes, original_id: str) -> StoreResult:
     """Store a modified copy with origin ``Lua`` and metadata ``ModifiedFrom``."""
-    from broker.core.metadata import MetadataType
-
     return store.store_instance(data, Origin.lua(), metadata={MetadataType.MODIFIED_FROM: original_id})
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from broker.config import ConfigError
 from broker.scripting.callbacks import Role
 from sandbox import Sandbox, SandboxConfig, ScriptSource, State
 
@@ -46,7 +47,6 @@ def _read_script(path: Path, base_dir: Path) -> ScriptSource:
     try:
         return ScriptSource(script_name(path, base_dir), path.read_bytes())
     except OSError as exc:
-        from broker.config import ConfigError
         raise ConfigError(f"Cannot read the Lua script {path} listed in 'LuaScripts': {exc.strerror}") from exc
 
 

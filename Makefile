@@ -34,6 +34,7 @@ run: setup
 	$(PY) -m broker.cli $(CONFIG)
 
 test: setup
+	$(PY) -m ruff check . && $(PY) -m mypy
 	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q -n $(JOBS)
 
 bench: setup

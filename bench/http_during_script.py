@@ -34,7 +34,8 @@ def latencies(client: httpx.Client, count: int) -> list[float]:
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[int(0.95 * (len(ordered) - 1))]
-    return f"median {statistics.median(values) * 1000:6.2f} ms, p95 {p95 * 1000:6.2f} ms, max {ordered[-1] * 1000:7.2f} ms"
+    return (f"median {statistics.median(values) * 1000:6.2f} ms, p95 {p95 * 1000:6.2f} ms, "
+            f"max {ordered[-1] * 1000:7.2f} ms")
 
 
 def main() -> None:

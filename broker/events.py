@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+from broker.core.outbox import Outbox, OutboxEvent
+from broker.metrics import Metrics
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND, job_args, stored_instance_args
 from sandbox import LuaError, SandboxError, SandboxUnavailable
@@ -38,8 +40,8 @@ _ARGUMENT_BUILDERS: dict[str, Any] = {
 
 
 class EventDispatcher:
-    def __init__(self, outbox: Any, scripts: ScriptSet, max_attempts: int = 5, batch: int = 100,
-                 metrics: Any = None) -> None:
+    def __init__(self, outbox: Outbox, scripts: ScriptSet, max_attempts: int = 5, batch: int = 100,
+                 metrics: Metrics | None = None) -> None:
         self.outbox = outbox
         self.scripts = scripts
         self.max_attempts = max_attempts
@@ -99,7 +101,7 @@ class EventDispatcher:
                     return False
         return False
 
-    def _deliver(self, event: Any) -> bool:
+    def _deliver(self, event: OutboxEvent) -> bool:
         callback = NOTIFY_BY_EVENT_KIND.get(event.kind)
         if callback is None:
             self._done(event, "skipped")
@@ -126,7 +128,7 @@ class EventDispatcher:
                 error += f"; writes already applied (not repeated on retry): {', '.join(writes[:20])}"
             self.outbox.record_failure(event.seq, error[:4000], park)
             log.error("%s for event %d was cut (%s); %s", callback.name, event.seq, exc,
-                      "parked after %d attempts" % (event.attempts + 1) if park else "it will be delivered again")
+                      f"parked after {event.attempts + 1} attempts" if park else "it will be delivered again")
             if park:
                 self.scripts.end_delivery(event.seq)
             self._count("parked" if park else "cut")
@@ -137,7 +139,7 @@ class EventDispatcher:
         self._done(event, "done" if result is not None else "skipped")
         return True
 
-    def _submit_lua_job(self, name: str, event: Any, operations: Any) -> None:
+    def _submit_lua_job(self, name: str, event: OutboxEvent, operations: Any) -> None:
         """The operations a [J] callback recorded (SendToModality & co.), once it returned successfully."""
         lua_jobs = getattr(self.scripts.services, "lua_jobs", None)
         if lua_jobs is None:
@@ -147,7 +149,7 @@ class EventDispatcher:
             return
         lua_jobs.submit(operations, f"{name}({event.resource_id})")
 
-    def _done(self, event: Any, outcome: str) -> None:
+    def _done(self, event: OutboxEvent, outcome: str) -> None:
         self.outbox.mark_done(event.seq)
         if self._waiting is not None:
             log.warning("Event delivery resumed")

@@ -13,10 +13,15 @@ docs/operations.md lists every metric.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from broker.core.store import Store
+from broker.services import Services
+from sandbox import State
 
 #: Orthanc answers ``text/plain; version=0.0.4``: the classic text exposition format.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -80,7 +85,7 @@ class Metrics:
 class StateCollector:
     """Values read from the server at each scrape (no bookkeeping of our own to drift)."""
 
-    def __init__(self, services: Any, started: float) -> None:
+    def __init__(self, services: Services, started: float) -> None:
         self.services = services
         self.started = started
 
@@ -101,7 +106,7 @@ class StateCollector:
         yield parked
 
 
-def _store_metrics(store: Any, started: float) -> Iterable[Metric]:
+def _store_metrics(store: Store, started: float) -> Iterable[Metric]:
     stats = store.statistics()
     for name, value, text in (
             ("orthanc_count_patients", stats.count_patients, "Patients in the index"),
@@ -118,7 +123,6 @@ def _store_metrics(store: Any, started: float) -> Iterable[Metric]:
 
 
 def _sandbox_metrics(scripts: Any) -> Iterable[Metric]:
-    from sandbox import State
 
     totals = scripts.process_totals()  # role -> {"restarts": n, "failures": n}, across versions
     restarts = CounterMetricFamily("luabroker_lua_sandbox_restarts", "Restarts of a sandbox process after a failure",

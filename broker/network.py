@@ -7,7 +7,7 @@ run time. The changes live in memory only, as in Orthanc without ``DicomModaliti
 from __future__ import annotations
 
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 
 from broker.config.network import Modality, Peer
 from broker.errors import ErrorCode, OrthancError

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from broker.config import ConfigError
-from broker.errors import ErrorCode, OrthancError
 from broker.config.network import HttpOptions, Peer
+from broker.errors import ErrorCode, OrthancError
 from broker.network import NetworkRegistry
 
 log = logging.getLogger("luabroker.peers")

@@ -21,10 +21,10 @@ from broker.dicom.scp import StoreScp
 from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
 from broker.http.app import build_app
+from broker.jobs import create_engine
 from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
-from broker.jobs import create_engine
 from broker.rest import jobs, lua, metrics, modification, network, preview, resources, system
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ReloadError, ScriptSet

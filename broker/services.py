@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from broker.config import Config
+    from broker.core.store import Store
     from broker.dicom.scu import StoreScu
+    from broker.jobs import JobsEngine
+    from broker.metrics import Metrics
     from broker.network import NetworkRegistry
     from broker.peers import PeerClient
-    from broker.scripting.http_client import LuaHttpClient
-    from broker.metrics import Metrics
-    from broker.core.store import Store
     from broker.rest.api import RestApi
     from broker.scripting.bridge import ScriptSet
-    from broker.jobs import JobsEngine
+    from broker.scripting.http_client import LuaHttpClient
     from broker.scripting.lua_jobs import LuaJobs
     from broker.scripting.script_log import ScriptLog
 
@@ -26,15 +26,15 @@ class Services:
     services themselves (handlers and built-ins reach each other through them), so they are set right
     after construction, before anything runs."""
 
-    config: "Config"
-    store: "Store"
-    metrics: "Metrics"
-    network: "NetworkRegistry" = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
-    scu: "StoreScu" = field(init=False)  # C-STORE/C-ECHO SCU with association reuse
-    peers: "PeerClient" = field(init=False)  # HTTP client of OrthancPeers
-    lua_http: "LuaHttpClient" = field(init=False)  # the Lua Http* built-ins' client
-    rest: "RestApi" = field(init=False)  # the REST handlers, for HTTP and for RestApi* from Lua
-    jobs: "JobsEngine" = field(init=False)  # the jobs engine (broker/jobs)
-    lua_jobs: "LuaJobs" = field(init=False)  # the deferred "Lua" jobs of SendToModality & co.
-    scripts: "ScriptSet" = field(init=False)  # the script set: its sandboxes, reload, callbacks
-    script_log: "ScriptLog" = field(init=False)  # what scripts write to the log: escaped, rate-limited
+    config: Config
+    store: Store
+    metrics: Metrics
+    network: NetworkRegistry = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
+    scu: StoreScu = field(init=False)  # C-STORE/C-ECHO SCU with association reuse
+    peers: PeerClient = field(init=False)  # HTTP client of OrthancPeers
+    lua_http: LuaHttpClient = field(init=False)  # the Lua Http* built-ins' client
+    rest: RestApi = field(init=False)  # the REST handlers, for HTTP and for RestApi* from Lua
+    jobs: JobsEngine = field(init=False)  # the jobs engine (broker/jobs)
+    lua_jobs: LuaJobs = field(init=False)  # the deferred "Lua" jobs of SendToModality & co.
+    scripts: ScriptSet = field(init=False)  # the script set: its sandboxes, reload, callbacks
+    script_log: ScriptLog = field(init=False)  # what scripts write to the log: escaped, rate-limited

@@ -6,8 +6,16 @@ public entry point; see docs/sandbox.md.
 """
 from sandbox.budget import bounded as bounded_by_budget
 from sandbox.channel import CallInfo
-from sandbox.errors import (BuiltinError, LuaError, SandboxBusy, SandboxCrashed, SandboxError, SandboxTimeout,
-                            SandboxUnavailable, ScriptLoadError)
+from sandbox.errors import (
+    BuiltinError,
+    LuaError,
+    SandboxBusy,
+    SandboxCrashed,
+    SandboxError,
+    SandboxTimeout,
+    SandboxUnavailable,
+    ScriptLoadError,
+)
 from sandbox.isolation import Isolation, IsolationError, IsolationPlan, LayerReport
 from sandbox.limits import BackoffPolicy, CallBounds, Limits, next_delay
 from sandbox.states import State

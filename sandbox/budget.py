@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 #: How long a call whose budget is spent has to end by itself before its process is killed.
 KILL_GRACE_S = 2.0

@@ -32,17 +32,18 @@ import select
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn
+from functools import partial
+from typing import Any, NoReturn
 
 from sandbox import budget as budgets
 from sandbox.budget import KILL_GRACE_S, BudgetExceeded, CallBudget
 from sandbox.errors import BuiltinError, LuaError, SandboxBusy, SandboxCrashed, SandboxError, SandboxTimeout
 from sandbox.framing import DEFAULT_MAX_FRAME, ProtocolError, decode_payload, encode_frame
-from sandbox.messages import (Log, Ready, Result, Rpc, call_message, decode_incoming, load_message,
-                              reply_message)
 from sandbox.limits import CallBounds
+from sandbox.messages import Log, Ready, Result, Rpc, call_message, decode_incoming, load_message, reply_message
 from sandbox.process import ChildProcess
 
 log = logging.getLogger("sandbox.channel")
@@ -68,7 +69,7 @@ class CallInfo:
     depth: int
 
 
-RpcHandler = Callable[[str, list, CallInfo], Any]
+RpcHandler = Callable[[str, list[Any], CallInfo], Any]
 LogHandler = Callable[[str, str, str], None]
 #: Called with the new list of script-defined global functions whenever the child reports one.
 FunctionsHandler = Callable[["SandboxChannel", frozenset[str]], None]
@@ -221,7 +222,8 @@ class SandboxChannel:
             finally:
                 self._stack.pop()
 
-    def call(self, function: str, args: list[Any], opts: dict[str, Any], timeout_s: float) -> tuple[bool, Any, list[str]]:
+    def call(self, function: str, args: list[Any], opts: dict[str, Any],
+             timeout_s: float) -> tuple[bool, Any, list[str]]:
         """Call the global ``function``; returns ``(defined, value, prints)``. Raises ``LuaError`` if it raised."""
         with self._locked(function):
             result, active = self._request(lambda call_id: call_message(call_id, function, args, opts), function,
@@ -477,7 +479,7 @@ class SandboxChannel:
                 self._fail_exited(active)
             except OSError as exc:
                 reason = f"sandbox {self.name!r}: writing to the process failed: {exc}"
-                self._fail(lambda: SandboxCrashed(reason))
+                self._fail(partial(SandboxCrashed, reason))
             remaining = active.deadline - time.monotonic()
             if remaining <= 0:
                 self._fail(lambda: SandboxTimeout(

@@ -23,7 +23,7 @@ class ProtocolError(Exception):
 
 
 def encode_frame(value: Any) -> bytes:
-    payload = msgpack.packb(value, use_bin_type=True)
+    payload: bytes = msgpack.packb(value, use_bin_type=True)
     return _HEADER.pack(len(payload)) + payload
 
 

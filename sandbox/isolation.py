@@ -21,13 +21,28 @@ import os
 import select
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from sandbox.errors import SandboxError
-from sandbox.layers import (TRUSTED_MAX_PROCESSES, BubblewrapLayer, BubblewrapOptions, RlimitLayer,
-                            SeccompLayer, UnshareLayer, UserLayer, ordered, probe_bubblewrap, probe_landlock,
-                            probe_rlimits, probe_seccomp, probe_unshare, probe_user, resolve_user)
+from sandbox.layers import (
+    TRUSTED_MAX_PROCESSES,
+    BubblewrapLayer,
+    BubblewrapOptions,
+    RlimitLayer,
+    SeccompLayer,
+    UnshareLayer,
+    UserLayer,
+    ordered,
+    probe_bubblewrap,
+    probe_landlock,
+    probe_rlimits,
+    probe_seccomp,
+    probe_unshare,
+    probe_user,
+    resolve_user,
+)
 from sandbox.limits import Limits
 from sandbox.process import ChildProcess, Layer
 from sandbox.runtime import readable_shim
@@ -66,7 +81,7 @@ class Isolation:
             raise ValueError("Isolation.trusted_file_size_mb must not be negative")
 
     @classmethod
-    def none(cls) -> "Isolation":
+    def none(cls) -> Isolation:
         """rlimits only: for tests of the process model, never for scripts you do not trust."""
         return cls(bubblewrap="off", seccomp="off", landlock="off", unshare="off", user=None)
 
@@ -109,7 +124,7 @@ def _describe(layer: Layer) -> str:
     return describe() if callable(describe) else layer.name
 
 
-_CACHE: dict[tuple, IsolationPlan] = {}
+_CACHE: dict[tuple[Any, ...], IsolationPlan] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -233,6 +248,7 @@ def _plan(isolation: Isolation, limits: Limits, interpreter: str, shim: str, tru
         elif bubblewrap_active:
             report.append(LayerReport(name, mode, False, "not needed: bubblewrap is active and covers it"))
         else:
+            candidate: Layer | None
             if name == "unshare":
                 probe, candidate = probe_unshare(), UnshareLayer()
             else:

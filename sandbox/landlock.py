@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 _SYS_CREATE_RULESET = 444  # the same number on every architecture (added after the unified table)
 _SYS_ADD_RULE = 445

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import grp
 import json
 import os
 import pwd
-import grp
 import resource
 import select
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import TypeVar
 
 from sandbox import landlock, seccomp
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
-from sandbox.process import SpawnSpec, Spawned
+from sandbox.process import Layer, Spawned, SpawnSpec
 
 #: RLIMIT_NPROC for trusted scripts (``io.popen``/``os.execute``) when they run under a dedicated uid.
 #: The kernel counts every process of that uid on the host, other sandboxes' included.
@@ -511,6 +512,9 @@ def _read(path: str) -> str:
 ORDER = ("rlimits", "user", "unshare", "landlock", "seccomp", "bubblewrap")
 
 
-def ordered(layers: Sequence) -> list:
+_L = TypeVar("_L", bound=Layer)
+
+
+def ordered(layers: Sequence[_L]) -> list[_L]:
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(layers, key=lambda layer: rank.get(layer.name, len(ORDER)))

@@ -32,9 +32,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sandbox.errors import SandboxError
 
@@ -107,7 +108,8 @@ class SpawnSpec:
 class Layer(Protocol):
     """One containment layer. ``apply`` must not touch the pipes, session or fd-closing settings."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def apply(self, spec: SpawnSpec) -> SpawnSpec: ...
 
@@ -146,6 +148,9 @@ class _StderrTail:
             return self._buffer.decode("utf-8", "replace")
 
 
+_T = TypeVar("_T")
+
+
 class _Spawner:
     """Runs every Popen on one thread that lives as long as the broker.
 
@@ -158,22 +163,24 @@ class _Spawner:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: "queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list]]" = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list[tuple[str, Any]]]] = \
+            queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def run(self, job: Callable[[], Any]) -> Any:
+    def run(self, job: Callable[[], _T]) -> _T:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True)
                 self._thread.start()
         done = threading.Event()
-        outcome: list = []
+        outcome: list[tuple[str, Any]] = []
         self._jobs.put((job, done, outcome))
         done.wait()
         kind, value = outcome[0]
         if kind == "error":
             raise value
-        return value
+        result: _T = value
+        return result
 
     def _serve(self) -> None:
         while True:
@@ -278,7 +285,7 @@ class ChildProcess:
 
     @classmethod
     def spawn(cls, interpreter: str, shim: str, flags: Sequence[str], layers: Sequence[Layer], *,
-              trusted: bool = False) -> "ChildProcess":
+              trusted: bool = False) -> ChildProcess:
         """Start ``interpreter -E shim flags`` with every layer applied. Raises ``OSError`` (or
         ``SandboxError`` when a layer cannot be applied) on failure.
 
@@ -288,7 +295,7 @@ class ChildProcess:
         return cls.start((interpreter, "-E", os.path.abspath(shim), *flags), layers, trusted=trusted)
 
     @classmethod
-    def start(cls, argv: Sequence[str], layers: Sequence[Layer], *, trusted: bool = False) -> "ChildProcess":
+    def start(cls, argv: Sequence[str], layers: Sequence[Layer], *, trusted: bool = False) -> ChildProcess:
         """Start ``argv`` (an interpreter command line) with every layer applied; see ``spawn``."""
         workdir = tempfile.mkdtemp(prefix="luabroker-sandbox-")
         try:
@@ -399,7 +406,7 @@ class ChildProcess:
 
 
 #: Children not yet reaped, killed when the broker exits so no process or directory is left behind.
-_LIVE: "weakref.WeakSet[ChildProcess]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ChildProcess] = weakref.WeakSet()
 
 
 @atexit.register

@@ -25,7 +25,7 @@ import errno
 import functools
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 #: Denied for every sandbox process, with the reason (docs/security.md mirrors this table).
 DENIED: dict[str, str] = {
@@ -123,7 +123,7 @@ def denied_names(trusted: bool) -> list[str]:
     return names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def program(trusted: bool) -> bytes:
     """The BPF program (``struct sock_filter`` array) of the deny-list. Raises ``SeccompUnavailable``."""
     try:

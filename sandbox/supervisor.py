@@ -19,12 +19,12 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from sandbox.channel import CallInfo, ChannelClosed, LogHandler, RpcHandler, SandboxChannel
-from sandbox.errors import (LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable,
-                            ScriptLoadError)
+from sandbox.errors import LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable, ScriptLoadError
 from sandbox.isolation import Isolation, IsolationPlan, LayerReport, plan
 from sandbox.limits import BackoffPolicy, Limits, next_delay
 from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter
@@ -220,7 +220,7 @@ class Sandbox:
             raise
         self._start_supervisor(generation)
 
-    def call(self, function: str, args: list, *, keep_strings: bool = False,
+    def call(self, function: str, args: list[Any], *, keep_strings: bool = False,
              cpu_s: float | None = None) -> CallResult:
         """Call the global Lua function ``function(*args)``.
 
@@ -315,7 +315,7 @@ class Sandbox:
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(STOP_GRACE_S + 1)
         with self._cond:
-            if self._state is State.STOPPING:
+            if self.state is State.STOPPING:  # not if a start came in while the lock was free
                 self._change_state(State.STOPPED, "stopped", channel)
 
     # ------------------------------------------------------------------------------ calls and states
@@ -593,7 +593,7 @@ class Sandbox:
 
 
 def _iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 __all__ = ["Sandbox", "SandboxConfig", "ScriptSource", "CallResult", "CallInfo", "RestartSchedule"]

@@ -82,7 +82,7 @@ class Config(ScriptOptions):
     path: Path | None = None
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any], base_dir: Path) -> "Config":
+    def from_json(cls, raw: dict[str, Any], base_dir: Path) -> Config:
         options = Section(raw)
         scripts = read_script_options(options, base_dir)
         users = options.option("RegisteredUsers", dict, {})
@@ -130,7 +130,7 @@ class Config(ScriptOptions):
         )
 
     @classmethod
-    def load(cls, path: str | Path | None) -> "Config":
+    def load(cls, path: str | Path | None) -> Config:
         """Read a configuration file, or every ``*.json`` of a directory (merged in name order, as
         Orthanc does). ``None`` gives the defaults, relative to the current directory."""
         if path is None:

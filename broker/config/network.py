@@ -23,9 +23,10 @@ The options of the clients: ``DicomAssociationCloseDelay`` and ``DicomScuTimeout
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from broker.config.options import ConfigError, Section, bad_value
 from broker.errors import ErrorCode, OrthancError
@@ -126,7 +127,7 @@ class Modality:
     timeout: int = 0
 
     @classmethod
-    def parse(cls, value: Any) -> "Modality":
+    def parse(cls, value: Any) -> Modality:
         """Any of Orthanc's forms; raises ``OrthancError`` as Orthanc does for a bad one."""
         if isinstance(value, list):
             if (len(value) not in (3, 4) or not isinstance(value[0], str) or not isinstance(value[1], str)
@@ -207,7 +208,7 @@ class Peer:
         return (self.username, self.password) if self.username and self.password else None
 
     @classmethod
-    def parse(cls, value: Any) -> "Peer":
+    def parse(cls, value: Any) -> Peer:
         if isinstance(value, list):
             if len(value) not in (1, 3) or not all(isinstance(v, str) for v in value):
                 raise _bad_format()

@@ -10,8 +10,9 @@ reader of a section never spells its parent's name.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ class Section:
     def __contains__(self, name: str) -> bool:
         return name in self.values
 
-    def section(self, name: str) -> "Section":
+    def section(self, name: str) -> Section:
         """The object ``name`` (absent: empty), as a ``Section`` whose options are named ``<name>.X``."""
         return Section(self.option(name, dict, {}), f"{self.label(name)}.")
 

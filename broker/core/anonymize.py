@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from broker.core.levels import Level
-from broker.core.modify import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_NAME, ModifyRequest, _boolean)
+from broker.core.modify import DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_NAME, ModifyRequest, _boolean
 from broker.errors import ErrorCode, OrthancError
 
 PROFILES_PATH = Path(__file__).with_name("data") / "anonymization-profiles.json"
@@ -69,7 +70,8 @@ def setup_anonymization(version: str = DEFAULT_DICOM_VERSION) -> ModifyRequest:
     """Orthanc's ``SetupAnonymization``: a request holding the profile only."""
     table = profiles().get(version)
     if table is None:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown specific version of the DICOM standard: {version}")
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                           f"Unknown specific version of the DICOM standard: {version}")
     own = frozenset(deidentification_method(v) for v in profiles())
     request = ModifyRequest(level=Level.PATIENT, is_anonymization=True, remove_private_tags=True,
                             own_deidentification_methods=own)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import enum
 import functools
 import struct
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
 
@@ -33,8 +34,10 @@ SPECIFIC_CHARACTER_SET = 0x00080005
 
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
                         "UC", "UI", "UR", "UT"})
-_NUMBERS = {"US": ("H", 2, str), "SS": ("h", 2, str), "UL": ("I", 4, str), "SL": ("i", 4, str),
-            "FL": ("f", 4, lambda v: "%.17g" % v), "FD": ("d", 8, lambda v: "%.17g" % v)}
+#: VR -> (struct code, size, rendering of one value)
+_NUMBERS: dict[str, tuple[str, int, Callable[[Any], str]]] = {
+    "US": ("H", 2, str), "SS": ("h", 2, str), "UL": ("I", 4, str), "SL": ("i", 4, str),
+    "FL": ("f", 4, lambda v: f"{v:.17g}"), "FD": ("d", 8, lambda v: f"{v:.17g}")}
 _PN_DELIMITERS = {0x5C, 0x3D, 0x5E}
 _VALUE_DELIMITERS = {0x5C}
 
@@ -70,7 +73,7 @@ class Charset:
         return decode_bytes(raw, self.encodings, _PN_DELIMITERS if vr == "PN" else _VALUE_DELIMITERS)
 
     @classmethod
-    def of(cls, elements: Iterable[Element]) -> "Charset":
+    def of(cls, elements: Iterable[Element]) -> Charset:
         for element in elements:
             if element.tag == SPECIFIC_CHARACTER_SET:
                 return cls(element.value or b"")

@@ -61,7 +61,7 @@ class Element:
     tag: int
     vr: str
     value: bytes | None = None            # raw value of a leaf (None for binary VRs)
-    items: list[list["Element"]] | None = None  # the items of a sequence
+    items: list[list[Element]] | None = None  # the items of a sequence
     little: bool = True
 
     @property
@@ -211,7 +211,8 @@ class _Reader:
             else:
                 _, _, vr_bytes, short_length = self._tag_vr_short(buffer, position)
                 if not (65 <= vr_bytes[0] <= 90 and 65 <= vr_bytes[1] <= 90):
-                    raise DicomFormatError(f"invalid VR {vr_bytes!r} for tag ({group:04X},{elem:04X}) at offset {position}")
+                    raise DicomFormatError(
+                        f"invalid VR {vr_bytes!r} for tag ({group:04X},{elem:04X}) at offset {position}")
                 vr = vr_bytes.decode("ascii")
                 if vr in _LONG_VRS:
                     if end - position < 12:
@@ -313,7 +314,7 @@ class _Reader:
             return "UL"
         return "OW"  # "OB or OW", "US or SS or OW", DCMTK's ox/px/lt: binary either way
 
-    def _implicit_little_endian(self) -> "_Reader":
+    def _implicit_little_endian(self) -> _Reader:
         """Reader for the content of an undefined-length UN element (implicit VR little endian)."""
         if self._implicit_le is None:
             self._implicit_le = _Reader(self.buffer, little=True, implicit=True, budget=self.budget)

@@ -30,7 +30,7 @@ class ResourceIds:
     instance: str
 
     @classmethod
-    def from_uids(cls, patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> "ResourceIds":
+    def from_uids(cls, patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> ResourceIds:
         study_key = f"{patient_id}|{study_uid}"
         series_key = f"{study_key}|{series_uid}"
         return cls(format_sha1(patient_id), format_sha1(study_key), format_sha1(series_key),

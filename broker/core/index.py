@@ -13,10 +13,11 @@ import json
 import queue
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from broker.core.levels import Level
 
@@ -95,8 +96,14 @@ class Attachment:
     md5: str | None
 
 
-def _row(values: tuple) -> ResourceRow:
+def _row(values: tuple[Any, ...]) -> ResourceRow:
     return ResourceRow(values[0], Level(values[1]), values[2], values[3])
+
+
+def _inserted_id(cursor: sqlite3.Cursor) -> int:
+    """The rowid an INSERT just wrote (``lastrowid`` is optional only for the other statements)."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
 
 
 class IndexTransaction:
@@ -121,13 +128,20 @@ class IndexTransaction:
                             (internal_id,)).fetchone()
         return _row(row) if row else None
 
+    def parent(self, row: ResourceRow) -> ResourceRow:
+        """The parent of a row below the patient level (a resource with children is never deleted)."""
+        assert row.parent_id is not None
+        parent = self.get(row.parent_id)
+        assert parent is not None
+        return parent
+
     def create(self, level: Level, public_id: str, parent_id: int | None, main_tags: dict[str, str],
                patient_tags: dict[str, str] | None = None) -> int:
         cursor = self._execute(
             "INSERT INTO resources (level, public_id, parent_id, main_tags, patient_tags) VALUES (?, ?, ?, ?, ?)",
             (int(level), public_id, parent_id, _dump(main_tags),
              None if patient_tags is None else _dump(patient_tags)))
-        return cursor.lastrowid
+        return _inserted_id(cursor)
 
     def main_tags(self, internal_id: int) -> tuple[dict[str, str], dict[str, str] | None]:
         main, patient = self._execute("SELECT main_tags, patient_tags FROM resources WHERE internal_id = ?",
@@ -140,7 +154,8 @@ class IndexTransaction:
             (internal_id,))]
 
     def has_children(self, internal_id: int) -> bool:
-        return self._execute("SELECT 1 FROM resources WHERE parent_id = ? LIMIT 1", (internal_id,)).fetchone() is not None
+        row = self._execute("SELECT 1 FROM resources WHERE parent_id = ? LIMIT 1", (internal_id,)).fetchone()
+        return row is not None
 
     def subtree(self, internal_id: int) -> list[ResourceRow]:
         """The resource and all its descendants, parents before children."""
@@ -218,7 +233,8 @@ class IndexTransaction:
         return uuids
 
     def total_size(self) -> int:
-        return self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0]
+        total: int = self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0]
+        return total
 
     # Unstable resources (for IsStable and the Stable* events).
     def mark_unstable(self, rows: Iterable[tuple[int, int, str, float]]) -> None:
@@ -244,7 +260,7 @@ class IndexTransaction:
         cursor = self._execute(
             "INSERT INTO outbox (kind, level, resource_id, payload, created) VALUES (?, ?, ?, ?, ?)",
             (kind, None if level is None else level.label, resource_id, _dump(payload).encode("utf-8"), created))
-        return cursor.lastrowid
+        return _inserted_id(cursor)
 
 
 def _dump(value: Any) -> str:

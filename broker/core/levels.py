@@ -26,19 +26,19 @@ class Level(enum.IntEnum):
         return _CHILDREN_KEYS[self]
 
     @property
-    def parent(self) -> "Level | None":
+    def parent(self) -> Level | None:
         return None if self is Level.PATIENT else Level(self - 1)
 
     @property
-    def child(self) -> "Level | None":
+    def child(self) -> Level | None:
         return None if self is Level.INSTANCE else Level(self + 1)
 
     @classmethod
-    def from_plural(cls, plural: str) -> "Level":
+    def from_plural(cls, plural: str) -> Level:
         return _BY_PLURAL[plural]
 
     @classmethod
-    def from_label(cls, label: str) -> "Level":
+    def from_label(cls, label: str) -> Level:
         return _BY_LABEL[label]
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from broker.errors import ErrorCode, OrthancError
 
@@ -53,6 +54,12 @@ _INTEGER = re.compile(r"^-?[0-9]+$")
 
 def is_user_metadata(number: int) -> bool:
     return USER_METADATA_FIRST <= number <= USER_METADATA_LAST
+
+
+def now_iso() -> str:
+    """Orthanc's timestamps: UTC, ``20240101T120000`` (``ReceptionDate``, ``LastUpdate``, and the time
+    of each outbox event)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 class MetadataNames:

@@ -28,15 +28,15 @@ class Origin:
     username: str = ""
 
     @classmethod
-    def lua(cls) -> "Origin":
+    def lua(cls) -> Origin:
         return cls(RequestOrigin.LUA, remote_ip="127.0.0.1")
 
     @classmethod
-    def rest(cls, remote_ip: str, username: str = "") -> "Origin":
+    def rest(cls, remote_ip: str, username: str = "") -> Origin:
         return cls(RequestOrigin.REST_API, remote_ip=remote_ip, username=username)
 
     @classmethod
-    def dicom(cls, remote_ip: str, remote_aet: str, called_aet: str) -> "Origin":
+    def dicom(cls, remote_ip: str, remote_aet: str, called_aet: str) -> Origin:
         return cls(RequestOrigin.DICOM_PROTOCOL, remote_ip=remote_ip, remote_aet=remote_aet, called_aet=called_aet)
 
     def to_lua(self) -> dict[str, Any]:
@@ -53,6 +53,6 @@ class Origin:
                 "RemoteAet": self.remote_aet, "CalledAet": self.called_aet, "Username": self.username}
 
     @classmethod
-    def from_dict(cls, data: dict[str, str]) -> "Origin":
+    def from_dict(cls, data: dict[str, str]) -> Origin:
         return cls(RequestOrigin(data["RequestOrigin"]), data.get("RemoteIp", ""), data.get("RemoteAet", ""),
                    data.get("CalledAet", ""), data.get("Username", ""))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.core.index import Index
+from broker.core.metadata import now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class OutboxEvent:
 _COLUMNS = "seq, kind, level, resource_id, payload, attempts, state, last_error, created"
 
 
-def _event(row: tuple) -> OutboxEvent:
+def _event(row: tuple[Any, ...]) -> OutboxEvent:
     seq, kind, level, resource_id, payload, attempts, state, last_error, created = row
     return OutboxEvent(seq, kind, level, resource_id, json.loads(payload) if payload else {}, attempts, state,
                        last_error, created)
@@ -53,8 +54,6 @@ class Outbox:
 
     def append(self, kind: str, resource_id: str | None, payload: dict[str, Any] | None = None) -> int:
         """Write one event that no index change carries (the jobs engine's ``Job*`` events); returns its seq."""
-        from broker.core.store import now_iso
-
         with self._index.write() as tx:
             return tx.append_event(kind, None, resource_id, payload or {}, now_iso())
 
@@ -83,7 +82,8 @@ class Outbox:
 
     def parked(self) -> list[OutboxEvent]:
         with self._index.read() as tx:
-            rows = tx.connection.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state = 'parked' ORDER BY seq").fetchall()
+            rows = tx.connection.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE state = 'parked' ORDER BY seq").fetchall()
         return [_event(row) for row in rows]
 
     def requeue(self, seq: int) -> bool:

@@ -79,7 +79,8 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
         try:
             array = pydicom.pixels.pixel_array(ds, index=frame)
         except Exception as exc:
-            raise Undecodable(f"Cannot decode the pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}): {exc}") from exc
+            syntax = ds.file_meta.get("TransferSyntaxUID", "?")
+            raise Undecodable(f"Cannot decode the pixel data ({syntax}): {exc}") from exc
         if photometric == "PALETTE COLOR" and samples == 1:
             try:
                 array = pydicom.pixels.apply_color_lut(array, ds)

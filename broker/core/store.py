@@ -17,10 +17,10 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pydicom
 
@@ -31,7 +31,7 @@ from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
 from broker.core.ids import ResourceIds
 from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
 from broker.core.levels import Level
-from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata
+from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata, now_iso
 from broker.core.origin import Origin, RequestOrigin
 from broker.core.outbox import Outbox
 from broker.core.storage import StorageArea
@@ -48,11 +48,6 @@ _IDENTIFIERS = ((maintags.STUDY_INSTANCE_UID, "StudyInstanceUID", "0020,000D"),
                 (maintags.SERIES_INSTANCE_UID, "SeriesInstanceUID", "0020,000E"),
                 (maintags.SOP_INSTANCE_UID, "SOPInstanceUID", "0008,0018"))
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
-
-
-def now_iso() -> str:
-    """Orthanc's timestamps: UTC, ``20240101T120000``."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
 
 
 def parse_integer(text: str | None) -> int | None:
@@ -158,7 +153,8 @@ class DeleteResult:
         ancestor = self.remaining_ancestor
         if ancestor is None:
             return {"RemainingAncestor": None}
-        return {"RemainingAncestor": {"ID": ancestor.public_id, "Path": f"/{ancestor.level.plural}/{ancestor.public_id}",
+        return {"RemainingAncestor": {"ID": ancestor.public_id,
+                                      "Path": f"/{ancestor.level.plural}/{ancestor.public_id}",
                                       "Type": ancestor.level.label}}
 
 
@@ -223,7 +219,8 @@ class Store:
 
     def store_incoming(self, incoming: IncomingInstance) -> StoreResult:
         ids = incoming.ids
-        if self.instance_filter is not None and not self._accepted(incoming):
+        instance_filter = self.instance_filter
+        if instance_filter is not None and not _accepted(instance_filter, incoming):
             return StoreResult(FILTERED_OUT, ids.instance, ids.patient, ids.study, ids.series)
         tags = incoming.simplified_tags()
         with self.index.read() as tx:
@@ -243,14 +240,6 @@ class Store:
                 self.storage.remove(file_uuid)
         self._notify()
         return StoreResult(status, ids.instance, ids.patient, ids.study, ids.series)
-
-    def _accepted(self, incoming: IncomingInstance) -> bool:
-        try:
-            return bool(self.instance_filter(incoming))
-        except OrthancError:
-            raise
-        except Exception as exc:  # a broken filter fails the store, it does not crash the caller
-            raise OrthancError(ErrorCode.INTERNAL_ERROR, f"The instance filter failed: {exc!r}") from exc
 
     def _index_instance(self, tx: IndexTransaction, incoming: IncomingInstance, tags: dict[str, Any],
                         written: list[str]) -> str:
@@ -273,7 +262,8 @@ class Store:
         md5 = hashlib.md5(incoming.data).hexdigest() if self.store_md5 else None
         tx.add_attachment(instance_id, DICOM_ATTACHMENT, written[0], len(incoming.data), md5)
 
-        rows = [(internal_id, MetadataType.LAST_UPDATE, now) for internal_id in (series[0], study[0], patient[0])]
+        rows: list[tuple[int, int, str]] = [(internal_id, MetadataType.LAST_UPDATE, now)
+                                            for internal_id in (series[0], study[0], patient[0])]
         if series[1]:
             expected = expected_number_of_instances(summary_)
             if expected is not None:
@@ -380,7 +370,7 @@ class Store:
                     current = following
                 return [r.public_id for r in current]
             while row.level is not target:
-                row = tx.get(row.parent_id)
+                row = tx.parent(row)
             return [row.public_id]
 
     def read_instance(self, instance_id: str) -> tuple[bytes, Attachment]:
@@ -397,14 +387,16 @@ class Store:
         try:
             parsed = parse_dicom(data, UNBOUNDED)
         except DicomFormatError as exc:
-            raise OrthancError(ErrorCode.CORRUPTED_FILE, f"The stored file of {instance_id} is unreadable: {exc}")
+            raise OrthancError(ErrorCode.CORRUPTED_FILE,
+                               f"The stored file of {instance_id} is unreadable: {exc}") from exc
         return dataset_to_json(parsed.elements, fmt)
 
     def statistics(self) -> Statistics:
         with self.index.read() as tx:
             counts = tx.counts()
             size = tx.total_size()
-        return Statistics(counts[Level.PATIENT], counts[Level.STUDY], counts[Level.SERIES], counts[Level.INSTANCE], size)
+        return Statistics(counts[Level.PATIENT], counts[Level.STUDY], counts[Level.SERIES], counts[Level.INSTANCE],
+                          size)
 
     # Global properties.
     def increment_global_sequence(self, name: str) -> int:
@@ -463,15 +455,15 @@ class Store:
             files = tx.attachment_uuids(r.internal_id for r in deleted if r.level is Level.INSTANCE)
             tx.delete([row.internal_id])
             remaining = None
-            parent_id = row.parent_id
-            while parent_id is not None:
-                parent = tx.get(parent_id)
-                if tx.has_children(parent_id):
+            child = row
+            while child.parent_id is not None:
+                parent = tx.parent(child)
+                if tx.has_children(parent.internal_id):
                     remaining = parent
                     break
                 deleted.append(parent)
-                tx.delete([parent_id])
-                parent_id = parent.parent_id
+                tx.delete([parent.internal_id])
+                child = parent
             now = now_iso()
             for gone in deleted:
                 tx.append_event("Deleted", gone.level, gone.public_id, {}, now)
@@ -498,6 +490,15 @@ class Store:
         return count
 
 
+def _accepted(instance_filter: Callable[[IncomingInstance], bool], incoming: IncomingInstance) -> bool:
+    try:
+        return bool(instance_filter(incoming))
+    except OrthancError:
+        raise
+    except Exception as exc:  # a broken filter fails the store, it does not crash the caller
+        raise OrthancError(ErrorCode.INTERNAL_ERROR, f"The instance filter failed: {exc!r}") from exc
+
+
 def _remote_aet(origin: Origin) -> str:
     return origin.remote_aet if origin.request_origin is RequestOrigin.DICOM_PROTOCOL else ""
 
@@ -519,12 +520,14 @@ def instance_metadata(incoming: IncomingInstance, now: str) -> dict[int, str]:
         metadata[MetadataType.HTTP_USERNAME] = origin.username
     if incoming.file.pixel_data_offset is not None:
         metadata[MetadataType.PIXEL_DATA_OFFSET] = str(incoming.file.pixel_data_offset)
-    if summary_.get(maintags.SOP_CLASS_UID) is not None:
-        metadata[MetadataType.SOP_CLASS_UID] = summary_[maintags.SOP_CLASS_UID]
+    sop_class_uid = summary_.get(maintags.SOP_CLASS_UID)
+    if sop_class_uid is not None:
+        metadata[MetadataType.SOP_CLASS_UID] = sop_class_uid
     for tag in (maintags.INSTANCE_NUMBER, maintags.IMAGE_INDEX):
         if tag in summary_:
-            if summary_[tag] is not None:
-                metadata[MetadataType.INDEX_IN_SERIES] = summary_[tag].strip()
+            index = summary_[tag]
+            if index is not None:
+                metadata[MetadataType.INDEX_IN_SERIES] = index.strip()
             break
     return dict(sorted(metadata.items()))
 

@@ -12,7 +12,7 @@ import io
 import struct
 import zipfile
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from broker.core.bounds import InflateBound, InputTooLarge, zip_directory_budget
 
@@ -50,7 +50,7 @@ def _directory_size(data: bytes) -> int | None:
     start = data.rfind(b"PK\x05\x06", max(0, len(data) - _END.size - _END_COMMENT_MAX))
     if start < 0 or len(data) - start < _END.size:
         return None
-    size = _END.unpack_from(data, start)[5]
+    size: int = _END.unpack_from(data, start)[5]
     locator = start - _ZIP64_LOCATOR.size
     if locator >= _ZIP64_END.size and data[locator:locator + 4] == b"PK\x06\x07":
         record = _ZIP64_END.unpack_from(data, locator - _ZIP64_END.size)

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import logging
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.origin import Origin
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
+from broker.services import Services
 
 log = logging.getLogger("luabroker.dicom")
 
@@ -44,15 +48,16 @@ def status_for(exc: Exception) -> int:
 
 def part10_bytes(event: evt.Event) -> bytes:
     """The received instance as a DICOM file: preamble, ``DICM``, file meta, the raw dataset."""
-    buffer = BytesIO()
+    buffer = DicomBytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
-    buffer.write(event.request.DataSet.getvalue())
+    request = cast(C_STORE, event.request)  # the handler of EVT_C_STORE only
+    buffer.write(cast(BytesIO, request.DataSet).getvalue())
     return buffer.getvalue()
 
 
 class StoreScp:
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.server: Any = None
 
@@ -79,9 +84,11 @@ class StoreScp:
         ae.maximum_associations = UNCOUNTED
         slots = AssociationSlots(config.dicom_scp_maximum_associations)
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None  # pynetdicom's list names the SOP class of each
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self.handle_store), *slots.handlers, *NODELAY_HANDLERS]
+        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store), *slots.handlers,
+                                            *NODELAY_HANDLERS]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
         log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
 

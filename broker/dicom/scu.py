@@ -38,9 +38,9 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from broker.config.network import DicomOptions, Modality
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError
-from broker.config.network import DicomOptions, Modality
 from broker.network import NetworkRegistry
 
 log = logging.getLogger("luabroker.dicom")

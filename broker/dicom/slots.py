@@ -14,6 +14,7 @@ import threading
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 
 log = logging.getLogger("luabroker.dicom")
 
@@ -32,19 +33,21 @@ class AssociationSlots:
         self._lock = threading.Lock()
 
     @property
-    def handlers(self) -> list[tuple[evt.EventType, object]]:
+    def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_REQUESTED, self.on_requested)]
 
     def on_requested(self, event: evt.Event) -> None:
         """Refuse the association (as pynetdicom would, with "local limit exceeded") when every slot is
         taken; pynetdicom then skips negotiation and closes the connection."""
         assoc = event.assoc
+        request = assoc.requestor.primitive
+        assert request is not None  # the A-ASSOCIATE-RQ this event is about
         with self._lock:
             busy = sum(1 for other in assoc.ae.active_associations if other is not assoc and _holds_slot(other))
             if busy < self.maximum:
                 return
             log.warning("Association from %s at %s refused: %d associations already (DicomScpMaximumAssociations)",
-                        assoc.requestor.primitive.calling_ae_title, assoc.requestor.address, busy)
+                        request.calling_ae_title, assoc.requestor.address, busy)
             assoc.acse.send_reject(*_LOCAL_LIMIT_EXCEEDED)
         assoc.kill()
 

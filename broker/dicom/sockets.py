@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 
 from pynetdicom import evt
+from pynetdicom.events import EventHandlerType
 
 
 def set_nodelay(event: evt.Event) -> None:
@@ -16,4 +17,4 @@ def set_nodelay(event: evt.Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-NODELAY_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay)]
+NODELAY_HANDLERS: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, set_nodelay)]

@@ -7,8 +7,6 @@ body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``br
 """
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -18,16 +16,22 @@ from starlette.routing import Route
 
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
-from broker.http.auth import (BasicAuthMiddleware, LuaHttpFilterMiddleware, RemoteAccessMiddleware, client_ip,
-                              effective_method)
+from broker.http.auth import (
+    BasicAuthMiddleware,
+    LuaHttpFilterMiddleware,
+    RemoteAccessMiddleware,
+    client_ip,
+    effective_method,
+)
 from broker.http.body import read_body
 from broker.http.errors import error_response
 from broker.rest.types import RestRequest
+from broker.services import Services
 
 METHODS = ["GET", "POST", "PUT", "DELETE"]
 
 
-def build_app(services: Any) -> Starlette:
+def build_app(services: Services) -> Starlette:
     config = services.config
 
     async def endpoint(request: Request) -> Response:

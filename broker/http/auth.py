@@ -10,7 +10,8 @@ import binascii
 import hmac
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
+from broker.scripting.filters import http_request_allowed
 
 if TYPE_CHECKING:
     from broker.scripting.bridge import ScriptSet
@@ -98,7 +100,7 @@ class LuaHttpFilterMiddleware:
     when it is defined and the process is busy, the wait is bounded (``LuaSandbox.BusyTimeout``), then
     the filter's failure policy answers."""
 
-    def __init__(self, app: ASGIApp, scripts: "ScriptSet") -> None:
+    def __init__(self, app: ASGIApp, scripts: ScriptSet) -> None:
         self.app, self.scripts = app, scripts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,8 +108,6 @@ class LuaHttpFilterMiddleware:
                 or OPERATOR_PATHS.fullmatch(scope["path"])):
             await self.app(scope, receive, send)
             return
-        from broker.scripting.filters import http_request_allowed
-
         headers = Headers(scope=scope)
         method = effective_method(scope["method"], headers)
         try:

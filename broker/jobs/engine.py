@@ -21,17 +21,28 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from broker.config.jobs import JobsSettings
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.backoff import next_delay
-from broker.jobs.model import (CANCELED_JOB, JOB_TYPES, Job, JobContext, StepKind, StepResult, TransferError,
-                               describe_error)
-from broker.jobs.persistence import JobStore, StoredJob
+from broker.jobs.model import (
+    CANCELED_JOB,
+    JOB_TYPES,
+    Job,
+    JobContext,
+    StepKind,
+    StepResult,
+    TransferError,
+    describe_error,
+)
+from broker.jobs.persistence import FILE_NAME, JobStore, StoredJob
+from broker.jobs.senders import NetworkSenders
 from broker.jobs.states import COMPLETED_STATES, JobState
+from broker.services import Services
 
 log = logging.getLogger("luabroker.jobs")
 
@@ -40,7 +51,7 @@ JOB_SUBMITTED, JOB_SUCCESS, JOB_FAILURE = "JobSubmitted", "JobSuccess", "JobFail
 
 def iso_time(wall: float) -> str:
     """Orthanc's job timestamps (boost ``to_iso_string``, UTC): ``20240101T120000.123456``."""
-    moment = datetime.fromtimestamp(wall, timezone.utc)
+    moment = datetime.fromtimestamp(wall, UTC)
     text = moment.strftime("%Y%m%dT%H%M%S")
     return f"{text}.{moment.microsecond:06d}" if moment.microsecond else text
 
@@ -491,12 +502,9 @@ def _orthanc_error(code: int, details: str) -> OrthancError:
         return OrthancError(ErrorCode.INTERNAL_ERROR, f"{text}: {details}" if details else text)
 
 
-def create_engine(services: Any) -> JobsEngine:
+def create_engine(services: Services) -> JobsEngine:
     """The engine of a server: settings from the configuration, ``<StorageDirectory>/jobs.sqlite``
     (unless ``SaveJobs`` is false), the network clients of ``services``, events into the outbox."""
-    from broker.jobs.persistence import FILE_NAME
-    from broker.jobs.senders import NetworkSenders
-
     settings = services.config.jobs
     store = JobStore(services.store.root / FILE_NAME) if settings.persist else None
 

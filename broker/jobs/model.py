@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from broker.errors import ERROR_TABLE, ErrorCode
+from broker.services import Services
 
 #: Orthanc error codes used by jobs that ``broker.errors.ErrorCode`` does not list.
 CANCELED_JOB = 37
@@ -44,19 +45,19 @@ class StepResult:
     retry_in_s: float = 0.0
 
     @classmethod
-    def proceed(cls) -> "StepResult":
+    def proceed(cls) -> StepResult:
         return cls(StepKind.CONTINUE)
 
     @classmethod
-    def success(cls) -> "StepResult":
+    def success(cls) -> StepResult:
         return cls(StepKind.SUCCESS)
 
     @classmethod
-    def failure(cls, code: int, details: str = "") -> "StepResult":
+    def failure(cls, code: int, details: str = "") -> StepResult:
         return cls(StepKind.FAILURE, int(code), details)
 
     @classmethod
-    def retry(cls, delay_s: float, code: int, details: str) -> "StepResult":
+    def retry(cls, delay_s: float, code: int, details: str) -> StepResult:
         return cls(StepKind.RETRY, int(code), details, delay_s)
 
 
@@ -77,7 +78,7 @@ class JobContext:
     """What a step may use: the server's services, the engine settings and the senders (the network
     clients, behind one small interface so tests can fake the receivers)."""
 
-    services: Any
+    services: Services
     settings: Any
     senders: Any
 
@@ -107,7 +108,7 @@ class Job(ABC):
 
     @classmethod
     @abstractmethod
-    def unserialize(cls, data: dict[str, Any]) -> "Job":
+    def unserialize(cls, data: dict[str, Any]) -> Job:
         ...
 
     def stopped(self, reason: str) -> None:

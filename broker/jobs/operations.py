@@ -24,7 +24,10 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from broker.core.levels import Level
+from broker.core.metadata import MetadataType
+from broker.core.modify import ModifyRequest, modify_instance_bytes
 from broker.core.origin import Origin
+from broker.core.store import Store, StoreResult
 from broker.errors import OrthancError
 from broker.jobs.model import JobContext, TransferError
 
@@ -44,7 +47,7 @@ class Operation(ABC):
 
     @classmethod
     @abstractmethod
-    def unserialize(cls, data: dict[str, Any]) -> "Operation":
+    def unserialize(cls, data: dict[str, Any]) -> Operation:
         ...
 
 
@@ -104,7 +107,7 @@ class StoreScuOperation(_Transfer):
         return {"Type": self.type, "Modality": self.modality, "LocalAet": self.local_aet}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "StoreScuOperation":
+    def unserialize(cls, data: dict[str, Any]) -> StoreScuOperation:
         return cls(data["Modality"], data.get("LocalAet"))
 
 
@@ -126,7 +129,7 @@ class StorePeerOperation(_Transfer):
         return {"Type": self.type, "Peer": self.peer}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "StorePeerOperation":
+    def unserialize(cls, data: dict[str, Any]) -> StorePeerOperation:
         return cls(data["Peer"])
 
 
@@ -141,8 +144,6 @@ class ModifyOperation(Operation):
     def parsed(self) -> Any:
         """The ``ModifyRequest`` (raises ``OrthancError`` for a bad one: a submission error)."""
         if self._parsed is None:
-            from broker.core.modify import ModifyRequest
-
             self._parsed = ModifyRequest.from_json(self.request)
         return self._parsed
 
@@ -151,8 +152,6 @@ class ModifyOperation(Operation):
         if data is None:
             return []
         try:
-            from broker.core.modify import modify_instance_bytes
-
             modified = modify_instance_bytes(data, self.parsed(), new_sop_instance_uid=True)
             result = store_modified(context.services.store, modified, instance_id)
         except Exception as exc:  # OrthancError, and whatever a broken file makes the modifier raise
@@ -167,14 +166,12 @@ class ModifyOperation(Operation):
         return {"Type": self.type, "Request": self.request}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "ModifyOperation":
+    def unserialize(cls, data: dict[str, Any]) -> ModifyOperation:
         return cls(data["Request"])
 
 
-def store_modified(store: Any, data: bytes, original_id: str) -> Any:
+def store_modified(store: Store, data: bytes, original_id: str) -> StoreResult:
     """Store a modified copy with origin ``Lua`` and metadata ``ModifiedFrom``."""
-    from broker.core.metadata import MetadataType
-
     return store.store_instance(data, Origin.lua(), metadata={MetadataType.MODIFIED_FROM: original_id})
 
 
@@ -194,7 +191,7 @@ class DeleteOperation(Operation):
         return {"Type": self.type}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "DeleteOperation":
+    def unserialize(cls, data: dict[str, Any]) -> DeleteOperation:
         return cls()
 
 
@@ -239,5 +236,5 @@ class SystemCallOperation(Operation):
         return {"Type": self.type, "Command": self.command, "Arguments": self.arguments}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "SystemCallOperation":
+    def unserialize(cls, data: dict[str, Any]) -> SystemCallOperation:
         return cls(data["Command"], list(data.get("Arguments", [])))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 FILE_NAME = "jobs.sqlite"
 
@@ -100,7 +101,7 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY seq").fetchall()
         for row in rows:
-            values = dict(zip(_COLUMNS, row))
+            values = dict(zip(_COLUMNS, row, strict=True))
             try:
                 payload = json.loads(values["payload"])
             except ValueError:

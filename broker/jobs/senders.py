@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from broker.dicom.scu import DicomNetworkError
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.model import TransferError
+from broker.services import Services
 
 
 class Senders(Protocol):
@@ -30,7 +32,7 @@ class Senders(Protocol):
 class NetworkSenders:
     """``Senders`` over the services of a server."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def _service(self, name: str, what: str) -> Any:
@@ -46,8 +48,6 @@ class NetworkSenders:
         return self._service("network", "OrthancPeers registry").peer(name)
 
     def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
-        from broker.dicom.scu import DicomNetworkError
-
         modality = self.modality(name)
         scu = self._service("scu", "C-STORE SCU")
         try:

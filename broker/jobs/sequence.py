@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from broker.jobs.model import Job, JobContext, StepResult, job_type
 from broker.jobs.operations import OPERATION_TYPES, Operation
@@ -54,7 +55,7 @@ class SequenceOfOperationsJob(Job):
 
     # -- building (LuaJobs) --------------------------------------------------------------------------
     @contextmanager
-    def editing(self) -> Iterator["SequenceOfOperationsJob"]:
+    def editing(self) -> Iterator[SequenceOfOperationsJob]:
         """Hold the job while operations are added; ``JobClosed`` if it has finished."""
         with self._cond:
             if self._closed:
@@ -148,7 +149,7 @@ class SequenceOfOperationsJob(Job):
                                    for slot in self._slots]}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "SequenceOfOperationsJob":
+    def unserialize(cls, data: dict[str, Any]) -> SequenceOfOperationsJob:
         job = cls(data.get("Description", "Lua"), float(data.get("TrailingTimeout", 5.0)))
         for entry in data["Operations"]:
             operation = entry["Operation"]

@@ -10,9 +10,11 @@ job resumes at the instance that failed instead of sending everything again.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from broker.core.levels import Level
+from broker.core.store import Store
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
 
@@ -20,7 +22,7 @@ MEGA_BYTES = 1024 * 1024
 _LEVELS = (Level.INSTANCE, Level.SERIES, Level.STUDY, Level.PATIENT)
 
 
-def child_instances(store: Any, resource_id: str) -> list[str]:
+def child_instances(store: Store, resource_id: str) -> list[str]:
     """The instances of a resource of any level (Orthanc's ``AddChildInstances``)."""
     for level in _LEVELS:
         if store.exists(level, resource_id):
@@ -114,7 +116,7 @@ class DicomModalityStoreJob(InstancesJob):
                 "LocalAet": self.local_aet, "DefaultLocalAet": self.default_local_aet}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "DicomModalityStoreJob":
+    def unserialize(cls, data: dict[str, Any]) -> DicomModalityStoreJob:
         return cls(data["Modality"], data["RemoteAet"], data.get("LocalAet"),
                    default_local_aet=data.get("DefaultLocalAet", "ORTHANC"), **cls.base_options(data))
 
@@ -145,5 +147,5 @@ class OrthancPeerStoreJob(InstancesJob):
         return {**self.base_serialize(), "Peer": self.peer, "Url": self.url, "Size": self.size}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "OrthancPeerStoreJob":
+    def unserialize(cls, data: dict[str, Any]) -> OrthancPeerStoreJob:
         return cls(data["Peer"], data.get("Url", ""), size=int(data.get("Size", 0)), **cls.base_options(data))

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import Route, RouteTable, join
 from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
 
 
 class RestApi:
-    def __init__(self, services: Any, tables: list[RouteTable]) -> None:
+    def __init__(self, services: Services, tables: list[RouteTable]) -> None:
         self.services = services
         self.routes: list[Route] = join(tables)
 

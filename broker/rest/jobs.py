@@ -24,13 +24,14 @@ from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob, child_instances
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
+from broker.services import Services
 
 routes = RouteTable()
 
 _ORTHANC_ID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){4}$")
 
 
-def _engine(services: Any) -> Any:
+def _engine(services: Services) -> Any:
     engine = getattr(services, "jobs", None)
     if engine is None:
         raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "The jobs engine is not running")
@@ -38,13 +39,13 @@ def _engine(services: Any) -> Any:
 
 
 @routes.get("/jobs")
-def list_jobs(request: RestRequest, services: Any) -> Any:
+def list_jobs(request: RestRequest, services: Services) -> Any:
     engine = _engine(services)
     return engine.infos() if "expand" in request.query else engine.ids()
 
 
 @routes.get("/jobs/{id}")
-def get_job(request: RestRequest, services: Any) -> Any:
+def get_job(request: RestRequest, services: Services) -> Any:
     info = _engine(services).info(request.params["id"])
     if info is None:
         raise BareHttpStatus(404, f"Unknown job: {request.params['id']}")
@@ -52,7 +53,7 @@ def get_job(request: RestRequest, services: Any) -> Any:
 
 
 def _verb(name: str) -> Any:
-    def handler(request: RestRequest, services: Any) -> Any:
+    def handler(request: RestRequest, services: Services) -> Any:
         job_id = request.params["id"]
         if not getattr(_engine(services), name)(job_id):
             raise BareHttpStatus(400, f"Cannot {name} the job {job_id} (unknown, or not in a state that allows it)")
@@ -104,7 +105,7 @@ def export_request(body: bytes) -> tuple[list[str], dict[str, Any]]:
     return ids, options
 
 
-def _instances(services: Any, ids: list[str]) -> list[str]:
+def _instances(services: Services, ids: list[str]) -> list[str]:
     instances: list[str] = []
     for resource_id in ids:
         instances.extend(child_instances(services.store, resource_id))
@@ -118,7 +119,7 @@ def _flag(options: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _submit(services: Any, job: Any, options: dict[str, Any]) -> Any:
+def _submit(services: Services, job: Any, options: dict[str, Any]) -> Any:
     """Orthanc's ``SubmitCommandsJob``: synchronous by default."""
     if "Synchronous" in options:
         synchronous = _flag(options, "Synchronous", True)
@@ -135,7 +136,7 @@ def _submit(services: Any, job: Any, options: dict[str, Any]) -> Any:
 
 
 @routes.post("/modalities/{name}/store")
-def store_to_modality(request: RestRequest, services: Any) -> Any:
+def store_to_modality(request: RestRequest, services: Services) -> Any:
     ids, options = export_request(request.body)
     engine = _engine(services)
     instances = _instances(services, ids)
@@ -150,7 +151,7 @@ def store_to_modality(request: RestRequest, services: Any) -> Any:
 
 
 @routes.post("/peers/{name}/store")
-def store_to_peer(request: RestRequest, services: Any) -> Any:
+def store_to_peer(request: RestRequest, services: Services) -> Any:
     ids, options = export_request(request.body)
     engine = _engine(services)
     instances = _instances(services, ids)

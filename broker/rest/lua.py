@@ -9,12 +9,13 @@ from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.bridge import ReloadError
+from broker.services import Services
 from sandbox import LuaError, SandboxBusy, SandboxError
 
 routes = RouteTable()
 
 
-def require_lua_admin(request: RestRequest, services: Any) -> None:
+def require_lua_admin(request: RestRequest, services: Services) -> None:
     """``LuaAdminUsers``: when set, only those users may run a script or change the engine (reload,
     reset, requeue); anyone else gets 403. A script's own ``RestApi*`` call (origin Lua) passes: it is
     code an administrator installed. Reading (``/lua/status``, the parked list) stays open."""
@@ -25,7 +26,7 @@ def require_lua_admin(request: RestRequest, services: Any) -> None:
 
 
 @routes.post("/tools/execute-script")
-def execute_script(request: RestRequest, services: Any) -> RestResponse:
+def execute_script(request: RestRequest, services: Services) -> RestResponse:
     """Run the body as Lua in the main process; answer the printed lines, each ending in ``\\n``."""
     if not services.config.execute_lua_enabled:
         raise BareHttpStatus(403, "The URI /tools/execute-script is disallowed for security reasons; "
@@ -44,7 +45,7 @@ def execute_script(request: RestRequest, services: Any) -> RestResponse:
 
 
 @routes.get("/lua/status")
-def lua_status(request: RestRequest, services: Any) -> Any:
+def lua_status(request: RestRequest, services: Services) -> Any:
     """The loaded version (SHA-256 of the sources), quarantine, failure policies, every sandbox
     process (pid, role, state, restarts, last error, limits, ``Version``), replaced versions still
     finishing their calls, the last reload, and the event queue."""
@@ -52,7 +53,7 @@ def lua_status(request: RestRequest, services: Any) -> Any:
 
 
 @routes.post("/lua/reload")
-def lua_reload(request: RestRequest, services: Any) -> Any:
+def lua_reload(request: RestRequest, services: Services) -> Any:
     """Re-read ``LuaScripts`` and load them into fresh processes; swap once ready. 400 (the old
     version stays) with the file and line when a script does not load."""
     require_lua_admin(request, services)
@@ -67,7 +68,7 @@ def lua_reload(request: RestRequest, services: Any) -> Any:
 
 
 @routes.post("/lua/reset")
-def lua_reset(request: RestRequest, services: Any) -> Any:
+def lua_reset(request: RestRequest, services: Services) -> Any:
     """Bring quarantined (or fatal) sandbox processes back now, with a fresh circuit."""
     require_lua_admin(request, services)
     try:
@@ -80,14 +81,14 @@ def lua_reset(request: RestRequest, services: Any) -> Any:
 
 
 @routes.get("/lua/events/parked")
-def parked_events(request: RestRequest, services: Any) -> Any:
+def parked_events(request: RestRequest, services: Services) -> Any:
     """Events whose delivery kept failing (the process died or timed out each time)."""
     return [{"Seq": e.seq, "Kind": e.kind, "ResourceId": e.resource_id, "Attempts": e.attempts,
              "LastError": getattr(e, "last_error", None)} for e in services.store.outbox.parked()]
 
 
 @routes.post("/lua/events/parked/{seq}/requeue")
-def requeue_parked_event(request: RestRequest, services: Any) -> Any:
+def requeue_parked_event(request: RestRequest, services: Services) -> Any:
     """Put a parked event back at its place in the queue (its attempts are kept: one more cut
     delivery parks it again). 404 if no parked event has that number."""
     require_lua_admin(request, services)

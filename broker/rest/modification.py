@@ -23,25 +23,27 @@ sanity checks and bad replacement values, raised before anything is stored when 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
 from broker.core.bounds import UNBOUNDED
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
-from broker.core.modify import (Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset)
+from broker.core.modify import Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset
 from broker.core.store import SUCCESS, IncomingInstance, Store
 from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, transcode_dataset
 from broker.errors import ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
 
 log = logging.getLogger("luabroker.modification")
 routes = RouteTable()
 JOB_DESCRIPTION = "REST API"
 
 
-def _store(services: Any) -> Store:
+def _store(services: Services) -> Store:
     return services.store
 
 
@@ -67,7 +69,7 @@ def _boolean_field(body: dict[str, Any], name: str) -> bool | None:
 
 # Instances: the modified file is the answer.
 @routes.post("/instances/{id}/modify")
-def modify_instance(request: RestRequest, services: Any) -> RestResponse:
+def modify_instance(request: RestRequest, services: Services) -> RestResponse:
     body = _body(request)
     modification = ModifyRequest.from_json(body, None)
     transcode = None
@@ -79,12 +81,13 @@ def modify_instance(request: RestRequest, services: Any) -> RestResponse:
 
 
 @routes.post("/instances/{id}/anonymize")
-def anonymize_instance(request: RestRequest, services: Any) -> RestResponse:
+def anonymize_instance(request: RestRequest, services: Services) -> RestResponse:
     modification = anonymization_request(_body(request), next_patient_name=_next_patient_name(_store(services)))
     return _answer_instance(services, request.params["id"], modification, None)
 
 
-def _answer_instance(services: Any, instance_id: str, modification: ModifyRequest, transcode: str | None) -> RestResponse:
+def _answer_instance(services: Services, instance_id: str, modification: ModifyRequest,
+                     transcode: str | None) -> RestResponse:
     data, _ = _store(services).read_instance(instance_id)
     ds = read_dataset(data)
     modify_dataset(ds, modification)
@@ -98,7 +101,7 @@ def _answer_instance(services: Any, instance_id: str, modification: ModifyReques
 
 # Patients, studies, series: new resources are stored.
 def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, Any], Any]:
-    def handler(request: RestRequest, services: Any) -> Any:
+    def handler(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         body = _body(request)
         if anonymize:

@@ -15,18 +15,20 @@ Handlers need ``services.network`` (``NetworkRegistry``), ``services.scu`` (``St
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.config.network import Modality, Peer
+from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.redaction import shown_to
+from broker.services import Services
 
 routes = RouteTable()
 
 
-def _children(services: Any, prefix: str) -> list[str]:
+def _children(services: Services, prefix: str) -> list[str]:
     """The sub-routes of ``prefix/{name}/…`` that the server has (Orthanc lists its own)."""
     head = prefix + "/{name}/"
     names = {route.pattern[len(head):] for route in services.rest.routes if route.pattern.startswith(head)}
@@ -47,7 +49,7 @@ def _empty() -> RestResponse:
 
 # Modalities.
 @routes.get("/modalities")
-def list_modalities(request: RestRequest, services: Any) -> Any:
+def list_modalities(request: RestRequest, services: Services) -> Any:
     modalities = services.network.modalities()
     if "expand" in request.query:
         return {name: modality.to_json() for name, modality in modalities.items()}
@@ -55,31 +57,31 @@ def list_modalities(request: RestRequest, services: Any) -> Any:
 
 
 @routes.get("/modalities/{name}")
-def get_modality(request: RestRequest, services: Any) -> Any:
+def get_modality(request: RestRequest, services: Services) -> Any:
     if not services.network.has_modality(request.params["name"]):
         raise BareHttpStatus(404, f"Unknown modality: {request.params['name']}")
     return _children(services, "/modalities")
 
 
 @routes.get("/modalities/{name}/configuration")
-def get_modality_configuration(request: RestRequest, services: Any) -> Any:
+def get_modality_configuration(request: RestRequest, services: Services) -> Any:
     return services.network.modality(request.params["name"]).to_json()
 
 
 @routes.put("/modalities/{name}")
-def put_modality(request: RestRequest, services: Any) -> RestResponse:
+def put_modality(request: RestRequest, services: Services) -> RestResponse:
     services.network.put_modality(request.params["name"], _parse_body(request, Modality.parse))
     return _empty()
 
 
 @routes.delete("/modalities/{name}")
-def delete_modality(request: RestRequest, services: Any) -> RestResponse:
+def delete_modality(request: RestRequest, services: Services) -> RestResponse:
     services.network.delete_modality(request.params["name"])
     return _empty()
 
 
 @routes.post("/modalities/{name}/echo")
-def echo_modality(request: RestRequest, services: Any) -> Any:
+def echo_modality(request: RestRequest, services: Services) -> Any:
     """C-ECHO; the body may be ``{"Timeout": seconds}``. 200 ``{}``, or error 9 saying what failed."""
     modality = services.network.modality(request.params["name"])
     timeout = None
@@ -99,7 +101,7 @@ def echo_modality(request: RestRequest, services: Any) -> Any:
 
 # Peers.
 @routes.get("/peers")
-def list_peers(request: RestRequest, services: Any) -> Any:
+def list_peers(request: RestRequest, services: Services) -> Any:
     peers = services.network.peers()
     if "expand" in request.query:
         return shown_to(request.origin, services.config, {name: peer.public_json() for name, peer in peers.items()})
@@ -107,29 +109,29 @@ def list_peers(request: RestRequest, services: Any) -> Any:
 
 
 @routes.get("/peers/{name}")
-def get_peer(request: RestRequest, services: Any) -> Any:
+def get_peer(request: RestRequest, services: Services) -> Any:
     if not services.network.has_peer(request.params["name"]):
         raise BareHttpStatus(404, f"Unknown peer: {request.params['name']}")
     return _children(services, "/peers")
 
 
 @routes.get("/peers/{name}/configuration")
-def get_peer_configuration(request: RestRequest, services: Any) -> Any:
+def get_peer_configuration(request: RestRequest, services: Services) -> Any:
     return shown_to(request.origin, services.config, services.network.peer(request.params["name"]).public_json())
 
 
 @routes.put("/peers/{name}")
-def put_peer(request: RestRequest, services: Any) -> RestResponse:
+def put_peer(request: RestRequest, services: Services) -> RestResponse:
     services.network.put_peer(request.params["name"], _parse_body(request, Peer.parse))
     return _empty()
 
 
 @routes.delete("/peers/{name}")
-def delete_peer(request: RestRequest, services: Any) -> RestResponse:
+def delete_peer(request: RestRequest, services: Services) -> RestResponse:
     services.network.delete_peer(request.params["name"])
     return _empty()
 
 
 @routes.get("/peers/{name}/system")
-def get_peer_system(request: RestRequest, services: Any) -> Any:
+def get_peer_system(request: RestRequest, services: Services) -> Any:
     return services.peers.system(services.network.peer(request.params["name"]))

@@ -13,17 +13,16 @@ Handlers need ``services.store``.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from broker.core import preview
 from broker.errors import BareHttpStatus, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
 
 routes = RouteTable()
 
 
-def _answer(request: RestRequest, services: Any, frame: int) -> RestResponse:
+def _answer(request: RestRequest, services: Services, frame: int) -> RestResponse:
     mime = preview.negotiate(request.headers.get("accept"))
     if mime is None:
         raise BareHttpStatus(404, f"No image format acceptable for: {request.headers.get('accept')!r}")
@@ -47,12 +46,12 @@ def _answer(request: RestRequest, services: Any, frame: int) -> RestResponse:
 
 
 @routes.get("/instances/{id}/preview")
-def instance_preview(request: RestRequest, services: Any) -> RestResponse:
+def instance_preview(request: RestRequest, services: Services) -> RestResponse:
     return _answer(request, services, 0)
 
 
 @routes.get("/instances/{id}/frames/{frame}/preview")
-def frame_preview(request: RestRequest, services: Any) -> RestResponse:
+def frame_preview(request: RestRequest, services: Services) -> RestResponse:
     text = request.params["frame"]
     if not text.isdigit():
         raise BareHttpStatus(404, f"Not a frame number: {text!r}")

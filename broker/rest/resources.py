@@ -10,7 +10,8 @@ Handlers need ``services.store`` (a ``broker.core.store.Store``).
 from __future__ import annotations
 
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from broker.core.bounds import InputTooLarge
 from broker.core.dicom_json import JsonFormat
@@ -21,6 +22,7 @@ from broker.core.zip_reader import read_entries
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
 
 routes = RouteTable()
 
@@ -70,13 +72,13 @@ def series_status(expected: int | None, indexes: list[str | None]) -> str:
     return "Complete" if len(seen) == expected else "Missing"
 
 
-def _store(services: Any) -> Store:
+def _store(services: Services) -> Store:
     return services.store
 
 
 # Lists.
 def _list(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def list_resources(request: RestRequest, services: Any) -> Any:
+    def list_resources(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         since, limit = _paging(request)
         if _flag(request, "expand"):
@@ -101,7 +103,7 @@ def _paging(request: RestRequest) -> tuple[int, int | None]:
 
 # One resource.
 def _get(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def get_resource(request: RestRequest, services: Any) -> Any:
+    def get_resource(request: RestRequest, services: Services) -> Any:
         view = _store(services).view(level, request.params["id"])
         if view is None:
             raise BareHttpStatus(404, f"No {level.label.lower()} with id {request.params['id']}")
@@ -110,7 +112,7 @@ def _get(level: Level) -> Callable[[RestRequest, Any], Any]:
 
 
 def _delete(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def delete_resource(request: RestRequest, services: Any) -> Any:
+    def delete_resource(request: RestRequest, services: Services) -> Any:
         result = _store(services).delete(level, request.params["id"])
         if result is None:
             raise BareHttpStatus(404, f"No {level.label.lower()} with id {request.params['id']}")
@@ -119,7 +121,7 @@ def _delete(level: Level) -> Callable[[RestRequest, Any], Any]:
 
 
 def _related(level: Level, target: Level) -> Callable[[RestRequest, Any], Any]:
-    def related_resources(request: RestRequest, services: Any) -> Any:
+    def related_resources(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         ids = store.related(level, request.params["id"], target)
         views = [resource_json(view) for view in store.views(target, ids)]
@@ -133,14 +135,14 @@ def _related(level: Level, target: Level) -> Callable[[RestRequest, Any], Any]:
 
 # Metadata.
 def _metadata_list(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def list_metadata(request: RestRequest, services: Any) -> Any:
+    def list_metadata(request: RestRequest, services: Services) -> Any:
         metadata = _store(services).metadata(level, request.params["id"])
         return metadata if _flag(request, "expand") else list(metadata)
     return list_metadata
 
 
 def _metadata_get(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def get_metadata(request: RestRequest, services: Any) -> Any:
+    def get_metadata(request: RestRequest, services: Services) -> Any:
         value = _store(services).get_metadata(level, request.params["id"], request.params["name"])
         if value is None:
             raise BareHttpStatus(404, f"Metadata {request.params['name']!r} is not set")
@@ -149,7 +151,7 @@ def _metadata_get(level: Level) -> Callable[[RestRequest, Any], Any]:
 
 
 def _metadata_put(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def put_metadata(request: RestRequest, services: Any) -> Any:
+    def put_metadata(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         if not is_user_metadata(store.metadata_names.number(request.params["name"])):
             raise BareHttpStatus(403, "Only user metadata (1024..65535) can be set")
@@ -160,7 +162,7 @@ def _metadata_put(level: Level) -> Callable[[RestRequest, Any], Any]:
 
 
 def _metadata_delete(level: Level) -> Callable[[RestRequest, Any], Any]:
-    def delete_metadata(request: RestRequest, services: Any) -> Any:
+    def delete_metadata(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         name, public_id = request.params["name"], request.params["id"]
         if not is_user_metadata(store.metadata_names.number(name)):
@@ -189,7 +191,7 @@ for _level in Level:
 
 # Instances.
 @routes.post("/instances")
-def post_instances(request: RestRequest, services: Any) -> Any:
+def post_instances(request: RestRequest, services: Services) -> Any:
     """Store a DICOM file, or every DICOM file of a ZIP archive (non-DICOM entries are skipped)."""
     store = _store(services)
     if request.body[:4] == b"PK\x03\x04":
@@ -216,7 +218,7 @@ def _post_zip(store: Store, request: RestRequest) -> list[dict[str, str]]:
 
 
 @routes.get("/instances/{id}/file")
-def get_instance_file(request: RestRequest, services: Any) -> RestResponse:
+def get_instance_file(request: RestRequest, services: Services) -> RestResponse:
     data, attachment = _store(services).read_instance(request.params["id"])
     response = RestResponse.binary(data, "application/dicom")
     response.headers["Content-Disposition"] = f'filename="{attachment.uuid}.dcm"'
@@ -224,7 +226,7 @@ def get_instance_file(request: RestRequest, services: Any) -> RestResponse:
 
 
 @routes.get("/instances/{id}/tags")
-def get_instance_tags(request: RestRequest, services: Any) -> Any:
+def get_instance_tags(request: RestRequest, services: Services) -> Any:
     if _flag(request, "simplify"):
         fmt = JsonFormat.HUMAN
     elif _flag(request, "short"):
@@ -235,5 +237,5 @@ def get_instance_tags(request: RestRequest, services: Any) -> Any:
 
 
 @routes.get("/instances/{id}/simplified-tags")
-def get_instance_simplified_tags(request: RestRequest, services: Any) -> Any:
+def get_instance_simplified_tags(request: RestRequest, services: Services) -> Any:
     return _store(services).instance_tags(request.params["id"], JsonFormat.HUMAN)

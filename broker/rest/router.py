@@ -7,8 +7,9 @@ a ``RestResponse``, or a JSON-able value (answered as Orthanc-style JSON), or ra
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 Handler = Callable[..., Any]
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
@@ -26,7 +27,8 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     assert pattern.startswith("/"), f"Route pattern {pattern!r} must start with '/'"
     names = _PLACEHOLDER.findall(pattern)
     assert len(names) == len(set(names)), f"Duplicated param name in route pattern {pattern!r}"
-    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}"))
+    escaped = re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}")
+    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", escaped)
     return re.compile(f"^{regex}/?$")
 
 

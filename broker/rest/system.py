@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 from broker.errors import BareHttpStatus
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
 
 routes = RouteTable()
 
@@ -31,7 +32,7 @@ def luabroker_version() -> str:
 
 
 @routes.get("/system")
-def get_system(request: RestRequest, services: Any) -> dict[str, Any]:
+def get_system(request: RestRequest, services: Services) -> dict[str, Any]:
     config = services.config
     return {
         "ApiVersion": API_VERSION,
@@ -50,7 +51,7 @@ def get_system(request: RestRequest, services: Any) -> dict[str, Any]:
 
 
 @routes.get("/statistics")
-def get_statistics(request: RestRequest, services: Any) -> dict[str, Any]:
+def get_statistics(request: RestRequest, services: Services) -> dict[str, Any]:
     stats = services.store.statistics()
     return {
         "CountInstances": stats.count_instances,
@@ -65,7 +66,7 @@ def get_statistics(request: RestRequest, services: Any) -> dict[str, Any]:
 
 
 @routes.get("/tools/generate-uid")
-def generate_uid_for_level(request: RestRequest, services: Any) -> RestResponse:
+def generate_uid_for_level(request: RestRequest, services: Services) -> RestResponse:
     """A new UID: a UUID for a patient (as Orthanc), a DICOM UID for the other levels."""
     level = request.query.get("level", "").lower()
     if level == "patient":

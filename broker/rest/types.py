@@ -1,38 +1,15 @@
-"""The shape of a REST call, whichever door it came through."""
+"""The shape of a REST call, whichever door it came through: the request (defined in
+``broker.core.requests``, so that the Lua built-ins, below the REST layer, can build one) and the
+response."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from broker.core.origin import Origin
+from broker.core.requests import RestRequest
 
-
-@dataclass(frozen=True)
-class RestRequest:
-    """One call to the REST API.
-
-    ``path`` is decoded and has no query string; ``query`` maps each argument to its first value
-    (``""`` for a bare ``?expand``); ``headers`` have lower-cased names. ``params`` is filled by the
-    router from the route's ``{placeholders}``.
-    """
-
-    method: str
-    path: str
-    query: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    origin: Origin = field(default_factory=Origin.lua)
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    def json_body(self) -> Any:
-        """The body parsed as JSON, or a 400 that says why."""
-        from broker.errors import ErrorCode, OrthancError
-
-        try:
-            return json.loads(self.body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise OrthancError(ErrorCode.BAD_JSON, f"The body is not valid JSON: {exc}") from exc
+__all__ = ["RestRequest", "RestResponse", "dump_json"]
 
 
 def dump_json(value: Any) -> bytes:
@@ -49,13 +26,13 @@ class RestResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, value: Any, status: int = 200) -> "RestResponse":
+    def json(cls, value: Any, status: int = 200) -> RestResponse:
         return cls(status, dump_json(value), "application/json")
 
     @classmethod
-    def text(cls, text: str, status: int = 200) -> "RestResponse":
+    def text(cls, text: str, status: int = 200) -> RestResponse:
         return cls(status, text.encode("utf-8"), "text/plain")
 
     @classmethod
-    def binary(cls, data: bytes, content_type: str = "application/octet-stream") -> "RestResponse":
+    def binary(cls, data: bytes, content_type: str = "application/octet-stream") -> RestResponse:
         return cls(200, data, content_type)

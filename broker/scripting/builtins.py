@@ -11,16 +11,18 @@ they go through the scripts' log (``broker.scripting.script_log``: escaped, attr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from broker.core.origin import Origin
+from broker.core.requests import RestRequest
 from broker.errors import BareHttpStatus, OrthancError
-from broker.rest.types import RestRequest
 from broker.scripting.http_client import HostRefused, HttpTransportError
 from broker.scripting.redaction import redact
 from broker.scripting.values import lua_tostring, to_lua
+from broker.services import Services
 from sandbox import BuiltinError
 
 
@@ -28,7 +30,7 @@ from sandbox import BuiltinError
 class CallContext:
     """What a built-in may use: the services of the server and who is calling."""
 
-    services: Any
+    services: Services
     tenant: str
     sandbox: str
     function: str
@@ -138,7 +140,6 @@ def _rest_call(ctx: CallContext, name: str, method: str, uri: str, body: bytes,
 
 def _bad(ctx: CallContext, name: str, exc: BadArguments) -> None:
     _log_error(ctx, f"Lua: Bad parameters to {name}(): {exc}")
-    return None
 
 
 @builtin("RestApiGet")
@@ -149,7 +150,8 @@ def rest_api_get(ctx: CallContext, args: list[Any]) -> bytes | None:
             raise BadArguments(f"expected 1 to 3 arguments, got {len(args)}")
         uri, headers = _uri(args[0]), _options(args, 1)
     except BadArguments as exc:
-        return _bad(ctx, "RestApiGet", exc)
+        _bad(ctx, "RestApiGet", exc)
+        return None
     return _rest_call(ctx, "RestApiGet", "GET", uri, b"", headers)
 
 
@@ -161,7 +163,8 @@ def rest_api_delete(ctx: CallContext, args: list[Any]) -> bool | None:
             raise BadArguments(f"expected 1 to 3 arguments, got {len(args)}")
         uri, headers = _uri(args[0]), _options(args, 1)
     except BadArguments as exc:
-        return _bad(ctx, "RestApiDelete", exc)
+        _bad(ctx, "RestApiDelete", exc)
+        return None
     return True if _rest_call(ctx, "RestApiDelete", "DELETE", uri, b"", headers) is not None else None
 
 
@@ -171,7 +174,8 @@ def _post_or_put(ctx: CallContext, name: str, method: str, args: list[Any]) -> b
             raise BadArguments(f"expected 2 to 4 arguments, got {len(args)}")
         uri, body, headers = _uri(args[0]), _body(args[1]), _options(args, 2)
     except BadArguments as exc:
-        return _bad(ctx, name, exc)
+        _bad(ctx, name, exc)
+        return None
     return _rest_call(ctx, name, method, uri, body, headers)
 
 
@@ -278,7 +282,8 @@ def http_get(ctx: CallContext, args: list[Any]) -> bytes | None:
     try:
         url, headers = _get_or_delete_arguments(args)
     except BadArguments as exc:
-        return _bad(ctx, "HttpGet", exc)
+        _bad(ctx, "HttpGet", exc)
+        return None
     answer = _http_call(ctx, "HttpGet", "GET", url, None, headers)
     return None if answer is None else (answer.body if answer.ok else b"")
 
@@ -294,7 +299,8 @@ def _post_or_put_http(ctx: CallContext, name: str, method: str, args: list[Any])
         body = _body(args[1]) if len(args) >= 2 and args[1] is not None else b""
         headers = _http_headers(args[2]) if len(args) == 3 else {}
     except BadArguments as exc:
-        return _bad(ctx, name, exc)
+        _bad(ctx, name, exc)
+        return None
     answer = _http_call(ctx, name, method, args[0], body, headers)
     return None if answer is None else (answer.body if answer.ok else b"")
 
@@ -317,7 +323,8 @@ def http_delete(ctx: CallContext, args: list[Any]) -> str | None:
     try:
         url, headers = _get_or_delete_arguments(args)
     except BadArguments as exc:
-        return _bad(ctx, "HttpDelete", exc)
+        _bad(ctx, "HttpDelete", exc)
+        return None
     try:
         answer = _http_call(ctx, "HttpDelete", "DELETE", url, None, headers)
     except HttpTransportError as exc:
@@ -333,7 +340,8 @@ def http_delete(ctx: CallContext, args: list[Any]) -> str | None:
 def set_http_credentials(ctx: CallContext, args: list[Any]) -> None:
     """``SetHttpCredentials(username, password)``: HTTP Basic for the later ``Http*`` calls of this process."""
     if len(args) != 2 or not _is_lua_string(args[0]) or not _is_lua_string(args[1]):
-        return _bad(ctx, "SetHttpCredentials", BadArguments("expected a user name and a password"))
+        _bad(ctx, "SetHttpCredentials", BadArguments("expected a user name and a password"))
+        return None
     ctx.services.lua_http.set_credentials(ctx.sandbox, _lua_string(args[0]), _lua_string(args[1]))
     return None
 
@@ -343,6 +351,7 @@ def set_http_timeout(ctx: CallContext, args: list[Any]) -> None:
     """``SetHttpTimeout(seconds)``: truncated to an integer; <= 0 means 60 s."""
     seconds = _lua_number(args[0]) if len(args) == 1 else None
     if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return _bad(ctx, "SetHttpTimeout", BadArguments("expected a number of seconds"))
+        _bad(ctx, "SetHttpTimeout", BadArguments("expected a number of seconds"))
+        return None
     ctx.services.lua_http.set_timeout(ctx.sandbox, int(seconds))
     return None

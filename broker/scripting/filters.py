@@ -8,7 +8,8 @@ docs/lua-api.md says so.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from broker.core.origin import RequestOrigin
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter

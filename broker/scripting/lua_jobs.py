@@ -21,10 +21,19 @@ import math
 import threading
 from typing import Any
 
+from broker.config.jobs import JobsSettings
 from broker.errors import ErrorCode, OrthancError
-from broker.jobs.operations import (DeleteOperation, ModifyOperation, Operation, StorePeerOperation,
-                                    StoreScuOperation, SystemCallOperation)
+from broker.jobs.engine import JobsEngine
+from broker.jobs.operations import (
+    DeleteOperation,
+    ModifyOperation,
+    Operation,
+    StorePeerOperation,
+    StoreScuOperation,
+    SystemCallOperation,
+)
 from broker.jobs.sequence import JobClosed, SequenceOfOperationsJob
+from broker.services import Services
 
 log = logging.getLogger("luabroker.lua")
 
@@ -59,14 +68,14 @@ def _argument(value: Any) -> str:
         raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE, "CallSystem: each argument must be a string or a number")
     if isinstance(value, int):
         return str(value)
-    single = float("%.9g" % value)
-    return str(int(single)) if single.is_integer() and not math.isinf(single) else "%.9g" % single
+    single = float(f"{value:.9g}")
+    return str(int(single)) if single.is_integer() and not math.isinf(single) else f"{single:.9g}"
 
 
 class LuaJobs:
     """Turns the recorded operations into the current "Lua" job of the jobs engine."""
 
-    def __init__(self, services: Any, engine: Any, settings: Any) -> None:
+    def __init__(self, services: Services, engine: JobsEngine, settings: JobsSettings) -> None:
         self.services = services
         self.engine = engine
         self.settings = settings
@@ -161,7 +170,8 @@ class LuaJobs:
             senders.peer(name)      # unknown → "No peer with symbolic name: ..."
             return StorePeerOperation(name)
         if kind == "modify":
-            request = {key: entry[key] for key in ("Replace", "Remove", "RemovePrivateTags") if key in entry}
+            request: dict[str, Any] = {key: entry[key] for key in ("Replace", "Remove", "RemovePrivateTags")
+                                       if key in entry}
             operation = ModifyOperation(request)
             operation.parsed()      # a bad Replace/Remove is a submission error, as in Orthanc
             return operation

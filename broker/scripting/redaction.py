@@ -19,7 +19,8 @@ heard of are covered too:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from broker.core.origin import Origin, RequestOrigin
 

@@ -22,7 +22,8 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from broker.config.scripts import ScriptLogLimits
 

@@ -36,7 +36,7 @@ def lua_tostring(value: Any) -> str:
             return "nan" if str(value) == "nan" else "-nan"
         if value in (float("inf"), float("-inf")):
             return "inf" if value > 0 else "-inf"
-        text = "%.14g" % value
+        text = f"{value:.14g}"
         return text + ".0" if all(c not in text for c in ".en") else text
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")

@@ -11,9 +11,11 @@ import datetime
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from broker.config import ConfigError
 from broker.scripting.callbacks import Role
 from sandbox import Sandbox, SandboxConfig, ScriptSource, State
 
@@ -45,12 +47,11 @@ def _read_script(path: Path, base_dir: Path) -> ScriptSource:
     try:
         return ScriptSource(script_name(path, base_dir), path.read_bytes())
     except OSError as exc:
-        from broker.config import ConfigError
         raise ConfigError(f"Cannot read the Lua script {path} listed in 'LuaScripts': {exc.strerror}") from exc
 
 
 def iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class ScriptVersion:

@@ -13,7 +13,8 @@ from broker.config import Config, ConfigError
 from broker.config.jobs import JobsSettings, RetryPolicy
 from broker.config.network import DicomOptions, HttpOptions
 from broker.config.options import Section
-from broker.config.scripts import ScriptOptions, read_script_options
+from broker.config.scripts import FILTER_CALLBACKS, ScriptOptions, read_script_options
+from broker.scripting.callbacks import CALLBACKS, Kind
 
 BASE = Path("/etc/luabroker")
 
@@ -82,3 +83,8 @@ def test_the_options_of_a_script_set_are_one_group_a_tenant_can_replace() -> Non
     mixed = replace(config, **{f.name: getattr(tenant, f.name) for f in fields(ScriptOptions)})
     assert (mixed.http_port, mixed.lua_scripts, mixed.lua_expose_secrets) == (8000, (BASE / "b.lua",), True)
     assert mixed.lua_limits.soft_cpu_s == 3  # what the tenant does not set is the server's
+
+
+def test_the_filters_the_failure_policy_names_are_the_declared_filter_callbacks() -> None:
+    assert sorted(FILTER_CALLBACKS) == sorted(name for name, callback in CALLBACKS.items()
+                                              if callback.kind is Kind.FILTER)

@@ -24,17 +24,10 @@ import time
 from typing import Any
 
 from broker.scripting.bridge import ScriptSet
-from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND, job_args, stored_instance_args
+from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND
 from sandbox import LuaError, SandboxError, SandboxUnavailable
 
 log = logging.getLogger("luabroker.events")
-
-_ARGUMENT_BUILDERS: dict[str, Any] = {
-    "OnStoredInstance": lambda event: stored_instance_args(event.resource_id, event.payload),
-    "OnJobSubmitted": lambda event: job_args(event.resource_id),
-    "OnJobSuccess": lambda event: job_args(event.resource_id),
-    "OnJobFailure": lambda event: job_args(event.resource_id),
-}
 
 
 class EventDispatcher:
@@ -105,7 +98,7 @@ class EventDispatcher:
             self._done(event, "skipped")
             return True
         try:
-            result = self.scripts.notify(callback.name, _ARGUMENT_BUILDERS[callback.name](event), delivery=event.seq)
+            result = self.scripts.notify(callback.name, callback.arguments(event), delivery=event.seq)
         except LuaError as exc:
             log.error("Error while processing Lua events: %s failed for %s: %s", callback.name,
                       event.resource_id, exc)

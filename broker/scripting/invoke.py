@@ -157,7 +157,7 @@ class CallbackRunner:
         if not version.defines("Finalize", Role.MAIN):
             return
         try:
-            self.call(version, "Finalize", [])
+            self.call(version, "Finalize", CALLBACKS["Finalize"].arguments())
         except LuaError as exc:
             log.warning("Finalize of version %s failed: %s", version.short, exc)
         except SandboxError as exc:

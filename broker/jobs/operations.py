@@ -141,7 +141,7 @@ class ModifyOperation(Operation):
     def parsed(self) -> Any:
         """The ``ModifyRequest`` (raises ``OrthancError`` for a bad one: a submission error)."""
         if self._parsed is None:
-            from broker.core.modify import ModifyRequest
+            from broker.core.modify_request import ModifyRequest
 
             self._parsed = ModifyRequest.from_json(self.request)
         return self._parsed

@@ -13,7 +13,7 @@ import dicom_samples as samples
 from pydicom.uid import generate_uid
 
 from broker.core import preview
-from broker.core.modify import read_dataset
+from broker.core.dicom_file import read_dataset
 from broker.core.store import Store
 from modification_samples import Client, peer_answer
 from orthanc_peer import OrthancPeer

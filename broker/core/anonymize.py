@@ -34,12 +34,11 @@ from typing import Any, Callable
 
 from broker.core.levels import Level
 from broker.core.modify_request import ModifyRequest, read_boolean
-from broker.core.tags import DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_NAME
+from broker.core.tags import DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME
 from broker.errors import ErrorCode, OrthancError
 
 PROFILES_PATH = Path(__file__).with_name("data") / "anonymization-profiles.json"
 DEFAULT_DICOM_VERSION = "2021b"
-PATIENT_IDENTITY_REMOVED = 0x00120062
 ANONYMIZATION_SEQUENCE = "AnonymizationSequence"
 
 

@@ -36,7 +36,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, RLELossless, UID_dictionary)
 
-from broker.core.tags import SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
+from broker.core.tags import PIXEL_DATA, SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
 from broker.errors import ErrorCode, OrthancError
 
 # The file meta information written by this implementation.
@@ -218,12 +218,12 @@ def current_transfer_syntax(ds: Dataset) -> UID:
 def _from_big_endian(ds: Dataset) -> None:
     """Decode every element of a big-endian dataset (so that pydicom can write them in another
     byte order) and rewrite its pixel data in little endian."""
-    pixels = ds.pixel_array if "PixelData" in ds else None
+    pixels = ds.pixel_array if PIXEL_DATA in ds else None
     for _ in ds.iterall():
         pass
     if pixels is not None and pixels.dtype.itemsize > 1:
         ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-        ds["PixelData"].VR = "OW"
+        ds[PIXEL_DATA].VR = "OW"
 
 
 def transcode_dataset(ds: Dataset, target: str) -> None:
@@ -237,12 +237,12 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if "PixelData" in ds and current.is_compressed:
+            if PIXEL_DATA in ds and current.is_compressed:
                 ds.decompress()
             if getattr(ds, "original_encoding", (None, None))[1] is False:
                 _from_big_endian(ds)
             if target in COMPRESSED_TARGETS:
-                if "PixelData" not in ds:
+                if PIXEL_DATA not in ds:
                     raise CannotTranscode(f"Cannot transcode to transfer syntax: {target} (no pixel data)")
                 ds.compress(target)
             else:

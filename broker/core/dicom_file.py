@@ -1,6 +1,7 @@
 """DICOM files: reading, writing and transcoding them, the one place the broker does so with pydicom.
 
-Reading. ``read_dataset`` reads a stored file leniently (the REST handlers, the modification);
+Reading. ``read_lenient`` reads a stored file leniently (the store, the previews), ``read_dataset``
+the same as an ``OrthancError`` when it fails (the REST handlers, the modification);
 ``read_part10`` strictly, with its file meta information (what the SCU sends), and ``peek_meta`` only
 that meta information.
 
@@ -71,12 +72,17 @@ def text_of(ds: Dataset, tag: int) -> str | None:
 
 
 # Reading and writing.
+def read_lenient(data: bytes) -> Dataset:
+    """A stored file, with or without file meta information; pydicom's exceptions and warnings pass."""
+    return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
 def read_dataset(data: bytes) -> Dataset:
-    """A stored file, leniently (with or without file meta information); 400 ``BadFileFormat`` if not DICOM."""
+    """``read_lenient``, quietly; 400 ``BadFileFormat`` if not DICOM."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pydicom.dcmread(io.BytesIO(data), force=True)
+            return read_lenient(data)
     except Exception as exc:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot parse the DICOM file: {exc}") from exc
 

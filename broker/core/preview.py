@@ -26,6 +26,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from broker.core.dicom_file import read_lenient
 from broker.core.tags import PIXEL_DATA
 
 PNG = "image/png"
@@ -63,7 +64,7 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            ds = read_lenient(data)
         except Exception as exc:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
         if PIXEL_DATA not in ds:

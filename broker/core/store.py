@@ -11,7 +11,6 @@ write their outbox events in the transaction of the change.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
 import sqlite3
@@ -27,6 +26,7 @@ import pydicom
 from broker.core import maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
+from broker.core.dicom_file import read_lenient
 from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
 from broker.core.ids import ResourceIds
 from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
@@ -147,7 +147,7 @@ class IncomingInstance:
         """The file as a pydicom ``Dataset``, read on first use and kept."""
         with self._lock:
             if self._dataset is None:
-                self._dataset = pydicom.dcmread(io.BytesIO(self.data), force=True)
+                self._dataset = read_lenient(self.data)
             return self._dataset
 
 

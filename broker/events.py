@@ -26,17 +26,10 @@ from typing import Any
 from broker.core.outbox import Outbox, OutboxEvent
 from broker.metrics import Metrics
 from broker.scripting.bridge import ScriptSet
-from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND, job_args, stored_instance_args
+from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND
 from sandbox import LuaError, SandboxError, SandboxUnavailable
 
 log = logging.getLogger("luabroker.events")
-
-_ARGUMENT_BUILDERS: dict[str, Any] = {
-    "OnStoredInstance": lambda event: stored_instance_args(event.resource_id, event.payload),
-    "OnJobSubmitted": lambda event: job_args(event.resource_id),
-    "OnJobSuccess": lambda event: job_args(event.resource_id),
-    "OnJobFailure": lambda event: job_args(event.resource_id),
-}
 
 
 class EventDispatcher:
@@ -107,7 +100,7 @@ class EventDispatcher:
             self._done(event, "skipped")
             return True
         try:
-            result = self.scripts.notify(callback.name, _ARGUMENT_BUILDERS[callback.name](event), delivery=event.seq)
+            result = self.scripts.notify(callback.name, callback.arguments(event), delivery=event.seq)
         except LuaError as exc:
             log.error("Error while processing Lua events: %s failed for %s: %s", callback.name,
                       event.resource_id, exc)

@@ -27,9 +27,10 @@ from broker.network import NetworkRegistry
 from broker.peers import PeerClient
 from broker.rest import jobs, lua, metrics, modification, network, preview, resources, system
 from broker.rest.api import RestApi
-from broker.scripting.bridge import ReloadError, ScriptSet
+from broker.scripting.bridge import ScriptSet
 from broker.scripting.filters import InstanceFilter
 from broker.scripting.http_client import LuaHttpClient
+from broker.scripting.lifecycle import ReloadError
 from broker.scripting.lua_jobs import LuaJobs
 from broker.scripting.script_log import ScriptLog
 from broker.services import Services

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from broker.core.levels import Level
-from broker.core.modify import DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_NAME, ModifyRequest, _boolean
+from broker.core.modify_request import ModifyRequest, read_boolean
+from broker.core.tags import DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME
 from broker.errors import ErrorCode, OrthancError
 
 PROFILES_PATH = Path(__file__).with_name("data") / "anonymization-profiles.json"
 DEFAULT_DICOM_VERSION = "2021b"
-PATIENT_IDENTITY_REMOVED = 0x00120062
 ANONYMIZATION_SEQUENCE = "AnonymizationSequence"
 
 
@@ -89,14 +89,14 @@ def anonymization_request(body: Any, *, next_patient_name: Callable[[], str] | N
     called only when the request leaves PatientName to the profile."""
     if not isinstance(body, dict):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The anonymization request must be a JSON object")
-    force = _boolean(body, "Force", False)
+    force = read_boolean(body, "Force", False)
     version = DEFAULT_DICOM_VERSION
     if "DicomVersion" in body:
         if not isinstance(body["DicomVersion"], str):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, '"DicomVersion" must be a string')
         version = body["DicomVersion"]
     request = setup_anonymization(version)
-    if _boolean(body, "KeepPrivateTags", False):
+    if read_boolean(body, "KeepPrivateTags", False):
         request.set_remove_private_tags(False)
     request.parse_common(body, force)
     if PATIENT_NAME in request.uids and next_patient_name is not None:

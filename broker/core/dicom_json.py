@@ -26,11 +26,11 @@ from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
 
-from broker.core.dicom_parse import PIXEL_DATA, Element
+from broker.core.dicom_parse import Element
 from broker.core.dictionary import private_entry, public_entry, tag_name
+from broker.core.tags import PIXEL_DATA, SPECIFIC_CHARACTER_SET
 
 MAX_STRING_LENGTH = 256  # ORTHANC_MAXIMUM_TAG_LENGTH
-SPECIFIC_CHARACTER_SET = 0x00080005
 
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
                         "UC", "UI", "UR", "UT"})

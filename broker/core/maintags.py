@@ -7,23 +7,25 @@ by ``GET /patients/{id}`` and the like. A study also keeps the patient's main ta
 from __future__ import annotations
 
 from broker.core.levels import Level
-
-PATIENT_ID = 0x00100020
-STUDY_INSTANCE_UID = 0x0020000D
-SERIES_INSTANCE_UID = 0x0020000E
-SOP_INSTANCE_UID = 0x00080018
-SOP_CLASS_UID = 0x00080016
-INSTANCE_NUMBER = 0x00200013
-IMAGE_INDEX = 0x00541330
-IMAGES_IN_ACQUISITION = 0x00201002
-NUMBER_OF_TEMPORAL_POSITIONS = 0x00200105
-NUMBER_OF_SLICES = 0x00540081
-NUMBER_OF_TIME_SLICES = 0x00540101
-CARDIAC_NUMBER_OF_IMAGES = 0x00181090
+from broker.core.tags import (
+    CARDIAC_NUMBER_OF_IMAGES,
+    IMAGE_INDEX,
+    IMAGES_IN_ACQUISITION,
+    INSTANCE_NUMBER,
+    NUMBER_OF_SLICES,
+    NUMBER_OF_TEMPORAL_POSITIONS,
+    NUMBER_OF_TIME_SLICES,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+)
 
 MAIN_DICOM_TAGS: dict[Level, tuple[tuple[int, str], ...]] = {
     Level.PATIENT: (
-        (0x00100010, "PatientName"),
+        (PATIENT_NAME, "PatientName"),
         (0x00100030, "PatientBirthDate"),
         (0x00100040, "PatientSex"),
         (0x00101000, "OtherPatientIDs"),

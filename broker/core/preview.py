@@ -26,6 +26,9 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from broker.core.dicom_file import read_lenient
+from broker.core.tags import PIXEL_DATA
+
 PNG = "image/png"
 JPEG = "image/jpeg"
 PAM = "image/x-portable-arbitrarymap"
@@ -61,10 +64,10 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            ds = read_lenient(data)
         except Exception as exc:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
-        if "PixelData" not in ds:
+        if PIXEL_DATA not in ds:
             raise Undecodable("The instance has no pixel data")
         if frame < 0 or frame >= number_of_frames(ds):
             raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")

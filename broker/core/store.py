@@ -11,7 +11,6 @@ write their outbox events in the transaction of the change.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
 import sqlite3
@@ -26,6 +25,7 @@ import pydicom
 
 from broker.core import maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
+from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
 from broker.core.ids import ResourceIds
@@ -35,6 +35,20 @@ from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata, 
 from broker.core.origin import Origin, RequestOrigin
 from broker.core.outbox import Outbox
 from broker.core.storage import StorageArea
+from broker.core.tags import (
+    CARDIAC_NUMBER_OF_IMAGES,
+    IMAGE_INDEX,
+    IMAGES_IN_ACQUISITION,
+    INSTANCE_NUMBER,
+    NUMBER_OF_SLICES,
+    NUMBER_OF_TEMPORAL_POSITIONS,
+    NUMBER_OF_TIME_SLICES,
+    PATIENT_ID,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+)
 from broker.errors import ErrorCode, OrthancError
 
 log = logging.getLogger(__name__)
@@ -44,9 +58,9 @@ SUCCESS = "Success"
 ALREADY_STORED = "AlreadyStored"
 FILTERED_OUT = "FilteredOut"
 
-_IDENTIFIERS = ((maintags.STUDY_INSTANCE_UID, "StudyInstanceUID", "0020,000D"),
-                (maintags.SERIES_INSTANCE_UID, "SeriesInstanceUID", "0020,000E"),
-                (maintags.SOP_INSTANCE_UID, "SOPInstanceUID", "0008,0018"))
+_IDENTIFIERS = ((STUDY_INSTANCE_UID, "StudyInstanceUID", "0020,000D"),
+                (SERIES_INSTANCE_UID, "SeriesInstanceUID", "0020,000E"),
+                (SOP_INSTANCE_UID, "SOPInstanceUID", "0008,0018"))
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 
 
@@ -111,7 +125,7 @@ class IncomingInstance:
             if not value:
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"The DICOM file has an empty {name} ({number})")
             uids.append(value)
-        return ResourceIds.from_uids(self.summary.get(maintags.PATIENT_ID) or "", *uids)
+        return ResourceIds.from_uids(self.summary.get(PATIENT_ID) or "", *uids)
 
     @property
     def instance_id(self) -> str:
@@ -139,7 +153,7 @@ class IncomingInstance:
         """The file as a pydicom ``Dataset``, read on first use and kept."""
         with self._lock:
             if self._dataset is None:
-                self._dataset = pydicom.dcmread(io.BytesIO(self.data), force=True)
+                self._dataset = read_lenient(self.data)
             return self._dataset
 
 
@@ -520,10 +534,10 @@ def instance_metadata(incoming: IncomingInstance, now: str) -> dict[int, str]:
         metadata[MetadataType.HTTP_USERNAME] = origin.username
     if incoming.file.pixel_data_offset is not None:
         metadata[MetadataType.PIXEL_DATA_OFFSET] = str(incoming.file.pixel_data_offset)
-    sop_class_uid = summary_.get(maintags.SOP_CLASS_UID)
+    sop_class_uid = summary_.get(SOP_CLASS_UID)
     if sop_class_uid is not None:
         metadata[MetadataType.SOP_CLASS_UID] = sop_class_uid
-    for tag in (maintags.INSTANCE_NUMBER, maintags.IMAGE_INDEX):
+    for tag in (INSTANCE_NUMBER, IMAGE_INDEX):
         if tag in summary_:
             index = summary_[tag]
             if index is not None:
@@ -536,15 +550,14 @@ def expected_number_of_instances(summary_: Mapping[int, str | None]) -> int | No
     """Orthanc's ``ComputeExpectedNumberOfInstances``; None when it cannot be computed."""
     def number(tag: int) -> int | None:
         return parse_integer(summary_.get(tag))
-    pairs = ((maintags.IMAGES_IN_ACQUISITION, maintags.NUMBER_OF_TEMPORAL_POSITIONS),
-             (maintags.NUMBER_OF_SLICES, maintags.NUMBER_OF_TIME_SLICES))
+    pairs = ((IMAGES_IN_ACQUISITION, NUMBER_OF_TEMPORAL_POSITIONS), (NUMBER_OF_SLICES, NUMBER_OF_TIME_SLICES))
     for first, second in pairs:
         if summary_.get(first) is not None and summary_.get(second) is not None:
             a, b = number(first), number(second)
             if a is None or b is None:
                 return None
             return a * b if a * b > 0 else None
-    if summary_.get(maintags.CARDIAC_NUMBER_OF_IMAGES) is not None:
-        count = number(maintags.CARDIAC_NUMBER_OF_IMAGES)
+    if summary_.get(CARDIAC_NUMBER_OF_IMAGES) is not None:
+        count = number(CARDIAC_NUMBER_OF_IMAGES)
         return count if count is not None and count > 0 else None
     return None

@@ -25,28 +25,23 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from io import BytesIO
-from typing import Iterable
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.config.network import DicomOptions, Modality
+from broker.core.dicom_file import peek_meta, read_part10, transcode_to_accepted
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError
 from broker.network import NetworkRegistry
 
 log = logging.getLogger("luabroker.dicom")
 
-#: The syntaxes an instance can be re-encoded to without touching its pixel data, in order of preference.
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
 #: Always proposed next to the stored syntax, as Orthanc does.
 FALLBACK = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: C-STORE statuses that mean "stored" (0x0000, and the warnings: coercion, elements discarded, …).
@@ -60,7 +55,7 @@ class DicomNetworkError(OrthancError):
     ``NetworkProtocol`` error (9, HTTP 500). ``status`` is the DIMSE status when there was one;
     ``report`` what a ``store`` had done before the failure."""
 
-    def __init__(self, message: str, *, status: int | None = None, report: "StoreReport | None" = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, report: StoreReport | None = None) -> None:
         super().__init__(ErrorCode.NETWORK_PROTOCOL, message)
         self.status = status
         self.report = report
@@ -106,7 +101,7 @@ class StoreReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def check(self) -> "StoreReport":
+    def check(self) -> StoreReport:
         """Raise ``DicomNetworkError`` naming the first failed instance, if any; else return self."""
         failures = self.failures
         if failures:
@@ -164,48 +159,13 @@ def _resolve(host: str) -> str:
 
 def _read_instance(data: bytes) -> _Instance:
     try:
-        ds = pydicom.dcmread(BytesIO(data), force=False)
+        ds = read_part10(data)
         meta = ds.file_meta
         return _Instance(ds, str(ds.get("SOPClassUID", meta.get("MediaStorageSOPClassUID", ""))),
                          str(ds.get("SOPInstanceUID", meta.get("MediaStorageSOPInstanceUID", ""))),
                          str(meta.TransferSyntaxUID))
     except Exception as exc:  # pydicom raises many kinds for a bad file
         raise ValueError(f"not a DICOM file with file meta information: {exc}") from exc
-
-
-def _peek(data: bytes) -> tuple[str, str] | None:
-    """(SOP class, transfer syntax) from the file meta only, or None."""
-    try:
-        meta = read_file_meta_info(BytesIO(data))
-        return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
-    except Exception:
-        return None
-
-
-def _reencode(ds: Dataset, target: str) -> Dataset:
-    """The dataset in another uncompressed syntax (raw elements are converted by pydicom)."""
-    ds.file_meta.TransferSyntaxUID = UID(target)
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return pydicom.dcmread(BytesIO(buffer.getvalue()))
-
-
-def transcode(ds: Dataset, source: str, accepted: Sequence[str]) -> tuple[Dataset, str]:
-    """``ds`` re-encoded in the first of ``accepted`` it can be sent in, and that syntax.
-
-    Uncompressed and deflated data is re-encoded; encapsulated pixel data is decompressed first with
-    pydicom's pixel handlers (the SOP Instance UID is kept). Raises ``ValueError`` saying why not."""
-    targets = [ts for ts in UNCOMPRESSED if ts in accepted]
-    if not targets:
-        raise ValueError(f"the receiver accepted none of {', '.join(UID(ts).name for ts in UNCOMPRESSED)} "
-                         f"and not {UID(source).name}")
-    if not UID(source).is_encapsulated:
-        return _reencode(ds, targets[0]), targets[0]
-    try:
-        ds.decompress(generate_instance_uid=False)
-    except Exception as exc:
-        raise ValueError(f"cannot decompress {UID(source).name}: {exc}") from exc
-    return _reencode(ds, targets[0]), targets[0]
 
 
 class StoreScu:
@@ -342,7 +302,7 @@ class StoreScu:
                                 "disabled for this modality (AllowTranscoding)")
                 return result
             try:
-                dataset, syntax = transcode(dataset, instance.transfer_syntax, accepted)
+                dataset, syntax = transcode_to_accepted(dataset, instance.transfer_syntax, accepted)
             except ValueError as exc:
                 result.error = f"cannot transcode {instance.sop_instance_uid} for \"{remote.aet}\": {exc}"
                 return result
@@ -385,7 +345,7 @@ class StoreScu:
             return None
         wanted: dict[str, set[str]] = {}
         for data in files:
-            found = _peek(bytes(data))
+            found = peek_meta(bytes(data))
             if found is not None:
                 wanted.setdefault(found[0], set(FALLBACK)).add(found[1])
         return files, wanted

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
-from broker.core.modify import ModifyRequest, modify_instance_bytes
+from broker.core.modify import modify_instance_bytes
+from broker.core.modify_request import ModifyRequest
 from broker.core.origin import Origin
 from broker.core.store import Store, StoreResult
 from broker.errors import OrthancError

@@ -8,7 +8,7 @@ from broker.core.origin import RequestOrigin
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
-from broker.scripting.bridge import ReloadError
+from broker.scripting.lifecycle import ReloadError
 from broker.services import Services
 from sandbox import LuaError, SandboxBusy, SandboxError
 

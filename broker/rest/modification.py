@@ -28,11 +28,18 @@ from typing import Any
 
 from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
 from broker.core.bounds import UNBOUNDED
+from broker.core.dicom_file import (
+    CannotTranscode,
+    is_known_transfer_syntax,
+    read_dataset,
+    transcode_dataset,
+    write_dataset,
+)
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
-from broker.core.modify import Modifier, ModifyRequest, modify_dataset, read_dataset, read_string, write_dataset
+from broker.core.modify import Modifier, modify_dataset
+from broker.core.modify_request import ModifyRequest, read_string
 from broker.core.store import SUCCESS, IncomingInstance, Store
-from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, transcode_dataset
 from broker.errors import ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse

@@ -14,7 +14,7 @@ from typing import Any
 from broker.core.origin import RequestOrigin
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
 from broker.scripting.bridge import ScriptSet
-from broker.scripting.callbacks import http_request_args, received_instance_args
+from broker.scripting.callbacks import CALLBACKS
 from broker.scripting.redaction import hide_credentials
 
 
@@ -37,8 +37,9 @@ class InstanceFilter:
         cstore = is_dicom and scripts.defines("ReceivedCStoreInstanceFilter")
         if not (general or cstore):
             return True
-        args = received_instance_args(incoming.simplified_tags(), incoming.origin.to_lua(),
-                                      incoming.has_pixel_data, incoming.transfer_syntax_uid)
+        # One builder for both filters: they get the same arguments.
+        args = CALLBACKS["ReceivedInstanceFilter"].arguments(incoming.simplified_tags(), incoming.origin.to_lua(),
+                                                             incoming.has_pixel_data, incoming.transfer_syntax_uid)
         if general:
             result = scripts.call_filter("ReceivedInstanceFilter", args)
             if result is not None and not _predicate("ReceivedInstanceFilter", result.value):
@@ -68,5 +69,6 @@ def http_request_allowed(scripts: ScriptSet, method: str, uri: str, ip: str, use
     if config.authentication_enabled and not config.lua_expose_secrets:
         headers = [(name, hide_credentials(value) if name.lower() == "authorization" else value)
                    for name, value in headers]
-    result = scripts.call_filter("IncomingHttpRequestFilter", http_request_args(method, uri, ip, username, headers))
+    args = CALLBACKS["IncomingHttpRequestFilter"].arguments(method, uri, ip, username, headers)
+    result = scripts.call_filter("IncomingHttpRequestFilter", args)
     return True if result is None else _predicate("IncomingHttpRequestFilter", result.value)

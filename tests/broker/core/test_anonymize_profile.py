@@ -13,7 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from broker.core.anonymize import anonymization_request, profiles
-from broker.core.modify import Modifier, modify_instance_bytes, read_dataset
+from broker.core.dicom_file import read_dataset
+from broker.core.modify import Modifier, modify_instance_bytes
 from broker.core.store import Store
 from tests.support import dicom_samples as samples
 from tests.support.modification_samples import Client, differences, every_tag_file, peer_answer

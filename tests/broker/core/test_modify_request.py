@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
+from broker.core.dicom_file import CannotTranscode, is_known_transfer_syntax, read_dataset, transcode_dataset
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
-from broker.core.modify import DicomPath, Modifier, ModifyRequest, modify_instance_bytes, parse_tag, read_dataset
+from broker.core.modify import Modifier, modify_instance_bytes
+from broker.core.modify_request import DicomPath, ModifyRequest
 from broker.core.origin import Origin
 from broker.core.store import Store
-from broker.core.transcode import CannotTranscode, is_known_transfer_syntax, transcode_dataset
+from broker.core.tags import parse_tag
 from broker.errors import ErrorCode, OrthancError
 from tests.support import dicom_samples as samples
 from tests.support import factory

@@ -11,7 +11,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from broker.core import preview
-from broker.core.modify import read_dataset
+from broker.core.dicom_file import read_dataset
 from broker.core.store import Store
 from tests.support import dicom_samples as samples
 from tests.support.modification_samples import Client, peer_answer

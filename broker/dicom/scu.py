@@ -38,7 +38,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from broker.errors import ErrorCode, OrthancError
 from broker.network import DicomOptions, Modality, NetworkRegistry
 
@@ -261,6 +261,7 @@ class StoreScu:
         try:
             if not any(cx.abstract_syntax == Verification for cx in link.assoc.accepted_contexts):
                 raise DicomNetworkError(f'C-ECHO to AET "{remote.aet}": the Verification SOP class was not accepted')
+            pause_reactor(link.assoc)
             status = link.assoc.send_c_echo(msg_id=link.next_message_id())
             code = status.get("Status") if status else None
             if code != 0x0000:
@@ -352,6 +353,7 @@ class StoreScu:
             raise _AssociationLost()
         originator_aet, originator_id = move_originator if move_originator else (None, None)
         try:
+            pause_reactor(link.assoc)
             status = link.assoc.send_c_store(dataset, msg_id=link.next_message_id(), originator_aet=originator_aet,
                                              originator_id=originator_id)
         except RuntimeError as exc:  # "must be established": the peer released or aborted it

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 
 #: C-level pattern matching that backtracks for ages: the count hook never fires inside
 #: ``string.find``, so only the broker's hard deadline (SIGKILL) stops it.
@@ -28,6 +28,7 @@ def echo(running: Any) -> int:
     if not assoc.is_established:
         return -1
     try:
+        pause_reactor(assoc)  # else, on a loaded machine, pynetdicom can lose the response
         return assoc.send_c_echo().Status
     finally:
         assoc.release()

@@ -36,7 +36,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.config.network import DicomOptions, Modality
 from broker.core.dicom_file import peek_meta, read_part10, transcode_to_accepted
-from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from broker.errors import ErrorCode, OrthancError
 from broker.network import NetworkRegistry
 
@@ -222,6 +222,7 @@ class StoreScu:
         try:
             if not any(cx.abstract_syntax == Verification for cx in link.assoc.accepted_contexts):
                 raise DicomNetworkError(f'C-ECHO to AET "{remote.aet}": the Verification SOP class was not accepted')
+            pause_reactor(link.assoc)
             status = link.assoc.send_c_echo(msg_id=link.next_message_id())
             code = status.get("Status") if status else None
             if code != 0x0000:
@@ -313,6 +314,7 @@ class StoreScu:
             raise _AssociationLost()
         originator_aet, originator_id = move_originator if move_originator else (None, None)
         try:
+            pause_reactor(link.assoc)
             status = link.assoc.send_c_store(dataset, msg_id=link.next_message_id(), originator_aet=originator_aet,
                                              originator_id=originator_id)
         except RuntimeError as exc:  # "must be established": the peer released or aborted it

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,11 +51,18 @@ def test_reload_during_c_store_loses_nothing_and_each_event_is_handled_by_one_ve
     instances = make_instances(400, series=2)
     batches = [instances[0::2], instances[1::2]]
 
+    def count_stored() -> int:
+        return server.http.get("/statistics").json()["CountInstances"]
+
     with ThreadPoolExecutor(2) as pool:
         storing = [pool.submit(server.c_store, batch) for batch in batches]
         answers = []
-        for tag in ("v2", "v3", "v4"):
-            time.sleep(0.4)
+        # Each reload once another quarter of the instances is stored (not after a fixed time, which a
+        # fast machine could outlast with the whole store): the first one comes with 300 still to go.
+        for quarter, tag in enumerate(("v2", "v3", "v4"), 1):
+            target = quarter * len(instances) // 4
+            wait_until(lambda t=target: count_stored() >= t or all(f.done() for f in storing),
+                            timeout=120, interval=0.01)
             (server.root / "handler.lua").write_text(handler(tag))
             answers.append((tag, any(not f.done() for f in storing), server.http.post("/lua/reload")))
         statuses = [s for future in storing for s in future.result()]

@@ -163,7 +163,7 @@ def test_hard_deadline_kills_and_next_call_works(make_sandbox):
     started = time.monotonic()
     with pytest.raises(SandboxTimeout) as info:
         sandbox.call("Spin", [])
-    assert 0.35 < time.monotonic() - started < 3
+    assert time.monotonic() - started > 0.35  # not before the deadline (the message says which one)
     assert "Spin did not finish within 0.4 s" in str(info.value)
     assert sandbox.call("Ok", []).value == 1
     status = sandbox.status()
@@ -171,13 +171,15 @@ def test_hard_deadline_kills_and_next_call_works(make_sandbox):
 
 
 def test_rpc_time_does_not_count_against_hard_deadline(make_sandbox, recorder):
-    recorder.handlers["Slow"] = lambda args, info: time.sleep(0.25) or "done"
+    # 2.4 s in the broker against a 2 s deadline; the child's own few milliseconds between the rpcs
+    # leave it the rest of the 2 s even on a loaded machine.
+    recorder.handlers["Slow"] = lambda args, info: time.sleep(0.6) or "done"
     sandbox = make_sandbox("function Wait() local r for i = 1, 4 do r = rpc('Slow') end return r end",
-                           limits=Limits(hard_timeout_s=0.5))
+                           limits=Limits(hard_timeout_s=2.0))
     sandbox.start()
     started = time.monotonic()
     assert sandbox.call("Wait", []).value == "done"
-    assert time.monotonic() - started >= 1.0  # twice the hard deadline, spent in the broker
+    assert time.monotonic() - started >= 2.4  # more than the hard deadline, spent in the broker
     assert sandbox.status()["failures"] == 0
 
 
@@ -213,9 +215,12 @@ def test_a_call_that_ignores_the_stop_is_killed_after_the_grace(make_sandbox, re
 
 
 def test_a_call_waits_for_a_busy_process_at_most_the_busy_timeout(make_sandbox, recorder):
-    started = threading.Event()
+    # Work holds the process until the test releases it, so Ok finds it busy however slow the machine.
+    started, release = threading.Event(), threading.Event()
     recorder.handlers["Started"] = lambda args, info: started.set()
-    sandbox = make_sandbox("function Work() rpc('Started') busy(3) return 'done' end\nfunction Ok() return 1 end",
+    recorder.handlers["Hold"] = lambda args, info: release.wait(60)
+    sandbox = make_sandbox("function Work() rpc('Started') rpc('Hold') return 'done' end\n"
+                           "function Ok() return 1 end",
                            limits=Limits(bounds=CallBounds(busy_timeout_s=0.2)))
     sandbox.start()
     holder = threading.Thread(target=sandbox.call, args=("Work", []))
@@ -226,6 +231,7 @@ def test_a_call_waits_for_a_busy_process_at_most_the_busy_timeout(make_sandbox, 
             sandbox.call("Ok", [])
         assert holder.is_alive(), "the refused call did not wait for the busy one to finish"
     finally:
+        release.set()
         holder.join()
     assert sandbox.call("Ok", []).value == 1
 
@@ -234,7 +240,8 @@ def test_cpu_option_extends_the_hard_deadline(make_sandbox):
     sandbox = make_sandbox("function Work() busy(0.6) return 'done' end",
                            limits=Limits(soft_cpu_s=0.1, hard_timeout_s=0.3))
     sandbox.start()
-    assert sandbox.call("Work", [], cpu_s=1.0).value == "done"
+    # 0.6 s of CPU takes longer on a loaded machine: the extended deadline (0.3 + 59.9 s) leaves room.
+    assert sandbox.call("Work", [], cpu_s=60.0).value == "done"
     with pytest.raises(SandboxTimeout):
         sandbox.call("Work", [])
 
@@ -264,22 +271,29 @@ def test_child_that_stops_reading_hits_the_hard_deadline(make_sandbox, recorder)
     sandbox = make_sandbox("function Deaf() send({'rpc', 1, 'Big', {}}) busy(30) end",
                            limits=Limits(hard_timeout_s=0.4))
     sandbox.start()
-    started = time.monotonic()
     with pytest.raises(SandboxTimeout, match="did not read its input"):
         sandbox.call("Deaf", [])
-    assert time.monotonic() - started < 3
 
 
 # -------------------------------------------------------------------------------- crashes, parrot
 
 
-def test_kill9_mid_call_raises_crashed_and_restarts(make_sandbox):
-    sandbox = make_sandbox("function Work() busy(10) end\nfunction Ok() return 'ok' end")
+def test_kill9_mid_call_raises_crashed_and_restarts(make_sandbox, recorder):
+    # Killed once Work is running (not after a fixed delay, which could land before the call).
+    running = threading.Event()
+    recorder.handlers["Started"] = lambda args, info: running.set()
+    sandbox = make_sandbox("function Work() rpc('Started') busy(600) end\nfunction Ok() return 'ok' end",
+                           limits=Limits(soft_cpu_s=600, hard_timeout_s=600))
     sandbox.start()
     pid = sandbox.status()["pid"]
-    threading.Timer(0.2, os.kill, (pid, signal.SIGKILL)).start()
-    with pytest.raises(SandboxCrashed) as info:
-        sandbox.call("Work", [])
+    killer = threading.Thread(target=lambda: running.wait(60) and os.kill(pid, signal.SIGKILL))
+    killer.start()
+    try:
+        with pytest.raises(SandboxCrashed) as info:
+            sandbox.call("Work", [])
+    finally:
+        running.set()
+        killer.join()
     assert info.value.returncode == -signal.SIGKILL
     assert "killed by SIGKILL" in str(info.value)
     assert sandbox.call("Ok", []).value == "ok"
@@ -326,13 +340,11 @@ PROTOCOL_BREAKERS = {
 def test_broken_frame_from_child_restarts_it(make_sandbox, case):
     body, expected = PROTOCOL_BREAKERS[case]
     sandbox = make_sandbox(f"function Break() {body} end\nfunction Ok() return 'ok' end",
-                           limits=Limits(hard_timeout_s=5))
+                           limits=Limits(hard_timeout_s=600))
     sandbox.start()
     pid = sandbox.status()["pid"]
-    started = time.monotonic()
-    with pytest.raises(SandboxCrashed) as info:
+    with pytest.raises(SandboxCrashed) as info:  # detected from the bytes (the deadline raises SandboxTimeout)
         sandbox.call("Break", [])
-    assert time.monotonic() - started < 2  # detected from the bytes, not by the deadline
     assert "protocol error" in str(info.value) and expected in str(info.value)
     assert not os.path.exists(f"/proc/{pid}/status") or sandbox.status()["pid"] != pid
     assert sandbox.call("Ok", []).value == "ok"
@@ -341,13 +353,11 @@ def test_broken_frame_from_child_restarts_it(make_sandbox, case):
 def test_oversized_frame_is_a_protocol_error(make_sandbox):
     sandbox = make_sandbox("function Huge() raw_write('\\255\\255\\255\\255') busy(30) end\n"
                            "function Big() return string.rep('x', 2000) end\nfunction Ok() return 'ok' end",
-                           limits=Limits(max_frame=1024, hard_timeout_s=5))
+                           limits=Limits(max_frame=1024, hard_timeout_s=600))
     sandbox.start()
     for function in ("Huge", "Big"):
-        started = time.monotonic()
-        with pytest.raises(SandboxCrashed, match="exceeds the maximum of 1024"):
+        with pytest.raises(SandboxCrashed, match="exceeds the maximum of 1024"):  # not the deadline's SandboxTimeout
             sandbox.call(function, [])
-        assert time.monotonic() - started < 2
         assert sandbox.call("Ok", []).value == "ok"
 
 

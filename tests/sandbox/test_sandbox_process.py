@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import resource
+import tempfile
 
 import pytest
 
@@ -107,7 +108,11 @@ def test_stderr_is_kept_as_a_capped_tail(make_sandbox):
     assert "THE END" in str(info.value)
 
 
-def test_no_working_directory_is_left_behind(make_sandbox):
+def test_no_working_directory_is_left_behind(make_sandbox, tmp_path, monkeypatch):
+    # A temporary directory of this test's own: other sandboxes on the machine (parallel test runs)
+    # create and remove theirs in the shared /tmp meanwhile.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     before = sandbox_workdirs()
     sandbox = make_sandbox("function Die() exit(1) end")
     sandbox.start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
 
@@ -53,21 +52,20 @@ def test_real_shim_lua_error_keeps_the_process(real):
 def test_real_shim_soft_cpu_limit_is_a_lua_error_that_pcall_cannot_hide(real):
     sandbox = real("function Spin() while true do end end\n"
                    "function Hide() local ok = pcall(function() while true do end end) while true do end end\n"
-                   "function Ok() return 1 end", limits=Limits(soft_cpu_s=0.2, hard_timeout_s=5))
+                   "function Ok() return 1 end", limits=Limits(soft_cpu_s=0.2, hard_timeout_s=120))
     pid = sandbox.status()["pid"]
     for function in ("Spin", "Hide"):
-        started = time.monotonic()
-        with pytest.raises(LuaError):
+        with pytest.raises(LuaError, match=r"cpu time limit exceeded \(0\.2 s\)"):
             sandbox.call(function, [])
-        assert time.monotonic() - started < 4
     assert sandbox.call("Ok", []).value == 1 and sandbox.status()["pid"] == pid
 
 
 def test_real_shim_memory_cap_is_a_lua_error(real):
     sandbox = real("function Grow() local t = {} for i = 1, 1e8 do t[i] = string.rep('x', 64) .. i end end\n"
-                   "function Ok() return 1 end", limits=Limits(memory_kb=32 * 1024, hard_timeout_s=10))
+                   "function Ok() return 1 end",
+                   limits=Limits(memory_kb=32 * 1024, soft_cpu_s=60, hard_timeout_s=120))
     pid = sandbox.status()["pid"]
-    with pytest.raises(LuaError):
+    with pytest.raises(LuaError, match=r"memory limit exceeded"):
         sandbox.call("Grow", [])
     assert sandbox.call("Ok", []).value == 1 and sandbox.status()["pid"] == pid
 
@@ -102,11 +100,10 @@ def test_real_shim_builtin_error_reaches_the_script(real, recorder):
 
 def test_real_shim_top_level_loop_hits_the_soft_limit_at_load(make_sandbox):
     sandbox = make_sandbox(("loops.lua", "x = 1\nwhile true do end\n"), shim=str(DEFAULT_SHIM),
-                           limits=Limits(soft_cpu_s=0.2, hard_timeout_s=5))
-    started = time.monotonic()
-    with pytest.raises(ScriptLoadError, match="loops.lua"):
+                           limits=Limits(soft_cpu_s=0.2, hard_timeout_s=120))
+    # The shim's --cpu budget, not the broker's hard deadline.
+    with pytest.raises(ScriptLoadError, match=r"loops\.lua.*cpu time limit exceeded \(0\.2 s\)"):
         sandbox.start()
-    assert time.monotonic() - started < 4  # the shim's --cpu budget, not the broker's hard deadline
 
 
 def test_real_shim_nested_call_through_a_builtin(real, recorder):
@@ -138,12 +135,21 @@ def test_real_shim_hard_deadline_kills_then_restart_reloads_and_initializes(make
     assert sandbox.status()["restarts"] == 1
 
 
-def test_real_shim_killed_mid_call_is_restarted(real):
-    sandbox = real("function Spin() while true do end end\nfunction Ok() return 'ok' end")
+def test_real_shim_killed_mid_call_is_restarted(real, recorder):
+    # Killed once Spin runs (a fixed delay could land before the call); no deadline can end Spin first.
+    spinning = threading.Event()
+    recorder.handlers["RestApiPost"] = lambda args, info: spinning.set()
+    sandbox = real("function Spin() RestApiPost('/spinning', '') while true do end end\n"
+                   "function Ok() return 'ok' end", limits=Limits(soft_cpu_s=600, hard_timeout_s=600))
     pid = sandbox.status()["pid"]
-    threading.Timer(0.2, os.kill, (pid, signal.SIGKILL)).start()
-    with pytest.raises(SandboxCrashed, match="SIGKILL"):
-        sandbox.call("Spin", [])
+    killer = threading.Thread(target=lambda: spinning.wait(60) and os.kill(pid, signal.SIGKILL))
+    killer.start()
+    try:
+        with pytest.raises(SandboxCrashed, match="SIGKILL"):
+            sandbox.call("Spin", [])
+    finally:
+        spinning.set()
+        killer.join()
     assert sandbox.call("Ok", []).value == "ok" and sandbox.status()["pid"] != pid
 
 

@@ -3,7 +3,8 @@
 ``CORPUS`` is the table, one row per case (several rows for a case with variants), in the order of the
 research document. Rows whose outcome is a plain script result ("error" or "value") run through
 ``test_hostile_script``: the snippet is the body of a callback, called once under small limits
-(0.5 s of CPU, 5 s hard deadline, 64 MiB soft memory, 512 MiB address space, 16 MiB frames); then the
+(0.5 s of CPU, 64 MiB soft memory, 512 MiB address space, 16 MiB frames; see ``limits_of`` for the
+budgets that keep a case from reaching another limit than its own first); then the
 same process must answer the next call with its globals intact (a "clean error"). The other rows
 ("own test") name the test below that checks them: broker-side cases (kills, broken frames, restart
 storms, isolation probes) and cases that need two tenants.
@@ -19,7 +20,7 @@ import resource
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -130,6 +131,17 @@ CORPUS = [
 
 GENERIC = [case for case in CORPUS if case.expect != "own test"]
 
+#: The limits of a case, so the limit a case is built to reach is the only one it can reach, however
+#: slow or loaded the machine: a case that must hit the CPU limit gets a hard (wall-clock) deadline far
+#: beyond its 0.5 s of CPU; any other case (memory, stack, refused values) a CPU budget and hard deadline
+#: it cannot exhaust first (e.g. a growing table must reach 64 MiB before it burns its CPU time).
+CPU_CASE_LIMITS = replace(LIMITS, hard_timeout_s=120.0)
+OTHER_CASE_LIMITS = replace(LIMITS, soft_cpu_s=60.0, hard_timeout_s=120.0)
+
+
+def limits_of(case: Case) -> Limits:
+    return CPU_CASE_LIMITS if case.outcome == CPU else OTHER_CASE_LIMITS
+
 
 def test_the_corpus_has_all_32_cases_and_every_own_test_exists():
     assert sorted({case.number for case in CORPUS}) == list(range(1, 33))
@@ -140,7 +152,7 @@ def test_the_corpus_has_all_32_cases_and_every_own_test_exists():
 
 @pytest.mark.parametrize("case", GENERIC, ids=[case.id for case in GENERIC])
 def test_hostile_script(make_sandbox, case: Case):
-    sandbox = make_sandbox(SURVIVOR + f"function Hostile()\n{case.snippet}\nend\n")
+    sandbox = make_sandbox(SURVIVOR + f"function Hostile()\n{case.snippet}\nend\n", limits=limits_of(case))
     pid = sandbox.status()["pid"]
     if case.expect == "error":
         with pytest.raises(LuaError) as info:
@@ -195,7 +207,8 @@ def test_17_a_tenant_patching_string_is_invisible_to_another(make_sandbox):
 
 
 def test_24_print_flood_is_capped_and_bounded(make_sandbox, rpc):
-    sandbox = make_sandbox("function Flood() for i = 1, 1e5 do print(('y'):rep(1e5)) end end")
+    sandbox = make_sandbox("function Flood() for i = 1, 1e5 do print(('y'):rep(1e5)) end end",
+                           limits=CPU_CASE_LIMITS)
     with pytest.raises(LuaError, match=CPU) as info:
         sandbox.call("Flood", [])
     assert len(info.value.prints) == LIMITS.max_log_lines
@@ -224,16 +237,27 @@ def test_26_globals_persist_reset_on_restart_and_stay_per_tenant(make_sandbox):
 @pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGKILL], ids=["SIGSEGV", "SIGKILL"])
 def test_27_signal_mid_call_fails_the_call_and_restarts(make_sandbox, rpc, signum):
     initialized = []
+    spinning = threading.Event()
     rpc.handlers["RestApiGet"] = lambda args: initialized.append(args[0])
+    rpc.handlers["RestApiPost"] = lambda args: spinning.set()
+    # No deadline can end Spin before the signal: the crash, not a limit, is what the call reports.
     sandbox = make_sandbox("function Initialize() RestApiGet('/init') end\n"
-                           "function Spin() while true do end end\nfunction Ok() return 'ok' end",
-                           limits=Limits(soft_cpu_s=30, hard_timeout_s=35), initialize="Initialize")
+                           "function Spin() RestApiPost('/spinning', '') while true do end end\n"
+                           "function Ok() return 'ok' end",
+                           limits=Limits(soft_cpu_s=600, hard_timeout_s=600), initialize="Initialize")
     pid = sandbox.status()["pid"]
-    threading.Timer(0.2, os.kill, (pid, signum)).start()
-    started = time.monotonic()
-    with pytest.raises(SandboxCrashed, match=signum.name) as info:
-        sandbox.call("Spin", [])
-    assert time.monotonic() - started < 5  # the death is seen at once, not at a deadline
+
+    def kill_once_spinning() -> None:
+        if spinning.wait(60):
+            os.kill(pid, signum)
+    killer = threading.Thread(target=kill_once_spinning)
+    killer.start()
+    try:
+        with pytest.raises(SandboxCrashed, match=signum.name) as info:
+            sandbox.call("Spin", [])
+    finally:
+        spinning.set()
+        killer.join()
     assert str(pid) in str(info.value)
     assert sandbox.call("Ok", []).value == "ok"
     assert sandbox.status()["pid"] != pid and sandbox.status()["restarts"] == 1
@@ -271,7 +295,7 @@ def test_29_restart_storm_quarantines(make_sandbox, caplog):
                            start=False)
     with pytest.raises(SandboxTimeout):
         sandbox.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 120  # a bound on a hang, not a timing: the loop ends at the quarantine
     while sandbox.state is not State.QUARANTINED and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sandbox.state is State.QUARANTINED
@@ -421,16 +445,18 @@ def test_32_a_redos_tenant_does_not_stop_a_healthy_one(make_sandbox):
     attacker = threading.Thread(target=attack)
     attacker.start()
     try:
+        # The healthy tenant is called for as long as the attack lasts: until the hostile one has been
+        # killed at its hard deadline twice (whatever the machine's speed), not for a fixed time.
         answered = []
-        until = time.monotonic() + 2.0
         i = 0
-        while time.monotonic() < until:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing
+        while outcomes.count("SandboxTimeout") < 2 and time.monotonic() < deadline:
             i += 1
             answered.append(healthy.call("Store", [i]).value)
     finally:
         stop.set()
-        attacker.join(10)
-    assert answered == list(range(1, i + 1))  # every call answered, in order, none lost
+        attacker.join(60)
+    assert outcomes.count("SandboxTimeout") >= 2 and hostile.status()["restarts"] >= 1
+    assert i > 0 and answered == list(range(1, i + 1))  # every call answered, in order, none lost
     assert healthy.call("Store", [0]).value == 0 and healthy.status()["pid"] == healthy_pid
     assert healthy.status()["restarts"] == 0
-    assert "SandboxTimeout" in outcomes and hostile.status()["restarts"] >= 1

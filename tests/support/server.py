@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from broker.config import Config
-from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from broker.server import Server, run_in_thread
 from tests.support.ports import free_port
 
@@ -62,7 +62,11 @@ class Running:
         assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title=self.aet, evt_handlers=NODELAY_HANDLERS)
         assert assoc.is_established
         try:
-            return [assoc.send_c_store(ds).Status for ds in datasets]
+            statuses = []
+            for ds in datasets:
+                pause_reactor(assoc)  # else, on a loaded machine, pynetdicom can lose a response
+                statuses.append(assoc.send_c_store(ds).Status)
+            return statuses
         finally:
             assoc.release()
 
@@ -103,6 +107,7 @@ def echo(running: Running) -> int:
     if not assoc.is_established:
         return -1
     try:
+        pause_reactor(assoc)  # else, on a loaded machine, pynetdicom can lose the response
         return assoc.send_c_echo().Status
     finally:
         assoc.release()

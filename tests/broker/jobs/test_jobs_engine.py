@@ -259,11 +259,12 @@ def test_a_permanent_failure_and_a_synchronous_job_are_not_retried(make_engine: 
 
 
 def test_a_paused_retry_waits_for_resume(make_engine: Any) -> None:
-    engine = make_engine(retry=RetryPolicy(max_attempts=5, initial_delay_s=0.3, jitter=0))
+    # A retry delay the pause cannot miss on a loaded machine; then past the retry time, still paused.
+    engine = make_engine(retry=RetryPolicy(max_attempts=5, initial_delay_s=2.0, jitter=0))
     job_id = engine.submit(CountingJob("pr", fail_at=0, failures=1))
     wait_state(engine, job_id, JobState.RETRY)
     assert engine.pause(job_id) and engine.state(job_id) is JobState.PAUSED
-    time.sleep(0.5)
+    time.sleep(2.5)  # a lower bound: at least the retry delay has passed
     assert engine.state(job_id) is JobState.PAUSED
     assert engine.resume(job_id)
     engine.wait(job_id, timeout=10)
@@ -362,7 +363,8 @@ def lua_engine(make_engine: Any, ids: list[str], down: bool = False, **options: 
 
 def test_sequence_runs_in_order_and_succeeds_after_the_trailing_timeout(make_engine: Any) -> None:
     engine, senders, store = lua_engine(make_engine, ["a", "b"])
-    job = SequenceOfOperationsJob(trailing_timeout_s=0.3)
+    # A trailing timeout the later callback cannot miss on a loaded machine.
+    job = SequenceOfOperationsJob(trailing_timeout_s=2.0)
     with job.editing():
         store_op = job.add_operation(StoreScuOperation("sample", None))
         job.add_input(store_op, "a")
@@ -375,8 +377,8 @@ def test_sequence_runs_in_order_and_succeeds_after_the_trailing_timeout(make_eng
     with job.editing():                            # a later callback adds to the same job
         later = job.add_operation(StoreScuOperation("sample", "HELLO"))
         job.add_input(later, "b")
-    engine.wait(job_id, timeout=10)
-    assert time.monotonic() - started >= 0.3
+    engine.wait(job_id, timeout=30)
+    assert time.monotonic() - started >= 2.0
     assert [(n, d, a) for n, d, a in senders.sent] == [("sample", b"a", None), ("sample", b"b", "HELLO")]
     assert list(store.instances) == ["b"]
     info = engine.info(job_id)

@@ -155,9 +155,7 @@ def test_a_job_survives_a_restart_of_the_broker(luabroker: Any, tmp_path: Path) 
     paused = first.http.post("/modalities/later/store", json={"Resources": [instance], "Asynchronous": True}).json()
     wait_until(lambda: first.http.get(paused["Path"]).json()["State"] == "Retry", message="second in Retry")
     first.http.post(f"{paused['Path']}/pause")
-    first.server.request_stop()
-    wait_until(lambda: not first.server.ready.is_set() or first.server.http.should_exit, message="stop")
-    time.sleep(1.0)
+    first.stop(timeout=60)  # waits for the server thread to end, rather than a fixed second
     receiver = StoreScpProcess(tmp_path / "later", "+xa", port=port)
     try:
         second = luabroker(**{**options, "Jobs": {"RetryAttempts": 10, "RetryDelay": 0.1}})

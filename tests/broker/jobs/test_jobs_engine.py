@@ -17,6 +17,7 @@ from broker.jobs.backoff import RetryPolicy, next_delay
 from broker.jobs.model import job_type
 from broker.jobs.operations import DeleteOperation, StoreScuOperation
 from broker.jobs.persistence import JobStore
+from tests.support.waiting import wait_until
 
 GATES: dict[str, threading.Event] = {}
 ATTEMPTS: dict[str, list[float]] = {}
@@ -292,9 +293,13 @@ def test_a_running_job_resumes_after_a_restart_from_its_saved_step(make_engine: 
     job_id = first.submit(CountingJob("long", steps=1000, gate="slow"))
     wait_state(first, job_id, JobState.RUNNING)
     GATES["slow"].set()
-    while first.info(job_id)["Content"]["Position"] < 3:
-        time.sleep(0.001)
-    first.stop()
+    wait_until(lambda: first.info(job_id)["Content"]["Position"] >= 3)
+    GATES["slow"].clear()  # the next step waits at the gate, so the job cannot finish before the stop
+    stopper = threading.Thread(target=first.stop, kwargs={"timeout": 60})
+    stopper.start()
+    wait_until(lambda: first._stopping)
+    GATES["slow"].set()  # the step in progress ends; the engine stops before the next one
+    stopper.join()
     reached = CountingJob.unserialize({"Name": "long", "Steps": 1000, "Position": 0})
     second = make_engine(store=True, start=False)
     second._load()  # read back only: the job is Pending, at the saved position

@@ -32,6 +32,8 @@ from broker.core.tags import PIXEL_DATA, SPECIFIC_CHARACTER_SET
 
 MAX_STRING_LENGTH = 256  # ORTHANC_MAXIMUM_TAG_LENGTH
 
+#: The VRs whose values are text (DCMTK's ``isaString()``): shown as strings, and seen as text by the
+#: modification and anonymization.
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
                         "UC", "UI", "UR", "UT"})
 #: VR -> (struct code, size, rendering of one value)

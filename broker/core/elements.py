@@ -18,13 +18,11 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from broker.core.dicom_json import STRING_VRS
 from broker.core.dictionary import private_entry
 from broker.core.tags import PIXEL_DATA, SPECIFIC_CHARACTER_SET, format_tag, is_private, parse_tag
 from broker.errors import ErrorCode, OrthancError
 
-# DCMTK's ``isaString()``: the VRs whose values the anonymization visitor sees as text.
-STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
-                        "UI", "UR", "UT"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _INTEGER_LIMITS = {"US": (0, 0xFFFF), "SS": (-0x8000, 0x7FFF), "UL": (0, 0xFFFFFFFF),
                    "SL": (-0x80000000, 0x7FFFFFFF), "UV": (0, 2**64 - 1), "SV": (-2**63, 2**63 - 1)}

@@ -30,7 +30,8 @@ from broker.core.dicom_file import (
     transcode_dataset,
     write_dataset,
 )
-from broker.core.elements import STRING_VRS, ElementFactory
+from broker.core.dicom_json import STRING_VRS
+from broker.core.elements import ElementFactory
 from broker.core.levels import Level
 from broker.core.modify_request import DicomPath, ModifyRequest
 from broker.core.tags import (

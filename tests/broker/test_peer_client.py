@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import ErrorCode, OrthancError
 from broker.config.network import HttpOptions, Peer
+from broker.errors import ErrorCode, OrthancError
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient, PeerError
 from tests.support.factory import make_instances, to_bytes

@@ -27,7 +27,8 @@ def test_metrics_move_with_calls_in_orthancs_text_format(luabroker):
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     before = metrics(server)
     assert before[("orthanc_count_instances", frozenset())] == 0
-    filter_calls = ("luabroker_lua_calls_total", frozenset({("callback", "ReceivedInstanceFilter"), ("role", "filter")}))
+    filter_calls = ("luabroker_lua_calls_total",
+                    frozenset({("callback", "ReceivedInstanceFilter"), ("role", "filter")}))
     assert before.get(filter_calls, 0) == 0
 
     assert server.c_store(make_instances(3)) == [0] * 3

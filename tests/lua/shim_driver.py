@@ -11,9 +11,10 @@ import select
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sandbox.framing import encode_frame, read_frame
 from sandbox.messages import Log, Ready, Result, Rpc, call_message, decode_incoming, load_message, reply_message

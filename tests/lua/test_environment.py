@@ -146,8 +146,9 @@ def test_error_objects_become_text(shim, source, text):
 
 
 def test_ready_frame_names_lua_and_the_builtins(shim):
-    from tests.lua.shim_driver import RUNTIME
     import re
+
+    from tests.lua.shim_driver import RUNTIME
     declared = re.findall(r'^\s*"(\w+)",', (RUNTIME / "builtins.lua").read_text(), re.M)
     assert shim.ready == {"lua": "Lua 5.4", "trusted": False, "builtins": declared}
     assert declared[:5] == ["RestApiGet", "RestApiPost", "RestApiPut", "RestApiDelete", "GetOrthancConfiguration"]

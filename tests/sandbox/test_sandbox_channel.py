@@ -12,8 +12,16 @@ import time
 
 import pytest
 
-from sandbox import (BuiltinError, CallBounds, Limits, LuaError, SandboxBusy, SandboxCrashed, SandboxError,
-                     SandboxTimeout)
+from sandbox import (
+    BuiltinError,
+    CallBounds,
+    Limits,
+    LuaError,
+    SandboxBusy,
+    SandboxCrashed,
+    SandboxError,
+    SandboxTimeout,
+)
 from sandbox.channel import MAX_DEPTH
 
 # ------------------------------------------------------------------------------------------- rpc
@@ -256,7 +264,7 @@ def test_timeout_in_nested_call_fails_the_outer_call_too(make_sandbox, recorder)
             return sandbox.call("Spin", []).value
         except SandboxTimeout as exc:
             caught.append(exc)
-            raise BuiltinError("swallowed")  # a handler cannot hide the loss of the process
+            raise BuiltinError("swallowed") from exc  # a handler cannot hide the loss of the process
     recorder.handlers["Reenter"] = reenter
     sandbox.start()
     with pytest.raises(SandboxTimeout):

@@ -12,13 +12,23 @@ import signal
 import pytest
 
 from sandbox import Isolation, IsolationError, Limits, SandboxError, State, isolation
-from sandbox.layers import (BubblewrapLayer, LandlockLayer, Probe, RlimitLayer, SeccompLayer, UnshareLayer,
-                            UserLayer, can_prlimit, ordered, probe_rlimits, resolve_user)
+from sandbox.layers import (
+    BubblewrapLayer,
+    LandlockLayer,
+    Probe,
+    RlimitLayer,
+    SeccompLayer,
+    UnshareLayer,
+    UserLayer,
+    can_prlimit,
+    ordered,
+    probe_rlimits,
+    resolve_user,
+)
 from sandbox.process import DEFAULT_SHIM, ChildProcess, SpawnSpec, find_interpreter
 from sandbox.runtime import readable_shim
 from tests.support.sandboxes import process_exists
 from tests.support.waiting import wait_until
-
 
 # What the children read: a staged copy when this checkout is closed to the sandbox uid (CI clones
 # under /root), as the isolation plan does.
@@ -98,8 +108,8 @@ def test_without_bubblewrap_the_fallbacks_take_over(monkeypatch):
     for name in ("landlock", "unshare", "seccomp"):
         if not report[name].active:
             pytest.skip(f"{name} unavailable here: {report[name].detail}")
-    assert isinstance(next(l for l in p.layers if l.name == "seccomp"), SeccompLayer)
-    assert not next(l for l in p.layers if l.name == "seccomp").via_bubblewrap
+    assert isinstance(next(layer for layer in p.layers if layer.name == "seccomp"), SeccompLayer)
+    assert not next(layer for layer in p.layers if layer.name == "seccomp").via_bubblewrap
 
 
 def test_trusted_mode_keeps_rlimits_user_and_a_reduced_seccomp_only():

@@ -43,8 +43,10 @@ def test_backoff_policy_rejects_nonsense(kwargs):
 
 def test_defaults_match_the_documented_limits():
     limits = Limits()
-    assert (limits.soft_cpu_s, limits.hard_timeout_s, limits.memory_kb, limits.address_space_mb) == (10.0, 15.0, 262144, 1024)
-    assert (limits.cpu_lifetime_s, limits.open_files, limits.max_frame, limits.max_log_lines) == (86400, 32, 64 << 20, 1000)
+    assert (limits.soft_cpu_s, limits.hard_timeout_s, limits.memory_kb, limits.address_space_mb) == \
+        (10.0, 15.0, 262144, 1024)
+    assert (limits.cpu_lifetime_s, limits.open_files, limits.max_frame, limits.max_log_lines) == \
+        (86400, 32, 64 << 20, 1000)
     policy = BackoffPolicy()
     assert (policy.initial_s, policy.base_s, policy.factor, policy.cap_s) == (0.0, 0.1, 2.0, 5.0)
     assert (policy.max_failures, policy.window_s, policy.cooldown_s) == (5, 60.0, 30.0)

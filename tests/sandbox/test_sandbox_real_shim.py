@@ -16,7 +16,6 @@ from sandbox.process import DEFAULT_SHIM
 from sandbox.states import State
 
 
-
 @pytest.fixture
 def real(make_sandbox):
     def make(*scripts, **kwargs):

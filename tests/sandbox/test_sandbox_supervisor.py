@@ -8,12 +8,19 @@ import time
 
 import pytest
 
-from sandbox import (BackoffPolicy, Limits, LuaError, SandboxCrashed, SandboxError, SandboxTimeout,
-                     SandboxUnavailable, ScriptLoadError)
+from sandbox import (
+    BackoffPolicy,
+    Limits,
+    LuaError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxTimeout,
+    SandboxUnavailable,
+    ScriptLoadError,
+)
 from sandbox.states import State
 from tests.support.sandboxes import SHIMS, process_exists
 from tests.support.waiting import wait_until
-
 
 COUNTER = "counter = 0\nfunction Inc() counter = counter + 1 return counter end\nfunction Crash() exit(9) end"
 

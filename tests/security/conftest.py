@@ -6,7 +6,8 @@ another one, and is stopped after the test.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -84,12 +84,13 @@ def test_a_uri_with_a_scheme_and_host_answers_nil_not_the_local_resource(luabrok
                in record.getMessage() for record in caplog.records), [r.getMessage() for r in caplog.records]
 
 
-PARITY_SCRIPT = """
-for _, uri in ipairs({%s}) do
+PARITY_URIS = ", ".join(repr(u) for u in REFUSED + ["/system", "/system/", "/system?x=1", "/syst%65m", "/%2e%2e/system",
+                                                    "/system#x", "/sys\ntem"])
+PARITY_SCRIPT = f"""
+for _, uri in ipairs({{{PARITY_URIS}}}) do
   print('[' .. uri .. ']', RestApiGet(uri) ~= nil)
 end
-""" % ", ".join(repr(u) for u in REFUSED + ["/system", "/system/", "/system?x=1", "/syst%65m", "/%2e%2e/system",
-                                             "/system#x", "/sys\ntem"])
+"""
 
 
 @pytest.mark.skipif(ORTHANC_BINARY is None, reason="Orthanc is not installed")

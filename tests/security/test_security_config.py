@@ -36,7 +36,8 @@ def test_user_off_keeps_the_brokers_uid():
 
 
 @pytest.mark.parametrize("isolation, message", [
-    ({"Bubblewrap": "yes"}, "'LuaSandbox.Isolation.Bubblewrap' has value 'yes'; expected \"auto\", \"required\" or \"off\""),
+    ({"Bubblewrap": "yes"},
+     "'LuaSandbox.Isolation.Bubblewrap' has value 'yes'; expected \"auto\", \"required\" or \"off\""),
     ({"Seccomp": True}, "'LuaSandbox.Isolation.Seccomp' has value True"),
     ({"User": 0}, "'LuaSandbox.Isolation.User' has value 0"),
     ({"User": ""}, "'LuaSandbox.Isolation.User' has value ''"),

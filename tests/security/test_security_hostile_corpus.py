@@ -25,10 +25,18 @@ from typing import Any
 
 import pytest
 
-from sandbox import (Isolation, Limits, LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable,
-                     ScriptLoadError, State)
+from sandbox import (
+    Isolation,
+    Limits,
+    LuaError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxTimeout,
+    SandboxUnavailable,
+    ScriptLoadError,
+    State,
+)
 from tests.security.security_helpers import LIMITS, PARROT_SHIM
-
 
 LOOP = "local function loop() while true do end end\n"
 REDOS = "string.find(string.rep('a', 3e4), string.rep('a-', 20) .. 'b')"
@@ -300,7 +308,8 @@ def test_29_restart_storm_quarantines(make_sandbox, caplog):
         time.sleep(0.05)
     assert sandbox.state is State.QUARANTINED
     status = sandbox.status()
-    assert status["state"] == "QUARANTINED" and status["retry_in_s"] > 0 and "did not finish" in status["last_error"]["text"]
+    assert status["state"] == "QUARANTINED" and status["retry_in_s"] > 0 \
+        and "did not finish" in status["last_error"]["text"]
     assert any(r.levelname == "WARNING" and "QUARANTINED" in r.getMessage() for r in caplog.records)
     # What a caller sees (the broker answers a filter with its fail-closed default on this error).
     with pytest.raises(SandboxUnavailable, match="quarantined"):

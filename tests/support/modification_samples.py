@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Iterator
+from typing import Any
 
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset, FileMetaDataset

@@ -14,9 +14,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -52,7 +53,7 @@ class OrthancPeer:
         return f"http://127.0.0.1:{self.http_port}"
 
     @classmethod
-    def create(cls, **extra_config: Any) -> "OrthancPeer":
+    def create(cls, **extra_config: Any) -> OrthancPeer:
         if ORTHANC_BINARY is None:
             raise FileNotFoundError("Orthanc is not installed (apt-get install orthanc)")
         return cls(Path(tempfile.mkdtemp(prefix="orthanc-peer-")), free_port(), free_port(), extra_config=extra_config)
@@ -72,7 +73,7 @@ class OrthancPeer:
             **self.extra_config,
         }
 
-    def with_recorder(self) -> "OrthancPeer":
+    def with_recorder(self) -> OrthancPeer:
         """Install ``RECORDER_LUA`` (call before ``start``)."""
         script = self.workdir / "recorder.lua"
         script.write_text(RECORDER_LUA)
@@ -86,7 +87,7 @@ class OrthancPeer:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
-    def start(self, timeout: float = 30.0) -> "OrthancPeer":
+    def start(self, timeout: float = 30.0) -> OrthancPeer:
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(self.config(), indent=2))
         log = open(self.workdir / "orthanc.log", "wb")

@@ -8,10 +8,11 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pydicom
 import pytest
@@ -112,7 +113,7 @@ class RecordingScp:
     stored: list[tuple[pydicom.Dataset, str, str]] = field(default_factory=list)
     server: Any = None
 
-    def start(self) -> "RecordingScp":
+    def start(self) -> RecordingScp:
         ae = AE(ae_title=self.aet)
         ae.require_called_aet = self.require_called_aet
         for context in AllStoragePresentationContexts:

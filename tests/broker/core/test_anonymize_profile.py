@@ -4,9 +4,9 @@ equal, generated identifiers aside (which must correspond one to one)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 from pydicom.dataset import Dataset
@@ -54,7 +54,8 @@ def test_each_group_of_the_profile(every_tag: bytes) -> None:
     """Removed tags are gone, cleared ones empty, identifiers new: at the first level and in sequences."""
     table = profiles()["2021b"]
     original = read_dataset(every_tag)
-    anonymized = read_dataset(modify_instance_bytes(every_tag, anonymization_request({}, next_patient_name=lambda: "Anonymized7")))
+    request = anonymization_request({}, next_patient_name=lambda: "Anonymized7")
+    anonymized = read_dataset(modify_instance_bytes(every_tag, request))
     for tag in table["remove"]:
         if tag in original:
             assert tag not in anonymized, f"{tag:08X}"
@@ -146,5 +147,6 @@ def test_study_anonymization_keeps_references_like_orthanc(orthanc_peer: Orthanc
         datasets = sorted((read_dataset(f) for f in files), key=lambda ds: int(ds.InstanceNumber))
         assert datasets[1].ReferencedImageSequence[0].ReferencedSOPInstanceUID == datasets[0].SOPInstanceUID
         results.append(files)
-    for ours, theirs in zip(*[sorted(r, key=lambda f: int(read_dataset(f).InstanceNumber)) for r in results]):
+    for ours, theirs in zip(*[sorted(r, key=lambda f: int(read_dataset(f).InstanceNumber)) for r in results],
+                           strict=True):
         assert differences(ours, theirs, ignore={"0012,0063"}) == []

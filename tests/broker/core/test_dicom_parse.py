@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from broker.core.dicom_parse import (EXPLICIT_BIG_ENDIAN, IMPLICIT_LITTLE_ENDIAN, DicomFormatError, parse_dicom)
+from broker.core.dicom_parse import EXPLICIT_BIG_ENDIAN, IMPLICIT_LITTLE_ENDIAN, DicomFormatError, parse_dicom
 from tests.support import dicom_samples as samples
 
 

@@ -35,7 +35,8 @@ def test_tags_and_paths() -> None:
     assert path.prefix == ((0x00081140, 0),) and path.final == 0x00081155
     assert path.format() == "(0008,1140)[0].(0008,1155)"
     assert DicomPath.parse("0008,1140[*].StudyID").prefix == ((0x00081140, None),)
-    assert error_of(lambda: DicomPath.parse("ReferencedImageSequence.CodeValue")) == (400, ErrorCode.PARAMETER_OUT_OF_RANGE)
+    assert error_of(lambda: DicomPath.parse("ReferencedImageSequence.CodeValue")) == \
+        (400, ErrorCode.PARAMETER_OUT_OF_RANGE)
     kept = DicomPath.parse("ReferencedImageSequence")
     assert kept.matches([(0x00081140, 3)], 0x00080100)  # everything below a kept sequence
     assert not kept.matches([(0x00082112, 0)], 0x00080100)
@@ -73,7 +74,8 @@ def test_modify_instance_bytes_and_the_sop_instance_uid() -> None:
     assert not [element for element in modified if element.tag.is_private]
     assert modified.SOPInstanceUID != original.SOPInstanceUID
     assert modified.file_meta.MediaStorageSOPInstanceUID == modified.SOPInstanceUID
-    assert (modified.StudyInstanceUID, modified.SeriesInstanceUID) == (original.StudyInstanceUID, original.SeriesInstanceUID)
+    assert (modified.StudyInstanceUID, modified.SeriesInstanceUID) == \
+        (original.StudyInstanceUID, original.SeriesInstanceUID)
     same = read_dataset(modify_instance_bytes(CT, request, new_sop_instance_uid=False))
     assert same.SOPInstanceUID == original.SOPInstanceUID
     assert "SourceApplicationEntityTitle" not in same.file_meta  # a new file meta group, as DCMTK writes it
@@ -85,7 +87,8 @@ def test_one_modifier_maps_uids_consistently() -> None:
     out = [read_dataset(modify_instance_bytes(data, modifier.request, modifier=modifier)) for data in files]
     before = [read_dataset(data) for data in files]
     assert len({ds.StudyInstanceUID for ds in out}) == 1 and out[0].StudyInstanceUID != before[0].StudyInstanceUID
-    assert (out[0].SeriesInstanceUID == out[2].SeriesInstanceUID) == (before[0].SeriesInstanceUID == before[2].SeriesInstanceUID)
+    assert (out[0].SeriesInstanceUID == out[2].SeriesInstanceUID) == \
+        (before[0].SeriesInstanceUID == before[2].SeriesInstanceUID)
     assert out[0].SeriesInstanceUID != out[1].SeriesInstanceUID
     assert len({ds.SOPInstanceUID for ds in out}) == 3
 

@@ -80,7 +80,8 @@ def test_metadata_depends_on_the_origin(store: Store) -> None:
     dicom = store.metadata(Level.INSTANCE, store.store_instance(samples.encode(samples.minimal()), DICOM).instance_id)
     assert dicom["RemoteAET"] == "MODALITY" and dicom["CalledAET"] == "LUABROKER" and dicom["RemoteIP"] == "10.0.0.8"
     assert "HttpUsername" not in dicom
-    lua = store.metadata(Level.INSTANCE, store.store_instance(samples.encode(samples.minimal()), Origin.lua()).instance_id)
+    lua = store.metadata(Level.INSTANCE,
+                         store.store_instance(samples.encode(samples.minimal()), Origin.lua()).instance_id)
     assert lua["Origin"] == "Lua" and lua["RemoteAET"] == "" and "RemoteIP" not in lua
     assert len(rest["ReceptionDate"]) == 15 and rest["ReceptionDate"][8] == "T"
 

@@ -3,9 +3,10 @@ the arguments of its own ``OnStoredInstance`` (REST, DICOM and Lua origins)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pydicom
 import pytest
@@ -80,7 +81,7 @@ def lua_equal(ours: Any, theirs: Any) -> bool:
     if isinstance(ours, dict) and isinstance(theirs, dict):
         return ours.keys() == theirs.keys() and all(lua_equal(ours[k], theirs[k]) for k in ours)
     if isinstance(ours, list) and isinstance(theirs, list):
-        return len(ours) == len(theirs) and all(lua_equal(a, b) for a, b in zip(ours, theirs))
+        return len(ours) == len(theirs) and all(lua_equal(a, b) for a, b in zip(ours, theirs, strict=True))
     if isinstance(ours, float) or isinstance(theirs, float):
         return isinstance(theirs, (int, float)) and abs(float(ours) - float(theirs)) < 1e-9 * max(1, abs(theirs))
     return ours == theirs

@@ -8,11 +8,16 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                         JPEGBaseline8Bit, RLELossless)
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    RLELossless,
+)
 
-from broker.dicom.scu import DicomNetworkError, StoreScu
 from broker.config.network import DicomOptions, Modality
+from broker.dicom.scu import DicomNetworkError, StoreScu
 from broker.network import NetworkRegistry
 from tests.support.factory import make_instances, to_bytes
 from tests.support.ports import free_port

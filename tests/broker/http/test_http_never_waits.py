@@ -12,7 +12,8 @@ import os
 import signal
 import socket
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -41,7 +42,7 @@ class Spinner:
             except httpx.HTTPError as exc:  # the server stopped under it
                 self.answer = exc
 
-    def start(self) -> "Spinner":
+    def start(self) -> Spinner:
         self.thread.start()
         wait_until(lambda: still_spinning(self.server))
         return self

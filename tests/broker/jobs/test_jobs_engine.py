@@ -5,14 +5,27 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from broker.errors import ErrorCode, OrthancError
-from broker.jobs import (JOB_FAILURE, JOB_SUBMITTED, JOB_SUCCESS, Job, JobContext, JobsEngine, JobsSettings,
-                         JobState, SequenceOfOperationsJob, StepResult, TransferError)
+from broker.jobs import (
+    JOB_FAILURE,
+    JOB_SUBMITTED,
+    JOB_SUCCESS,
+    Job,
+    JobClosed,
+    JobContext,
+    JobsEngine,
+    JobsSettings,
+    JobState,
+    SequenceOfOperationsJob,
+    StepResult,
+    TransferError,
+)
 from broker.jobs.backoff import RetryPolicy, next_delay
 from broker.jobs.model import job_type
 from broker.jobs.operations import DeleteOperation, StoreScuOperation
@@ -58,7 +71,7 @@ class CountingJob(Job):
         return {"Name": self.name, "Steps": self.steps, "Position": self.position}
 
     @classmethod
-    def unserialize(cls, data: dict[str, Any]) -> "CountingJob":
+    def unserialize(cls, data: dict[str, Any]) -> CountingJob:
         return cls(data["Name"], data["Steps"], position=data["Position"])
 
 
@@ -232,7 +245,7 @@ def test_a_transient_failure_is_retried_with_backoff_then_succeeds(make_engine: 
     engine.wait(job_id, timeout=10)
     assert engine.state(job_id) is JobState.SUCCESS
     attempts = ATTEMPTS["t"]          # step 0 ok, two failures of step 1, then step 1 ok
-    gaps = [b - a for a, b in zip(attempts[1:], attempts[2:])]
+    gaps = [b - a for a, b in zip(attempts[1:], attempts[2:], strict=False)]
     assert len(attempts) == 4 and gaps[0] >= 0.09 and gaps[1] >= 0.19
 
 
@@ -374,7 +387,7 @@ def test_sequence_runs_in_order_and_succeeds_after_the_trailing_timeout(make_eng
         store_op = job.add_operation(StoreScuOperation("sample", None))
         job.add_input(store_op, "a")
         delete_op = job.add_operation(DeleteOperation())
-        job.connect(store_op, delete_op)           # Delete(SendToModality(...)) wired through '' 
+        job.connect(store_op, delete_op)           # Delete(SendToModality(...)) wired through ''
     started = time.monotonic()
     job_id = engine.submit(job)
     wait_state(engine, job_id, JobState.RUNNING)
@@ -389,7 +402,7 @@ def test_sequence_runs_in_order_and_succeeds_after_the_trailing_timeout(make_eng
     info = engine.info(job_id)
     assert info["Content"] == {"CountOperations": 3, "Description": "Lua"} and info["Progress"] == 75
     assert job.closed
-    with pytest.raises(Exception):
+    with pytest.raises(JobClosed):
         with job.editing():
             pass
 

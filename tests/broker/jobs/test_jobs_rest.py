@@ -4,8 +4,9 @@ is down, and a job that survives a restart of the broker."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -169,7 +170,7 @@ def test_a_job_survives_a_restart_of_the_broker(luabroker: Any, tmp_path: Path) 
         second.http.post(f"{job['Path']}/resume")
         second.http.post(f"{paused['Path']}/resume")
         for path in (job["Path"], paused["Path"]):
-            wait_until(lambda: second.http.get(path).json()["State"] == "Success", message=f"{path} Success")
+            wait_until(lambda path=path: second.http.get(path).json()["State"] == "Success", message=f"{path} Success")
         assert len(receiver.files()) >= 1
     finally:
         receiver.stop()

@@ -73,8 +73,8 @@ def test_instance_modify_equals_orthancs(both) -> None:
         for body in INSTANCE_REQUESTS:
             ours = client.post(f"/instances/{instance}/modify", body)
             theirs = peer_answer(peer, "POST", f"/instances/{instance}/modify", body)
-            assert (ours.status, ours.kind, ours.orthanc_status) == (theirs.status, theirs.kind, theirs.orthanc_status), \
-                (name, body, ours.body[:300])
+            assert (ours.status, ours.kind, ours.orthanc_status) == \
+                (theirs.status, theirs.kind, theirs.orthanc_status), (name, body, ours.body[:300])
             if ours.status == 200:
                 assert ours.content_type == theirs.content_type == "application/dicom"
                 assert differences(ours.body, theirs.body) == [], (name, body)
@@ -115,14 +115,16 @@ def test_instance_errors_equal_orthancs(both) -> None:
         raw = body if isinstance(body, bytes) else None
         ours = client.post(f"/instances/{instance}/modify", raw if raw is not None else body)
         theirs = peer_answer(peer, "POST", f"/instances/{instance}/modify", raw if raw is not None else body)
-        assert (ours.status, ours.kind, ours.orthanc_status) == (theirs.status, theirs.kind, theirs.orthanc_status), body
+        assert (ours.status, ours.kind, ours.orthanc_status) == \
+            (theirs.status, theirs.kind, theirs.orthanc_status), body
     for path in ["/instances/nope/modify", "/instances/nope/anonymize"]:
         assert client.post(path, {}).status == peer_answer(peer, "POST", path, {}).status == 404
     for body in [{"DicomVersion": "2023b"}, {"DicomVersion": 12}, {"Replace": {"PatientID": "x"}}, "bad",
                  {"KeepPrivateTags": 1}]:
         ours = client.post(f"/instances/{instance}/anonymize", body)
         theirs = peer_answer(peer, "POST", f"/instances/{instance}/anonymize", body)
-        assert (ours.status, ours.kind, ours.orthanc_status) == (theirs.status, theirs.kind, theirs.orthanc_status), body
+        assert (ours.status, ours.kind, ours.orthanc_status) == \
+            (theirs.status, theirs.kind, theirs.orthanc_status), body
 
 
 def test_instance_anonymize_equals_orthancs(both) -> None:
@@ -176,7 +178,8 @@ def _compare_resource_results(peer: OrthancPeer, client: Client, ours: dict, the
 
 
 RESOURCE_CASES = [
-    ("studies", {"Replace": {"StationName": "My Medical Device"}, "Remove": ["MilitaryRank"], "RemovePrivateTags": True}),
+    ("studies", {"Replace": {"StationName": "My Medical Device"}, "Remove": ["MilitaryRank"],
+                 "RemovePrivateTags": True}),
     ("series", {"Replace": {"SeriesDescription": "changed"}}),
     ("patients", {"Replace": {"PatientID": "NEWPID"}, "Force": True}),
     ("studies/anonymize", {}),
@@ -248,7 +251,8 @@ def test_resource_errors_and_keep_source_equal_orthancs(orthanc_peer: OrthancPee
     assert (answer.status, answer.orthanc_status) == (501, 2)
     # KeepSource: false removes the originals, on both.
     body = {"Replace": {"StationName": "moved"}, "KeepSource": False}
-    ours, theirs = client.post(f"/studies/{study}/modify", body), peer_answer(peer, "POST", f"/studies/{study}/modify", body)
+    ours, theirs = (client.post(f"/studies/{study}/modify", body),
+                    peer_answer(peer, "POST", f"/studies/{study}/modify", body))
     assert (ours.status, theirs.status) == (200, 200)
     assert client.call("GET", f"/studies/{study}").status == peer.client.get(f"/studies/{study}").status_code == 404
     for level in LEVELS:

@@ -125,7 +125,8 @@ def test_content_negotiation_equals_orthancs(both) -> None:
     path = f"/instances/{ids['MR_small.dcm']}/preview"
     for accept in ["image/png", "image/jpeg", "*/*", "image/*", "image/jpeg;q=0.5, image/png",
                    "image/png, image/jpeg", "image/jpeg, image/png", "image/png;q=0.5, image/jpeg;q=0.5",
-                   "image/*;q=0.5, image/jpeg", "*/*, image/jpeg", "text/html, */*", "image/jpeg ; q=0.9 , image/png;q=0.8",
+                   "image/*;q=0.5, image/jpeg", "*/*, image/jpeg", "text/html, */*",
+                   "image/jpeg ; q=0.9 , image/png;q=0.8",
                    "image/png;level=1", "image/jpeg, text/html"]:
         ours = client.call("GET", path, headers={"accept": accept})
         theirs = peer_answer(peer, "GET", path, headers={"Accept": accept})

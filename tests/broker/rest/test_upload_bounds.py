@@ -7,9 +7,10 @@ import json
 import struct
 import tracemalloc
 import zipfile
+from collections.abc import Iterable
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 

@@ -18,6 +18,7 @@ class RestApi:
         """Route and run one call. Raises ``OrthancError`` or ``BareHttpStatus``; each door converts them
         its own way."""
         allowed: list[str] = []
+        request = replace(request, path=without_empty_segments(request.path))
         for route in self.routes:
             match = route.regex.match(request.path)
             if match is None:
@@ -31,3 +32,10 @@ class RestApi:
             raise BareHttpStatus(405, f"Method {request.method} not allowed on {request.path}",
                                  {"Allow": ",".join(dict.fromkeys(allowed))})
         raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+
+
+def without_empty_segments(path: str) -> str:
+    """The path as Orthanc routes it: empty segments are ignored (``//system`` and ``/system/`` are
+    ``/system``), so clients that join a base URL ending in ``/`` with an absolute path (Orthanc's own
+    integration suite does) reach the resource."""
+    return "/" + "/".join(segment for segment in path.split("/") if segment)

@@ -1,0 +1,49 @@
+"""Paths as Orthanc routes them: empty segments are ignored, a trailing ``/`` is accepted (issue 9).
+
+Orthanc's own integration suite joins ``http://host:8042/`` with ``/tools/...``, so every one of its
+requests starts with ``//``; before, each answered 404.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+
+from tests.support.factory import make_instances, to_bytes
+
+
+def send(server: Any, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Status and body of a request sent as written (an HTTP client may rewrite the path)."""
+    with socket.create_connection((server.http.base_url.host, server.http.base_url.port), timeout=30) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        answer = sock.makefile("rb").read()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload
+
+
+@pytest.mark.parametrize("path", ["//system", "/system/", "//system//", "///system"])
+def test_empty_segments_and_a_trailing_slash_are_ignored(luabroker: Any, path: str) -> None:
+    server = luabroker()
+    status, body = send(server, "GET", path)
+    assert status == 200
+    assert json.loads(body)["DicomAet"] == server.aet
+
+
+def test_a_resource_is_reached_through_empty_segments(luabroker: Any) -> None:
+    server = luabroker()
+    [instance] = make_instances(1)
+    status, body = send(server, "POST", "//instances", to_bytes(instance))
+    assert status == 200
+    stored = json.loads(body)["ID"]
+    status, body = send(server, "GET", f"//instances//{stored}/")
+    assert (status, json.loads(body)["ID"]) == (200, stored)
+    assert send(server, "DELETE", f"/instances//{stored}")[0] == 200
+    assert send(server, "GET", f"//instances/{stored}")[0] == 404
+
+
+def test_an_unknown_path_is_still_unknown(luabroker: Any) -> None:
+    server = luabroker()
+    assert send(server, "GET", "//no-such//thing")[0] == 404

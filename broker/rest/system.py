@@ -18,7 +18,10 @@ from broker.services import Services
 
 routes = RouteTable()
 
-# The version of Orthanc's REST API that luabroker answers like (Orthanc 1.10's).
+#: The Orthanc release whose REST API luabroker answers like, and that API's version. ``Version`` says
+#: the release, because clients enable features by comparing it with theirs (pyorthanc, Orthanc's own
+#: integration suite: "1.9", "1.10"); luabroker's own version is ``LuabrokerVersion``.
+ORTHANC_VERSION = "1.10.1"
 API_VERSION = 16
 DATABASE_VERSION = 6
 MEGA_BYTES = 1024 * 1024
@@ -46,7 +49,8 @@ def get_system(request: RestRequest, services: Services) -> dict[str, Any]:
         "Name": config.name,
         "PluginsEnabled": False,
         "StorageAreaPlugin": None,
-        "Version": luabroker_version(),
+        "Version": ORTHANC_VERSION,
+        "LuabrokerVersion": luabroker_version(),
     }
 
 

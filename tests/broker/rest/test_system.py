@@ -12,8 +12,9 @@ def test_system_answers_orthancs_keys_with_our_identity(client) -> None:
     assert system == {"ApiVersion": 16, "CheckRevisions": False, "DatabaseBackendPlugin": None,
                       "DatabaseVersion": 6, "DicomAet": "LUABROKER", "DicomPort": 4242, "HttpPort": 8042,
                       "IsHttpServerSecure": False, "Name": "luabroker-test", "PluginsEnabled": False,
-                      "StorageAreaPlugin": None, "Version": system["Version"]}
-    assert re.match(r"^\d+\.\d+", system["Version"])
+                      "StorageAreaPlugin": None, "Version": "1.10.1",
+                      "LuabrokerVersion": system["LuabrokerVersion"]}
+    assert re.match(r"^\d+\.\d+", system["LuabrokerVersion"])
 
 
 def test_statistics_count_and_size(client) -> None:
@@ -32,3 +33,9 @@ def test_generate_uid_per_level(client) -> None:
     uuid.UUID(client.get("/tools/generate-uid", level="patient").decode())
     assert client.call("GET", "/tools/generate-uid").status == 404
     assert client.call("GET", "/tools/generate-uid", level="foo").kind == "bare"
+
+
+def test_version_is_the_release_of_the_orthanc_we_answer_like(client, orthanc_peer) -> None:
+    # Version-gated clients compare it with theirs; it must be the release whose answers we give.
+    ours, theirs = client.get("/system"), orthanc_peer.get("/system")
+    assert (ours["Version"], ours["ApiVersion"]) == (theirs["Version"], theirs["ApiVersion"])

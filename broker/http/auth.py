@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
+from broker.rest.router import without_empty_segments
 from broker.scripting.filters import http_request_allowed
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class BasicAuthMiddleware:
 #: answered without asking ``IncomingHttpRequestFilter``: a busy, broken or quarantined main process
 #: must not lock the operator out of the tools that repair it (docs/security.md). Matched whole, so no
 #: other path (``/lua/../tools/...``) slips through.
-OPERATOR_PATHS = re.compile(r"/lua/(status|reload|reset|events/parked|events/parked/[0-9]+/requeue)/?")
+OPERATOR_PATHS = re.compile(r"/lua/(status|reload|reset|events/parked|events/parked/[0-9]+/requeue)")
 
 
 class LuaHttpFilterMiddleware:
@@ -104,19 +105,22 @@ class LuaHttpFilterMiddleware:
         self.app, self.scripts = app, scripts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or not self.scripts.defines("IncomingHttpRequestFilter")
-                or OPERATOR_PATHS.fullmatch(scope["path"])):
+        if scope["type"] != "http" or not self.scripts.defines("IncomingHttpRequestFilter"):
+            await self.app(scope, receive, send)
+            return
+        path = without_empty_segments(scope["path"])  # the path that will be served
+        if OPERATOR_PATHS.fullmatch(path):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         method = effective_method(scope["method"], headers)
         try:
             allowed = await run_in_threadpool(
-                http_request_allowed, self.scripts, method, scope["path"], client_ip(scope),
+                http_request_allowed, self.scripts, method, path, client_ip(scope),
                 scope.get("state", {}).get("username", ""), headers.items())
         except (OrthancError, BareHttpStatus) as exc:
             status = exc.http_status
-            body = orthanc_error_body(exc, method, scope["path"]) if isinstance(exc, OrthancError) else b""
+            body = orthanc_error_body(exc, method, path) if isinstance(exc, OrthancError) else b""
             await Response(body, status, media_type="application/json")(scope, receive, send)
             return
         if not allowed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.rest.router import Route, RouteTable, join
+from broker.rest.router import Route, RouteTable, join, without_empty_segments
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
@@ -33,9 +33,3 @@ class RestApi:
                                  {"Allow": ",".join(dict.fromkeys(allowed))})
         raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
 
-
-def without_empty_segments(path: str) -> str:
-    """The path as Orthanc routes it: empty segments are ignored (``//system`` and ``/system/`` are
-    ``/system``), so clients that join a base URL ending in ``/`` with an absolute path (Orthanc's own
-    integration suite does) reach the resource."""
-    return "/" + "/".join(segment for segment in path.split("/") if segment)

@@ -47,3 +47,15 @@ def test_a_resource_is_reached_through_empty_segments(luabroker: Any) -> None:
 def test_an_unknown_path_is_still_unknown(luabroker: Any) -> None:
     server = luabroker()
     assert send(server, "GET", "//no-such//thing")[0] == 404
+
+
+def test_the_http_filter_sees_the_path_that_is_served(luabroker: Any) -> None:
+    # A filter that refuses one path must refuse every spelling of it that reaches the same resource.
+    server = luabroker({"filter.lua": """
+        function IncomingHttpRequestFilter(method, uri, ip, username, headers)
+          return uri ~= '/tools/generate-uid'
+        end
+    """})
+    assert send(server, "GET", "/tools/generate-uid?level=study")[0] == 403
+    assert send(server, "GET", "//tools//generate-uid/?level=study")[0] == 403
+    assert send(server, "GET", "//system")[0] == 200

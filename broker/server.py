@@ -25,7 +25,7 @@ from broker.jobs import create_engine
 from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
-from broker.rest import jobs, lua, metrics, modification, network, preview, resources, system
+from broker.rest import exports, jobs, lua, metrics, modification, network, preview, resources, system
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.filters import InstanceFilter
@@ -54,7 +54,8 @@ class Server:
         services.peers = PeerClient(services.network, config.network.http)
         services.lua_http = LuaHttpClient(config.network.http)
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
-                                           network.routes, jobs.routes, modification.routes, preview.routes])
+                                           network.routes, jobs.routes, modification.routes, preview.routes,
+                                           exports.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

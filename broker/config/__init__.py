@@ -74,6 +74,9 @@ class Config(ScriptOptions):
     #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
     #: do not count).
     dicom_scp_maximum_associations: int = 32
+    #: ``LogExportedResources``: record what ``/modalities/{name}/store`` and ``/peers/{name}/store``
+    #: send, for ``GET /exports`` (Orthanc 1.10's default: false).
+    log_exported_resources: bool = False
     #: ``DicomModalities``, ``OrthancPeers`` and the options of the DICOM and HTTP clients.
     network: NetworkOptions = field(default_factory=NetworkOptions)
     #: ``ConcurrentJobs``, ``JobsHistorySize``, ``SaveJobs`` and the ``Jobs`` section.
@@ -125,6 +128,7 @@ class Config(ScriptOptions):
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
             dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
                                                           lambda v: v >= 1, ">= 1"),
+            log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
         )

@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, seq);
 
+CREATE TABLE IF NOT EXISTS exports (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused, even after DELETE /exports (as Orthanc)
+    level       INTEGER NOT NULL,
+    public_id   TEXT NOT NULL,
+    remote      TEXT NOT NULL,                 -- the symbolic name of the modality or peer
+    date        TEXT NOT NULL,
+    identifiers TEXT NOT NULL                  -- JSON: PatientID, StudyInstanceUID, ... down to the level
+);
+
 CREATE TABLE IF NOT EXISTS global_properties (
     name  TEXT PRIMARY KEY,                    -- Orthanc's global properties, e.g. AnonymizationSequence
     value TEXT NOT NULL

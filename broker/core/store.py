@@ -28,6 +28,7 @@ from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
+from broker.core.exports import ExportsLog
 from broker.core.ids import ResourceIds
 from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
 from broker.core.levels import Level
@@ -207,6 +208,7 @@ class Store:
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
                            synchronous="FULL" if sync_storage else "NORMAL")
         self.outbox = Outbox(self.index)
+        self.exports = ExportsLog(self.index)
         self.metadata_names = MetadataNames(user_metadata)
         self.on_event = on_event
         self.instance_filter: Callable[[IncomingInstance], bool] | None = None
@@ -386,6 +388,14 @@ class Store:
             while row.level is not target:
                 row = tx.parent(row)
             return [row.public_id]
+
+    def child_instances(self, public_id: str) -> list[str]:
+        """The instances of a resource of any level (Orthanc's ``GetChildInstances``)."""
+        with self.index.read() as tx:
+            row = tx.find(public_id)
+        if row is None:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No resource with id {public_id}")
+        return [public_id] if row.level is Level.INSTANCE else self.related(row.level, public_id, Level.INSTANCE)
 
     def read_instance(self, instance_id: str) -> tuple[bytes, Attachment]:
         """The DICOM file of an instance and its attachment record."""

@@ -13,21 +13,10 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from broker.core.levels import Level
-from broker.core.store import Store
-from broker.errors import ErrorCode, OrthancError
+from broker.errors import OrthancError
 from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
 
 MEGA_BYTES = 1024 * 1024
-_LEVELS = (Level.INSTANCE, Level.SERIES, Level.STUDY, Level.PATIENT)
-
-
-def child_instances(store: Store, resource_id: str) -> list[str]:
-    """The instances of a resource of any level (Orthanc's ``AddChildInstances``)."""
-    for level in _LEVELS:
-        if store.exists(level, resource_id):
-            return [resource_id] if level is Level.INSTANCE else store.related(level, resource_id, Level.INSTANCE)
-    raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Unknown resource: {resource_id}")
 
 
 class InstancesJob(Job):

@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob, child_instances
+from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
@@ -105,10 +105,14 @@ def export_request(body: bytes) -> tuple[list[str], dict[str, Any]]:
     return ids, options
 
 
-def _instances(services: Services, ids: list[str]) -> list[str]:
+def _instances(services: Services, ids: list[str], remote: str) -> list[str]:
+    """The instances to send; with ``LogExportedResources``, each resource is logged as exported to
+    ``remote`` once its instances are known (Orthanc's ``GetInstancesToExport``)."""
     instances: list[str] = []
     for resource_id in ids:
-        instances.extend(child_instances(services.store, resource_id))
+        instances.extend(services.store.child_instances(resource_id))
+        if services.config.log_exported_resources:
+            services.store.exports.log(resource_id, remote)
     return instances
 
 
@@ -139,7 +143,7 @@ def _submit(services: Services, job: Any, options: dict[str, Any]) -> Any:
 def store_to_modality(request: RestRequest, services: Services) -> Any:
     ids, options = export_request(request.body)
     engine = _engine(services)
-    instances = _instances(services, ids)
+    instances = _instances(services, ids, request.params["name"])
     modality = engine.context.senders.modality(request.params["name"])
     local_aet = options.get("LocalAet")
     if local_aet is not None and not isinstance(local_aet, str):
@@ -154,7 +158,7 @@ def store_to_modality(request: RestRequest, services: Services) -> Any:
 def store_to_peer(request: RestRequest, services: Services) -> Any:
     ids, options = export_request(request.body)
     engine = _engine(services)
-    instances = _instances(services, ids)
+    instances = _instances(services, ids, request.params["name"])
     peer = engine.context.senders.peer(request.params["name"])
     job = OrthancPeerStoreJob(request.params["name"], peer.url, instances, ids,
                               permissive=_flag(options, "Permissive", False))

@@ -121,7 +121,7 @@ def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, An
             transcode = read_string(body, "Transcode")
             if not is_known_transfer_syntax(transcode):
                 raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
-        instances = child_instances(store, request.params["id"])
+        instances = store.child_instances(request.params["id"])
         synchronous = _boolean_field(body, "Synchronous")
         asynchronous = _boolean_field(body, "Asynchronous")
         if "Priority" in body and (not isinstance(body["Priority"], int) or isinstance(body["Priority"], bool)):
@@ -133,14 +133,6 @@ def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, An
                                          is_anonymization=anonymize, keep_source=keep_source is not False,
                                          transcode=transcode)
     return handler
-
-
-def child_instances(store: Store, public_id: str) -> list[str]:
-    """The instances of a resource of any level (Orthanc's ``GetChildInstances``); 404 if unknown."""
-    for level in Level:
-        if store.exists(level, public_id):
-            return [public_id] if level is Level.INSTANCE else store.related(level, public_id, Level.INSTANCE)
-    raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No resource with id {public_id}")
 
 
 def run_resource_modification(store: Store, modification: ModifyRequest, instances: list[str], *, origin: Any,

@@ -33,13 +33,14 @@ from broker.jobs.persistence import JobStore
 from tests.support.waiting import wait_until
 
 GATES: dict[str, threading.Event] = {}
+TURNSTILES: dict[str, threading.Semaphore] = {}  # a step takes one permit: the test counts the steps
 ATTEMPTS: dict[str, list[float]] = {}
 
 
 @job_type
 class CountingJob(Job):
     """``steps`` steps; the step at ``position == fail_at`` raises ``failures`` times first; a ``gate``
-    name makes every step wait for that event."""
+    name makes every step wait for that event, or take a permit of that turnstile."""
 
     type = "TestCounting"
 
@@ -49,7 +50,9 @@ class CountingJob(Job):
         self.fail_at, self.failures, self.transient, self.gate, self.error = fail_at, failures, transient, gate, error
 
     def step(self, context: JobContext) -> StepResult:
-        if self.gate:
+        if self.gate in TURNSTILES:
+            TURNSTILES[self.gate].acquire(timeout=10)
+        elif self.gate:
             GATES[self.gate].wait(10)
         if self.position == self.fail_at and self.failures > 0:
             self.failures -= 1
@@ -123,9 +126,12 @@ def make_engine(tmp_path: Path) -> Iterator[Any]:
     yield make
     for gate in GATES.values():
         gate.set()
+    for turnstile in TURNSTILES.values():
+        turnstile.release(1000)
     for engine in engines:
         engine.stop(timeout=5)
     GATES.clear()
+    TURNSTILES.clear()
     ATTEMPTS.clear()
 
 
@@ -301,17 +307,16 @@ def test_a_pending_job_survives_a_restart(make_engine: Any) -> None:
 
 
 def test_a_running_job_resumes_after_a_restart_from_its_saved_step(make_engine: Any) -> None:
-    GATES["slow"] = threading.Event()
+    TURNSTILES["slow"] = threading.Semaphore(0)
     first = make_engine(store=True)
     job_id = first.submit(CountingJob("long", steps=1000, gate="slow"))
     wait_state(first, job_id, JobState.RUNNING)
-    GATES["slow"].set()
+    TURNSTILES["slow"].release(3)  # three steps run; the fourth waits, so the job cannot finish before the stop
     wait_until(lambda: first.info(job_id)["Content"]["Position"] >= 3)
-    GATES["slow"].clear()  # the next step waits at the gate, so the job cannot finish before the stop
     stopper = threading.Thread(target=first.stop, kwargs={"timeout": 60})
     stopper.start()
     wait_until(lambda: first._stopping)
-    GATES["slow"].set()  # the step in progress ends; the engine stops before the next one
+    TURNSTILES["slow"].release(1)  # the step in progress ends; the engine stops before the next one
     stopper.join()
     reached = CountingJob.unserialize({"Name": "long", "Steps": 1000, "Position": 0})
     second = make_engine(store=True, start=False)

@@ -47,7 +47,8 @@ HTTP_SHUTDOWN_GRACE_S = 10
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds)
+        store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
+                      default_encoding=config.default_encoding)
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)
         services.scu = StoreScu(services.network, config.network.dicom)

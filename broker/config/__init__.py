@@ -32,6 +32,7 @@ from broker.config.network import NetworkOptions, read_network_options
 from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
 from broker.core.bounds import MIB, InflateBound, InputBounds
+from broker.core.encodings import ENCODINGS, LATIN1, Encoding, find_encoding
 
 __all__ = ["Config", "ConfigError"]
 
@@ -74,6 +75,8 @@ class Config(ScriptOptions):
     #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
     #: do not count).
     dicom_scp_maximum_associations: int = 32
+    #: ``DefaultEncoding``: how files without a Specific Character Set are read.
+    default_encoding: Encoding = LATIN1
     #: ``LogExportedResources``: record what ``/modalities/{name}/store`` and ``/peers/{name}/store``
     #: send, for ``GET /exports`` (Orthanc 1.10's default: false).
     log_exported_resources: bool = False
@@ -128,6 +131,8 @@ class Config(ScriptOptions):
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
             dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
                                                           lambda v: v >= 1, ">= 1"),
+            default_encoding=find_encoding(options.option("DefaultEncoding", str, LATIN1.name, find_encoding,
+                                                          "one of " + ", ".join(ENCODINGS))) or LATIN1,
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),

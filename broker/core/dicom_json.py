@@ -28,6 +28,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 
 from broker.core.dicom_parse import Element
 from broker.core.dictionary import private_entry, public_entry, tag_name
+from broker.core.encodings import LATIN1, Encoding
 from broker.core.tags import PIXEL_DATA, SPECIFIC_CHARACTER_SET
 
 MAX_STRING_LENGTH = 256  # ORTHANC_MAXIMUM_TAG_LENGTH
@@ -51,20 +52,19 @@ class JsonFormat(enum.Enum):
 
 
 class Charset:
-    """The decoder of one dataset's strings, from its Specific Character Set (0008,0005)."""
+    """The decoder of one dataset's strings, from its Specific Character Set (0008,0005); ``default``
+    (Orthanc's ``DefaultEncoding``) when it has none or an empty one."""
 
-    def __init__(self, specific_character_set: bytes | None) -> None:
-        if specific_character_set is None:
-            terms = ["ISO_IR 100"]  # Orthanc's "DefaultEncoding": Latin1
+    def __init__(self, specific_character_set: bytes | None, default: Encoding = LATIN1) -> None:
+        text = (specific_character_set or b"").rstrip(b" \x00").decode("ascii", "replace")
+        terms = [term.strip() for term in text.split("\\")]
+        if not any(terms):
+            self.encodings = [default.codec]
         else:
-            text = specific_character_set.rstrip(b" \x00").decode("ascii", "replace")
-            terms = [term.strip() for term in text.split("\\")] or [""]
-            if not any(terms):
-                terms = ["ISO_IR 100"]
-        try:
-            self.encodings = convert_encodings(terms)
-        except LookupError:
-            self.encodings = ["ascii"]
+            try:
+                self.encodings = convert_encodings(terms)
+            except LookupError:
+                self.encodings = ["ascii"]
         self._single = self.encodings[0] if len(self.encodings) == 1 else None
 
     def decode(self, raw: bytes, vr: str) -> str:
@@ -75,11 +75,11 @@ class Charset:
         return decode_bytes(raw, self.encodings, _PN_DELIMITERS if vr == "PN" else _VALUE_DELIMITERS)
 
     @classmethod
-    def of(cls, elements: Iterable[Element]) -> Charset:
+    def of(cls, elements: Iterable[Element], default: Encoding = LATIN1) -> Charset:
         for element in elements:
             if element.tag == SPECIFIC_CHARACTER_SET:
-                return cls(element.value or b"")
-        return cls(None)
+                return cls(element.value or b"", default)
+        return cls(None, default)
 
 
 def leaf_value(element: Element, charset: Charset, creator: str | None = None) -> str | None:

@@ -28,6 +28,7 @@ from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
+from broker.core.encodings import LATIN1, Encoding
 from broker.core.exports import ExportsLog
 from broker.core.ids import ResourceIds
 from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
@@ -96,7 +97,8 @@ class IncomingInstance:
     is missing.
     """
 
-    def __init__(self, data: bytes, origin: Origin, bounds: InputBounds = InputBounds()) -> None:
+    def __init__(self, data: bytes, origin: Origin, bounds: InputBounds = InputBounds(),
+                 default_encoding: Encoding = LATIN1) -> None:
         self.data = data
         self.origin = origin
         if not data:
@@ -106,7 +108,7 @@ class IncomingInstance:
         except DicomFormatError as exc:
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                                f"Cannot parse an invalid DICOM file (size: {len(data)} bytes): {exc}") from None
-        self.charset = Charset.of(self.file.elements)
+        self.charset = Charset.of(self.file.elements, default_encoding)
         self.summary: dict[int, str | None] = summary(self.file.elements, maintags.SUMMARY_TAGS, self.charset)
         self.ids = self._compute_ids()
         self._lock = threading.Lock()
@@ -202,7 +204,7 @@ class Store:
     def __init__(self, root: Path, *, user_metadata: Mapping[str, int] | None = None,
                  on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
                  sync_storage: bool = False, store_md5: bool = False, index_path: Path | None = None,
-                 bounds: InputBounds = InputBounds()) -> None:
+                 bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1) -> None:
         self.root = Path(root)
         self.storage = StorageArea(self.root, sync=sync_storage)
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
@@ -217,6 +219,9 @@ class Store:
         #: What input may cost (``broker.core.bounds``): files coming in, and for the HTTP door and the
         #: ZIP reader, request bodies and archives.
         self.bounds = bounds
+        #: Orthanc's ``DefaultEncoding``: how files without a Specific Character Set are read (set from
+        #: the configuration, changed by ``PUT /tools/default-encoding`` until the server stops).
+        self.default_encoding = default_encoding
 
     def close(self) -> None:
         self.index.close()
@@ -228,7 +233,7 @@ class Store:
         series) are extra system metadata written in the same transaction, as Orthanc's
         ``DicomInstanceToStore::AddMetadata`` (``ModifiedFrom``/``AnonymizedFrom`` of a modified copy);
         they are not written for a duplicate (``AlreadyStored``)."""
-        incoming = IncomingInstance(data, origin, self.bounds)
+        incoming = IncomingInstance(data, origin, self.bounds, self.default_encoding)
         incoming.extra_metadata = dict(metadata or {})
         incoming.ancestor_metadata = {Level(level): dict(values) for level, values in (ancestor_metadata or {}).items()}
         return self.store_incoming(incoming)
@@ -413,7 +418,7 @@ class Store:
         except DicomFormatError as exc:
             raise OrthancError(ErrorCode.CORRUPTED_FILE,
                                f"The stored file of {instance_id} is unreadable: {exc}") from exc
-        return dataset_to_json(parsed.elements, fmt)
+        return dataset_to_json(parsed.elements, fmt, Charset.of(parsed.elements, self.default_encoding))
 
     def statistics(self) -> Statistics:
         with self.index.read() as tx:

@@ -154,8 +154,8 @@ def run_resource_modification(store: Store, modification: ModifyRequest, instanc
             failed += 1
             continue
         modified = _modified_bytes(data, modifier, transcode, instance_id)
-        original = IncomingInstance(data, origin, UNBOUNDED).ids  # stored: read whatever bounds say now
-        incoming = IncomingInstance(modified, origin, store.bounds)
+        original = IncomingInstance(data, origin, UNBOUNDED).ids  # stored: read whatever bounds say now; UIDs are ASCII
+        incoming = IncomingInstance(modified, origin, store.bounds, store.default_encoding)
         new = incoming.ids
         incoming.extra_metadata = {metadata_type: instance_id}
         for ancestor, old_id, new_id in ((Level.SERIES, original.series, new.series),

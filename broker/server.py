@@ -17,6 +17,7 @@ import uvicorn
 
 from broker.config import Config
 from broker.core.store import Store
+from broker.dicom.negotiation import AcceptedContexts
 from broker.dicom.scp import StoreScp
 from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
@@ -25,7 +26,7 @@ from broker.jobs import create_engine
 from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
-from broker.rest import exports, jobs, lua, metrics, modification, network, preview, resources, system
+from broker.rest import exports, jobs, lua, metrics, modification, network, preview, resources, system, tools
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.filters import InstanceFilter
@@ -51,12 +52,13 @@ class Server:
                       default_encoding=config.default_encoding)
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)
+        services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted)
         services.scu = StoreScu(services.network, config.network.dicom)
         services.peers = PeerClient(services.network, config.network.http)
         services.lua_http = LuaHttpClient(config.network.http)
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes,
-                                           exports.routes])
+                                           exports.routes, tools.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

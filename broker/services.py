@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from broker.config import Config
     from broker.core.store import Store
+    from broker.dicom.negotiation import AcceptedContexts
     from broker.dicom.scu import StoreScu
     from broker.jobs import JobsEngine
     from broker.metrics import Metrics
@@ -30,6 +31,7 @@ class Services:
     store: Store
     metrics: Metrics
     network: NetworkRegistry = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
+    dicom_contexts: AcceptedContexts = field(init=False)  # what the DICOM server accepts (SOP classes, syntaxes)
     scu: StoreScu = field(init=False)  # C-STORE/C-ECHO SCU with association reuse
     peers: PeerClient = field(init=False)  # HTTP client of OrthancPeers
     lua_http: LuaHttpClient = field(init=False)  # the Lua Http* built-ins' client

@@ -33,6 +33,7 @@ from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
 from broker.core.bounds import MIB, InflateBound, InputBounds
 from broker.core.encodings import ENCODINGS, LATIN1, Encoding, find_encoding
+from broker.core.transfer_syntaxes import ALL_PATTERN, ORTHANC_TRANSFER_SYNTAXES, matching_transfer_syntaxes
 
 __all__ = ["Config", "ConfigError"]
 
@@ -77,6 +78,10 @@ class Config(ScriptOptions):
     dicom_scp_maximum_associations: int = 32
     #: ``DefaultEncoding``: how files without a Specific Character Set are read.
     default_encoding: Encoding = LATIN1
+    #: ``AcceptedTransferSyntaxes`` (patterns with ``*`` and ``?``, matched against the syntaxes Orthanc
+    #: knows) and ``UnknownSopClassAccepted``: what the C-STORE SCP accepts.
+    accepted_transfer_syntaxes: tuple[str, ...] = ORTHANC_TRANSFER_SYNTAXES
+    unknown_sop_class_accepted: bool = False
     #: ``LogExportedResources``: record what ``/modalities/{name}/store`` and ``/peers/{name}/store``
     #: send, for ``GET /exports`` (Orthanc 1.10's default: false).
     log_exported_resources: bool = False
@@ -131,8 +136,11 @@ class Config(ScriptOptions):
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
             dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
                                                           lambda v: v >= 1, ">= 1"),
-            default_encoding=find_encoding(options.option("DefaultEncoding", str, LATIN1.name, find_encoding,
+            default_encoding=find_encoding(options.option("DefaultEncoding", str, LATIN1.name,
+                                                          lambda name: find_encoding(name) is not None,
                                                           "one of " + ", ".join(ENCODINGS))) or LATIN1,
+            accepted_transfer_syntaxes=_accepted_transfer_syntaxes(options),
+            unknown_sop_class_accepted=options.option("UnknownSopClassAccepted", bool, False),
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
@@ -163,6 +171,14 @@ def _admin_users(options: Section, users: dict[str, str], authentication: bool) 
         raise ConfigError("Option 'LuaAdminUsers' needs 'AuthenticationEnabled': without authentication no "
                           "request has a user name")
     return tuple(value)
+
+
+def _accepted_transfer_syntaxes(options: Section) -> tuple[str, ...]:
+    value = options.get("AcceptedTransferSyntaxes", [ALL_PATTERN])
+    patterns = [value] if isinstance(value, str) else value
+    if not isinstance(patterns, list) or not all(isinstance(pattern, str) for pattern in patterns):
+        raise bad_value("AcceptedTransferSyntaxes", value, "a string or a list of strings")
+    return matching_transfer_syntaxes(patterns)
 
 
 def _input_bounds(options: Section) -> InputBounds:

@@ -10,7 +10,8 @@ own status.
 Timeouts and slots (issue 7, finding 4): a connection has ``DicomScpAcseTimeout`` seconds to send its
 association request, an association may stay idle ``DicomScpTimeout`` seconds (Orthanc's option, also
 the wait for each DIMSE message), and at most ``DicomScpMaximumAssociations`` associations are served
-at once, counted from their request on (``broker.dicom.slots``).
+at once, counted from their request on (``broker.dicom.slots``). What is accepted (SOP classes,
+transfer syntaxes) is decided for each request (``broker.dicom.negotiation``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, cast
 
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -83,12 +84,10 @@ class StoreScp:
         ae.dimse_timeout = config.dicom_scp_timeout
         ae.maximum_associations = UNCOUNTED
         slots = AssociationSlots(config.dicom_scp_maximum_associations)
-        for context in AllStoragePresentationContexts:
-            assert context.abstract_syntax is not None  # pynetdicom's list names the SOP class of each
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
+        # The slot is taken first: a refused association needs no contexts.
         handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store), *slots.handlers,
-                                            *NODELAY_HANDLERS]
+                                            *self.services.dicom_contexts.handlers, *NODELAY_HANDLERS]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
         log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
 

@@ -1,5 +1,4 @@
-"""REST endpoints about the server: ``/system``, ``/statistics``, ``/tools/generate-uid``,
-``/tools/default-encoding``.
+"""REST endpoints about the server: ``/system``, ``/statistics``, ``/tools/generate-uid``.
 
 Handlers need ``services.store`` and ``services.config`` with ``name``, ``dicom_aet``, ``dicom_port``,
 ``http_port``, ``check_revisions`` and ``ssl_enabled``.
@@ -12,7 +11,6 @@ from typing import Any
 
 from pydicom.uid import generate_uid
 
-from broker.core.encodings import encoding_named
 from broker.errors import BareHttpStatus
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -69,20 +67,6 @@ def get_statistics(request: RestRequest, services: Services) -> dict[str, Any]:
         "TotalUncompressedSize": str(stats.disk_size),
         "TotalUncompressedSizeMB": stats.disk_size // MEGA_BYTES,
     }
-
-
-@routes.get("/tools/default-encoding")
-def get_default_encoding(request: RestRequest, services: Services) -> RestResponse:
-    return RestResponse.text(services.store.default_encoding.name)
-
-
-@routes.put("/tools/default-encoding")
-def put_default_encoding(request: RestRequest, services: Services) -> RestResponse:
-    """Change ``DefaultEncoding`` until the server stops (Orthanc does not write it back either); the
-    files stored before keep the main tags they were indexed with."""
-    encoding = encoding_named(request.body.decode("utf-8", "replace"))
-    services.store.default_encoding = encoding
-    return RestResponse.text(encoding.name)
 
 
 @routes.get("/tools/generate-uid")

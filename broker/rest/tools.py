@@ -1,0 +1,86 @@
+"""``/tools/...``: the server settings that Orthanc lets clients change at run time, until the server
+stops (none of them is written back to the configuration, as in Orthanc).
+
+* ``/tools/default-encoding``: GET the name, PUT a name (any case) → the name;
+* ``/tools/accepted-transfer-syntaxes``: GET the list; PUT a JSON list of patterns, or one pattern
+  (``*`` and ``?``), as JSON or plain text → the list of syntaxes now accepted by the C-STORE SCP
+  (among the 42 Orthanc 1.10 knows);
+* ``/tools/unknown-sop-class-accepted``: GET ``0`` or ``1``; PUT ``0``/``1``/``true``/``false``.
+
+With several worker processes (issue 12) these become shared settings; today they live in the
+process that serves the call.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.core.encodings import encoding_named
+from broker.core.transfer_syntaxes import matching_transfer_syntaxes
+from broker.errors import ErrorCode, OrthancError
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
+
+routes = RouteTable()
+
+
+def _text(request: RestRequest) -> str:
+    return request.body.decode("utf-8", "replace")
+
+
+@routes.get("/tools/default-encoding")
+def get_default_encoding(request: RestRequest, services: Services) -> RestResponse:
+    return RestResponse.text(services.store.default_encoding.name)
+
+
+@routes.put("/tools/default-encoding")
+def put_default_encoding(request: RestRequest, services: Services) -> RestResponse:
+    """Files stored before keep the main tags they were indexed with."""
+    encoding = encoding_named(_text(request))
+    services.store.default_encoding = encoding
+    return RestResponse.text(encoding.name)
+
+
+@routes.get("/tools/accepted-transfer-syntaxes")
+def get_accepted_transfer_syntaxes(request: RestRequest, services: Services) -> Any:
+    return list(services.dicom_contexts.transfer_syntaxes)
+
+
+def _lenient_json(text: str) -> Any:
+    """The JSON value at the start of ``text``, as JsonCpp reads it in Orthanc (trailing characters
+    ignored: ``1.2.840.10008.1.*`` is the number 1.2), or ``text`` itself when none is there."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.strip())
+    except ValueError:
+        return text
+    return value
+
+
+@routes.put("/tools/accepted-transfer-syntaxes")
+def put_accepted_transfer_syntaxes(request: RestRequest, services: Services) -> Any:
+    """The body is read as Orthanc reads it: JSON if it starts with a JSON value, a plain pattern
+    otherwise; a JSON value that is neither a string nor a list of strings is refused."""
+    body = _lenient_json(_text(request))
+    patterns = [body] if isinstance(body, str) else body
+    if not isinstance(patterns, list) or not all(isinstance(pattern, str) for pattern in patterns):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Expected a string or a list of strings")
+    services.dicom_contexts.transfer_syntaxes = matching_transfer_syntaxes(patterns)
+    return list(services.dicom_contexts.transfer_syntaxes)
+
+
+@routes.get("/tools/unknown-sop-class-accepted")
+def get_unknown_sop_class_accepted(request: RestRequest, services: Services) -> RestResponse:
+    return RestResponse.text("1" if services.dicom_contexts.unknown_sop_class_accepted else "0")
+
+
+_BOOLEANS = {"0": False, "1": True, "false": False, "true": True}
+
+
+@routes.put("/tools/unknown-sop-class-accepted")
+def put_unknown_sop_class_accepted(request: RestRequest, services: Services) -> RestResponse:
+    value = _BOOLEANS.get(_text(request).strip())
+    if value is None:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Boolean value expected")
+    services.dicom_contexts.unknown_sop_class_accepted = value
+    return RestResponse.text("")

@@ -72,6 +72,7 @@ class DicomFile:
     elements: list[Element]               # the top-level dataset, in file order
     transfer_syntax: str
     meta: dict[int, bytes] = field(default_factory=dict)
+    meta_elements: list[Element] = field(default_factory=list)  # the file meta information (group 0002)
     has_pixel_data: bool = False
     pixel_data_offset: int | None = None  # start of the PixelData element header in the file
 
@@ -93,6 +94,7 @@ def parse_dicom(data: bytes, bounds: InputBounds = _DEFAULT_BOUNDS) -> DicomFile
     else:
         position = 0
     meta: dict[int, bytes] = {}
+    meta_elements: list[Element] = []
     if len(data) - position >= 8 and data[position:position + 2] == b"\x02\x00":
         meta_reader = _Reader(data, little=True, implicit=False, budget=budget)
         meta_elements, position = meta_reader.dataset(position, len(data), depth=0, stop_group=0x0002)
@@ -123,8 +125,8 @@ def parse_dicom(data: bytes, bounds: InputBounds = _DEFAULT_BOUNDS) -> DicomFile
     pixel_offset = reader.pixel_data_offset
     if buffer is not data:
         pixel_offset = None
-    return DicomFile(elements, transfer_syntax, meta, has_pixel_data=reader.pixel_data_offset is not None,
-                     pixel_data_offset=pixel_offset)
+    return DicomFile(elements, transfer_syntax, meta, meta_elements,
+                     has_pixel_data=reader.pixel_data_offset is not None, pixel_data_offset=pixel_offset)
 
 
 def _decode_uid(raw: bytes | None) -> str:

@@ -36,6 +36,8 @@ def public_entry(tag: int) -> tuple[str, str] | None:
     """(name, VR) of a tag outside a private block, or None when the dictionary does not know it."""
     group, element = tag >> 16, tag & 0xFFFF
     if element == 0x0000:
+        if group == 0x0002:
+            return "FileMetaInformationGroupLength", "UL"
         if group & 1:
             return ("PrivateGroupLength" if group >= 0x0009 else "IllegalGroupLength"), "UL"
         return "GenericGroupLength", "UL"

@@ -27,7 +27,7 @@ from broker.core import maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
-from broker.core.dicom_parse import DicomFile, DicomFormatError, parse_dicom
+from broker.core.dicom_parse import BINARY_VRS, DicomFile, DicomFormatError, parse_dicom
 from broker.core.encodings import LATIN1, Encoding
 from broker.core.exports import ExportsLog
 from broker.core.ids import ResourceIds
@@ -411,14 +411,23 @@ class Store:
             raise OrthancError(ErrorCode.INEXISTENT_FILE, f"Instance {instance_id} has no DICOM attachment")
         return self.storage.read(attachment.uuid), attachment
 
-    def instance_tags(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
+    def parsed_instance(self, instance_id: str) -> DicomFile:
         data, _ = self.read_instance(instance_id)
         try:
-            parsed = parse_dicom(data, UNBOUNDED)
+            return parse_dicom(data, UNBOUNDED)
         except DicomFormatError as exc:
             raise OrthancError(ErrorCode.CORRUPTED_FILE,
                                f"The stored file of {instance_id} is unreadable: {exc}") from exc
+
+    def instance_tags(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
+        parsed = self.parsed_instance(instance_id)
         return dataset_to_json(parsed.elements, fmt, Charset.of(parsed.elements, self.default_encoding))
+
+    def instance_header(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
+        """The file meta information (``/instances/{id}/header``), binary elements left out as Orthanc does."""
+        parsed = self.parsed_instance(instance_id)
+        elements = [element for element in parsed.meta_elements if element.vr not in BINARY_VRS]
+        return dataset_to_json(elements, fmt, Charset(None), top_level=False)
 
     def statistics(self) -> Statistics:
         with self.index.read() as tx:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.core.bounds import InputTooLarge
-from broker.core.dicom_json import JsonFormat
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType, is_user_metadata
 from broker.core.store import ResourceView, Store, parse_integer
@@ -215,27 +214,3 @@ def _post_zip(store: Store, request: RestRequest) -> list[dict[str, str]]:
     except InputTooLarge as exc:
         raise OrthancError(ErrorCode.BAD_REQUEST, f"The ZIP archive is refused: {exc}", http_status=413) from None
     return answers
-
-
-@routes.get("/instances/{id}/file")
-def get_instance_file(request: RestRequest, services: Services) -> RestResponse:
-    data, attachment = _store(services).read_instance(request.params["id"])
-    response = RestResponse.binary(data, "application/dicom")
-    response.headers["Content-Disposition"] = f'filename="{attachment.uuid}.dcm"'
-    return response
-
-
-@routes.get("/instances/{id}/tags")
-def get_instance_tags(request: RestRequest, services: Services) -> Any:
-    if _flag(request, "simplify"):
-        fmt = JsonFormat.HUMAN
-    elif _flag(request, "short"):
-        fmt = JsonFormat.SHORT
-    else:
-        fmt = JsonFormat.FULL
-    return _store(services).instance_tags(request.params["id"], fmt)
-
-
-@routes.get("/instances/{id}/simplified-tags")
-def get_instance_simplified_tags(request: RestRequest, services: Services) -> Any:
-    return _store(services).instance_tags(request.params["id"], JsonFormat.HUMAN)

@@ -1,6 +1,7 @@
 """Route tables: a plain registry of (method, pattern) → handler, like starlette's routing.
 
 Each REST module owns a ``RouteTable`` and registers its handlers with ``@routes.get(...)`` etc.
+A placeholder ``{name}`` matches one path segment, ``{name:path}`` the rest of the path.
 ``broker.rest.api.RestApi`` joins the tables. A handler is ``handler(request, services)`` and returns
 a ``RestResponse``, or a JSON-able value (answered as Orthanc-style JSON), or raises ``OrthancError``.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Handler = Callable[..., Any]
-_PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(:path)?\}")
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,10 @@ class Route:
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     assert pattern.startswith("/"), f"Route pattern {pattern!r} must start with '/'"
-    names = _PLACEHOLDER.findall(pattern)
+    names = [name for name, _ in _PLACEHOLDER.findall(pattern)]
     assert len(names) == len(set(names)), f"Duplicated param name in route pattern {pattern!r}"
-    escaped = re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}")
-    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", escaped)
+    escaped = re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}").replace(r"\:", ":")
+    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})", escaped)
     return re.compile(f"^{regex}/?$")
 
 

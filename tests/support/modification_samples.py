@@ -21,7 +21,7 @@ from broker.core.dicom_json import JsonFormat, dataset_to_json
 from broker.core.dicom_parse import parse_dicom
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
-from broker.rest import modification, preview, resources, system
+from broker.rest import instances, modification, preview, resources, system
 from broker.rest.api import RestApi
 from broker.rest.types import RestRequest
 
@@ -51,7 +51,8 @@ class Answer:
 
 class Client:
     def __init__(self, services: Any) -> None:
-        self.api = RestApi(services, [resources.routes, system.routes, modification.routes, preview.routes])
+        self.api = RestApi(services, [resources.routes, instances.routes, system.routes,
+                                          modification.routes, preview.routes])
 
     def call(self, method: str, path: str, body: bytes | Any = b"", headers: dict[str, str] | None = None,
              **query: str) -> Answer:

@@ -1,0 +1,69 @@
+"""The views of one instance's DICOM file: ``/instances/{id}/file``, ``tags`` (``?simplify``,
+``?short``), ``simplified-tags``, ``content/...`` (the raw dataset walked by a path,
+``broker.core.content``) and ``header`` (the file meta information, in the formats of ``tags``).
+
+Handlers need ``services.store``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from broker.core.content import content_at
+from broker.core.dicom_file import read_dataset
+from broker.core.dicom_json import JsonFormat
+from broker.errors import BareHttpStatus
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
+
+routes = RouteTable()
+
+
+def json_format(request: RestRequest) -> JsonFormat:
+    """``?simplify`` and ``?short``, as for ``/tags``."""
+    if "simplify" in request.query:
+        return JsonFormat.HUMAN
+    if "short" in request.query:
+        return JsonFormat.SHORT
+    return JsonFormat.FULL
+
+
+def _content(request: RestRequest, services: Services, path: list[str]) -> Any:
+    data, _ = services.store.read_instance(request.params["id"])
+    answer = content_at(read_dataset(data), path)
+    if answer is None:
+        raise BareHttpStatus(404, f"Nothing at {'/'.join(path) or 'the top'} of this instance")
+    return RestResponse.binary(answer) if isinstance(answer, bytes) else answer
+
+
+@routes.get("/instances/{id}/file")
+def get_instance_file(request: RestRequest, services: Services) -> RestResponse:
+    data, attachment = services.store.read_instance(request.params["id"])
+    response = RestResponse.binary(data, "application/dicom")
+    response.headers["Content-Disposition"] = f'filename="{attachment.uuid}.dcm"'
+    return response
+
+
+@routes.get("/instances/{id}/tags")
+def get_instance_tags(request: RestRequest, services: Services) -> Any:
+    return services.store.instance_tags(request.params["id"], json_format(request))
+
+
+@routes.get("/instances/{id}/simplified-tags")
+def get_instance_simplified_tags(request: RestRequest, services: Services) -> Any:
+    return services.store.instance_tags(request.params["id"], JsonFormat.HUMAN)
+
+
+@routes.get("/instances/{id}/content")
+def get_content(request: RestRequest, services: Services) -> Any:
+    return _content(request, services, [])
+
+
+@routes.get("/instances/{id}/content/{path:path}")
+def get_content_at(request: RestRequest, services: Services) -> Any:
+    return _content(request, services, request.params["path"].split("/"))
+
+
+@routes.get("/instances/{id}/header")
+def get_header(request: RestRequest, services: Services) -> Any:
+    return services.store.instance_header(request.params["id"], json_format(request))

@@ -35,6 +35,9 @@ def _flag(request: RestRequest, name: str) -> bool:
 def resource_json(view: ResourceView) -> dict[str, Any]:
     level = view.level
     result: dict[str, Any] = {"ID": view.public_id, "Type": level.label, "MainDicomTags": view.main_tags}
+    for number, key in ((MetadataType.ANONYMIZED_FROM, "AnonymizedFrom"), (MetadataType.MODIFIED_FROM, "ModifiedFrom")):
+        if number in view.metadata:
+            result[key] = view.metadata[number]
     if level is Level.INSTANCE:
         result["ParentSeries"] = view.parent
         result["FileSize"] = view.attachment.size if view.attachment else 0

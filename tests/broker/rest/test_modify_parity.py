@@ -175,6 +175,13 @@ def _compare_resource_results(peer: OrthancPeer, client: Client, ours: dict, the
             theirs_md = peer.get(f"/{plural}/{theirs_parent}/metadata", expand="")
             assert {k: v for k, v in ours_md.items() if k != "LastUpdate"} == \
                    {k: v for k, v in theirs_md.items() if k != "LastUpdate"}, (plural, number)
+        for plural, single in (("patients", "patient"), ("studies", "study"), ("series", "series"),
+                               ("instances", "")):
+            ours_json = client.get(f"/instances/{instance}/{single}" if single else f"/instances/{instance}")
+            theirs_json = peer.get(f"/instances/{yours[number]}/{single}" if single else f"/instances/{yours[number]}")
+            for key in ("ModifiedFrom", "AnonymizedFrom"):  # the original's id: the same on both
+                assert ours_json.get(key) == theirs_json.get(key), (plural, key)
+        assert client.get(f"/instances/{instance}").keys() & {"ModifiedFrom", "AnonymizedFrom"}
 
 
 RESOURCE_CASES = [

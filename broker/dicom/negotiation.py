@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Iterable
 
-from pydicom.uid import UID
+from pydicom.uid import UID, UID_dictionary
 from pynetdicom import AllStoragePresentationContexts, build_context, evt, register_uid
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
@@ -30,6 +30,11 @@ STORAGE_SOP_CLASSES = frozenset(str(context.abstract_syntax) for context in AllS
 VERIFICATION_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 MAX_REGISTERED = 10000
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def uid_to_keyword(uid: str) -> str:
+    entry = UID_dictionary.get(uid)
+    return (entry[4] or entry[0]) if entry else uid
 
 
 class AcceptedContexts:
@@ -65,6 +70,21 @@ class AcceptedContexts:
             elif transfer_syntaxes and (uid in STORAGE_SOP_CLASSES or self._accept_unknown(uid)):
                 contexts[uid] = build_context(uid, transfer_syntaxes)
         return list(contexts.values())
+
+    def conformance_statement(self) -> str:
+        """What the DICOM server serves, as text (``/tools/dicom-conformance``)."""
+        def section(title: str, lines: Iterable[str]) -> list[str]:
+            return ["", "-" * len(title), title, "-" * len(title), "", *lines]
+
+        storage = sorted((uid_to_keyword(uid), uid) for uid in STORAGE_SOP_CLASSES)
+        title = "DICOM Conformance Statement of luabroker"
+        lines = ["=" * len(title), title, "=" * len(title)]
+        lines += section("Echo SCP Conformance", [f"  Verification | {Verification}"])
+        lines += section("Store SCP Conformance", [f"  {keyword} | {uid}" for keyword, uid in storage])
+        lines += section("Transfer syntaxes accepted by the Store SCP", [f"  {uid}" for uid in self.transfer_syntaxes])
+        lines += section("Unknown SOP classes", ["  accepted as storage" if self.unknown_sop_class_accepted
+                                                  else "  refused"])
+        return "\n".join(lines) + "\n"
 
     def _accept_unknown(self, uid: str) -> bool:
         if not self.unknown_sop_class_accepted or not _UID.match(uid) or len(uid) > 64:

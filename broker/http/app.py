@@ -4,8 +4,11 @@ Middleware, outermost first: remote access → HTTP Basic authentication → ``I
 → one catch-all endpoint that turns the starlette request into a ``RestRequest`` and runs
 ``RestApi.handle`` in the thread pool (handlers are plain blocking functions over the core). The
 body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``broker.http.body``).
+A JSON answer is turned into XML when the client asks for it (``broker.http.xml``).
 """
 from __future__ import annotations
+
+import json
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +28,7 @@ from broker.http.auth import (
 )
 from broker.http.body import read_body
 from broker.http.errors import error_response
+from broker.http.xml import json_to_xml, wants_xml
 from broker.rest.types import RestRequest
 from broker.services import Services
 
@@ -50,6 +54,9 @@ def build_app(services: Services) -> Starlette:
             answer = await run_in_threadpool(services.rest.handle, rest_request)
         except (OrthancError, BareHttpStatus) as exc:
             return error_response(request, exc, config.http_describe_errors)
+        if answer.content_type == "application/json" and wants_xml(request.headers.get("accept", "")):
+            return Response(json_to_xml(json.loads(answer.body)), answer.status, headers=answer.headers,
+                            media_type="application/xml")
         return Response(answer.body, answer.status, headers=answer.headers, media_type=answer.content_type)
 
     return Starlette(

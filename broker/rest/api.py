@@ -31,5 +31,22 @@ class RestApi:
         if allowed:
             raise BareHttpStatus(405, f"Method {request.method} not allowed on {request.path}",
                                  {"Allow": ",".join(dict.fromkeys(allowed))})
+        children = self.children(request.path) if request.method == "GET" else []
+        if children:
+            return RestResponse.json(children)
         raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+
+    def children(self, path: str) -> list[str]:
+        """Orthanc's automatic directories: a GET of a path that is no resource but leads to some lists
+        the names that can follow it (``GET /tools``, ``GET /instances/{id}/frames/0``)."""
+        segments = [segment for segment in path.split("/") if segment]
+        names: set[str] = set()
+        for route in self.routes:
+            pattern = [segment for segment in route.pattern.split("/") if segment]
+            if len(pattern) > len(segments) and all(expected == actual or expected.startswith("{") for expected, actual
+                                                    in zip(pattern[:len(segments)], segments, strict=True)):
+                following = pattern[len(segments)]
+                if not following.startswith("{"):
+                    names.add(following)
+        return sorted(names)
 

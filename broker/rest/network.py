@@ -4,7 +4,8 @@
 ``GET /modalities/{name}`` lists what can be done with it (the sub-routes this server has; an unknown
 name is a bare 404 there, Orthanc's error 7 elsewhere);
 ``GET /modalities/{name}/configuration``; ``PUT /modalities/{name}`` with any form accepted in the
-configuration file; ``DELETE /modalities/{name}``; ``POST /modalities/{name}/echo`` (200 ``{}``). The same
+configuration file; ``DELETE /modalities/{name}``; ``POST /modalities/{name}/echo`` (200 ``{}``) and
+``POST /tools/dicom-echo`` (to a modality given in the body). The same
 for ``/peers``, whose configuration never shows passwords or header values, plus
 ``GET /peers/{name}/system``. Changes made here live until the server stops, as in Orthanc. A script
 (``RestApi*``) gets the peers redacted as well: no password in a URL, no secret user property.
@@ -83,18 +84,35 @@ def delete_modality(request: RestRequest, services: Services) -> RestResponse:
 @routes.post("/modalities/{name}/echo")
 def echo_modality(request: RestRequest, services: Services) -> Any:
     """C-ECHO; the body may be ``{"Timeout": seconds}``. 200 ``{}``, or error 9 saying what failed."""
-    modality = services.network.modality(request.params["name"])
+    return _echo(services, services.network.modality(request.params["name"]), _echo_options(request.body))
+
+
+@routes.post("/tools/dicom-echo")
+def echo_any(request: RestRequest, services: Services) -> Any:
+    """C-ECHO to a modality given in the body, in any form of ``DicomModalities`` (with ``Timeout``)."""
+    body = _parse_body(request, lambda value: value)
+    return _echo(services, Modality.parse(body), body if isinstance(body, dict) else {})
+
+
+def _echo_options(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        options = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body is not valid JSON") from None
+    return options if isinstance(options, dict) else {}
+
+
+def _echo(services: Services, modality: Modality, options: dict[str, Any]) -> dict[str, Any]:
     timeout = None
-    if request.body.strip():
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body is not valid JSON") from None
-        if isinstance(body, dict) and "Timeout" in body:
-            value = body["Timeout"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Unsigned integer value expected in field: Timeout")
-            timeout = value or None
+    if "Timeout" in options:
+        value = options["Timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Unsigned integer value expected in field: Timeout")
+        timeout = value or None
+    if options.get("CheckFind") is True:
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, '"CheckFind" needs a C-FIND SCU, which luabroker has not yet')
     services.scu.echo(modality, timeout=timeout)
     return {}
 

@@ -26,7 +26,20 @@ from broker.jobs import create_engine
 from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
-from broker.rest import exports, instances, jobs, lua, metrics, modification, network, preview, resources, system, tools
+from broker.rest import (
+    exports,
+    find,
+    instances,
+    jobs,
+    lua,
+    metrics,
+    modification,
+    network,
+    preview,
+    resources,
+    system,
+    tools,
+)
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.filters import InstanceFilter
@@ -58,7 +71,8 @@ class Server:
         services.lua_http = LuaHttpClient(config.network.http)
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes,
-                                           exports.routes, tools.routes, instances.routes])
+                                           exports.routes, tools.routes, instances.routes,
+                                           find.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

@@ -30,6 +30,7 @@ from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import BINARY_VRS, DicomFile, DicomFormatError, parse_dicom
 from broker.core.encodings import LATIN1, Encoding
 from broker.core.exports import ExportsLog
+from broker.core.find import Finder, FindQuery, lookup
 from broker.core.ids import ResourceIds
 from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
 from broker.core.levels import Level
@@ -393,6 +394,15 @@ class Store:
             while row.level is not target:
                 row = tx.parent(row)
             return [row.public_id]
+
+    def find(self, query: FindQuery) -> list[str]:
+        """``/tools/find`` (``broker.core.find``): the ids of the matching resources, in index order."""
+        with self.index.read() as tx:
+            return Finder(tx, self.instance_tags).find(query)
+
+    def lookup(self, identifier: str) -> list[tuple[Level, str]]:
+        with self.index.read() as tx:
+            return lookup(tx, identifier)
 
     def child_instances(self, public_id: str) -> list[str]:
         """The instances of a resource of any level (Orthanc's ``GetChildInstances``)."""

@@ -1,0 +1,91 @@
+"""``POST /tools/find`` and ``POST /tools/lookup`` (``broker.core.find``), with Orthanc 1.10's errors.
+
+``/tools/find``: ``{"Level", "Query": {tag: pattern}, "CaseSensitive" (false), "Expand" (false),
+"Since", "Limit" (0: no limit)}`` → ids, or the resources' JSON with ``Expand``.
+``/tools/lookup``: the body is an identifier → ``[{"ID", "Path", "Type"}]``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.core.find import FindQuery, constraint
+from broker.core.levels import Level
+from broker.errors import ErrorCode, OrthancError
+from broker.rest.resources import resource_json
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest
+from broker.services import Services
+
+routes = RouteTable()
+
+
+def _bad(message: str) -> OrthancError:
+    return OrthancError(ErrorCode.BAD_REQUEST, message)
+
+
+def _level(value: Any) -> Level:
+    if not isinstance(value, str):
+        raise _bad('Field "Level" is missing, or should be a string')
+    try:
+        return Level.from_label(value.capitalize())
+    except KeyError:
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource level: {value}") from None
+
+
+def _count(body: dict[str, Any], name: str) -> int:
+    value = body.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f'Field "{name}" should be an integer')
+    if value < 0:
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f'Field "{name}" should be a positive integer')
+    return value
+
+
+def _boolean(body: dict[str, Any], name: str, *, strict: bool) -> bool:
+    """Orthanc checks ``CaseSensitive`` (400) but reads ``Expand`` with ``asBool()``, which throws (500)."""
+    value = body.get(name, False)
+    if isinstance(value, bool):
+        return value
+    if strict:
+        raise _bad(f'Field "{name}" should be a Boolean')
+    raise OrthancError(ErrorCode.INTERNAL_ERROR, f'Field "{name}" should be a Boolean')
+
+
+def parse_find(raw: bytes) -> tuple[FindQuery, bool]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise _bad("The body must contain a JSON object")
+    level = _level(body.get("Level"))
+    query = body.get("Query")
+    if query is None:
+        raise _bad('Field "Query" is missing, or should be a JSON object')
+    if not isinstance(query, dict):
+        raise OrthancError(ErrorCode.INTERNAL_ERROR, 'Field "Query" should be a JSON object')
+    case_sensitive = _boolean(body, "CaseSensitive", strict=True)
+    constraints = []
+    for name, value in query.items():
+        if not isinstance(value, str):
+            raise _bad(f'Tag "{name}" should be associated with a string')
+        constraints.append(constraint(name, value, case_sensitive))
+    find = FindQuery(level, tuple(constraints), since=_count(body, "Since"), limit=_count(body, "Limit"))
+    return find, _boolean(body, "Expand", strict=False)
+
+
+@routes.post("/tools/find")
+def find(request: RestRequest, services: Services) -> Any:
+    query, expand = parse_find(request.body)
+    ids = services.store.find(query)
+    if not expand:
+        return ids
+    return [resource_json(view) for view in services.store.views(query.level, ids)]
+
+
+@routes.post("/tools/lookup")
+def lookup(request: RestRequest, services: Services) -> Any:
+    found = services.store.lookup(request.body.decode("utf-8", "replace"))
+    return [{"ID": public_id, "Path": f"/{level.plural}/{public_id}", "Type": level.label}
+            for level, public_id in found]

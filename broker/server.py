@@ -39,6 +39,7 @@ from broker.rest import (
     resources,
     system,
     tools,
+    views,
 )
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ScriptSet
@@ -72,7 +73,7 @@ class Server:
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes,
                                            exports.routes, tools.routes, instances.routes,
-                                           find.routes])
+                                           find.routes, views.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

@@ -241,6 +241,16 @@ class IndexTransaction:
                                                      (internal_id,)))
         return uuids
 
+    def attachment_sizes(self, internal_ids: list[int]) -> tuple[int, int]:
+        """(all attachments, DICOM files only) of these resources, in bytes."""
+        total = dicom = 0
+        for internal_id in internal_ids:
+            for content_type, size in self._execute("SELECT content_type, size FROM attachments WHERE internal_id = ?",
+                                                    (internal_id,)):
+                total += size
+                dicom += size if content_type == DICOM_ATTACHMENT else 0
+        return total, dicom
+
     def total_size(self) -> int:
         total: int = self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0]
         return total

@@ -404,6 +404,12 @@ class Store:
         with self.index.read() as tx:
             return lookup(tx, identifier)
 
+    def attachment_sizes(self, level: Level, public_id: str) -> tuple[int, int]:
+        """The sizes of every attachment of the resource and its descendants, and of their DICOM files."""
+        with self.index.read() as tx:
+            row = self._find(tx, level, public_id)
+            return tx.attachment_sizes([r.internal_id for r in tx.subtree(row.internal_id)])
+
     def child_instances(self, public_id: str) -> list[str]:
         """The instances of a resource of any level (Orthanc's ``GetChildInstances``)."""
         with self.index.read() as tx:

@@ -1,0 +1,74 @@
+"""Views of a resource computed from the files of its instances: its DICOM module
+(``/{level}/{id}/module``, ``/studies/{id}/module-patient``), the tags all its instances share
+(``shared-tags``), the tags of each instance (``instances-tags``) and its statistics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, tag_key
+from broker.core.dicom_parse import DicomFile
+from broker.core.levels import Level
+from broker.core.modules import MODULE_TAGS
+from broker.core.store import Store
+
+MEGA_BYTES = 1024 * 1024
+
+
+def _json(store: Store, parsed: DicomFile, fmt: JsonFormat, keep: set[int] | frozenset[int] | None = None
+          ) -> dict[str, Any]:
+    elements = parsed.elements if keep is None else [e for e in parsed.elements if e.tag in keep]
+    return dataset_to_json(elements, fmt, Charset.of(parsed.elements, store.default_encoding))
+
+
+def module(store: Store, level: Level, public_id: str, module_level: Level, fmt: JsonFormat) -> dict[str, Any]:
+    """The tags of ``module_level``'s module, read from the first instance of the resource."""
+    instance = store.related(level, public_id, Level.INSTANCE)[0] if level is not Level.INSTANCE else public_id
+    return _json(store, store.parsed_instance(instance), fmt, MODULE_TAGS[module_level])
+
+
+def shared_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat) -> dict[str, Any]:
+    """The top-level text tags whose value is the same in every instance (Orthanc's ``shared-tags``)."""
+    instances = store.related(level, public_id, Level.INSTANCE) if level is not Level.INSTANCE else [public_id]
+    shared: dict[str, Any] | None = None
+    first: DicomFile | None = None
+    for instance in instances:
+        parsed = store.parsed_instance(instance)
+        strings = {key: tag["Value"] for key, tag in _json(store, parsed, JsonFormat.FULL).items()
+                   if tag["Type"] == "String"}
+        if shared is None:
+            shared, first = strings, parsed
+        else:
+            shared = {key: value for key, value in shared.items() if strings.get(key) == value}
+    if first is None or shared is None:
+        return {}
+    return _json(store, first, fmt, {e.tag for e in first.elements if tag_key(e.tag) in shared})
+
+
+def instances_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat) -> dict[str, Any]:
+    instances = store.related(level, public_id, Level.INSTANCE) if level is not Level.INSTANCE else [public_id]
+    return {instance: store.instance_tags(instance, fmt) for instance in instances}
+
+
+@dataclass(frozen=True)
+class ResourceStatistics:
+    counts: dict[Level, int]
+    disk_size: int
+    dicom_size: int
+
+    def to_json(self, level: Level) -> dict[str, Any]:
+        """Orthanc's answer: the counts of the levels below, and the sizes (no compression here, so
+        the uncompressed sizes are the same)."""
+        result: dict[str, Any] = {f"Count{child.plural.capitalize()}": self.counts[child]
+                                  for child in Level if child > level}
+        for prefix, size in (("", self.disk_size), ("Dicom", self.dicom_size)):
+            for kind in ("DiskSize", "UncompressedSize"):
+                result[prefix + kind] = str(size)
+                result[prefix + kind + "MB"] = size // MEGA_BYTES
+        return result
+
+
+def statistics(store: Store, level: Level, public_id: str) -> ResourceStatistics:
+    counts = {child: len(store.related(level, public_id, child)) if child > level else 0 for child in Level}
+    disk, dicom = store.attachment_sizes(level, public_id)
+    return ResourceStatistics(counts, disk, dicom)

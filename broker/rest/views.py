@@ -1,0 +1,54 @@
+"""Per-resource views computed from the instances' files (``broker.core.views``), at every level:
+``/{level}/{id}/module`` (and ``/studies/{id}/module-patient``), ``shared-tags``, ``instances-tags``
+(``?simplify``, ``?short`` as ``/tags``) and ``statistics``.
+
+Handlers need ``services.store``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from broker.core import views
+from broker.core.levels import Level
+from broker.rest.instances import json_format
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest
+from broker.services import Services
+
+routes = RouteTable()
+Handler = Callable[[RestRequest, Services], Any]
+
+
+def _module(level: Level, module_level: Level) -> Handler:
+    def get_module(request: RestRequest, services: Services) -> Any:
+        return views.module(services.store, level, request.params["id"], module_level, json_format(request))
+    return get_module
+
+
+def _shared_tags(level: Level) -> Handler:
+    def get_shared_tags(request: RestRequest, services: Services) -> Any:
+        return views.shared_tags(services.store, level, request.params["id"], json_format(request))
+    return get_shared_tags
+
+
+def _instances_tags(level: Level) -> Handler:
+    def get_instances_tags(request: RestRequest, services: Services) -> Any:
+        return views.instances_tags(services.store, level, request.params["id"], json_format(request))
+    return get_instances_tags
+
+
+def _statistics(level: Level) -> Handler:
+    def get_statistics(request: RestRequest, services: Services) -> Any:
+        return views.statistics(services.store, level, request.params["id"]).to_json(level)
+    return get_statistics
+
+
+for _level in Level:
+    _base = f"/{_level.plural}/{{id}}"
+    routes.add("GET", f"{_base}/module", _module(_level, _level))
+    routes.add("GET", f"{_base}/statistics", _statistics(_level))
+    if _level is not Level.INSTANCE:
+        routes.add("GET", f"{_base}/shared-tags", _shared_tags(_level))
+        routes.add("GET", f"{_base}/instances-tags", _instances_tags(_level))
+routes.add("GET", "/studies/{id}/module-patient", _module(Level.STUDY, Level.PATIENT))

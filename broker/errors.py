@@ -28,6 +28,7 @@ class ErrorCode(enum.IntEnum):
     BAD_FILE_FORMAT = 15
     TIMEOUT = 16
     UNKNOWN_RESOURCE = 17
+    FULL_STORAGE = 19
     CORRUPTED_FILE = 20
     INEXISTENT_TAG = 21
     READ_ONLY = 22
@@ -67,6 +68,7 @@ ERROR_TABLE: dict[ErrorCode, _Row] = {
     ErrorCode.BAD_FILE_FORMAT: _Row(400, "Bad file format"),
     ErrorCode.TIMEOUT: _Row(500, "Timeout"),
     ErrorCode.UNKNOWN_RESOURCE: _Row(404, "Unknown resource"),
+    ErrorCode.FULL_STORAGE: _Row(500, "The file storage is full"),
     ErrorCode.CORRUPTED_FILE: _Row(500, "Corrupted file (e.g. inconsistent MD5 hash)"),
     ErrorCode.INEXISTENT_TAG: _Row(404, "Inexistent tag"),
     ErrorCode.READ_ONLY: _Row(500, "Cannot modify a read-only data structure"),

@@ -63,7 +63,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
-                      default_encoding=config.default_encoding)
+                      default_encoding=config.default_encoding, limits=config.storage_limits)
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)
         services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted)

@@ -33,6 +33,7 @@ from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
 from broker.core.bounds import MIB, InflateBound, InputBounds
 from broker.core.encodings import ENCODINGS, LATIN1, Encoding, find_encoding
+from broker.core.recycling import StorageLimits
 from broker.core.transfer_syntaxes import ALL_PATTERN, ORTHANC_TRANSFER_SYNTAXES, matching_transfer_syntaxes
 
 __all__ = ["Config", "ConfigError"]
@@ -82,6 +83,8 @@ class Config(ScriptOptions):
     #: knows) and ``UnknownSopClassAccepted``: what the C-STORE SCP accepts.
     accepted_transfer_syntaxes: tuple[str, ...] = ORTHANC_TRANSFER_SYNTAXES
     unknown_sop_class_accepted: bool = False
+    #: ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` (0: no limit) and ``OverwriteInstances``.
+    storage_limits: StorageLimits = field(default_factory=StorageLimits)
     #: ``LogExportedResources``: record what ``/modalities/{name}/store`` and ``/peers/{name}/store``
     #: send, for ``GET /exports`` (Orthanc 1.10's default: false).
     log_exported_resources: bool = False
@@ -141,6 +144,10 @@ class Config(ScriptOptions):
                                                           "one of " + ", ".join(ENCODINGS))) or LATIN1,
             accepted_transfer_syntaxes=_accepted_transfer_syntaxes(options),
             unknown_sop_class_accepted=options.option("UnknownSopClassAccepted", bool, False),
+            storage_limits=StorageLimits(
+                max_size=options.option("MaximumStorageSize", int, 0, lambda v: v >= 0, ">= 0") * MIB or None,
+                max_patients=options.option("MaximumPatientCount", int, 0, lambda v: v >= 0, ">= 0") or None,
+                overwrite=options.option("OverwriteInstances", bool, False)),
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),

@@ -71,6 +71,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, seq);
 
+CREATE TABLE IF NOT EXISTS patients (
+    internal_id INTEGER PRIMARY KEY REFERENCES resources(internal_id) ON DELETE CASCADE,
+    recycling   INTEGER NOT NULL,              -- order of the last store: the lowest is recycled first
+    protected   INTEGER NOT NULL DEFAULT 0     -- 1: never recycled
+);
+CREATE INDEX IF NOT EXISTS patients_by_recycling ON patients(protected, recycling);
+
 CREATE TABLE IF NOT EXISTS exports (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused, even after DELETE /exports (as Orthanc)
     level       INTEGER NOT NULL,
@@ -188,6 +195,30 @@ class IndexTransaction:
         for level, count in self._execute("SELECT level, COUNT(*) FROM resources GROUP BY level"):
             counts[Level(level)] = count
         return counts
+
+    # Patients: protection and recycling order (a patient without a row is unprotected, and oldest).
+    def touch_patient(self, internal_id: int) -> None:
+        """The patient received an instance: it is now the last to be recycled."""
+        self._execute(
+            "INSERT INTO patients (internal_id, recycling) VALUES (?, (SELECT COALESCE(MAX(recycling), 0) + 1 "
+            "FROM patients)) ON CONFLICT(internal_id) DO UPDATE SET recycling = excluded.recycling", (internal_id,))
+
+    def is_protected(self, internal_id: int) -> bool:
+        row = self._execute("SELECT protected FROM patients WHERE internal_id = ?", (internal_id,)).fetchone()
+        return bool(row and row[0])
+
+    def set_protected(self, internal_id: int, protected: bool) -> None:
+        self._execute("INSERT INTO patients (internal_id, recycling, protected) VALUES (?, 0, ?) "
+                      "ON CONFLICT(internal_id) DO UPDATE SET protected = excluded.protected",
+                      (internal_id, int(protected)))
+
+    def oldest_unprotected_patient(self, other_than: int) -> ResourceRow | None:
+        row = self._execute(
+            "SELECT r.internal_id, r.level, r.public_id, r.parent_id FROM resources r "
+            "LEFT JOIN patients p ON p.internal_id = r.internal_id WHERE r.level = ? AND r.internal_id != ? "
+            "AND COALESCE(p.protected, 0) = 0 ORDER BY COALESCE(p.recycling, 0), r.internal_id LIMIT 1",
+            (int(Level.PATIENT), other_than)).fetchone()
+        return _row(row) if row else None
 
     # Global properties.
     def increment_global(self, name: str) -> int:

@@ -37,6 +37,7 @@ from broker.core.levels import Level
 from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata, now_iso
 from broker.core.origin import Origin, RequestOrigin
 from broker.core.outbox import Outbox
+from broker.core.recycling import NO_LIMITS, Deletion, StorageLimits, recycle
 from broker.core.storage import StorageArea
 from broker.core.tags import (
     CARDIAC_NUMBER_OF_IMAGES,
@@ -205,7 +206,8 @@ class Store:
     def __init__(self, root: Path, *, user_metadata: Mapping[str, int] | None = None,
                  on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
                  sync_storage: bool = False, store_md5: bool = False, index_path: Path | None = None,
-                 bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1) -> None:
+                 bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1,
+                 limits: StorageLimits = NO_LIMITS) -> None:
         self.root = Path(root)
         self.storage = StorageArea(self.root, sync=sync_storage)
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
@@ -223,6 +225,8 @@ class Store:
         #: Orthanc's ``DefaultEncoding``: how files without a Specific Character Set are read (set from
         #: the configuration, changed by ``PUT /tools/default-encoding`` until the server stops).
         self.default_encoding = default_encoding
+        #: ``MaximumStorageSize``, ``MaximumPatientCount``, ``OverwriteInstances``.
+        self.limits = limits
 
     def close(self) -> None:
         self.index.close()
@@ -247,10 +251,11 @@ class Store:
         tags = incoming.simplified_tags()
         with self.index.read() as tx:
             known = tx.find(ids.instance) is not None
-        written: list[str] = [] if known else [self.storage.write(incoming.data)]
+        written: list[str] = [] if known and not self.limits.overwrite else [self.storage.write(incoming.data)]
+        obsolete: list[str] = []  # files of the instances replaced or recycled, removed once committed
         try:
             with self.index.write() as tx:
-                status = self._index_instance(tx, incoming, tags, written)
+                status = self._index_instance(tx, incoming, tags, written, obsolete)
         except BaseException as exc:
             for file_uuid in written:
                 self.storage.remove(file_uuid)
@@ -258,16 +263,20 @@ class Store:
                 raise OrthancError(ErrorCode.DATABASE, f"The index refused the instance: {exc}") from exc
             raise
         if status == ALREADY_STORED:
-            for file_uuid in written:
-                self.storage.remove(file_uuid)
+            obsolete.extend(written)
+        for file_uuid in obsolete:
+            self.storage.remove(file_uuid)
         self._notify()
         return StoreResult(status, ids.instance, ids.patient, ids.study, ids.series)
 
     def _index_instance(self, tx: IndexTransaction, incoming: IncomingInstance, tags: dict[str, Any],
-                        written: list[str]) -> str:
+                        written: list[str], obsolete: list[str]) -> str:
         ids, origin, summary_ = incoming.ids, incoming.origin, incoming.summary
         now = now_iso()
         existing = tx.find(ids.instance)
+        if existing is not None and self.limits.overwrite:  # Orthanc deletes it (and the parents left empty)
+            obsolete.extend(self._delete_in(tx, existing, now).files)
+            existing = None
         if existing is not None:
             metadata = tx.metadata(existing.internal_id)
             tx.append_event("StoredInstance", Level.INSTANCE, ids.instance,
@@ -300,6 +309,8 @@ class Store:
             rows.extend((ancestors[level], number, value) for number, value in values.items())
         tx.set_metadata_many(rows)
 
+        tx.touch_patient(patient[0])
+        obsolete.extend(recycle(tx, self.limits, patient[0], self._delete_in, now))
         deadline = time.time() + self.stable_age
         tx.mark_unstable([(series[0], Level.SERIES, ids.series, deadline), (study[0], Level.STUDY, ids.study, deadline),
                           (patient[0], Level.PATIENT, ids.patient, deadline)])
@@ -505,26 +516,48 @@ class Store:
             row = tx.find_at(level, public_id)
             if row is None:
                 return None
-            deleted = tx.subtree(row.internal_id)
-            files = tx.attachment_uuids(r.internal_id for r in deleted if r.level is Level.INSTANCE)
-            tx.delete([row.internal_id])
-            remaining = None
-            child = row
-            while child.parent_id is not None:
-                parent = tx.parent(child)
-                if tx.has_children(parent.internal_id):
-                    remaining = parent
-                    break
-                deleted.append(parent)
-                tx.delete([parent.internal_id])
-                child = parent
-            now = now_iso()
-            for gone in deleted:
-                tx.append_event("Deleted", gone.level, gone.public_id, {}, now)
-        for file_uuid in files:
+            deletion = self._delete_in(tx, row, now_iso())
+        for file_uuid in deletion.files:
             self.storage.remove(file_uuid)
         self._notify()
-        return DeleteResult(remaining, tuple(deleted))
+        return DeleteResult(deletion.remaining, tuple(deletion.deleted))
+
+    @staticmethod
+    def _delete_in(tx: IndexTransaction, row: ResourceRow, now: str) -> Deletion:
+        """Delete ``row``, its descendants and the ancestors left empty, with their ``Deleted`` events,
+        in the transaction ``tx``; the caller removes the files once it is committed."""
+        deleted = tx.subtree(row.internal_id)
+        files = tx.attachment_uuids(r.internal_id for r in deleted)
+        tx.delete([row.internal_id])
+        remaining = None
+        child = row
+        while child.parent_id is not None:
+            parent = tx.parent(child)
+            if tx.has_children(parent.internal_id):
+                remaining = parent
+                break
+            deleted.append(parent)
+            tx.delete([parent.internal_id])
+            child = parent
+        for gone in deleted:
+            tx.append_event("Deleted", gone.level, gone.public_id, {}, now)
+        return Deletion(deleted, files, remaining)
+
+    # Protection.
+    def _patient(self, tx: IndexTransaction, public_id: str) -> ResourceRow:
+        row = tx.find_at(Level.PATIENT, public_id)
+        if row is None:  # Orthanc answers 400 here, not 404
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"No patient with id {public_id}")
+        return row
+
+    def is_protected(self, patient_id: str) -> bool:
+        with self.index.read() as tx:
+            return tx.is_protected(self._patient(tx, patient_id).internal_id)
+
+    def set_protected(self, patient_id: str, protected: bool) -> None:
+        """A protected patient is never recycled (``MaximumStorageSize``, ``MaximumPatientCount``)."""
+        with self.index.write() as tx:
+            tx.set_protected(self._patient(tx, patient_id).internal_id, protected)
 
     # Stability.
     def emit_stable_events(self, now: float | None = None) -> int:

@@ -39,12 +39,15 @@ def build_app(services: Services) -> Starlette:
     config = services.config
 
     async def endpoint(request: Request) -> Response:
+        method = effective_method(request.scope)
+        if method is None:
+            return Response(b"", 400)
         query: dict[str, str] = {}
         for key, value in request.query_params.multi_items():
             query.setdefault(key, value)
         try:
             rest_request = RestRequest(
-                method=effective_method(request.method, request.headers),
+                method=method,
                 path=request.url.path,
                 query=query,
                 headers={k.lower(): v for k, v in request.headers.items()},

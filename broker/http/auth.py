@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -113,7 +114,10 @@ class LuaHttpFilterMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        method = effective_method(scope["method"], headers)
+        method = effective_method(scope)
+        if method is None:  # refused by the endpoint
+            await self.app(scope, receive, send)
+            return
         try:
             allowed = await run_in_threadpool(
                 http_request_allowed, self.scripts, method, path, client_ip(scope),
@@ -129,9 +133,15 @@ class LuaHttpFilterMiddleware:
         await self.app(scope, receive, send)
 
 
-def effective_method(method: str, headers: Headers) -> str:
-    """Orthanc honours ``X-HTTP-Method-Override`` on POST."""
-    override = headers.get("x-http-method-override")
-    if method == "POST" and override and override.upper() in ("GET", "PUT", "DELETE"):
-        return override.upper()
-    return method
+def effective_method(scope: Scope) -> str | None:
+    """The method served, after Orthanc's method faking: the ``X-HTTP-Method-Override`` header (Google's
+    way), or on a GET the ``_method`` argument (Ruby on Rails'). Only PUT and DELETE can be faked
+    (any case); None for another value, which Orthanc answers with 400."""
+    method: str = scope["method"]
+    override = Headers(scope=scope).get("x-http-method-override")
+    if not override and method == "GET":
+        arguments = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        override = next((value for key, value in arguments if key == "_method"), None)
+    if not override:
+        return method
+    return override.upper() if override.upper() in ("PUT", "DELETE") else None

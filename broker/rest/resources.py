@@ -20,7 +20,7 @@ from broker.core.store import ResourceView, Store, parse_integer
 from broker.core.zip_reader import read_entries
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
-from broker.rest.types import RestRequest, RestResponse
+from broker.rest.types import RestRequest, RestResponse, boolean_body
 from broker.services import Services
 
 routes = RouteTable()
@@ -217,3 +217,15 @@ def _post_zip(store: Store, request: RestRequest) -> list[dict[str, str]]:
     except InputTooLarge as exc:
         raise OrthancError(ErrorCode.BAD_REQUEST, f"The ZIP archive is refused: {exc}", http_status=413) from None
     return answers
+
+
+# Protection against recycling.
+@routes.get("/patients/{id}/protected")
+def get_protected(request: RestRequest, services: Services) -> RestResponse:
+    return RestResponse.text("1" if _store(services).is_protected(request.params["id"]) else "0")
+
+
+@routes.put("/patients/{id}/protected")
+def put_protected(request: RestRequest, services: Services) -> RestResponse:
+    _store(services).set_protected(request.params["id"], boolean_body(request))
+    return RestResponse.text("")

@@ -27,7 +27,7 @@ from broker.core.encodings import encoding_named
 from broker.core.transfer_syntaxes import matching_transfer_syntaxes
 from broker.errors import ErrorCode, OrthancError
 from broker.rest.router import RouteTable
-from broker.rest.types import RestRequest, RestResponse
+from broker.rest.types import RestRequest, RestResponse, boolean_body
 from broker.services import Services
 
 routes = RouteTable()
@@ -82,15 +82,9 @@ def get_unknown_sop_class_accepted(request: RestRequest, services: Services) -> 
     return RestResponse.text("1" if services.dicom_contexts.unknown_sop_class_accepted else "0")
 
 
-_BOOLEANS = {"0": False, "1": True, "false": False, "true": True}
-
-
 @routes.put("/tools/unknown-sop-class-accepted")
 def put_unknown_sop_class_accepted(request: RestRequest, services: Services) -> RestResponse:
-    value = _BOOLEANS.get(_text(request).strip())
-    if value is None:
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Boolean value expected")
-    services.dicom_contexts.unknown_sop_class_accepted = value
+    services.dicom_contexts.unknown_sop_class_accepted = boolean_body(request)
     return RestResponse.text("")
 
 

@@ -8,8 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.requests import RestRequest
+from broker.errors import ErrorCode, OrthancError
 
-__all__ = ["RestRequest", "RestResponse", "dump_json"]
+__all__ = ["RestRequest", "RestResponse", "boolean_body", "dump_json"]
+
+_BOOLEANS = {"0": False, "1": True, "false": False, "true": True}
+
+
+def boolean_body(request: RestRequest) -> bool:
+    """A body that is a Boolean, as Orthanc's ``ParseBoolean`` reads it: ``0``, ``1``, ``false`` or
+    ``true``, spaces around allowed."""
+    value = _BOOLEANS.get(request.body.decode("utf-8", "replace").strip())
+    if value is None:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Boolean value expected")
+    return value
 
 
 def dump_json(value: Any) -> bytes:

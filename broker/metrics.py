@@ -114,7 +114,7 @@ def _store_metrics(store: Store, started: float) -> Iterable[Metric]:
             ("orthanc_count_series", stats.count_series, "Series in the index"),
             ("orthanc_count_instances", stats.count_instances, "Instances in the index"),
             ("orthanc_disk_size_mb", stats.disk_size / MEGA_BYTES, "Size of the stored files (MiB)"),
-            ("orthanc_uncompressed_size_mb", stats.disk_size / MEGA_BYTES,
+            ("orthanc_uncompressed_size_mb", stats.uncompressed_size / MEGA_BYTES,
              "Size of the stored files before compression (MiB; no compression: equal to the disk size)"),
             ("orthanc_up_time_s", time.monotonic() - started, "Seconds since the server started")):
         gauge = GaugeMetricFamily(name, text)

@@ -16,6 +16,8 @@ from typing import Any
 import uvicorn
 
 from broker.config import Config
+from broker.core.attachments import Attachments, ContentTypes
+from broker.core.compression import NONE, ZLIB
 from broker.core.store import Store
 from broker.dicom.negotiation import AcceptedContexts
 from broker.dicom.scp import StoreScp
@@ -27,6 +29,7 @@ from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
 from broker.rest import (
+    attachments,
     exports,
     find,
     instances,
@@ -63,8 +66,11 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
-                      default_encoding=config.default_encoding, limits=config.storage_limits)
+                      default_encoding=config.default_encoding, limits=config.storage_limits,
+                      store_md5=config.store_md5)
+        store.compression = ZLIB if config.storage_compression else NONE
         self.services = services = Services(config=config, store=store, metrics=Metrics())
+        services.attachments = Attachments(store, ContentTypes(config.user_content_types))
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)
         services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted)
         services.scu = StoreScu(services.network, config.network.dicom)
@@ -73,7 +79,7 @@ class Server:
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes,
                                            exports.routes, tools.routes, instances.routes,
-                                           find.routes, views.routes])
+                                           find.routes, views.routes, attachments.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from broker.config import Config
+    from broker.core.attachments import Attachments
     from broker.core.store import Store
     from broker.dicom.negotiation import AcceptedContexts
     from broker.dicom.scu import StoreScu
@@ -30,6 +31,7 @@ class Services:
     config: Config
     store: Store
     metrics: Metrics
+    attachments: Attachments = field(init=False)  # the attachments of every level (broker/core/attachments.py)
     network: NetworkRegistry = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
     dicom_contexts: AcceptedContexts = field(init=False)  # what the DICOM server accepts (SOP classes, syntaxes)
     scu: StoreScu = field(init=False)  # C-STORE/C-ECHO SCU with association reuse

@@ -85,6 +85,10 @@ class Config(ScriptOptions):
     unknown_sop_class_accepted: bool = False
     #: ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` (0: no limit) and ``OverwriteInstances``.
     storage_limits: StorageLimits = field(default_factory=StorageLimits)
+    #: ``StorageCompression``, ``StoreMD5ForAttachments`` and ``UserContentType`` (name → (number, MIME)).
+    storage_compression: bool = False
+    store_md5: bool = True
+    user_content_types: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: ``LogExportedResources``: record what ``/modalities/{name}/store`` and ``/peers/{name}/store``
     #: send, for ``GET /exports`` (Orthanc 1.10's default: false).
     log_exported_resources: bool = False
@@ -148,6 +152,9 @@ class Config(ScriptOptions):
                 max_size=options.option("MaximumStorageSize", int, 0, lambda v: v >= 0, ">= 0") * MIB or None,
                 max_patients=options.option("MaximumPatientCount", int, 0, lambda v: v >= 0, ">= 0") or None,
                 overwrite=options.option("OverwriteInstances", bool, False)),
+            storage_compression=options.option("StorageCompression", bool, False),
+            store_md5=options.option("StoreMD5ForAttachments", bool, True),
+            user_content_types=_user_content_types(options),
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
@@ -178,6 +185,21 @@ def _admin_users(options: Section, users: dict[str, str], authentication: bool) 
         raise ConfigError("Option 'LuaAdminUsers' needs 'AuthenticationEnabled': without authentication no "
                           "request has a user name")
     return tuple(value)
+
+
+def _user_content_types(options: Section) -> dict[str, tuple[int, str]]:
+    """``UserContentType``: ``{"name": number}`` or ``{"name": [number, "MIME type"]}``, 1024..65535."""
+    value = options.get("UserContentType", {})
+    if not isinstance(value, dict):
+        raise bad_value("UserContentType", value, "an object")
+    types: dict[str, tuple[int, str]] = {}
+    for name, entry in value.items():
+        number, mime = (entry, "") if not isinstance(entry, list) else (entry + [""])[:2]
+        if isinstance(number, bool) or not isinstance(number, int) or not 1024 <= number <= 65535 \
+                or not isinstance(mime, str):
+            raise bad_value(f"UserContentType.{name}", entry, "a number in [1024, 65535], or [number, MIME type]")
+        types[name] = (number, mime)
+    return types
 
 
 def _accepted_transfer_syntaxes(options: Section) -> tuple[str, ...]:

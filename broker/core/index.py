@@ -21,7 +21,7 @@ from typing import Any
 
 from broker.core.levels import Level
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -44,10 +44,14 @@ CREATE TABLE IF NOT EXISTS metadata (
 
 CREATE TABLE IF NOT EXISTS attachments (
     internal_id  INTEGER NOT NULL REFERENCES resources(internal_id) ON DELETE CASCADE,
-    content_type INTEGER NOT NULL,             -- 1 = the DICOM file
+    content_type INTEGER NOT NULL,             -- 1 = the DICOM file, >= 1024 user-defined
     uuid         TEXT NOT NULL,                -- file name in the storage area
-    size         INTEGER NOT NULL,
-    md5          TEXT,
+    size         INTEGER NOT NULL,             -- uncompressed
+    md5          TEXT,                         -- of the uncompressed data
+    compressed_size INTEGER,                   -- of the file as stored; NULL: = size (schema 1)
+    compressed_md5  TEXT,
+    compression  INTEGER NOT NULL DEFAULT 0,   -- 0 none, 1 zlib with its size in front (Orthanc's)
+    revision     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (internal_id, content_type)
 ) WITHOUT ROWID;
 
@@ -94,6 +98,7 @@ CREATE TABLE IF NOT EXISTS global_properties (
 """
 
 DICOM_ATTACHMENT = 1
+DICOM_UNTIL_PIXEL_DATA = 3
 READER_POOL_SIZE = 16
 
 
@@ -105,11 +110,50 @@ class ResourceRow:
     parent_id: int | None
 
 
+#: Schema 1 → 2: compression and revisions of attachments.
+MIGRATIONS = {1: ["ALTER TABLE attachments ADD COLUMN compressed_size INTEGER",
+                  "ALTER TABLE attachments ADD COLUMN compressed_md5 TEXT",
+                  "ALTER TABLE attachments ADD COLUMN compression INTEGER NOT NULL DEFAULT 0",
+                  "ALTER TABLE attachments ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"]}
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
     uuid: str
     size: int
     md5: str | None
+    compressed_size: int | None = None
+    compressed_md5: str | None = None
+    compression: int = 0
+    content_type: int = 1
+    revision: int = 0
+
+    @property
+    def stored_size(self) -> int:
+        return self.size if self.compressed_size is None else self.compressed_size
+
+    @property
+    def stored_md5(self) -> str | None:
+        return self.md5 if self.compressed_md5 is None else self.compressed_md5
+
+
+_ATTACHMENT_COLUMNS = "uuid, size, md5, compressed_size, compressed_md5, compression, content_type, revision"
+
+
+@dataclass(slots=True)
+class AttachmentSizes:
+    """Disk (as stored) and uncompressed sizes, of every attachment and of the DICOM files only."""
+    disk: int = 0
+    uncompressed: int = 0
+    dicom_disk: int = 0
+    dicom_uncompressed: int = 0
+
+    def add(self, attachment: Attachment) -> None:
+        self.disk += attachment.stored_size
+        self.uncompressed += attachment.size
+        if attachment.content_type == DICOM_ATTACHMENT:
+            self.dicom_disk += attachment.stored_size
+            self.dicom_uncompressed += attachment.size
 
 
 def _row(values: tuple[Any, ...]) -> ResourceRow:
@@ -256,14 +300,26 @@ class IndexTransaction:
             "WHERE r.parent_id = ? ORDER BY r.internal_id", (number, internal_id))]
 
     # Attachments.
-    def add_attachment(self, internal_id: int, content_type: int, file_uuid: str, size: int, md5: str | None) -> None:
-        self._execute("INSERT INTO attachments (internal_id, content_type, uuid, size, md5) VALUES (?, ?, ?, ?, ?)",
-                      (internal_id, content_type, file_uuid, size, md5))
+    def add_attachment(self, internal_id: int, content_type: int, file_uuid: str, size: int, md5: str | None,
+                       compressed_size: int | None = None, compressed_md5: str | None = None, compression: int = 0,
+                       revision: int = 0) -> None:
+        self._execute("INSERT INTO attachments (internal_id, content_type, uuid, size, md5, compressed_size, "
+                      "compressed_md5, compression, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (internal_id, content_type, file_uuid, size, md5, compressed_size, compressed_md5, compression,
+                       revision))
 
     def attachment(self, internal_id: int, content_type: int = DICOM_ATTACHMENT) -> Attachment | None:
-        row = self._execute("SELECT uuid, size, md5 FROM attachments WHERE internal_id = ? AND content_type = ?",
+        row = self._execute(f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE internal_id = ? AND content_type = ?",
                             (internal_id, content_type)).fetchone()
         return Attachment(*row) if row else None
+
+    def attachments(self, internal_id: int) -> list[Attachment]:
+        return [Attachment(*row) for row in self._execute(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE internal_id = ? ORDER BY content_type",
+            (internal_id,))]
+
+    def delete_attachment(self, internal_id: int, content_type: int) -> None:
+        self._execute("DELETE FROM attachments WHERE internal_id = ? AND content_type = ?", (internal_id, content_type))
 
     def attachment_uuids(self, internal_ids: Iterable[int]) -> list[str]:
         uuids: list[str] = []
@@ -272,17 +328,21 @@ class IndexTransaction:
                                                      (internal_id,)))
         return uuids
 
-    def attachment_sizes(self, internal_ids: list[int]) -> tuple[int, int]:
-        """(all attachments, DICOM files only) of these resources, in bytes."""
-        total = dicom = 0
+    def attachment_sizes(self, internal_ids: list[int]) -> AttachmentSizes:
+        """The sizes of the attachments of these resources."""
+        sizes = AttachmentSizes()
         for internal_id in internal_ids:
-            for content_type, size in self._execute("SELECT content_type, size FROM attachments WHERE internal_id = ?",
-                                                    (internal_id,)):
-                total += size
-                dicom += size if content_type == DICOM_ATTACHMENT else 0
-        return total, dicom
+            for attachment in self.attachments(internal_id):
+                sizes.add(attachment)
+        return sizes
 
     def total_size(self) -> int:
+        """Bytes of the storage area (compressed sizes)."""
+        total: int = self._execute("SELECT COALESCE(SUM(COALESCE(compressed_size, size)), 0) FROM attachments"
+                                   ).fetchone()[0]
+        return total
+
+    def total_uncompressed_size(self) -> int:
         total: int = self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0]
         return total
 
@@ -332,7 +392,12 @@ class Index:
         version = self._writer.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
+        while version in MIGRATIONS:
+            for statement in MIGRATIONS[version]:
+                self._writer.execute(statement)
+            version += 1
+            self._writer.execute(f"PRAGMA user_version = {version}")
+        if version not in (0, SCHEMA_VERSION):
             raise RuntimeError(f"The index {self.path} has schema version {version}; this luabroker reads "
                                f"version {SCHEMA_VERSION}")
         self._transaction = IndexTransaction(self._writer)

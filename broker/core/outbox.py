@@ -7,7 +7,8 @@ Kinds (``level`` is Orthanc's level name, ``resource_id`` the public id):
   with the existing instance's metadata), as Orthanc fires ``OnStoredInstance`` for both.
 * ``Deleted``: one per resource that disappeared (the target, its descendants, and the ancestors that
   became empty); payload ``{}``.
-* ``Updated``: metadata of a resource was set or deleted; payload ``{"Metadata": name}``.
+* ``Updated``: metadata of a resource was set or deleted, payload ``{"Metadata": name}``; or one of its
+  user attachments was written or deleted, payload ``{"Attachment": name}``.
 * ``Stable`` (``Patient``/``Study``/``Series``): no new instance for ``StableAge`` seconds; payload
   ``{"tags": main tags, "metadata": {name: value}}``.
 * ``JobSubmitted``, ``JobSuccess``, ``JobFailure`` (no level; ``resource_id`` is the job id): written by

@@ -10,12 +10,12 @@ write their outbox events in the transaction of the change.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ import pydicom
 
 from broker.core import maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
+from broker.core.compression import NONE, Encoded, encode, stored_bytes
 from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import BINARY_VRS, DicomFile, DicomFormatError, parse_dicom
@@ -32,7 +33,15 @@ from broker.core.encodings import LATIN1, Encoding
 from broker.core.exports import ExportsLog
 from broker.core.find import Finder, FindQuery, lookup
 from broker.core.ids import ResourceIds
-from broker.core.index import DICOM_ATTACHMENT, Attachment, Index, IndexTransaction, ResourceRow
+from broker.core.index import (
+    DICOM_ATTACHMENT,
+    DICOM_UNTIL_PIXEL_DATA,
+    Attachment,
+    AttachmentSizes,
+    Index,
+    IndexTransaction,
+    ResourceRow,
+)
 from broker.core.levels import Level
 from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata, now_iso
 from broker.core.origin import Origin, RequestOrigin
@@ -183,7 +192,8 @@ class Statistics:
     count_studies: int
     count_series: int
     count_instances: int
-    disk_size: int
+    disk_size: int                 # as stored (compressed)
+    uncompressed_size: int
 
 
 @dataclass(slots=True)
@@ -205,7 +215,7 @@ class ResourceView:
 class Store:
     def __init__(self, root: Path, *, user_metadata: Mapping[str, int] | None = None,
                  on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
-                 sync_storage: bool = False, store_md5: bool = False, index_path: Path | None = None,
+                 sync_storage: bool = False, store_md5: bool = True, index_path: Path | None = None,
                  bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1,
                  limits: StorageLimits = NO_LIMITS) -> None:
         self.root = Path(root)
@@ -219,6 +229,8 @@ class Store:
         self.instance_filter: Callable[[IncomingInstance], bool] | None = None
         self.stable_age = stable_age if stable_age > 0 else 60.0  # Orthanc: StableAge <= 0 means 60
         self.store_md5 = store_md5
+        #: ``StorageCompression``: attachments written from now on are compressed (``broker.core.compression``).
+        self.compression = NONE
         #: What input may cost (``broker.core.bounds``): files coming in, and for the HTTP door and the
         #: ZIP reader, request bodies and archives.
         self.bounds = bounds
@@ -251,11 +263,12 @@ class Store:
         tags = incoming.simplified_tags()
         with self.index.read() as tx:
             known = tx.find(ids.instance) is not None
-        written: list[str] = [] if known and not self.limits.overwrite else [self.storage.write(incoming.data)]
+        encoded = encode(incoming.data, self.compression, self.store_md5)
+        written: list[str] = [] if known and not self.limits.overwrite else [self.storage.write(encoded.stored)]
         obsolete: list[str] = []  # files of the instances replaced or recycled, removed once committed
         try:
             with self.index.write() as tx:
-                status = self._index_instance(tx, incoming, tags, written, obsolete)
+                status = self._index_instance(tx, incoming, encoded, tags, written, obsolete)
         except BaseException as exc:
             for file_uuid in written:
                 self.storage.remove(file_uuid)
@@ -269,8 +282,8 @@ class Store:
         self._notify()
         return StoreResult(status, ids.instance, ids.patient, ids.study, ids.series)
 
-    def _index_instance(self, tx: IndexTransaction, incoming: IncomingInstance, tags: dict[str, Any],
-                        written: list[str], obsolete: list[str]) -> str:
+    def _index_instance(self, tx: IndexTransaction, incoming: IncomingInstance, encoded: Encoded,
+                        tags: dict[str, Any], written: list[str], obsolete: list[str]) -> str:
         ids, origin, summary_ = incoming.ids, incoming.origin, incoming.summary
         now = now_iso()
         existing = tx.find(ids.instance)
@@ -283,15 +296,23 @@ class Store:
                             self._stored_payload(origin, metadata, tags), now)
             return ALREADY_STORED
         if not written:  # deleted since the check made before writing the file
-            written.append(self.storage.write(incoming.data))
+            written.append(self.storage.write(encoded.stored))
 
         patient = self._find_or_create(tx, Level.PATIENT, ids.patient, None, summary_)
         study = self._find_or_create(tx, Level.STUDY, ids.study, patient[0], summary_)
         series = self._find_or_create(tx, Level.SERIES, ids.series, study[0], summary_)
         instance_id = tx.create(Level.INSTANCE, ids.instance, series[0],
                                 maintags.extract_main_tags(Level.INSTANCE, summary_))
-        md5 = hashlib.md5(incoming.data).hexdigest() if self.store_md5 else None
-        tx.add_attachment(instance_id, DICOM_ATTACHMENT, written[0], len(incoming.data), md5)
+        tx.add_attachment(instance_id, DICOM_ATTACHMENT, written[0], encoded.size, encoded.md5, encoded.compressed_size,
+                          encoded.compressed_md5, encoded.compression)
+        offset = incoming.file.pixel_data_offset
+        if self.compression and offset is not None:
+            # As Orthanc with StorageCompression: the file up to its pixel data, kept apart so that reading
+            # the tags does not inflate the pixels.
+            head = encode(incoming.data[:offset], self.compression, self.store_md5)
+            written.append(self.storage.write(head.stored))
+            tx.add_attachment(instance_id, DICOM_UNTIL_PIXEL_DATA, written[-1], head.size, head.md5,
+                              head.compressed_size, head.compressed_md5, head.compression)
 
         rows: list[tuple[int, int, str]] = [(internal_id, MetadataType.LAST_UPDATE, now)
                                             for internal_id in (series[0], study[0], patient[0])]
@@ -415,8 +436,8 @@ class Store:
         with self.index.read() as tx:
             return lookup(tx, identifier)
 
-    def attachment_sizes(self, level: Level, public_id: str) -> tuple[int, int]:
-        """The sizes of every attachment of the resource and its descendants, and of their DICOM files."""
+    def attachment_sizes(self, level: Level, public_id: str) -> AttachmentSizes:
+        """The sizes of the attachments of the resource and its descendants."""
         with self.index.read() as tx:
             row = self._find(tx, level, public_id)
             return tx.attachment_sizes([r.internal_id for r in tx.subtree(row.internal_id)])
@@ -436,7 +457,18 @@ class Store:
             attachment = tx.attachment(row.internal_id)
         if attachment is None:
             raise OrthancError(ErrorCode.INEXISTENT_FILE, f"Instance {instance_id} has no DICOM attachment")
-        return self.storage.read(attachment.uuid), attachment
+        return self.read_attachment(attachment), attachment
+
+    def read_attachment(self, attachment: Attachment, *, as_stored: bool = False) -> bytes:
+        """The data of an attachment (``as_stored``: the bytes of its file, compressed or not)."""
+        blob = self.storage.read(attachment.uuid)
+        if as_stored:
+            return blob
+        try:
+            return stored_bytes(blob, attachment.compression)
+        except (ValueError, zlib.error) as exc:
+            raise OrthancError(ErrorCode.CORRUPTED_FILE,
+                               f"The attachment {attachment.uuid} cannot be read: {exc}") from exc
 
     def parsed_instance(self, instance_id: str) -> DicomFile:
         data, _ = self.read_instance(instance_id)
@@ -459,9 +491,9 @@ class Store:
     def statistics(self) -> Statistics:
         with self.index.read() as tx:
             counts = tx.counts()
-            size = tx.total_size()
+            size, uncompressed = tx.total_size(), tx.total_uncompressed_size()
         return Statistics(counts[Level.PATIENT], counts[Level.STUDY], counts[Level.SERIES], counts[Level.INSTANCE],
-                          size)
+                          size, uncompressed)
 
     # Global properties.
     def increment_global_sequence(self, name: str) -> int:

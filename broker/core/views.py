@@ -8,6 +8,7 @@ from typing import Any
 
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, tag_key
 from broker.core.dicom_parse import DicomFile
+from broker.core.index import AttachmentSizes
 from broker.core.levels import Level
 from broker.core.modules import MODULE_TAGS
 from broker.core.store import Store
@@ -53,22 +54,20 @@ def instances_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat) 
 @dataclass(frozen=True)
 class ResourceStatistics:
     counts: dict[Level, int]
-    disk_size: int
-    dicom_size: int
+    sizes: AttachmentSizes
 
     def to_json(self, level: Level) -> dict[str, Any]:
-        """Orthanc's answer: the counts of the levels below, and the sizes (no compression here, so
-        the uncompressed sizes are the same)."""
+        """Orthanc's answer: the counts of the levels below, and the sizes."""
         result: dict[str, Any] = {f"Count{child.plural.capitalize()}": self.counts[child]
                                   for child in Level if child > level}
-        for prefix, size in (("", self.disk_size), ("Dicom", self.dicom_size)):
-            for kind in ("DiskSize", "UncompressedSize"):
-                result[prefix + kind] = str(size)
-                result[prefix + kind + "MB"] = size // MEGA_BYTES
+        sizes = self.sizes
+        for name, size in (("DiskSize", sizes.disk), ("UncompressedSize", sizes.uncompressed),
+                           ("DicomDiskSize", sizes.dicom_disk), ("DicomUncompressedSize", sizes.dicom_uncompressed)):
+            result[name] = str(size)
+            result[name + "MB"] = size // MEGA_BYTES
         return result
 
 
 def statistics(store: Store, level: Level, public_id: str) -> ResourceStatistics:
     counts = {child: len(store.related(level, public_id, child)) if child > level else 0 for child in Level}
-    disk, dicom = store.attachment_sizes(level, public_id)
-    return ResourceStatistics(counts, disk, dicom)
+    return ResourceStatistics(counts, store.attachment_sizes(level, public_id))

@@ -64,8 +64,8 @@ def get_statistics(request: RestRequest, services: Services) -> dict[str, Any]:
         "CountStudies": stats.count_studies,
         "TotalDiskSize": str(stats.disk_size),
         "TotalDiskSizeMB": stats.disk_size // MEGA_BYTES,
-        "TotalUncompressedSize": str(stats.disk_size),
-        "TotalUncompressedSizeMB": stats.disk_size // MEGA_BYTES,
+        "TotalUncompressedSize": str(stats.uncompressed_size),
+        "TotalUncompressedSizeMB": stats.uncompressed_size // MEGA_BYTES,
     }
 
 

@@ -36,7 +36,8 @@ def both(pair, method: str, path: str, body: bytes = b"", **kwargs: Any) -> list
 
 
 def patient_ids(client: httpx.Client) -> list[str]:
-    return sorted(client.get(f"/patients/{p}").json()["MainDicomTags"]["PatientID"] for p in client.get("/patients").json())
+    return sorted(client.get(f"/patients/{patient}").json()["MainDicomTags"]["PatientID"]
+                  for patient in client.get("/patients").json())
 
 
 def upload(pair, patient_id: str, **attributes: Any) -> int:

@@ -2,8 +2,6 @@
 resource, compared with a real Orthanc."""
 from __future__ import annotations
 
-from typing import Any
-
 from tests.support import dicom_samples as samples
 from tests.support.orthanc_peer import OrthancPeer
 
@@ -22,7 +20,8 @@ def test_views_answer_as_orthanc(orthanc_peer: OrthancPeer, client) -> None:
     compared = 0
     for level in LEVELS:
         for public_id in client.get(f"/{level}"):
-            paths = [f"/{level}/{public_id}/{view}" for view in ("module", "statistics", "shared-tags", "instances-tags")]
+            views = ("module", "statistics", "shared-tags", "instances-tags")
+            paths = [f"/{level}/{public_id}/{view}" for view in views]
             if level == "studies":
                 paths.append(f"/studies/{public_id}/module-patient")
             for path in paths:

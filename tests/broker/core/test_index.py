@@ -1,12 +1,13 @@
 """The SQLite index: transactions, re-entrance, reader pool."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from broker.core.index import READER_POOL_SIZE, Index
+from broker.core.index import READER_POOL_SIZE, SCHEMA_VERSION, Index
 from broker.core.levels import Level
 
 
@@ -62,3 +63,32 @@ def test_readers_are_pooled_not_one_per_thread(index: Index) -> None:
         thread.join()
     assert found == [True] * (READER_POOL_SIZE + 8)
     assert index._readers.qsize() == READER_POOL_SIZE
+
+
+def test_an_index_of_schema_1_is_migrated_when_opened(tmp_path: Path) -> None:
+    """A store written by the luabroker of schema 1 (attachments without compression columns) opens,
+    keeps its rows, and reads its attachments as uncompressed."""
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE resources (internal_id INTEGER PRIMARY KEY, level INTEGER NOT NULL, public_id TEXT NOT NULL
+            UNIQUE, parent_id INTEGER, main_tags TEXT NOT NULL, patient_tags TEXT);
+        CREATE TABLE attachments (internal_id INTEGER NOT NULL, content_type INTEGER NOT NULL, uuid TEXT NOT NULL,
+            size INTEGER NOT NULL, md5 TEXT, PRIMARY KEY (internal_id, content_type)) WITHOUT ROWID;
+        INSERT INTO resources VALUES (1, 3, 'instance-id', NULL, '{}', NULL);
+        INSERT INTO attachments VALUES (1, 1, 'file-uuid', 1234, NULL);
+        PRAGMA user_version = 1;
+    """)
+    old.close()
+    index = Index(path)
+    try:
+        with index.read() as tx:
+            attachment = tx.attachment(1)
+            assert attachment is not None
+            assert (attachment.uuid, attachment.size, attachment.stored_size, attachment.compression) == (
+                "file-uuid", 1234, 1234, 0)
+            assert tx.total_size() == tx.total_uncompressed_size() == 1234
+        assert index._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    finally:
+        index.close()
+    Index(path).close()  # opens again without migrating twice

@@ -32,6 +32,7 @@ from broker.rest import (
     attachments,
     exports,
     find,
+    frames,
     instances,
     jobs,
     lua,
@@ -79,7 +80,8 @@ class Server:
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes,
                                            exports.routes, tools.routes, instances.routes,
-                                           find.routes, views.routes, attachments.routes])
+                                           find.routes, views.routes, attachments.routes,
+                                           frames.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

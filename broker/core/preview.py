@@ -40,13 +40,17 @@ class Undecodable(Exception):
     """The frame cannot be rendered (Orthanc: 415 Unsupported Media Type, empty body)."""
 
 
+class NoPixelData(Undecodable):
+    """The instance has no pixel data."""
+
+
 class NoSuchFrame(Exception):
     """The frame index is out of range (Orthanc: 404, empty body)."""
 
 
 @dataclass
 class Rendered:
-    pixels: np.ndarray  # uint8, (rows, columns) or (rows, columns, 3)
+    pixels: np.ndarray  # uint8, (rows, columns) or (rows, columns, 3); or 16-bit grayscale
 
     @property
     def is_color(self) -> bool:
@@ -60,7 +64,18 @@ def number_of_frames(ds: pydicom.Dataset) -> int:
         return 1
 
 
-def render_frame(data: bytes, frame: int = 0) -> Rendered:
+@dataclass
+class Decoded:
+    """One frame as stored: grayscale ``(rows, columns)`` or colour ``(rows, columns, 3)`` values."""
+    array: np.ndarray
+    samples: int
+    bits: int
+    photometric: str
+    dataset: pydicom.Dataset
+
+
+def decode_frame(data: bytes, frame: int = 0) -> Decoded:
+    """Decode one frame (palette colour through its lookup table); ``NoSuchFrame``, ``Undecodable``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -68,7 +83,7 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
         except Exception as exc:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
         if PIXEL_DATA not in ds:
-            raise Undecodable("The instance has no pixel data")
+            raise NoPixelData("The instance has no pixel data")
         if frame < 0 or frame >= number_of_frames(ds):
             raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")
         try:
@@ -78,7 +93,7 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
         except Exception as exc:
             raise Undecodable(f"Incomplete image description: {exc}") from exc
         if samples == 1 and bits > 16:
-            raise Undecodable(f"Grayscale images of {bits} bits are not previewed")
+            raise Undecodable(f"Grayscale images of {bits} bits are not decoded")
         try:
             array = pydicom.pixels.pixel_array(ds, index=frame)
         except Exception as exc:
@@ -86,15 +101,21 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
             raise Undecodable(f"Cannot decode the pixel data ({syntax}): {exc}") from exc
         if photometric == "PALETTE COLOR" and samples == 1:
             try:
-                array = pydicom.pixels.apply_color_lut(array, ds)
+                colors = pydicom.pixels.apply_color_lut(array, ds)
+                array = _color_to_8bit(colors, 16 if colors.dtype.itemsize > 1 else 8)
             except Exception as exc:
                 raise Undecodable(f"Cannot apply the palette: {exc}") from exc
-            return Rendered(_color_to_8bit(array, 16 if array.dtype.itemsize > 1 else 8))
-    if samples == 3 and array.ndim == 3:
-        return Rendered(_color_to_8bit(array, bits))
-    if samples != 1 or array.ndim != 2:
+            return Decoded(array, 3, 8, "RGB", ds)
+    if not ((samples == 3 and array.ndim == 3) or (samples == 1 and array.ndim == 2)):
         raise Undecodable(f"Unsupported image layout: {samples} samples per pixel")
-    return Rendered(_stretch(array, invert=photometric == "MONOCHROME1"))
+    return Decoded(array, samples, bits, photometric, ds)
+
+
+def render_frame(data: bytes, frame: int = 0) -> Rendered:
+    decoded = decode_frame(data, frame)
+    if decoded.samples == 3:
+        return Rendered(_color_to_8bit(decoded.array, decoded.bits))
+    return Rendered(_stretch(decoded.array, invert=decoded.photometric == "MONOCHROME1"))
 
 
 def _stretch(array: np.ndarray, invert: bool) -> np.ndarray:
@@ -118,9 +139,9 @@ def _color_to_8bit(array: np.ndarray, bits: int) -> np.ndarray:
 
 
 # Content negotiation (Orthanc's HttpContentNegociation: specificity first, then quality, then order).
-def negotiate(accept: str | None) -> str | None:
-    """The format to answer for an ``Accept`` header (None: no header, which means ``*/*``); None
-    when nothing matches (Orthanc: 404, empty body)."""
+def negotiate(accept: str | None, formats: tuple[str, ...] = FORMATS) -> str | None:
+    """The format to answer for an ``Accept`` header (None: no header, which means ``*/*``) among
+    ``formats``; None when nothing matches (Orthanc: 404, empty body)."""
     if accept is None:
         accept = "*/*"
     best: tuple[int, float] | None = None
@@ -140,7 +161,7 @@ def negotiate(accept: str | None) -> str | None:
                     quality = float(value.strip())
                 except ValueError:
                     quality = 1.0
-        for mime in FORMATS:
+        for mime in formats:
             handler_kind, handler_subtype = mime.split("/")
             if kind == "*" and subtype == "*":
                 level = 0
@@ -167,14 +188,19 @@ def parse_quality(text: str | None) -> int | None:
 
 
 def encode(image: Rendered, mime: str, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """PNG, JPEG or PAM of 8-bit pixels, or (PNG and PAM only) of 16-bit grayscale ones."""
     pixels = np.ascontiguousarray(image.pixels)
+    wide = pixels.dtype.itemsize == 2
     if mime == PAM:
         rows, columns = pixels.shape[:2]
         depth = 3 if image.is_color else 1
-        header = (f"P7\nWIDTH {columns}\nHEIGHT {rows}\nDEPTH {depth}\nMAXVAL 255\n"
+        header = (f"P7\nWIDTH {columns}\nHEIGHT {rows}\nDEPTH {depth}\nMAXVAL {65535 if wide else 255}\n"
                   f"TUPLTYPE {'RGB' if image.is_color else 'GRAYSCALE'}\nENDHDR\n")
-        return header.encode("ascii") + pixels.tobytes()
-    picture = Image.fromarray(pixels, "RGB" if image.is_color else "L")
+        return header.encode("ascii") + (pixels.astype(">u2") if wide else pixels).tobytes()
+    if wide:
+        picture = Image.fromarray(pixels.astype("<u2"))  # mode I;16
+    else:
+        picture = Image.fromarray(pixels, "RGB" if image.is_color else "L")
     buffer = io.BytesIO()
     if mime == JPEG:
         picture.save(buffer, "JPEG", quality=quality)

@@ -14,7 +14,7 @@ from broker.config import Config
 from broker.core.origin import Origin
 from broker.core.store import Store
 from broker.errors import BareHttpStatus, OrthancError
-from broker.rest import find, instances, resources, system, tools, views
+from broker.rest import find, frames, instances, resources, system, tools, views
 from broker.rest.api import RestApi
 from broker.rest.types import RestRequest, RestResponse
 
@@ -40,8 +40,9 @@ class Client:
     def __init__(self, api: RestApi) -> None:
         self.api = api
 
-    def call(self, method: str, path: str, body: bytes = b"", **query: str) -> Answer:
-        request = RestRequest(method, path, query=query, body=body, origin=CLIENT)
+    def call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+             **query: str) -> Answer:
+        request = RestRequest(method, path, query=query, body=body, origin=CLIENT, headers=headers or {})
         try:
             response: RestResponse = self.api.handle(request)
         except BareHttpStatus as exc:
@@ -75,5 +76,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def client(store: Store) -> Client:
-    tables = [resources.routes, instances.routes, system.routes, tools.routes, find.routes, views.routes]
+    tables = [resources.routes, instances.routes, system.routes, tools.routes, find.routes, views.routes,
+              frames.routes]
     return Client(RestApi(make_services(store), tables))

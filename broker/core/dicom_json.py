@@ -138,8 +138,9 @@ def _creators(elements: list[Element]) -> dict[tuple[int, int], str]:
 
 
 def dataset_to_json(elements: list[Element], fmt: JsonFormat, charset: Charset | None = None,
-                    *, top_level: bool = True) -> dict[str, Any]:
-    """One dataset (the file's, or an item's) in the given format."""
+                    *, top_level: bool = True, ignore_length: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """One dataset (the file's, or an item's) in the given format; the tags of ``ignore_length``
+    (Orthanc's ``?ignore-length=``) are shown however long they are."""
     if charset is None:
         charset = Charset.of(elements)
     creators = _creators(elements)
@@ -158,7 +159,8 @@ def dataset_to_json(elements: list[Element], fmt: JsonFormat, charset: Charset |
         key = name if human else tag_key(tag)
 
         if element.items is not None:
-            items = [dataset_to_json(item, fmt, charset, top_level=False) for item in element.items]
+            items = [dataset_to_json(item, fmt, charset, top_level=False, ignore_length=ignore_length)
+                     for item in element.items]
             result[key] = {"Name": name, "Type": "Sequence", "Value": items} if full else items
             continue
 
@@ -180,6 +182,8 @@ def dataset_to_json(elements: list[Element], fmt: JsonFormat, charset: Charset |
         else:
             value = leaf_value(element, charset, creator)
             too_long = value is not None and _too_long(value)
+        if too_long and tag in ignore_length:
+            too_long = False
 
         if not full:
             result[key] = None if too_long else value

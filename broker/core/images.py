@@ -106,16 +106,19 @@ def _npy(array: np.ndarray, shape_text: str) -> bytes:
         np.ascontiguousarray(array).tobytes()
 
 
-def numpy_file(data: bytes, frames: list[int] | None, rescale: bool, compress: bool) -> bytes:
-    """One frame (``frames`` of one item, shape without the frame axis) or the whole instance (None)."""
-    single = frames is not None
-    indexes = frames if frames is not None else list(range(frame_count(data)))
-    arrays = [_values(decode_frame(data, index), rescale) for index in indexes]
+def numpy_file(instances: list[bytes], frame: int | None, rescale: bool, compress: bool) -> bytes:
+    """One frame of one instance (``frame``; shape without the frame axis), or every frame of the
+    ``instances`` in order (None)."""
+    if frame is not None:
+        arrays = [_values(decode_frame(instances[0], frame), rescale)]
+    else:
+        arrays = [_values(decode_frame(data, index), rescale)
+                  for data in instances for index in range(frame_count(data))]
     if not arrays:
-        raise Undecodable("The instance has no pixel data")
-    stacked = arrays[0] if single else np.stack(arrays)
+        raise Undecodable("No pixel data")
+    stacked = arrays[0] if frame is not None else np.stack(arrays)
     dims = ",".join(str(n) for n in arrays[0].shape)
-    content = _npy(stacked, f"({dims})" if single else f"({len(arrays)}, {dims})")
+    content = _npy(stacked, f"({dims})" if frame is not None else f"({len(arrays)}, {dims})")
     if not compress:
         return content
     buffer = io.BytesIO()

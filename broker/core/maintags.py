@@ -97,3 +97,17 @@ def extract_main_tags(level: Level, summary: dict[int, str | None]) -> dict[str,
         if value is not None:
             result[name] = value
     return result
+
+
+_TAG_BY_NAME = {name: tag for tags in MAIN_DICOM_TAGS.values() for tag, name in tags}
+
+
+def formatted(main_tags: dict[str, str], short: bool) -> dict[str, object]:
+    """Main tags keyed by ``gggg,eeee`` (Orthanc's ``?short``), or with their name and type too
+    (``?full``); the stored form is the one of ``?simplify``, the default."""
+    result: dict[str, object] = {}
+    for name, value in main_tags.items():
+        tag = _TAG_BY_NAME.get(name)
+        key = f"{tag >> 16:04x},{tag & 0xFFFF:04x}" if tag is not None else name
+        result[key] = value if short else {"Name": name, "Type": "String", "Value": value}
+    return result

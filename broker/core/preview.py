@@ -8,7 +8,8 @@ through pylibjpeg-openjpeg or Pillow) and applies Orthanc's preview rules (``Pre
   window) are stretched to 0..255 with their minimum and maximum, ``floor((v - min) * 255 / (max - min)
   + 0.5)`` in single precision, as Orthanc computes it;
   a constant image is black; MONOCHROME1 is then inverted;
-* colour: RGB as is (YBR is converted to RGB by the decoder), 16 bits per sample keep their high byte;
+* colour: RGB as is (YBR is converted to RGB by the decoder; uncompressed YBR is refused, as Orthanc
+  does), 16 bits per sample keep their high byte;
   PALETTE COLOR goes through its lookup table;
 * anything else (32-bit grayscale such as RT doses, float pixels, no pixel data, a transfer syntax that
   no installed decoder handles) is ``Undecodable``: Orthanc answers 415 with an empty body.
@@ -94,6 +95,8 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
             raise Undecodable(f"Incomplete image description: {exc}") from exc
         if samples == 1 and bits > 16:
             raise Undecodable(f"Grayscale images of {bits} bits are not decoded")
+        if photometric.startswith("YBR") and not ds["PixelData"].is_undefined_length:
+            raise Undecodable(f"Uncompressed {photometric} is not decoded (neither does Orthanc)")
         try:
             array = pydicom.pixels.pixel_array(ds, index=frame)
         except Exception as exc:

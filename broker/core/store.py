@@ -478,9 +478,11 @@ class Store:
             raise OrthancError(ErrorCode.CORRUPTED_FILE,
                                f"The stored file of {instance_id} is unreadable: {exc}") from exc
 
-    def instance_tags(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
+    def instance_tags(self, instance_id: str, fmt: JsonFormat, ignore_length: frozenset[int] = frozenset()
+                      ) -> dict[str, Any]:
         parsed = self.parsed_instance(instance_id)
-        return dataset_to_json(parsed.elements, fmt, Charset.of(parsed.elements, self.default_encoding))
+        return dataset_to_json(parsed.elements, fmt, Charset.of(parsed.elements, self.default_encoding),
+                               ignore_length=ignore_length)
 
     def instance_header(self, instance_id: str, fmt: JsonFormat) -> dict[str, Any]:
         """The file meta information (``/instances/{id}/header``), binary elements left out as Orthanc does."""

@@ -16,16 +16,18 @@ from broker.core.store import Store
 MEGA_BYTES = 1024 * 1024
 
 
-def _json(store: Store, parsed: DicomFile, fmt: JsonFormat, keep: set[int] | frozenset[int] | None = None
-          ) -> dict[str, Any]:
+def _json(store: Store, parsed: DicomFile, fmt: JsonFormat, keep: set[int] | frozenset[int] | None = None,
+          ignore_length: frozenset[int] = frozenset()) -> dict[str, Any]:
     elements = parsed.elements if keep is None else [e for e in parsed.elements if e.tag in keep]
-    return dataset_to_json(elements, fmt, Charset.of(parsed.elements, store.default_encoding))
+    return dataset_to_json(elements, fmt, Charset.of(parsed.elements, store.default_encoding),
+                           ignore_length=ignore_length)
 
 
-def module(store: Store, level: Level, public_id: str, module_level: Level, fmt: JsonFormat) -> dict[str, Any]:
+def module(store: Store, level: Level, public_id: str, module_level: Level, fmt: JsonFormat,
+           ignore_length: frozenset[int] = frozenset()) -> dict[str, Any]:
     """The tags of ``module_level``'s module, read from the first instance of the resource."""
     instance = store.related(level, public_id, Level.INSTANCE)[0] if level is not Level.INSTANCE else public_id
-    return _json(store, store.parsed_instance(instance), fmt, MODULE_TAGS[module_level])
+    return _json(store, store.parsed_instance(instance), fmt, MODULE_TAGS[module_level], ignore_length)
 
 
 def shared_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat) -> dict[str, Any]:
@@ -46,9 +48,10 @@ def shared_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat) -> 
     return _json(store, first, fmt, {e.tag for e in first.elements if tag_key(e.tag) in shared})
 
 
-def instances_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat) -> dict[str, Any]:
+def instances_tags(store: Store, level: Level, public_id: str, fmt: JsonFormat,
+                   ignore_length: frozenset[int] = frozenset()) -> dict[str, Any]:
     instances = store.related(level, public_id, Level.INSTANCE) if level is not Level.INSTANCE else [public_id]
-    return {instance: store.instance_tags(instance, fmt) for instance in instances}
+    return {instance: store.instance_tags(instance, fmt, ignore_length) for instance in instances}
 
 
 @dataclass(frozen=True)

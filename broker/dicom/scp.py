@@ -64,7 +64,9 @@ class StoreScp:
 
     def handle_store(self, event: evt.Event) -> int:
         assoc = event.assoc
-        origin = Origin.dicom(assoc.requestor.address, assoc.requestor.ae_title, assoc.acceptor.ae_title)
+        # CalledAET is the title the peer called, which the server accepts whatever it is (as Orthanc).
+        called = assoc.requestor.primitive.called_ae_title if assoc.requestor.primitive else assoc.acceptor.ae_title
+        origin = Origin.dicom(assoc.requestor.address, assoc.requestor.ae_title, str(called).strip())
         try:
             result = self.services.store.store_instance(part10_bytes(event), origin)
         except Exception as exc:  # every failure is a DIMSE status, never a dropped association

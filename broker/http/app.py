@@ -26,7 +26,7 @@ from broker.http.auth import (
     client_ip,
     effective_method,
 )
-from broker.http.body import read_body
+from broker.http.body import decoded_body, read_body
 from broker.http.errors import error_response
 from broker.http.xml import json_to_xml, wants_xml
 from broker.rest.types import RestRequest
@@ -51,7 +51,8 @@ def build_app(services: Services) -> Starlette:
                 path=request.url.path,
                 query=query,
                 headers={k.lower(): v for k, v in request.headers.items()},
-                body=await read_body(request, services.store.bounds.max_body),
+                body=decoded_body(await read_body(request, services.store.bounds.max_body),
+                                  request.headers.get("content-encoding", ""), services.store.bounds.inflate),
                 origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
             )
             answer = await run_in_threadpool(services.rest.handle, rest_request)

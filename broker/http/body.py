@@ -10,11 +10,12 @@ bytes received pass it. The chunks go to a ``SpooledTemporaryFile`` that moves t
 from __future__ import annotations
 
 import tempfile
+import zlib
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from broker.core.bounds import MIB
+from broker.core.bounds import MIB, InflateBound, InputTooLarge, inflate
 from broker.errors import ErrorCode, OrthancError
 
 #: Bodies up to this size stay in memory (every JSON body, most single instances); larger ones are
@@ -39,6 +40,19 @@ async def read_body(request: Request, maximum: int | None) -> bytes:
                 spool.write(chunk)
         spool.seek(0)
         return spool.read() if size <= SPOOL_THRESHOLD else await run_in_threadpool(spool.read)
+
+
+def decoded_body(body: bytes, encoding: str, bound: InflateBound) -> bytes:
+    """The body without its ``Content-Encoding``: gzip is inflated (within ``MaximumInflatedSize``);
+    other encodings are ignored, as Orthanc does."""
+    if encoding.strip().lower() != "gzip":
+        return body
+    try:
+        return inflate(body, bound, "the gzip request body", wbits=31)
+    except InputTooLarge as exc:
+        raise OrthancError(ErrorCode.BAD_REQUEST, str(exc), http_status=413) from None
+    except (zlib.error, EOFError) as exc:
+        raise OrthancError(ErrorCode.INTERNAL_ERROR, f"Cannot inflate the gzip request body: {exc}") from None
 
 
 def _too_large(size: int | None, maximum: int) -> OrthancError:

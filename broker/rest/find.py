@@ -81,7 +81,7 @@ def find(request: RestRequest, services: Services) -> Any:
     ids = services.store.find(query)
     if not expand:
         return ids
-    return [resource_json(view) for view in services.store.views(query.level, ids)]
+    return [resource_json(view) for view in services.store.views(query.level, ids)]  # no ?short here (as 1.10)
 
 
 @routes.post("/tools/lookup")

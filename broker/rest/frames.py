@@ -1,6 +1,7 @@
 """The frames of an instance (``broker.core.images``): ``/instances/{id}/frames`` (their numbers) and,
 per frame, ``raw``, ``raw.gz``, ``image-uint8``, ``image-uint16``, ``image-int16``, ``matlab``,
-``numpy``; per instance, the same views of frame 0 (``numpy``: of every frame).
+``numpy``; per instance, the same views of frame 0 (``numpy``: of every frame); per series, ``numpy``
+of every frame of every instance.
 
 Answers, as Orthanc 1.10's: a frame number that is not a number: 404, empty body; a frame that does
 not exist: 400 (``OrthancStatus`` 3), but for the images 404 with an empty body (for compressed
@@ -16,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.core import images, preview
+from broker.core.levels import Level
+from broker.core.metadata import MetadataType
+from broker.core.store import parse_integer
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -87,13 +91,35 @@ def _matlab(request: RestRequest, services: Services, data: bytes, frame: int) -
     return RestResponse.text(images.matlab(preview.decode_frame(data, frame)))
 
 
+def _numpy_options(request: RestRequest) -> tuple[bool, bool]:
+    """``rescale`` (true by default) and ``compress`` (false by default; a bare ``?compress`` is true)."""
+    return (request.query.get("rescale", "1") not in ("0", "false"),
+            request.query.get("compress", "0") not in ("0", "false"))
+
+
 def _numpy(whole: bool) -> Handler:
     def numpy(request: RestRequest, services: Services, data: bytes, frame: int) -> RestResponse:
-        rescale = request.query.get("rescale", "1") not in ("0", "false")
-        compress = request.query.get("compress", "0") not in ("0", "false")
-        content = images.numpy_file(data, None if whole else [frame], rescale, compress)
-        return RestResponse.binary(content)
+        rescale, compress = _numpy_options(request)
+        return RestResponse.binary(images.numpy_file([data], None if whole else frame, rescale, compress))
     return _guarded(numpy)
+
+
+@routes.get("/series/{id}/numpy")
+def series_numpy(request: RestRequest, services: Services) -> RestResponse:
+    """Every frame of every instance, in the order of ``IndexInSeries`` (then of arrival)."""
+    store = services.store
+    instances = store.views(Level.INSTANCE, store.related(Level.SERIES, request.params["id"], Level.INSTANCE))
+    ordered = sorted(instances, key=lambda view: parse_integer(view.metadata.get(MetadataType.INDEX_IN_SERIES))
+                     or 0)
+    rescale, compress = _numpy_options(request)
+    try:
+        content = images.numpy_file([store.read_instance(view.public_id)[0] for view in ordered], None, rescale,
+                                    compress)
+    except images.NoPixelData as exc:
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, str(exc), http_status=500) from None
+    except images.Undecodable as exc:
+        raise BareHttpStatus(415, str(exc)) from None
+    return RestResponse.binary(content)
 
 
 @routes.get("/instances/{id}/frames")

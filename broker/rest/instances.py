@@ -11,9 +11,10 @@ from typing import Any
 from broker.core.content import content_at
 from broker.core.dicom_file import read_dataset
 from broker.core.dicom_json import JsonFormat
+from broker.core.tags import parse_tag
 from broker.errors import BareHttpStatus
 from broker.rest.router import RouteTable
-from broker.rest.types import RestRequest, RestResponse
+from broker.rest.types import RestRequest, RestResponse, dump_json
 from broker.services import Services
 
 routes = RouteTable()
@@ -28,6 +29,12 @@ def json_format(request: RestRequest) -> JsonFormat:
     return JsonFormat.FULL
 
 
+def ignore_length(request: RestRequest) -> frozenset[int]:
+    """``?ignore-length=tag``: a tag shown however long its value (a name or ``gggg-eeee``)."""
+    name = request.query.get("ignore-length", "")
+    return frozenset({parse_tag(name)}) if name else frozenset()
+
+
 def _content(request: RestRequest, services: Services, path: list[str]) -> Any:
     data, _ = services.store.read_instance(request.params["id"])
     answer = content_at(read_dataset(data), path)
@@ -38,7 +45,11 @@ def _content(request: RestRequest, services: Services, path: list[str]) -> Any:
 
 @routes.get("/instances/{id}/file")
 def get_instance_file(request: RestRequest, services: Services) -> RestResponse:
+    """The DICOM file; as DICOMweb JSON (PS3.18 F.2, binary values inline) when the client accepts
+    ``application/dicom+json``, as Orthanc 1.9.3 and later."""
     data, attachment = services.store.read_instance(request.params["id"])
+    if "application/dicom+json" in request.headers.get("accept", ""):
+        return RestResponse(200, dump_json(read_dataset(data).to_json_dict()), "application/dicom+json")
     response = RestResponse.binary(data, "application/dicom")
     response.headers["Content-Disposition"] = f'filename="{attachment.uuid}.dcm"'
     return response
@@ -46,12 +57,12 @@ def get_instance_file(request: RestRequest, services: Services) -> RestResponse:
 
 @routes.get("/instances/{id}/tags")
 def get_instance_tags(request: RestRequest, services: Services) -> Any:
-    return services.store.instance_tags(request.params["id"], json_format(request))
+    return services.store.instance_tags(request.params["id"], json_format(request), ignore_length(request))
 
 
 @routes.get("/instances/{id}/simplified-tags")
 def get_instance_simplified_tags(request: RestRequest, services: Services) -> Any:
-    return services.store.instance_tags(request.params["id"], JsonFormat.HUMAN)
+    return services.store.instance_tags(request.params["id"], JsonFormat.HUMAN, ignore_length(request))
 
 
 @routes.get("/instances/{id}/content")

@@ -13,7 +13,9 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
+from broker.core import maintags
 from broker.core.bounds import InputTooLarge
+from broker.core.dicom_json import JsonFormat
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType, is_user_metadata
 from broker.core.store import ResourceView, Store, parse_integer
@@ -32,9 +34,21 @@ def _flag(request: RestRequest, name: str) -> bool:
 
 
 # The JSON of one resource (Orthanc's "expanded" form).
-def resource_json(view: ResourceView) -> dict[str, Any]:
+def tags_format(request: RestRequest) -> JsonFormat:
+    """How main tags are answered: ``?short``, ``?full``, else by name (``?simplify``, the default)."""
+    if _flag(request, "short"):
+        return JsonFormat.SHORT
+    return JsonFormat.FULL if _flag(request, "full") else JsonFormat.HUMAN
+
+
+def _main_tags(tags: dict[str, str], fmt: JsonFormat) -> dict[str, Any]:
+    return dict(tags) if fmt is JsonFormat.HUMAN else maintags.formatted(tags, short=fmt is JsonFormat.SHORT)
+
+
+def resource_json(view: ResourceView, fmt: JsonFormat = JsonFormat.HUMAN) -> dict[str, Any]:
     level = view.level
-    result: dict[str, Any] = {"ID": view.public_id, "Type": level.label, "MainDicomTags": view.main_tags}
+    result: dict[str, Any] = {"ID": view.public_id, "Type": level.label,
+                              "MainDicomTags": _main_tags(view.main_tags, fmt)}
     for number, key in ((MetadataType.ANONYMIZED_FROM, "AnonymizedFrom"), (MetadataType.MODIFIED_FROM, "ModifiedFrom")):
         if number in view.metadata:
             result[key] = view.metadata[number]
@@ -50,7 +64,7 @@ def resource_json(view: ResourceView) -> dict[str, Any]:
         result["LastUpdate"] = view.metadata[MetadataType.LAST_UPDATE]
     if level is Level.STUDY:
         result["ParentPatient"] = view.parent
-        result["PatientMainDicomTags"] = view.patient_tags or {}
+        result["PatientMainDicomTags"] = _main_tags(view.patient_tags or {}, fmt)
     elif level is Level.SERIES:
         result["ParentStudy"] = view.parent
         expected = parse_integer(view.metadata.get(MetadataType.EXPECTED_NUMBER_OF_INSTANCES))
@@ -84,7 +98,7 @@ def _list(level: Level) -> Callable[[RestRequest, Any], Any]:
         store = _store(services)
         since, limit = _paging(request)
         if _flag(request, "expand"):
-            return [resource_json(view) for view in store.views(level, since=since, limit=limit)]
+            return [resource_json(view, tags_format(request)) for view in store.views(level, since=since, limit=limit)]
         return store.list_ids(level, since, limit)
     return list_resources
 
@@ -109,7 +123,7 @@ def _get(level: Level) -> Callable[[RestRequest, Any], Any]:
         view = _store(services).view(level, request.params["id"])
         if view is None:
             raise BareHttpStatus(404, f"No {level.label.lower()} with id {request.params['id']}")
-        return resource_json(view)
+        return resource_json(view, tags_format(request))
     return get_resource
 
 
@@ -126,7 +140,7 @@ def _related(level: Level, target: Level) -> Callable[[RestRequest, Any], Any]:
     def related_resources(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         ids = store.related(level, request.params["id"], target)
-        views = [resource_json(view) for view in store.views(target, ids)]
+        views = [resource_json(view, tags_format(request)) for view in store.views(target, ids)]
         if target < level:
             if not views:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"The parent of {request.params['id']} vanished")

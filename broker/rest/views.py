@@ -11,7 +11,7 @@ from typing import Any
 
 from broker.core import views
 from broker.core.levels import Level
-from broker.rest.instances import json_format
+from broker.rest.instances import ignore_length, json_format
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
@@ -22,7 +22,8 @@ Handler = Callable[[RestRequest, Services], Any]
 
 def _module(level: Level, module_level: Level) -> Handler:
     def get_module(request: RestRequest, services: Services) -> Any:
-        return views.module(services.store, level, request.params["id"], module_level, json_format(request))
+        return views.module(services.store, level, request.params["id"], module_level, json_format(request),
+                            ignore_length(request))
     return get_module
 
 
@@ -34,7 +35,8 @@ def _shared_tags(level: Level) -> Handler:
 
 def _instances_tags(level: Level) -> Handler:
     def get_instances_tags(request: RestRequest, services: Services) -> Any:
-        return views.instances_tags(services.store, level, request.params["id"], json_format(request))
+        return views.instances_tags(services.store, level, request.params["id"], json_format(request),
+                                    ignore_length(request))
     return get_instances_tags
 
 

@@ -120,3 +120,13 @@ def test_non_dicom_body_answers_400_with_a_message(luabroker):
     answer = server.http.post("/instances", content=b"hello, this is not DICOM")
     assert answer.status_code == 400
     assert answer.json()["OrthancStatus"] == 15 and answer.json()["Details"]
+
+
+@needs_dcmtk
+def test_the_called_aet_is_recorded_as_the_peer_called_it(luabroker, tmp_path):
+    """As Orthanc, the server accepts any called AET, and CalledAET says which one was called."""
+    server = luabroker()
+    files = write_files(make_instances(1), tmp_path / "files")
+    assert storescu(server.dicom_port, "ANY-SCP", files).returncode == 0
+    [instance] = server.http.get("/instances").json()
+    assert server.http.get(f"/instances/{instance}/metadata/CalledAET").text == "ANY-SCP"

@@ -37,6 +37,8 @@ class ErrorCode(enum.IntEnum):
     UNAUTHORIZED = 29
     NOT_ACCEPTABLE = 34
     CANNOT_STORE_INSTANCE = 2018
+    CREATE_DICOM_OVERRIDE_TAG = 2020
+    CREATE_DICOM_BAD_PARENT = 2024
     UNKNOWN_MODALITY = 2027
     CANNOT_EXECUTE_LUA = 2031
     LUA_BAD_OUTPUT = 2033
@@ -77,6 +79,8 @@ ERROR_TABLE: dict[ErrorCode, _Row] = {
     ErrorCode.UNAUTHORIZED: _Row(401, "Bad credentials were provided to an HTTP request"),
     ErrorCode.NOT_ACCEPTABLE: _Row(406, "Unable to send the response"),
     ErrorCode.CANNOT_STORE_INSTANCE: _Row(500, "Cannot store an instance"),
+    ErrorCode.CREATE_DICOM_OVERRIDE_TAG: _Row(400, "Trying to override a value inherited from a parent module"),
+    ErrorCode.CREATE_DICOM_BAD_PARENT: _Row(400, "Trying to attach a new DICOM instance to an inexistent resource"),
     ErrorCode.UNKNOWN_MODALITY: _Row(404, "Unknown modality"),
     ErrorCode.CANNOT_EXECUTE_LUA: _Row(500, "Cannot execute a Lua command"),
     ErrorCode.LUA_BAD_OUTPUT: _Row(500, "The Lua function does not give the expected number of outputs"),

@@ -52,6 +52,8 @@ from broker.errors import ErrorCode, OrthancError
 # The file meta information written by this implementation.
 IMPLEMENTATION_CLASS_UID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
 IMPLEMENTATION_VERSION_NAME = "LUABROKER"
+#: The file meta's SOP class of a dataset that has none (DCMTK's ``UID_PrivateGenericFileSOPClass``).
+UNKNOWN_SOP_CLASS = "1.2.276.0.7230010.3.1.0.1"
 # What ``transcode_dataset`` can write.
 UNCOMPRESSED_TARGETS = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
 COMPRESSED_TARGETS = frozenset({RLELossless, JPEG2000Lossless, JPEG2000})
@@ -109,8 +111,7 @@ def write_dataset(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     meta.FileMetaInformationVersion = b"\x00\x01"
     sop_class = text_of(ds, SOP_CLASS_UID)
     sop_instance = text_of(ds, SOP_INSTANCE_UID)
-    if sop_class:
-        meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPClassUID = UID(sop_class or UNKNOWN_SOP_CLASS)
     if sop_instance:
         meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = syntax

@@ -99,7 +99,7 @@ def extract_main_tags(level: Level, summary: dict[int, str | None]) -> dict[str,
     return result
 
 
-_TAG_BY_NAME = {name: tag for tags in MAIN_DICOM_TAGS.values() for tag, name in tags}
+TAG_BY_NAME = {name: tag for tags in MAIN_DICOM_TAGS.values() for tag, name in tags}
 
 
 def formatted(main_tags: dict[str, str], short: bool) -> dict[str, object]:
@@ -107,7 +107,7 @@ def formatted(main_tags: dict[str, str], short: bool) -> dict[str, object]:
     (``?full``); the stored form is the one of ``?simplify``, the default."""
     result: dict[str, object] = {}
     for name, value in main_tags.items():
-        tag = _TAG_BY_NAME.get(name)
+        tag = TAG_BY_NAME.get(name)
         key = f"{tag >> 16:04x},{tag & 0xFFFF:04x}" if tag is not None else name
         result[key] = value if short else {"Name": name, "Type": "String", "Value": value}
     return result

@@ -29,6 +29,7 @@ from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
 from broker.rest import (
+    archives,
     attachments,
     create,
     exports,
@@ -82,7 +83,7 @@ class Server:
                                            network.routes, jobs.routes, modification.routes, preview.routes,
                                            exports.routes, tools.routes, instances.routes,
                                            find.routes, views.routes, attachments.routes,
-                                           frames.routes, create.routes])
+                                           frames.routes, create.routes, archives.routes])
         services.jobs = create_engine(services)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)

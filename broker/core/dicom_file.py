@@ -23,6 +23,7 @@ receiver accepted, decompressing first when needed.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -32,7 +33,6 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     JPEG2000,
@@ -189,18 +189,38 @@ def _write(ds: Dataset, meta: FileMetaDataset, implicit: bool, little: bool, def
     write_file_meta_info(head, meta, enforce_standard=True)
     return head.getvalue() + data
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def is_dicomdir(data: bytes) -> bool:
+    """Whether ``data`` is a DICOMDIR (its file meta says Media Storage Directory Storage)."""
+    meta = peek_meta(data)
+    return meta is not None and meta[0] == MEDIA_STORAGE_DIRECTORY
+
+
 def read_part10(data: bytes) -> Dataset:
     """A Part-10 file, strictly: pydicom raises if it is not one (no file meta information...)."""
     return pydicom.dcmread(io.BytesIO(data), force=False)
 
 
 def peek_meta(data: bytes) -> tuple[str, str] | None:
-    """(SOP class, transfer syntax) from the file meta only, or None."""
-    try:
-        meta = read_file_meta_info(io.BytesIO(data))  # type: ignore[arg-type]  # pydicom types it as a path only
-        return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
-    except Exception:
+    """(SOP class, transfer syntax) from the file meta only (explicit VR little endian after ``DICM``),
+    or None when the file has no readable meta information."""
+    if data[128:132] != b"DICM":
         return None
+    position, values = 132, {}
+    while position + 8 <= len(data) and data[position:position + 2] == b"\x02\x00":
+        element = struct.unpack_from("<H", data, position + 2)[0]
+        vr = data[position + 4:position + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            (length,), start = struct.unpack_from("<I", data, position + 8), position + 12
+        else:
+            (length,), start = struct.unpack_from("<H", data, position + 6), position + 8
+        values[element] = data[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        position = start + length
+    if 0x0002 not in values or 0x0010 not in values:
+        return None
+    return values[0x0002], values[0x0010]
 
 
 # Transcoding.

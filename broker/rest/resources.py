@@ -15,6 +15,7 @@ from typing import Any
 
 from broker.core import maintags
 from broker.core.bounds import InputTooLarge
+from broker.core.dicom_file import is_dicomdir
 from broker.core.dicom_json import JsonFormat
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType, is_user_metadata
@@ -221,6 +222,8 @@ def _post_zip(store: Store, request: RestRequest) -> list[dict[str, str]]:
     answers = []
     try:
         for _, data in read_entries(request.body, store.bounds.inflate):
+            if is_dicomdir(data):  # the index of a DICOM media, not an instance (as Orthanc 1.9.7+)
+                continue
             try:
                 answers.append(store.store_instance(data, request.origin).to_json())
             except OrthancError as exc:

@@ -14,7 +14,7 @@ from broker.config import Config
 from broker.core.origin import Origin
 from broker.core.store import Store
 from broker.errors import BareHttpStatus, OrthancError
-from broker.rest import create, find, frames, instances, resources, system, tools, views
+from broker.rest import archives, create, find, frames, instances, resources, system, tools, views
 from broker.rest.api import RestApi
 from broker.rest.types import RestRequest, RestResponse
 
@@ -77,5 +77,5 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def client(store: Store) -> Client:
     tables = [resources.routes, instances.routes, system.routes, tools.routes, find.routes, views.routes,
-              frames.routes, create.routes]
+              frames.routes, create.routes, archives.routes]
     return Client(RestApi(make_services(store), tables))

@@ -1,0 +1,90 @@
+"""Archives and media (``broker.core.archive``): ``GET``/``POST /{patients,studies,series}/{id}/archive``
+and ``/media``, ``POST /tools/create-archive``, ``/tools/create-media`` and
+``/tools/create-media-extended`` (``{"Resources": [ids]}``), each with ``Transcode`` (``?transcode=``
+on GET) to a transfer syntax luabroker can write. The answer is the ZIP file (``application/zip``,
+``filename="{id}.zip"``). Archives are made synchronously: ``"Synchronous": false`` is refused with
+501 (``NotImplemented``), a documented deviation.
+
+Handlers need ``services.store``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from broker.core.archive import hierarchical_names, instances_of, reader, write_archive, write_media
+from broker.core.dicom_file import CannotTranscode, is_known_transfer_syntax
+from broker.core.levels import Level
+from broker.errors import ErrorCode, OrthancError
+from broker.rest.router import RouteTable
+from broker.rest.types import RestRequest, RestResponse
+from broker.services import Services
+
+routes = RouteTable()
+Handler = Callable[[RestRequest, Services], Any]
+
+
+def _options(request: RestRequest) -> dict[str, Any]:
+    if request.method == "GET":
+        return {"Transcode": request.query["transcode"]} if "transcode" in request.query else {}
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
+    return body
+
+
+def _answer(services: Services, resources: list[tuple[Level, str]], options: dict[str, Any], media: bool,
+            name: str) -> RestResponse:
+    if options.get("Synchronous") is False or options.get("Asynchronous") is True:
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "luabroker makes archives synchronously only")
+    transcode = options.get("Transcode")
+    if transcode is not None and (not isinstance(transcode, str) or not is_known_transfer_syntax(transcode)):
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown transfer syntax: {transcode}")
+    store = services.store
+    instances = instances_of(store, resources)
+    read = reader(store, transcode)
+    try:
+        data = write_media(instances, read) if media else write_archive(hierarchical_names(store, instances), read)
+    except CannotTranscode as exc:
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, str(exc)) from None
+    response = RestResponse.binary(data, "application/zip")
+    response.headers["Content-Disposition"] = f'filename="{name}.zip"'
+    return response
+
+
+def _of_resource(level: Level, media: bool) -> Handler:
+    def handler(request: RestRequest, services: Services) -> RestResponse:
+        public_id = request.params["id"]
+        if not services.store.exists(level, public_id):
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No {level.label.lower()} with id {public_id}")
+        return _answer(services, [(level, public_id)], _options(request), media, public_id)
+    return handler
+
+
+def _of_resources(media: bool) -> Handler:
+    def handler(request: RestRequest, services: Services) -> RestResponse:
+        options = _options(request)
+        resources = options.get("Resources")
+        if not isinstance(resources, list) or not all(isinstance(item, str) for item in resources):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, '"Resources" must be a list of resource ids')
+        located = []
+        for public_id in resources:
+            level = next((level for level in Level if services.store.exists(level, public_id)), None)
+            if level is None:
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No resource with id {public_id}")
+            located.append((level, public_id))
+        return _answer(services, located, options, media, "Archive")
+    return handler
+
+
+for _level in (Level.PATIENT, Level.STUDY, Level.SERIES):
+    for _kind, _media in (("archive", False), ("media", True)):
+        routes.add("GET", f"/{_level.plural}/{{id}}/{_kind}", _of_resource(_level, _media))
+        routes.add("POST", f"/{_level.plural}/{{id}}/{_kind}", _of_resource(_level, _media))
+routes.add("POST", "/tools/create-archive", _of_resources(False))
+routes.add("POST", "/tools/create-media", _of_resources(True))
+routes.add("POST", "/tools/create-media-extended", _of_resources(True))

@@ -19,9 +19,18 @@ import numpy as np
 import pydicom
 from pydicom.encaps import generate_frames
 
-from broker.core.preview import Decoded, NoPixelData, NoSuchFrame, Undecodable, decode_frame, number_of_frames
+from broker.core.preview import (
+    BadBinaryImage,
+    Decoded,
+    NoPixelData,
+    NoSuchFrame,
+    Undecodable,
+    decode_frame,
+    number_of_frames,
+)
 
-__all__ = ["NoPixelData", "NoSuchFrame", "Undecodable", "clamped", "frame_count", "matlab", "numpy_file", "raw_frame"]
+__all__ = ["BadBinaryImage", "BitPacked", "NoPixelData", "NoSuchFrame", "Undecodable", "clamped", "frame_count",
+           "matlab", "numpy_file", "raw_frame"]
 
 _CODEC_MIME = {**{f"1.2.840.10008.1.2.4.{n}": "image/jpeg" for n in (*range(50, 67), 70)},
                "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
@@ -34,11 +43,17 @@ def frame_count(data: bytes) -> int:
     return number_of_frames(pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True))
 
 
+class BitPacked(Exception):
+    """Frames of bit-packed pixel data (``BitsAllocated`` 1) whose rows do not fill whole bytes."""
+
+
 def raw_frame(data: bytes, frame: int) -> tuple[bytes, str]:
     """The bytes of one frame as stored, and their MIME type."""
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds:
         raise NoPixelData("The instance has no pixel data")
+    if int(ds.get("BitsAllocated", 8) or 8) == 1 and int(ds.get("Columns", 0) or 0) % 8:
+        raise BitPacked("Bad number of columns for a black-and-white image (a multiple of 8 is needed)")
     count = number_of_frames(ds)
     if not 0 <= frame < count:
         raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {count})")

@@ -41,6 +41,10 @@ class Undecodable(Exception):
     """The frame cannot be rendered (Orthanc: 415 Unsupported Media Type, empty body)."""
 
 
+class BadBinaryImage(Undecodable):
+    """A binary image (``BitsAllocated`` 1) whose rows do not fill whole bytes: Orthanc refuses it."""
+
+
 class NoPixelData(Undecodable):
     """The instance has no pixel data."""
 
@@ -85,6 +89,8 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
         if PIXEL_DATA not in ds:
             raise NoPixelData("The instance has no pixel data")
+        if int(ds.get("BitsAllocated", 8) or 8) == 1 and int(ds.get("Columns", 0) or 0) % 8:
+            raise BadBinaryImage("Bad number of columns for a black-and-white image (a multiple of 8 is needed)")
         if frame < 0 or frame >= number_of_frames(ds):
             raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")
         try:
@@ -111,6 +117,8 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
             return Decoded(array, 3, 8, "RGB", ds)
     if not ((samples == 3 and array.ndim == 3) or (samples == 1 and array.ndim == 2)):
         raise Undecodable(f"Unsupported image layout: {samples} samples per pixel")
+    if bits == 1:  # a binary image (a segmentation): Orthanc reads its pixels as 0 and 255
+        return Decoded(array.astype(np.uint8) * 255, samples, 8, photometric, ds)
     return Decoded(array, samples, bits, photometric, ds)
 
 

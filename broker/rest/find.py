@@ -1,7 +1,8 @@
 """``POST /tools/find`` and ``POST /tools/lookup`` (``broker.core.find``), with Orthanc 1.10's errors.
 
 ``/tools/find``: ``{"Level", "Query": {tag: pattern}, "CaseSensitive" (false), "Expand" (false),
-"Since", "Limit" (0: no limit)}`` → ids, or the resources' JSON with ``Expand``.
+"Short", "Full", "Since", "Limit" (0: no limit)}`` → ids, or the resources' JSON with ``Expand`` (main
+tags keyed by tag with ``Short``, in full with ``Full``; the URL's ``?short`` is not read here).
 ``/tools/lookup``: the body is an identifier → ``[{"ID", "Path", "Type"}]``.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from broker.core.dicom_json import JsonFormat
 from broker.core.find import FindQuery, constraint
 from broker.core.levels import Level
 from broker.errors import ErrorCode, OrthancError
@@ -52,7 +54,7 @@ def _boolean(body: dict[str, Any], name: str, *, strict: bool) -> bool:
     raise OrthancError(ErrorCode.INTERNAL_ERROR, f'Field "{name}" should be a Boolean')
 
 
-def parse_find(raw: bytes) -> tuple[FindQuery, bool]:
+def parse_find(raw: bytes) -> tuple[FindQuery, bool, JsonFormat]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -72,16 +74,18 @@ def parse_find(raw: bytes) -> tuple[FindQuery, bool]:
             raise _bad(f'Tag "{name}" should be associated with a string')
         constraints.append(constraint(name, value, case_sensitive))
     find = FindQuery(level, tuple(constraints), since=_count(body, "Since"), limit=_count(body, "Limit"))
-    return find, _boolean(body, "Expand", strict=False)
+    fmt = (JsonFormat.SHORT if _boolean(body, "Short", strict=False)
+           else JsonFormat.FULL if _boolean(body, "Full", strict=False) else JsonFormat.HUMAN)
+    return find, _boolean(body, "Expand", strict=False), fmt
 
 
 @routes.post("/tools/find")
 def find(request: RestRequest, services: Services) -> Any:
-    query, expand = parse_find(request.body)
+    query, expand, fmt = parse_find(request.body)
     ids = services.store.find(query)
     if not expand:
         return ids
-    return [resource_json(view) for view in services.store.views(query.level, ids)]  # no ?short here (as 1.10)
+    return [resource_json(view, fmt) for view in services.store.views(query.level, ids)]
 
 
 @routes.post("/tools/lookup")

@@ -53,6 +53,12 @@ def _guarded(view: Callable[[RestRequest, Services, bytes, int], Any], *, decode
                 raise BareHttpStatus(415 if compressed else 404, str(exc)) from None
             code = ErrorCode.BAD_FILE_FORMAT if compressed else ErrorCode.PARAMETER_OUT_OF_RANGE
             raise OrthancError(code, str(exc)) from None
+        except images.BitPacked as exc:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, str(exc)) from None
+        except images.BadBinaryImage as exc:
+            if image:
+                raise BareHttpStatus(415, str(exc)) from None
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, str(exc)) from None
         except images.NoPixelData as exc:
             if image:
                 raise BareHttpStatus(415, str(exc)) from None

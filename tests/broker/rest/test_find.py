@@ -88,6 +88,8 @@ QUERIES: list[Any] = [
     {"Level": "Patient", "Query": {"PatientName": "jodé^sébastien"}},
     {"Level": "Instance", "Query": {"PatientID": "1CT1"}, "Expand": True},
     {"Level": "Series", "Query": {"Modality": "CT"}, "Expand": True},
+    {"Level": "Study", "Query": {}, "Expand": True, "Short": True},
+    {"Level": "Study", "Query": {}, "Expand": True, "Full": True},
     {"Level": "Patient", "Query": {}, "Limit": 0},
     {"Level": "Instance", "Query": {"PatientName": "*"}, "Limit": 100},
     # errors

@@ -32,6 +32,17 @@ def eight_bits() -> bytes:
         PixelRepresentation=0, PhotometricInterpretation="MONOCHROME2", PixelData=bytes([1, 2, 3, 250])))
 
 
+def one_bit(columns: int) -> bytes:
+    """A binary image, as segmentations store theirs: Orthanc reads its pixels as 0 and 255 (and refuses
+    rows that do not fill whole bytes)."""
+    bits = np.random.default_rng(1).integers(0, 2, 8 * columns, dtype=np.uint8)
+    pixels = np.packbits(bits, bitorder="little").tobytes()
+    return samples.encode(samples.minimal(
+        patient_id=f"BIN{columns}", Rows=8, Columns=columns, BitsAllocated=1, BitsStored=1, HighBit=0,
+        SamplesPerPixel=1, PixelRepresentation=0, PhotometricInterpretation="MONOCHROME2",
+        PixelData=pixels + b"\x00" * (len(pixels) % 2)))
+
+
 def body_of(content: bytes, content_type: str, path: str) -> Any:
     if content_type.startswith("image/png"):
         return np.asarray(Image.open(io.BytesIO(content))).tolist()
@@ -63,7 +74,8 @@ def compare(peer: OrthancPeer, client, target: str, accept: str | None = None) -
 def test_frames_answer_as_orthanc(orthanc_peer: OrthancPeer, client) -> None:
     peer = orthanc_peer
     peer.clear()
-    files = [samples.sample_file(name) for name in FILES] + [signed_with_rescale(), eight_bits()]
+    files = [samples.sample_file(name) for name in FILES]
+    files += [signed_with_rescale(), eight_bits(), one_bit(8), one_bit(4)]
     ids = []
     for data in files:
         answer = client.post("/instances", data)

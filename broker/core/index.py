@@ -208,6 +208,11 @@ class IndexTransaction:
                                       (internal_id,)).fetchone()
         return json.loads(main), (json.loads(patient) if patient is not None else None)
 
+    def set_main_tags(self, internal_id: int, main_tags: dict[str, str],
+                      patient_tags: dict[str, str] | None = None) -> None:
+        self._execute("UPDATE resources SET main_tags = ?, patient_tags = ? WHERE internal_id = ?",
+                      (_dump(main_tags), None if patient_tags is None else _dump(patient_tags), internal_id))
+
     def children(self, internal_id: int) -> list[ResourceRow]:
         return [_row(values) for values in self._execute(
             "SELECT internal_id, level, public_id, parent_id FROM resources WHERE parent_id = ? ORDER BY internal_id",

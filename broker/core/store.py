@@ -577,6 +577,27 @@ class Store:
             tx.append_event("Deleted", gone.level, gone.public_id, {}, now)
         return Deletion(deleted, files, remaining)
 
+    # Reconstruction.
+    def reconstruct(self, level: Level, public_id: str) -> None:
+        """Read the files of the resource's instances again, and set the main tags of each instance and
+        of its ancestors (the last instance of a parent has the last word) and their SOP class
+        metadata, as Orthanc's ``/reconstruct`` (after a modification that kept the UIDs, say)."""
+        for instance in self.related(level, public_id, Level.INSTANCE) if level is not Level.INSTANCE \
+                else [public_id]:
+            data, _ = self.read_instance(instance)
+            summary_ = IncomingInstance(data, Origin.lua(), UNBOUNDED, self.default_encoding).summary
+            with self.index.write() as tx:
+                row = self._find(tx, Level.INSTANCE, instance)
+                sop_class = summary_.get(SOP_CLASS_UID)
+                if sop_class:
+                    tx.set_metadata(row.internal_id, MetadataType.SOP_CLASS_UID, sop_class)
+                while True:
+                    patient = maintags.extract_main_tags(Level.PATIENT, summary_) if row.level is Level.STUDY else None
+                    tx.set_main_tags(row.internal_id, maintags.extract_main_tags(row.level, summary_), patient)
+                    if row.parent_id is None:
+                        break
+                    row = tx.parent(row)
+
     # Protection.
     def _patient(self, tx: IndexTransaction, public_id: str) -> ResourceRow:
         row = tx.find_at(Level.PATIENT, public_id)

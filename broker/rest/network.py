@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.config.network import Modality, Peer
+from broker.core.dicom_file import peek_meta
+from broker.dicom.scu import DicomNetworkError
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -92,6 +94,21 @@ def echo_any(request: RestRequest, services: Services) -> Any:
     """C-ECHO to a modality given in the body, in any form of ``DicomModalities`` (with ``Timeout``)."""
     body = _parse_body(request, lambda value: value)
     return _echo(services, Modality.parse(body), body if isinstance(body, dict) else {})
+
+
+@routes.post("/modalities/{name}/store-straight")
+def store_straight(request: RestRequest, services: Services) -> Any:
+    """C-STORE of the DICOM file in the body, which is not stored here (Orthanc 1.6.1); the answer
+    names what was sent."""
+    modality = services.network.modality(request.params["name"])
+    if peek_meta(request.body) is None:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body is not a DICOM file with its file meta information")
+    try:
+        report = services.scu.store(modality, [request.body]).check()
+    except DicomNetworkError as exc:
+        raise OrthancError(ErrorCode.NETWORK_PROTOCOL, exc.details or exc.message) from None
+    [result] = report.results
+    return {"SOPClassUID": result.sop_class_uid, "SOPInstanceUID": result.sop_instance_uid}
 
 
 def _echo_options(body: bytes) -> dict[str, Any]:

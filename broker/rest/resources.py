@@ -246,3 +246,14 @@ def get_protected(request: RestRequest, services: Services) -> RestResponse:
 def put_protected(request: RestRequest, services: Services) -> RestResponse:
     _store(services).set_protected(request.params["id"], boolean_body(request))
     return RestResponse.text("")
+
+
+def _reconstruct(level: Level) -> Callable[[RestRequest, Any], Any]:
+    def reconstruct(request: RestRequest, services: Services) -> Any:
+        _store(services).reconstruct(level, request.params["id"])
+        return {}
+    return reconstruct
+
+
+for _level in Level:
+    routes.add("POST", f"/{_level.plural}/{{id}}/reconstruct", _reconstruct(_level))

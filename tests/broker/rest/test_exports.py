@@ -98,3 +98,16 @@ def test_the_log_outlives_the_resource(luabroker, receiver: RecordingScp) -> Non
     assert (export["ID"], export["SeriesInstanceUID"], export["StudyInstanceUID"], export["PatientID"]) == (
         instance["ParentSeries"], tags.SeriesInstanceUID, tags.StudyInstanceUID, tags.PatientID)
     assert "SOPInstanceUID" not in export
+
+
+def test_store_straight_sends_the_body_without_storing_it(luabroker, receiver: RecordingScp) -> None:
+    ours = luabroker(DicomModalities={"dest": ["RECEIVER", "127.0.0.1", receiver.port]}).http
+    data = samples.sample_file("CT_small.dcm")
+    answer = ours.post("/modalities/dest/store-straight", content=data, headers={"Content-Type": "nope"})
+    assert answer.status_code == 200
+    assert answer.json() == {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+                             "SOPInstanceUID": receiver.stored[0][0].SOPInstanceUID}
+    assert ours.get("/instances").json() == []
+    refused = ours.post("/modalities/dest/store-straight", content=b"nope")
+    assert (refused.status_code, refused.json()["OrthancStatus"]) == (400, 15)
+    assert len(receiver.stored) == 1

@@ -264,3 +264,27 @@ def test_resource_errors_and_keep_source_equal_orthancs(orthanc_peer: OrthancPee
     assert client.call("GET", f"/studies/{study}").status == peer.client.get(f"/studies/{study}").status_code == 404
     for level in LEVELS:
         assert len(client.get(f"/{level}")) == len(peer.get(f"/{level}")), level
+
+
+def test_reconstruct_reads_the_main_tags_again_as_orthanc(orthanc_peer: OrthancPeer, store: Store) -> None:
+    """A modification that keeps the UIDs stores a second instance in the same series; reconstructing
+    from it sets the study's and series' main tags from its file."""
+    peer = orthanc_peer
+    peer.clear()
+    client = Client(SimpleNamespace(store=store))
+    data = samples.sample_file("CT_small.dcm")
+    original = client.post("/instances", data).json()["ID"]
+    assert peer.upload(data)["ID"] == original
+    study = client.get("/studies")[0]
+    body = {"Replace": {"StudyDescription": "hello", "SeriesDescription": "world", "SOPInstanceUID": "1.2.3.4"},
+            "Keep": ["StudyInstanceUID", "SeriesInstanceUID"], "Force": True}
+    client.post(f"/studies/{study}/modify", body)
+    peer_answer(peer, "POST", f"/studies/{study}/modify", body)
+    modified = next(i for i in client.get("/instances") if i != original)
+    assert modified in peer.get("/instances")
+    assert client.post(f"/instances/{modified}/reconstruct", b"{}").status == 200
+    assert peer.client.post(f"/instances/{modified}/reconstruct", content=b"{}").status_code == 200
+    for level in ("study", "series"):
+        ours, theirs = client.get(f"/instances/{original}/{level}"), peer.get(f"/instances/{original}/{level}")
+        assert ours["MainDicomTags"] == theirs["MainDicomTags"], level
+    assert client.get(f"/instances/{original}/study")["MainDicomTags"]["StudyDescription"] == "hello"

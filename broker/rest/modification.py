@@ -39,6 +39,7 @@ from broker.core.levels import Level
 from broker.core.metadata import MetadataType
 from broker.core.modify import Modifier, modify_dataset
 from broker.core.modify_request import ModifyRequest, read_string
+from broker.core.restructure import merge_study, split_study
 from broker.core.store import SUCCESS, IncomingInstance, Store
 from broker.errors import ErrorCode, OrthancError
 from broker.rest.router import RouteTable
@@ -201,3 +202,43 @@ def _modified_bytes(data: bytes, modifier: Modifier, transcode: str | None, inst
 for _level in (Level.PATIENT, Level.STUDY, Level.SERIES):
     routes.add("POST", f"/{_level.plural}/{{id}}/modify", _modify_resource(_level, anonymize=False))
     routes.add("POST", f"/{_level.plural}/{{id}}/anonymize", _modify_resource(_level, anonymize=True))
+
+
+def _list_of_ids(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"List of strings expected in field: {name}")
+    return value
+
+
+def _move_body(request: RestRequest) -> dict[str, Any]:
+    body = _body(request)
+    if not isinstance(body, dict):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
+    if body.get("Synchronous") is False or body.get("Asynchronous") is True:
+        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "luabroker runs splits and merges synchronously only")
+    return body
+
+
+@routes.post("/studies/{id}/split")
+def split(request: RestRequest, services: Services) -> Any:
+    """Orthanc 1.9.4's split: ``{"Series", "Instances", "Replace", "Remove", "KeepSource"}``."""
+    body = _move_body(request)
+    series, instances = _list_of_ids(body, "Series"), _list_of_ids(body, "Instances")
+    if not series and not instances:
+        raise OrthancError(ErrorCode.BAD_REQUEST, 'Both the "Series" and the "Instances" fields are missing')
+    replace = body.get("Replace", {})
+    if not isinstance(replace, dict):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Replace" must be an object')
+    return split_study(services.store, request.params["id"], series, instances, replace, _list_of_ids(body, "Remove"),
+                       _boolean_field(body, "KeepSource") is True, request.origin).to_json()
+
+
+@routes.post("/studies/{id}/merge")
+def merge(request: RestRequest, services: Services) -> Any:
+    """Orthanc 1.9.4's merge: ``{"Resources", "KeepSource"}``."""
+    body = _move_body(request)
+    if "Resources" not in body:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")
+    return merge_study(services.store, request.params["id"], _list_of_ids(body, "Resources"),
+                       _boolean_field(body, "KeepSource") is True, request.origin).to_json()

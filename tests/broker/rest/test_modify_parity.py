@@ -288,3 +288,50 @@ def test_reconstruct_reads_the_main_tags_again_as_orthanc(orthanc_peer: OrthancP
         ours, theirs = client.get(f"/instances/{original}/{level}"), peer.get(f"/instances/{original}/{level}")
         assert ours["MainDicomTags"] == theirs["MainDicomTags"], level
     assert client.get(f"/instances/{original}/study")["MainDicomTags"]["StudyDescription"] == "hello"
+
+
+UIDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}
+
+
+def _tags_without_uids(get: Any, instance: str) -> dict[str, Any]:
+    return {k: v for k, v in get(f"/instances/{instance}/simplified-tags").items() if k not in UIDS}
+
+
+def test_split_and_merge_move_instances_as_orthanc(orthanc_peer: OrthancPeer, store: Store) -> None:
+    peer = orthanc_peer
+    peer.clear()
+    client = Client(SimpleNamespace(store=store))
+    files = [samples.sample_file("CT_small.dcm"), samples.sample_file("MR_small.dcm")]
+    files += [factory.to_bytes(ds) for ds in factory.make_instances(3, series=2, routing_tags=True)]
+    for data in files:
+        assert client.post("/instances", data).json() == peer.upload(data)
+    ct = client.post("/instances", files[0]).json()
+    mr = client.post("/instances", files[1]).json()
+    three = client.post("/instances", files[2]).json()
+    bodies = [
+        ("split", three["ParentStudy"], {"Series": [three["ParentSeries"]], "Replace": {"StudyDescription": "split"},
+                                         "Remove": ["AccessionNumber"]}),
+        ("split", ct["ParentStudy"], {"Instances": [ct["ID"]], "KeepSource": True}),
+        ("merge", mr["ParentStudy"], {"Resources": [ct["ID"]]}),
+        ("merge", mr["ParentStudy"], {"Resources": []}),
+        ("split", mr["ParentStudy"], {}), ("split", mr["ParentStudy"], {"Instances": []}),
+        ("split", mr["ParentStudy"], {"Series": ["nope"]}), ("merge", mr["ParentStudy"], {}),
+        ("merge", mr["ParentStudy"], {"Resources": ["nope"]}), ("merge", "nope", {"Resources": []}),
+    ]
+    for verb, study, body in bodies:
+        path = f"/studies/{study}/{verb}"
+        ours, theirs = client.post(path, body), peer_answer(peer, "POST", path, body)
+        assert (ours.status, ours.kind, ours.orthanc_status) == (theirs.status, theirs.kind, theirs.orthanc_status), \
+            (verb, body)
+        if ours.status != 200:
+            continue
+        mine, yours = ours.json(), theirs.json()
+        assert mine.keys() == yours.keys() and mine["InstancesCount"] == yours["InstancesCount"], (verb, body)
+        for level in ("patients", "studies", "series"):
+            assert len(client.get(f"/{level}")) == len(peer.get(f"/{level}")), (verb, level)
+        # The copies are the same files but for their UIDs.
+        our_new = sorted((_tags_without_uids(client.get, i) for i in set(client.get("/instances")) - set(peer.get(
+            "/instances"))), key=repr)
+        their_new = sorted((_tags_without_uids(peer.get, i) for i in set(peer.get("/instances")) - set(client.get(
+            "/instances"))), key=repr)
+        assert our_new == their_new, (verb, body)

@@ -67,8 +67,12 @@ class Charset:
                 self.encodings = ["ascii"]
         self._single = self.encodings[0] if len(self.encodings) == 1 else None
 
+    def plain(self, raw: bytes) -> bool:
+        """Whether ``raw`` reads as ASCII: 7-bit, and no ISO 2022 escape sequence (those are 7-bit too)."""
+        return raw.isascii() and (self._single is not None or b"\x1b" not in raw)
+
     def decode(self, raw: bytes, vr: str) -> str:
-        if raw.isascii():
+        if self.plain(raw):
             return raw.decode("ascii")
         if self._single is not None:
             return raw.decode(self._single, "replace")
@@ -171,7 +175,7 @@ def dataset_to_json(elements: list[Element], fmt: JsonFormat, charset: Charset |
                 raw = raw.rstrip(b"\x00" if vr == "UI" else b" ")
                 if b"\x00" in raw:
                     raw = raw[:raw.index(b"\x00")]
-                if raw.isascii():
+                if charset.plain(raw):
                     value: str | None = raw.decode("ascii")
                     too_long = len(raw) > MAX_STRING_LENGTH
                 else:

@@ -64,3 +64,19 @@ def test_the_configuration_names_an_encoding() -> None:
     assert Config.from_json({"DefaultEncoding": "latin2"}, Config().base_dir).default_encoding.name == "Latin2"
     with pytest.raises(ConfigError, match="DefaultEncoding"):
         Config.from_json({"DefaultEncoding": "utf-8"}, Config().base_dir)
+
+
+def test_iso_2022_escape_sequences_are_decoded_as_in_orthanc(peer: OrthancPeer, client) -> None:
+    """Japanese (ISO 2022 IR 87) values are 7-bit, escape sequences included: they still need decoding."""
+    ds = samples.minimal(patient_id="JIS")
+    raw = b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B"
+    raw += b" " * (len(raw) % 2)
+    ds[0x00080005] = RawDataElement(Tag(0x00080005), "CS", 16, b"\\ISO 2022 IR 87", 0, False, True)
+    ds[0x00100010] = RawDataElement(Tag(0x00100010), "PN", len(raw), raw, 0, False, True)
+    data = samples.encode(ds)
+    instance = client.post("/instances", data)["ID"]
+    assert peer.upload(data)["ID"] == instance
+    ours = client.get(f"/instances/{instance}/simplified-tags")
+    assert ours == peer.get(f"/instances/{instance}/simplified-tags")
+    assert ours["PatientName"] == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert client.get(f"/patients/{client.get('/patients')[0]}")["MainDicomTags"]["PatientName"] == ours["PatientName"]

@@ -41,6 +41,14 @@ def _bad_request(details: str = "") -> OrthancError:
     return OrthancError(ErrorCode.BAD_REQUEST, details)
 
 
+def _path_tag(token: str) -> int:
+    """A tag of a path: as ``parse_tag`` reads it, or between parentheses (``(5200,9230)``, as Orthanc)."""
+    token = token.strip()
+    if token.startswith("(") and token.endswith(")"):
+        token = token[1:-1]
+    return parse_tag(token)
+
+
 @dataclass(frozen=True)
 class DicomPath:
     """A path to a tag, possibly inside sequences: ``prefix`` is ``((sequence tag, item index or None
@@ -58,8 +66,8 @@ class DicomPath:
             if match is None:
                 raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Parent path doesn't contain an index")
             index = None if match.group(2) == "*" else int(match.group(2))
-            prefix.append((parse_tag(match.group(1).strip()), index))
-        return cls(tuple(prefix), parse_tag(tokens[-1].strip()))
+            prefix.append((_path_tag(match.group(1)), index))
+        return cls(tuple(prefix), _path_tag(tokens[-1]))
 
     def format(self) -> str:
         parts = [f"({format_tag(tag)})[{'*' if index is None else index}]" for tag, index in self.prefix]

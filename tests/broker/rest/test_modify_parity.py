@@ -191,6 +191,7 @@ RESOURCE_CASES = [
     ("patients", {"Replace": {"PatientID": "NEWPID"}, "Force": True}),
     ("studies/anonymize", {}),
     ("series/anonymize", {"Keep": ["SeriesDescription"]}),
+    ("series/anonymize", {"Keep": ["(0008,103e)", "(0008,1140)[*].(0008,1155)"]}),
     ("patients/anonymize", {"DicomVersion": "2017c"}),
     ("series-with-a-study-id", {"Replace": {"StationName": "a study id at the series level"}}),
     ("studies", {"Transcode": "1.2.840.10008.1.2", "Replace": {"StationName": "T"}}),

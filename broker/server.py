@@ -25,6 +25,7 @@ from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
 from broker.http.app import build_app
 from broker.jobs import create_engine
+from broker.jobs.archives import ArchiveOutputs
 from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
 from broker.peers import PeerClient
@@ -85,6 +86,7 @@ class Server:
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes])
         services.jobs = create_engine(services)
+        services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from broker.dicom.negotiation import AcceptedContexts
     from broker.dicom.scu import StoreScu
     from broker.jobs import JobsEngine
+    from broker.jobs.archives import ArchiveOutputs
     from broker.metrics import Metrics
     from broker.network import NetworkRegistry
     from broker.peers import PeerClient
@@ -39,6 +40,7 @@ class Services:
     lua_http: LuaHttpClient = field(init=False)  # the Lua Http* built-ins' client
     rest: RestApi = field(init=False)  # the REST handlers, for HTTP and for RestApi* from Lua
     jobs: JobsEngine = field(init=False)  # the jobs engine (broker/jobs)
+    archive_outputs: ArchiveOutputs = field(init=False)  # the archives of asynchronous jobs, to download
     lua_jobs: LuaJobs = field(init=False)  # the deferred "Lua" jobs of SendToModality & co.
     scripts: ScriptSet = field(init=False)  # the script set: its sandboxes, reload, callbacks
     script_log: ScriptLog = field(init=False)  # what scripts write to the log: escaped, rate-limited

@@ -55,6 +55,8 @@ class JobsSettings:
     call_system_timeout_s: float = 60.0
     #: Minimum seconds between two saves of a running job's progress (state changes are saved at once).
     save_interval_s: float = 0.5
+    #: ``MediaArchiveSize``: archives of asynchronous jobs kept for ``GET /jobs/{id}/archive``.
+    media_archive_size: int = 1
 
 
 def read_jobs_settings(options: Section, local_aet: str, trusted: bool) -> JobsSettings:
@@ -78,4 +80,5 @@ def read_jobs_settings(options: Section, local_aet: str, trusted: bool) -> JobsS
         lua_transfer_failure=mode,
         call_system_enabled=jobs.option("CallSystemEnabled", bool, trusted),
         call_system_timeout_s=jobs.option("CallSystemTimeout", float, 60.0, lambda v: v >= 0.1, ">= 0.1"),
+        media_archive_size=options.option("MediaArchiveSize", int, 1, lambda v: v >= 1, ">= 1"),
     )

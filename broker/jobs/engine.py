@@ -250,6 +250,12 @@ class JobsEngine:
             record = self._records.get(job_id)
             return None if record is None else record.state
 
+    def job(self, job_id: str) -> Job | None:
+        """The job itself (for its output), or None for an unknown one."""
+        with self._cond:
+            record = self._records.get(job_id)
+            return None if record is None else record.job
+
     def info(self, job_id: str) -> dict[str, Any] | None:
         """Orthanc's ``GET /jobs/{id}`` JSON, or None for an unknown job."""
         with self._cond:

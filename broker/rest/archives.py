@@ -2,10 +2,10 @@
 and ``/media``, ``POST /tools/create-archive``, ``/tools/create-media`` and
 ``/tools/create-media-extended`` (``{"Resources": [ids]}``), each with ``Transcode`` (``?transcode=``
 on GET) to a transfer syntax luabroker can write. The answer is the ZIP file (``application/zip``,
-``filename="{id}.zip"``). Archives are made synchronously: ``"Synchronous": false`` is refused with
-501 (``NotImplemented``), a documented deviation.
+``filename="{id}.zip"``); with ``"Synchronous": false``, an ``Archive`` job (``broker.jobs.archives``)
+whose ZIP is downloaded from ``GET /jobs/{id}/archive``.
 
-Handlers need ``services.store``.
+Handlers need ``services.store``, ``services.jobs`` and ``services.archive_outputs``.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from broker.core.archive import hierarchical_names, instances_of, reader, write_
 from broker.core.dicom_file import CannotTranscode, is_known_transfer_syntax
 from broker.core.levels import Level
 from broker.errors import ErrorCode, OrthancError
+from broker.jobs.archives import ArchiveJob
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
@@ -38,14 +39,15 @@ def _options(request: RestRequest) -> dict[str, Any]:
 
 
 def _answer(services: Services, resources: list[tuple[Level, str]], options: dict[str, Any], media: bool,
-            name: str) -> RestResponse:
-    if options.get("Synchronous") is False or options.get("Asynchronous") is True:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "luabroker makes archives synchronously only")
+            name: str) -> Any:
     transcode = options.get("Transcode")
     if transcode is not None and (not isinstance(transcode, str) or not is_known_transfer_syntax(transcode)):
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown transfer syntax: {transcode}")
     store = services.store
     instances = instances_of(store, resources)
+    if options.get("Synchronous") is False or options.get("Asynchronous") is True:
+        job_id = services.jobs.submit(ArchiveJob(instances, media, transcode), _priority(options))
+        return {"ID": job_id, "Path": f"/jobs/{job_id}"}
     read = reader(store, transcode)
     try:
         data = write_media(instances, read) if media else write_archive(hierarchical_names(store, instances), read)
@@ -56,8 +58,27 @@ def _answer(services: Services, resources: list[tuple[Level, str]], options: dic
     return response
 
 
+def _priority(options: dict[str, Any]) -> int:
+    priority = options.get("Priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Priority" must be an integer')
+    return priority
+
+
+@routes.get("/jobs/{id}/archive")
+def job_archive(request: RestRequest, services: Services) -> RestResponse:
+    """The archive of an asynchronous job, while it is kept (``MediaArchiveSize``)."""
+    job = services.jobs.job(request.params["id"])
+    data = job.output() if isinstance(job, ArchiveJob) else None
+    if data is None:
+        raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No archive for the job {request.params['id']}")
+    response = RestResponse.binary(data, "application/zip")
+    response.headers["Content-Disposition"] = f'filename="{request.params["id"]}.zip"'
+    return response
+
+
 def _of_resource(level: Level, media: bool) -> Handler:
-    def handler(request: RestRequest, services: Services) -> RestResponse:
+    def handler(request: RestRequest, services: Services) -> Any:
         public_id = request.params["id"]
         if not services.store.exists(level, public_id):
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No {level.label.lower()} with id {public_id}")
@@ -66,7 +87,7 @@ def _of_resource(level: Level, media: bool) -> Handler:
 
 
 def _of_resources(media: bool) -> Handler:
-    def handler(request: RestRequest, services: Services) -> RestResponse:
+    def handler(request: RestRequest, services: Services) -> Any:
         options = _options(request)
         resources = options.get("Resources")
         if not isinstance(resources, list) or not all(isinstance(item, str) for item in resources):

@@ -11,6 +11,7 @@ import pydicom
 
 from tests.support import dicom_samples as samples
 from tests.support.orthanc_peer import OrthancPeer
+from tests.support.waiting import wait_until
 
 from .test_orthanc_parity import our_call, peer_call
 
@@ -77,3 +78,31 @@ def test_a_media_archive_uploads_its_instances_back(orthanc_peer: OrthancPeer, c
     client.call("DELETE", f"/instances/{answer['ID']}")
     [stored] = client.post("/instances", media)
     assert (stored["ID"], stored["Status"]) == (answer["ID"], "Success")
+
+
+def test_asynchronous_archives_are_jobs_whose_last_archive_is_kept(orthanc_peer: OrthancPeer, luabroker) -> None:
+    peer = orthanc_peer
+    peer.clear()
+    ours = luabroker().http
+    data = samples.sample_file("CT_small.dcm")
+    series = ours.post("/instances", content=data).json()["ParentSeries"]
+    peer.upload(data)
+
+    def run(client, kind: str) -> tuple[str, dict[str, Any]]:
+        job = client.post(f"/series/{series}/{kind}", json={"Synchronous": False}).json()
+        assert job["Path"] == f"/jobs/{job['ID']}"
+        wait_until(lambda: client.get(f"/jobs/{job['ID']}").json()["State"] in ("Success", "Failure"))
+        info = client.get(f"/jobs/{job['ID']}").json()
+        assert info["State"] == "Success"
+        return job["ID"], info
+
+    first, first_info = run(ours, "archive")
+    _, their_info = run(peer.client, "archive")
+    assert first_info["Type"] == their_info["Type"] == "Archive"
+    assert {k: v for k, v in first_info["Content"].items() if "Size" not in k or "MB" in k} == \
+        {k: v for k, v in their_info["Content"].items() if "Size" not in k or "MB" in k}
+    assert list(contents(ours.get(f"/jobs/{first}/archive").content)) == \
+        list(contents(ours.get(f"/series/{series}/archive").content))
+    second, _ = run(ours, "media")
+    assert ours.get(f"/jobs/{first}/archive").status_code == 404  # MediaArchiveSize 1: replaced
+    assert "DICOMDIR" in contents(ours.get(f"/jobs/{second}/archive").content)

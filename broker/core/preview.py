@@ -22,10 +22,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.multival import MultiValue
 
 from broker.core.dicom_file import read_lenient
 from broker.core.tags import PIXEL_DATA
@@ -129,6 +131,65 @@ def render_frame(data: bytes, frame: int = 0) -> Rendered:
     return Rendered(_stretch(decoded.array, invert=decoded.photometric == "MONOCHROME1"))
 
 
+def _first_number(value: Any) -> float | None:
+    """The first value of a DS (multi-valued or not), or None."""
+    if value is None:
+        return None
+    first = value[0] if isinstance(value, (list, tuple, MultiValue)) else value
+    try:
+        return float(first)
+    except (TypeError, ValueError):
+        return None
+
+
+def _window_of(ds: pydicom.Dataset, frame: int) -> tuple[float, float] | None:
+    """The frame's window: its FrameVOILUTSequence (per frame, then shared), else the top-level one."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        sequence = ds.get(groups)
+        if not sequence:
+            continue
+        item = sequence[frame] if groups.startswith("PerFrame") and frame < len(sequence) else sequence[0]
+        voi = item.get("FrameVOILUTSequence")
+        if voi:
+            center, width = _first_number(voi[0].get("WindowCenter")), _first_number(voi[0].get("WindowWidth"))
+            if center is not None and width:
+                return center, width
+    center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
+    return (center, width) if center is not None and width else None
+
+
+def _rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
+    """(slope, intercept) of the frame: its PixelValueTransformationSequence, else the top-level ones."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        sequence = ds.get(groups)
+        if sequence:
+            item = sequence[frame] if groups.startswith("PerFrame") and frame < len(sequence) else sequence[0]
+            transformation = item.get("PixelValueTransformationSequence")
+            if transformation:
+                return (_first_number(transformation[0].get("RescaleSlope")) or 1.0,
+                        _first_number(transformation[0].get("RescaleIntercept")) or 0.0)
+    return _first_number(ds.get("RescaleSlope")) or 1.0, _first_number(ds.get("RescaleIntercept")) or 0.0
+
+
+def render_windowed(data: bytes, frame: int, center: float | None, width: float | None) -> Rendered:
+    """``/rendered``: the rescaled values of a grayscale frame through a window (the given one, else the
+    frame's, else the whole range of its pixel format from 0), ``floor((v - (center - width / 2)) * 255 /
+    width)`` clamped, as Orthanc 1.10; colour frames as they are."""
+    decoded = decode_frame(data, frame)
+    if decoded.samples == 3:
+        return Rendered(_color_to_8bit(decoded.array, decoded.bits))
+    ds = decoded.dataset
+    slope, intercept = _rescale(ds, frame)
+    values = decoded.array.astype(np.float64) * slope + intercept
+    window = (center, width) if center is not None and width else _window_of(ds, frame)
+    if window is None:  # the whole range of the pixel format, from 0 (Orthanc's default)
+        span = float(2 ** (8 * decoded.array.dtype.itemsize))
+        window = (span / 2, span)
+    c, w = window
+    result = np.clip(np.floor((values - (c - w / 2)) * 255.0 / w), 0, 255).astype(np.uint8)
+    return Rendered(255 - result if decoded.photometric == "MONOCHROME1" else result)
+
+
 def _stretch(array: np.ndarray, invert: bool) -> np.ndarray:
     values = array.astype(np.int64)
     low, high = int(values.min()), int(values.max())
@@ -147,6 +208,19 @@ def _color_to_8bit(array: np.ndarray, bits: int) -> np.ndarray:
         return array.astype(np.uint8)
     shift = max(0, min(bits, array.dtype.itemsize * 8) - 8)
     return (array.astype(np.uint64) >> shift).astype(np.uint8)
+
+
+def resized(image: Rendered, width: float | None, height: float | None, smooth: bool) -> Rendered:
+    """The image scaled to fit ``width`` x ``height`` (either may be absent), keeping its aspect ratio."""
+    rows, columns = image.pixels.shape[:2]
+    scales = [limit / size for limit, size in ((width, columns), (height, rows)) if limit]
+    if not scales:
+        return image
+    scale = min(scales)
+    size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
+    picture = Image.fromarray(np.ascontiguousarray(image.pixels), "RGB" if image.is_color else "L")
+    picture = picture.resize(size, Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST)
+    return Rendered(np.asarray(picture))
 
 
 # Content negotiation (Orthanc's HttpContentNegociation: specificity first, then quality, then order).

@@ -1,4 +1,4 @@
-"""``GET /instances/{id}/preview`` and ``GET /instances/{id}/frames/{frame}/preview``, as Orthanc 1.10.
+"""``GET /instances/{id}/preview`` and ``/rendered``, per instance and per frame, as Orthanc 1.10.
 
 The image is rendered by ``broker.core.preview`` (Orthanc's preview rules). Answers, as Orthanc's:
 
@@ -14,12 +14,33 @@ Handlers need ``services.store``.
 from __future__ import annotations
 
 from broker.core import preview
-from broker.errors import BareHttpStatus, OrthancError
+from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
 routes = RouteTable()
+
+
+def _window_value(request: RestRequest, name: str) -> float | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise OrthancError(ErrorCode.BAD_REQUEST, f'"{name}" must be a number') from None
+
+
+def _render(request: RestRequest, data: bytes, frame: int) -> preview.Rendered:
+    """``/preview`` stretches the stored values; ``/rendered`` windows the rescaled ones, and resizes
+    to ``?width=``/``?height=`` (the aspect ratio kept; ``?smooth`` interpolates)."""
+    if not request.path.endswith("/rendered"):
+        return preview.render_frame(data, frame)
+    image = preview.render_windowed(data, frame, _window_value(request, "window-center"),
+                                    _window_value(request, "window-width"))
+    return preview.resized(image, _window_value(request, "width"), _window_value(request, "height"),
+                           "smooth" in request.query and request.query.get("smooth") not in ("0", "false"))
 
 
 def _answer(request: RestRequest, services: Services, frame: int) -> RestResponse:
@@ -31,7 +52,7 @@ def _answer(request: RestRequest, services: Services, frame: int) -> RestRespons
     except OrthancError as exc:
         raise BareHttpStatus(404, exc.details or exc.message) from None
     try:
-        image = preview.render_frame(data, frame)
+        image = _render(request, data, frame)
     except preview.NoSuchFrame as exc:
         raise BareHttpStatus(404, str(exc)) from None
     except preview.Undecodable as exc:
@@ -50,6 +71,12 @@ def instance_preview(request: RestRequest, services: Services) -> RestResponse:
     return _answer(request, services, 0)
 
 
+@routes.get("/instances/{id}/rendered")
+def instance_rendered(request: RestRequest, services: Services) -> RestResponse:
+    return _answer(request, services, 0)
+
+
+@routes.get("/instances/{id}/frames/{frame}/rendered")
 @routes.get("/instances/{id}/frames/{frame}/preview")
 def frame_preview(request: RestRequest, services: Services) -> RestResponse:
     text = request.params["frame"]

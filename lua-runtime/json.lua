@@ -27,7 +27,7 @@ local MAX_VALUES = 1000000
 --- jsoncpp's default `stackLimit`.
 local MAX_PARSE_DEPTH = 1000
 
-local INT32_MIN, INT32_MAX, UINT32_MAX = -2147483648, 2147483647, 4294967295
+local INT32_MIN, INT32_MAX = -2147483648, 2147483647
 
 --- JSON null inside a tree (a nil could not be stored in a table).
 local null = setmetatable({}, { __name = "json.null" })
@@ -343,14 +343,9 @@ local function skip(s, i)
   end
 end
 
---- Orthanc's PushJson: an integral number that fits int32 or uint32 is a Lua integer (even when the
--- text was "2.0" or "1e2"); any other number is a float.
+--- Orthanc's PushJson: every number is a Lua float (``lua_pushnumber``), so `2` reads as `2.0`.
 local function lua_number(x)
-  local f = x + 0.0
-  if f >= INT32_MIN and f <= UINT32_MAX and f == floor(f) then
-    return tointeger(f)
-  end
-  return f
+  return x + 0.0
 end
 
 --- jsoncpp scans digits, an optional fraction and an optional exponent, all possibly empty ("01",

@@ -48,7 +48,7 @@ local POLICY = {
     pcall = "re-raises the limit error of a killed call (limits.lua)",
     xpcall = "built on pcall: Lua runs a handler with hooks off when a hook raised the error",
     coroutine = "new threads get the call's count hook; a yield cannot leave the call",
-    print = "Orthanc's print: arguments joined with ', ', sent as a log frame, capped per call",
+    print = "Orthanc's print: arguments joined with ', ' (none before the first non-empty one), sent as a log frame, capped per call",
   },
   --- What scripts do not get. `build` checks that none of it is reachable from the environment.
   removed = {
@@ -145,7 +145,8 @@ end
 
 
 --- Orthanc's print: each argument goes through the script's global `tostring` (a result that is
--- not a string or a number gives "<No conversion to string>"), joined with ", ". The line goes
+-- not a string or a number gives "<No conversion to string>"), joined with ", " (none before the
+-- first non-empty piece). The line goes
 -- to the broker as a ["log", "print", line] frame; past `max_lines` in one call, lines are dropped
 -- and one warning says so.
 local function make_print(env, log, max_lines)
@@ -160,7 +161,7 @@ local function make_print(env, log, max_lines)
       return
     end
     local convert = env.tostring
-    local args, parts = pack(...), {}
+    local args, parts, empty = pack(...), {}, true
     for i = 1, args.n do
       local text = convert(args[i])
       local kind = type(text)
@@ -169,9 +170,11 @@ local function make_print(env, log, max_lines)
       elseif kind ~= "string" then
         text = "<No conversion to string>"
       end
-      parts[i] = text
+      -- Orthanc puts ", " before a piece only once the line is not empty: ('', 'b') prints "b".
+      parts[#parts + 1] = empty and text or ", " .. text
+      empty = empty and text == ""
     end
-    log("print", limits.clip(concat(parts, ", "), MAX_LINE_BYTES))
+    log("print", limits.clip(concat(parts), MAX_LINE_BYTES))
   end
 end
 

@@ -269,11 +269,13 @@ def _http_call(ctx: CallContext, name: str, method: str, url: Any, body: bytes |
 
 
 def _get_or_delete_arguments(args: list[Any]) -> tuple[Any, dict[bytes, bytes]]:
+    """A nil table of headers is no headers, as Orthanc reads ``HttpGet(url, nil)``."""
     if not 1 <= len(args) <= 2 or not _is_lua_string(args[0]):
         raise BadArguments("expected a URL and optionally a table of headers")
-    if len(args) == 2 and not isinstance(args[1], (dict, list)):
+    headers = args[1] if len(args) == 2 else None
+    if headers is not None and not isinstance(headers, (dict, list)):
         raise BadArguments("the headers must be a table")
-    return args[0], _http_headers(args[1]) if len(args) == 2 else {}
+    return args[0], _http_headers(headers) if headers is not None else {}
 
 
 @builtin("HttpGet")
@@ -294,10 +296,11 @@ def _post_or_put_http(ctx: CallContext, name: str, method: str, args: list[Any])
             raise BadArguments("expected a URL, optionally a body and a table of headers")
         if len(args) >= 2 and args[1] is not None and not _is_lua_string(args[1]):
             raise BadArguments("the body must be a string or nil")
-        if len(args) == 3 and not isinstance(args[2], (dict, list)):
+        table = args[2] if len(args) == 3 else None  # nil headers are no headers, as in Orthanc
+        if table is not None and not isinstance(table, (dict, list)):
             raise BadArguments("the headers must be a table")
         body = _body(args[1]) if len(args) >= 2 and args[1] is not None else b""
-        headers = _http_headers(args[2]) if len(args) == 3 else {}
+        headers = _http_headers(table) if table is not None else {}
     except BadArguments as exc:
         _bad(ctx, name, exc)
         return None

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-_INT32_MIN, _UINT32_MAX = -(2**31), 2**32 - 1
-
 
 def to_lua(value: Any) -> Any:
     """Orthanc's JSON → Lua rules, applied before msgpack.
 
-    A JSON null becomes nil, so null-valued keys are absent; an integral number that fits in int32 or
-    uint32 becomes a Lua integer (even ``2.0``); any other number a float.
+    A JSON null becomes nil, so null-valued keys are absent; every number becomes a Lua float, as
+    Orthanc pushes them (``lua_pushnumber``: ``2`` reads as ``2.0`` in Lua 5.3 and later).
     """
     if isinstance(value, dict):
         return {str(k): to_lua(v) for k, v in value.items() if v is not None}
@@ -19,8 +17,6 @@ def to_lua(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
         return value
     if isinstance(value, (int, float)):
-        if float(value).is_integer() and _INT32_MIN <= value <= _UINT32_MAX:
-            return int(value)
         return float(value)
     return value
 

@@ -157,4 +157,4 @@ def test_get_orthanc_configuration_returns_the_file_as_written(luabroker):
       local c = GetOrthancConfiguration()
       print(c.Name, c.Custom.Answer, c.Custom.Nothing, c.Custom.List[2], c.StableAge)
     """).text
-    assert printed == "test, 42, nil, two, nil\n"
+    assert printed == "test, 42.0, nil, two, nil\n"  # numbers are floats, as Orthanc pushes them

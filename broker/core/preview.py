@@ -91,10 +91,16 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
         if PIXEL_DATA not in ds:
             raise NoPixelData("The instance has no pixel data")
+        if "PhotometricInterpretation" not in ds:  # DCMTK refuses it before it counts the frames
+            raise Undecodable("The image has no PhotometricInterpretation")
         if int(ds.get("BitsAllocated", 8) or 8) == 1 and int(ds.get("Columns", 0) or 0) % 8:
             raise BadBinaryImage("Bad number of columns for a black-and-white image (a multiple of 8 is needed)")
         if frame < 0 or frame >= number_of_frames(ds):
             raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")
+        # DCMTK reads a frame without these as one unsigned sample; pydicom needs them written.
+        for keyword, default in (("SamplesPerPixel", 1), ("PixelRepresentation", 0)):
+            if keyword not in ds:
+                setattr(ds, keyword, default)
         try:
             samples = int(ds.get("SamplesPerPixel", 1) or 1)
             bits = int(ds.BitsAllocated)

@@ -39,9 +39,9 @@ from broker.core.levels import Level
 from broker.core.metadata import MetadataType
 from broker.core.modify import Modifier, modify_dataset
 from broker.core.modify_request import ModifyRequest, read_string
-from broker.core.restructure import merge_study, split_study
 from broker.core.store import SUCCESS, IncomingInstance, Store
 from broker.errors import ErrorCode, OrthancError
+from broker.jobs.restructure import MergeStudyJob, SplitStudyJob
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
@@ -215,9 +215,15 @@ def _move_body(request: RestRequest) -> dict[str, Any]:
     body = _body(request)
     if not isinstance(body, dict):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
-    if body.get("Synchronous") is False or body.get("Asynchronous") is True:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "luabroker runs splits and merges synchronously only")
     return body
+
+
+def _run_move(services: Services, body: dict[str, Any], job: SplitStudyJob | MergeStudyJob) -> Any:
+    """Synchronously (the default): the job's content; else the job, ``{"ID", "Path"}``."""
+    if body.get("Synchronous") is False or body.get("Asynchronous") is True:
+        job_id = services.jobs.submit(job, body.get("Priority", 0) if isinstance(body.get("Priority"), int) else 0)
+        return {"ID": job_id, "Path": f"/jobs/{job_id}"}
+    return job.run_now(services)
 
 
 @routes.post("/studies/{id}/split")
@@ -230,8 +236,9 @@ def split(request: RestRequest, services: Services) -> Any:
     replace = body.get("Replace", {})
     if not isinstance(replace, dict):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Replace" must be an object')
-    return split_study(services.store, request.params["id"], series, instances, replace, _list_of_ids(body, "Remove"),
-                       _boolean_field(body, "KeepSource") is True, request.origin).to_json()
+    options = {"Series": series, "Instances": instances, "Replace": replace, "Remove": _list_of_ids(body, "Remove"),
+               "KeepSource": _boolean_field(body, "KeepSource") is True}
+    return _run_move(services, body, SplitStudyJob(request.params["id"], options, request.origin.to_dict()))
 
 
 @routes.post("/studies/{id}/merge")
@@ -240,5 +247,5 @@ def merge(request: RestRequest, services: Services) -> Any:
     body = _move_body(request)
     if "Resources" not in body:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")
-    return merge_study(services.store, request.params["id"], _list_of_ids(body, "Resources"),
-                       _boolean_field(body, "KeepSource") is True, request.origin).to_json()
+    options = {"Resources": _list_of_ids(body, "Resources"), "KeepSource": _boolean_field(body, "KeepSource") is True}
+    return _run_move(services, body, MergeStudyJob(request.params["id"], options, request.origin.to_dict()))

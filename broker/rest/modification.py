@@ -12,9 +12,9 @@
   (instance: the original instance; series, study, patient: the original one, when its id changed);
   ``KeepSource: false`` deletes the originals afterwards. The answer is the public content of Orthanc's
   synchronous job: ``Description``, ``FailedInstancesCount``, ``ID``, ``InstancesCount``,
-  ``IsAnonymization``, ``Path``, ``PatientID``, ``Type`` (and ``Transcode``). Only synchronous runs
-  are implemented: ``"Asynchronous": true`` or ``"Synchronous": false`` answers 501
-  (``NotImplemented``) instead of Orthanc's job id.
+  ``IsAnonymization``, ``Path``, ``PatientID``, ``Type`` (and ``Transcode``). ``"Asynchronous": true``
+  or ``"Synchronous": false`` submits a ``ResourceModification`` job instead, whose content is that
+  answer.
 
 Order of checks, as Orthanc: the body (400), ``KeepSource`` and ``Transcode`` (400), the resource
 (404), ``Synchronous``/``Asynchronous``/``Priority`` (400), then the modification itself (400 for the
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
-from broker.core.bounds import UNBOUNDED
 from broker.core.dicom_file import (
     CannotTranscode,
     is_known_transfer_syntax,
@@ -36,11 +35,12 @@ from broker.core.dicom_file import (
     write_dataset,
 )
 from broker.core.levels import Level
-from broker.core.metadata import MetadataType
-from broker.core.modify import Modifier, modify_dataset
+from broker.core.modify import modify_dataset
 from broker.core.modify_request import ModifyRequest, read_string
-from broker.core.store import SUCCESS, IncomingInstance, Store
+from broker.core.resource_modification import run_resource_modification
+from broker.core.store import Store
 from broker.errors import ErrorCode, OrthancError
+from broker.jobs.modification import ResourceModificationJob
 from broker.jobs.restructure import MergeStudyJob, SplitStudyJob
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -48,7 +48,6 @@ from broker.services import Services
 
 log = logging.getLogger("luabroker.modification")
 routes = RouteTable()
-JOB_DESCRIPTION = "REST API"
 
 
 def _store(services: Services) -> Store:
@@ -63,8 +62,13 @@ def _body(request: RestRequest) -> Any:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object") from None
 
 
-def _next_patient_name(store: Store) -> Callable[[], str]:
-    return lambda: f"Anonymized{store.increment_global_sequence(ANONYMIZATION_SEQUENCE)}"
+def _next_patient_name(store: Store, taken: list[str] | None = None) -> Callable[[], str]:
+    def next_name() -> str:
+        name = f"Anonymized{store.increment_global_sequence(ANONYMIZATION_SEQUENCE)}"
+        if taken is not None:
+            taken.append(name)
+        return name
+    return next_name
 
 
 def _boolean_field(body: dict[str, Any], name: str) -> bool | None:
@@ -112,8 +116,9 @@ def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, An
     def handler(request: RestRequest, services: Services) -> Any:
         store = _store(services)
         body = _body(request)
+        names: list[str] = []  # the Anonymized<N> taken, for a job to use the same
         if anonymize:
-            modification = anonymization_request(body, next_patient_name=_next_patient_name(store))
+            modification = anonymization_request(body, next_patient_name=_next_patient_name(store, names))
         else:
             modification = ModifyRequest.from_json(body, level)
         keep_source = _boolean_field(body, "KeepSource")
@@ -128,75 +133,14 @@ def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, An
         if "Priority" in body and (not isinstance(body["Priority"], int) or isinstance(body["Priority"], bool)):
             raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Priority")
         if asynchronous is True or synchronous is False:
-            raise OrthancError(ErrorCode.NOT_IMPLEMENTED, "luabroker runs modifications synchronously only: "
-                               'remove "Asynchronous" (or set "Synchronous": true)')
+            job = ResourceModificationJob(level, anonymize, body, names[0] if names else None, instances,
+                                          keep_source is not False, transcode, request.origin.to_dict())
+            job_id = services.jobs.submit(job, body.get("Priority", 0))
+            return {"ID": job_id, "Path": f"/jobs/{job_id}"}
         return run_resource_modification(store, modification, instances, origin=request.origin, output_level=level,
                                          is_anonymization=anonymize, keep_source=keep_source is not False,
                                          transcode=transcode)
     return handler
-
-
-def run_resource_modification(store: Store, modification: ModifyRequest, instances: list[str], *, origin: Any,
-                              output_level: Level, is_anonymization: bool, keep_source: bool = True,
-                              transcode: str | None = None) -> dict[str, Any]:
-    """Modify and store every instance, as Orthanc's ``ResourceModificationJob`` (synchronous), and
-    return the job's public content."""
-    modification.check()
-    modifier = Modifier(modification)
-    metadata_type = MetadataType.ANONYMIZED_FROM if is_anonymization else MetadataType.MODIFIED_FROM
-    output: dict[str, str] | None = None
-    failed = 0
-    handled: list[str] = []
-    for instance_id in instances:
-        try:
-            data, _ = store.read_instance(instance_id)
-        except OrthancError as exc:
-            log.warning("An error occurred while executing a Modification job on instance %s: %s", instance_id, exc)
-            failed += 1
-            continue
-        modified = _modified_bytes(data, modifier, transcode, instance_id)
-        original = IncomingInstance(data, origin, UNBOUNDED).ids  # stored: read whatever bounds say now; UIDs are ASCII
-        incoming = IncomingInstance(modified, origin, store.bounds, store.default_encoding)
-        new = incoming.ids
-        incoming.extra_metadata = {metadata_type: instance_id}
-        for ancestor, old_id, new_id in ((Level.SERIES, original.series, new.series),
-                                         (Level.STUDY, original.study, new.study),
-                                         (Level.PATIENT, original.patient, new.patient)):
-            if old_id != new_id:
-                incoming.ancestor_metadata[ancestor] = {metadata_type: old_id}
-        result = store.store_incoming(incoming)
-        if result.status != SUCCESS:
-            raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE,
-                               f"Error while storing a modified instance {instance_id} ({result.status})")
-        handled.append(instance_id)
-        if output is None:
-            output = {"ID": {Level.PATIENT: new.patient, Level.STUDY: new.study, Level.SERIES: new.series,
-                             Level.INSTANCE: new.instance}[output_level], "PatientID": new.patient}
-    if not keep_source:
-        for instance_id in handled:
-            store.delete(Level.INSTANCE, instance_id)
-    content: dict[str, Any] = {"Description": JOB_DESCRIPTION, "FailedInstancesCount": failed,
-                               "InstancesCount": len(instances), "IsAnonymization": is_anonymization}
-    if output is not None:
-        content.update(output)
-        content["Path"] = f"/{output_level.plural}/{output['ID']}"
-        content["Type"] = output_level.label
-    if transcode is not None:
-        content["Transcode"] = transcode
-    return content
-
-
-def _modified_bytes(data: bytes, modifier: Modifier, transcode: str | None, instance_id: str) -> bytes:
-    ds = modify_dataset(read_dataset(data), modifier.request, modifier=modifier)
-    if transcode is not None:
-        try:
-            transcode_dataset(ds, transcode)
-        except CannotTranscode as exc:
-            # Orthanc keeps the original transfer syntax; the UIDs are already mapped, so a second pass
-            # over a fresh copy gives the same file without the failed transcoding.
-            log.warning("Cannot transcode instance, keeping original transfer syntax: %s (%s)", instance_id, exc)
-            ds = modify_dataset(read_dataset(data), modifier.request, modifier=modifier)
-    return write_dataset(ds)
 
 
 for _level in (Level.PATIENT, Level.STUDY, Level.SERIES):

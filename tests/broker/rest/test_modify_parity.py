@@ -254,9 +254,6 @@ def test_resource_errors_and_keep_source_equal_orthancs(orthanc_peer: OrthancPee
         theirs = peer_answer(peer, "POST", path, body)
         assert (ours.status, ours.kind, ours.orthanc_status) == (theirs.status, theirs.kind, theirs.orthanc_status), \
             (path, body)
-    # Asynchronous runs are not implemented: a clean 501 instead of Orthanc's job.
-    answer = client.post(f"/studies/{study}/modify", {"Asynchronous": True})
-    assert (answer.status, answer.orthanc_status) == (501, 2)
     # KeepSource: false removes the originals, on both.
     body = {"Replace": {"StationName": "moved"}, "KeepSource": False}
     ours, theirs = (client.post(f"/studies/{study}/modify", body),

@@ -1,7 +1,7 @@
 """ZIP archives of resources (``/{level}/{id}/archive``, ``/tools/create-archive``) and DICOM media
 (``/{level}/{id}/media``, ``/tools/create-media``): the same instances, laid out in folders named
 after the patient, study and series (Orthanc's layout), or as a DICOM File-set with its DICOMDIR
-(written by pydicom's ``FileSet``, in its own file IDs).
+(written by pydicom's ``FileSet``) in Orthanc's flat layout: ``IMAGES/IM0``, ``IMAGES/IM1``, ...
 """
 from __future__ import annotations
 
@@ -94,8 +94,21 @@ _RECORDS = (("PATIENT", ("PatientID", "PatientName")),
             ("IMAGE", ("InstanceNumber",)))
 
 
-def _records(ds: Dataset) -> RecordNode:
-    """The chain of directory records of one instance, its IMAGE record last."""
+class _FlatRecord(RecordNode):
+    """A directory record whose File ID component puts its file where Orthanc does: the series record
+    gives the ``IMAGES`` folder, the image record the file ``IM<number>``, the others nothing (pydicom
+    joins the components of a record and its ancestors, and an empty one adds no folder)."""
+
+    number = 0
+
+    @property
+    def component(self) -> str:
+        return {"SERIES": "IMAGES", "IMAGE": f"IM{self.number}"}.get(self.record_type, "")
+
+
+def _records(ds: Dataset, number: int) -> RecordNode:
+    """The chain of directory records of the instance stored as ``IMAGES/IM<number>``, its IMAGE
+    record last."""
     node: RecordNode | None = None
     for record_type, keywords in _RECORDS:
         record = Dataset()
@@ -106,7 +119,8 @@ def _records(ds: Dataset) -> RecordNode:
             record.ReferencedSOPClassUIDInFile = ds.SOPClassUID
             record.ReferencedSOPInstanceUIDInFile = ds.SOPInstanceUID
             record.ReferencedTransferSyntaxUIDInFile = ds.file_meta.TransferSyntaxUID
-        child = RecordNode(record)
+        child = _FlatRecord(record)
+        child.number = number
         if node is not None:
             child.parent = node
         node = child
@@ -121,16 +135,17 @@ def write_media(instances: list[str], read: Callable[[str], bytes]) -> bytes:
         files = root / "in"
         files.mkdir()
         file_set = FileSet()
+        file_set.ID = "ORTHANC_MEDIA"  # Orthanc's File-set ID
         for number, instance in enumerate(instances):
             path = files / f"{number}.dcm"
             data = read(instance)
             path.write_bytes(data)
-            file_set.add_custom(path, _records(read_dataset(data)))
+            file_set.add_custom(path, _records(read_dataset(data), number))
         output = root / "out"
         file_set.write(output)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(output.rglob("*")):
-                if path.is_file():
-                    archive.write(path, path.relative_to(output).as_posix())
+            for number in range(len(instances)):  # Orthanc's order: the files, then their DICOMDIR
+                archive.write(output / "IMAGES" / f"IM{number}", f"IMAGES/IM{number}")
+            archive.write(output / "DICOMDIR", "DICOMDIR")
         return buffer.getvalue()

@@ -27,6 +27,10 @@ def indexed(dicomdir: bytes) -> set[str]:
             if "ReferencedSOPInstanceUIDInFile" in record}
 
 
+def file_set_id(dicomdir: bytes) -> str:
+    return str(pydicom.dcmread(io.BytesIO(dicomdir)).FileSetID)
+
+
 def fetch(peer: OrthancPeer, client, method: str, path: str, body: Any = None) -> tuple[bytes, bytes]:
     raw = b"" if body is None else json.dumps(body).encode()
     ours = client.call(method, path, raw)
@@ -51,13 +55,17 @@ def test_archives_and_media_hold_what_orthancs_hold(orthanc_peer: OrthancPeer, c
             assert contents(ours) == contents(theirs), (plural, method)
             ours, theirs = fetch(peer, client, method, f"/{plural}/{public_id}/media", body)
             mine, yours = contents(ours), contents(theirs)
+            assert list(mine) == list(yours)  # IMAGES/IM0, ..., then DICOMDIR
+            assert file_set_id(mine["DICOMDIR"]) == file_set_id(yours["DICOMDIR"]) == "ORTHANC_MEDIA"
             assert indexed(mine.pop("DICOMDIR")) == indexed(yours.pop("DICOMDIR"))
-            assert sorted(mine.values()) == sorted(yours.values())
+            assert mine == yours
     everything = {"Resources": client.get("/patients")}
     ours, theirs = fetch(peer, client, "POST", "/tools/create-archive", everything)
     assert contents(ours) == contents(theirs)
     ours, theirs = fetch(peer, client, "POST", "/tools/create-media", everything)
-    assert sorted(contents(ours)) == sorted(contents(ours)) and len(contents(ours)) == len(contents(theirs))
+    mine, yours = contents(ours), contents(theirs)
+    assert list(mine) == list(yours) and indexed(mine.pop("DICOMDIR")) == indexed(yours.pop("DICOMDIR"))
+    assert sorted(mine.values()) == sorted(yours.values())
     series = client.get("/series")[0]
     for path, body in ((f"/series/{series}/archive", {"Transcode": "1.2.840.10008.1.2"}),
                        (f"/series/{series}/media", {"Transcode": "1.2.840.10008.1.2.1"})):

@@ -5,6 +5,10 @@ Start: store → filter sandbox (a script that fails to load stops here, as Orth
 DICOM and HTTP → main sandbox and ``Initialize`` (Orthanc queues ``Initialize`` once the server is up)
 → event dispatcher. Stop: front ends → pending events delivered → ``Finalize`` → sandboxes → store.
 SIGHUP (when the server runs in the main thread) reloads the scripts, as ``POST /lua/reload`` does.
+
+SIGTERM, SIGINT and ``POST /tools/shutdown`` all take that one stop path; ``POST /tools/reset`` takes it
+too, and ``run()`` then returns True: starting again is its caller's part (``broker.cli`` re-executes
+the process; see there why).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from broker.rest import (
     network,
     preview,
     resources,
+    server_control,
     system,
     tools,
     views,
@@ -65,6 +70,10 @@ log = logging.getLogger("luabroker")
 #: a SIGTERM for its whole wall-clock budget.
 HTTP_SHUTDOWN_GRACE_S = 10
 
+#: How long a stop waits for the end of a start-up still in progress (``Initialize``); past it, the stop
+#: goes on anyway. Larger than the longest call a sandbox allows by default (WallTimeout, 60 s).
+STARTER_JOIN_S = 90
+
 
 class Server:
     def __init__(self, config: Config) -> None:
@@ -84,12 +93,14 @@ class Server:
                                            network.routes, jobs.routes, modification.routes, preview.routes,
                                            exports.routes, tools.routes, instances.routes,
                                            find.routes, views.routes, attachments.routes,
-                                           frames.routes, create.routes, archives.routes])
+                                           frames.routes, create.routes, archives.routes,
+                                           server_control.routes])
         services.jobs = create_engine(services)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services)
+        services.stop_server = lambda reset: self.request_stop(reset=reset)
         services.metrics.registry.register(StateCollector(services, services.metrics.started))
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
                                           metrics=services.metrics)
@@ -101,10 +112,14 @@ class Server:
             lifespan="off", access_log=False, timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE_S))
         self.ready = threading.Event()
         self.failure: BaseException | None = None
+        self.reset_requested = False  # POST /tools/reset: run() returns True
+        self._starter: threading.Thread | None = None
 
-    def run(self) -> None:
+    def run(self) -> bool:
         """Start everything, serve until SIGINT/SIGTERM (or ``request_stop``), then stop cleanly.
-        Raises what made start-up fail (``ScriptLoadError``, a port in use, ...)."""
+        Returns True when the stop was a reset (``POST /tools/reset``): the caller starts a server again
+        with the configuration read anew, as Orthanc's ``main`` loops on ``StartOrthanc``. Raises what
+        made start-up fail (``ScriptLoadError``, a port in use, ...)."""
         scripts = self.services.scripts
         scripts.start_filter()
         self.services.store.instance_filter = InstanceFilter(scripts)
@@ -113,7 +128,8 @@ class Server:
         try:
             if self.config.dicom_server_enabled:
                 self.dicom.start()
-            threading.Thread(target=self._finish_start, name="start", daemon=True).start()
+            self._starter = threading.Thread(target=self._finish_start, name="start", daemon=True)
+            self._starter.start()
             self.http.run()
         finally:
             for signum, handler in previous.items():
@@ -124,6 +140,7 @@ class Server:
             raise self.failure
         if not self.http.started:
             raise OSError(f"The HTTP server could not listen on {self.config.http_bind}:{self.config.http_port}")
+        return self.reset_requested
 
     def _finish_start(self) -> None:
         while not self.http.started and not self.http.should_exit:
@@ -141,7 +158,14 @@ class Server:
                     self.config.http_port, self.config.dicom_aet, self.config.dicom_port)
         self.ready.set()
 
-    def request_stop(self) -> None:
+    def request_stop(self, reset: bool = False) -> None:
+        """Ask for the clean stop (SIGTERM, ``POST /tools/shutdown``); with ``reset``, ask ``run()`` to
+        return True once stopped (``POST /tools/reset``). Returns at once, from any thread: the stop runs
+        in the thread of ``run()`` after uvicorn has let the requests in progress finish, the one that
+        asked included, so a REST handler or a Lua ``RestApiPost`` gets its answer and never waits on
+        the stop. A reset asked once stays asked, as in Orthanc."""
+        if reset:
+            self.reset_requested = True
         self.http.should_exit = True
 
     def reload_scripts(self, reason: str = "reload") -> bool:
@@ -178,6 +202,11 @@ class Server:
 
     def _stop(self) -> None:
         self.dicom.stop()
+        if self._starter is not None:
+            # A stop asked during start-up (a script's Initialize calling /tools/reset, a SIGTERM then):
+            # the rest of the start (main sandbox, dispatcher) must be over before its parts are stopped.
+            # Initialize is bounded by the sandbox's own deadlines.
+            self._starter.join(STARTER_JOIN_S)
         if self.ready.is_set():
             self.dispatcher.stop()
         self.services.jobs.stop()  # after the events, which submit Lua jobs

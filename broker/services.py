@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from broker.config import Config
     from broker.core.attachments import Attachments
     from broker.core.store import Store
@@ -44,3 +46,6 @@ class Services:
     lua_jobs: LuaJobs = field(init=False)  # the deferred "Lua" jobs of SendToModality & co.
     scripts: ScriptSet = field(init=False)  # the script set: its sandboxes, reload, callbacks
     script_log: ScriptLog = field(init=False)  # what scripts write to the log: escaped, rate-limited
+    #: Ask the server to stop (``POST /tools/shutdown``), or with ``reset=True`` to stop and start again
+    #: (``POST /tools/reset``). Returns at once: the stop runs after the caller's answer (broker/server.py).
+    stop_server: Callable[[bool], None] = field(init=False)

@@ -16,6 +16,7 @@ class ErrorCode(enum.IntEnum):
     SUCCESS = 0
     NOT_IMPLEMENTED = 2
     PARAMETER_OUT_OF_RANGE = 3
+    NOT_ENOUGH_MEMORY = 4
     BAD_PARAMETER_TYPE = 5
     BAD_SEQUENCE_OF_CALLS = 6
     INEXISTENT_ITEM = 7
@@ -44,6 +45,7 @@ class ErrorCode(enum.IntEnum):
     LUA_BAD_OUTPUT = 2033
     NOT_LUA_PREDICATE = 2034
     LUA_RETURNS_NO_STRING = 2035
+    CANNOT_ORDER_SLICES = 2040
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ ERROR_TABLE: dict[ErrorCode, _Row] = {
     ErrorCode.SUCCESS: _Row(200, "Success"),
     ErrorCode.NOT_IMPLEMENTED: _Row(501, "Not implemented yet"),
     ErrorCode.PARAMETER_OUT_OF_RANGE: _Row(400, "Parameter out of range"),
+    ErrorCode.NOT_ENOUGH_MEMORY: _Row(500, "The server hosting Orthanc is running out of memory"),
     ErrorCode.BAD_PARAMETER_TYPE: _Row(400, "Bad type for a parameter"),
     ErrorCode.BAD_SEQUENCE_OF_CALLS: _Row(400, "Bad sequence of calls"),
     ErrorCode.INEXISTENT_ITEM: _Row(404, "Accessing an inexistent item"),
@@ -86,6 +89,7 @@ ERROR_TABLE: dict[ErrorCode, _Row] = {
     ErrorCode.LUA_BAD_OUTPUT: _Row(500, "The Lua function does not give the expected number of outputs"),
     ErrorCode.NOT_LUA_PREDICATE: _Row(500, "The Lua function is not a predicate (only true/false outputs allowed)"),
     ErrorCode.LUA_RETURNS_NO_STRING: _Row(500, "The Lua function does not return a string"),
+    ErrorCode.CANNOT_ORDER_SLICES: _Row(500, "Unable to order the slices of the series"),
 }
 
 

@@ -1,6 +1,7 @@
 """Per-resource views computed from the instances' files (``broker.core.views``), at every level:
 ``/{level}/{id}/module`` (and ``/studies/{id}/module-patient``), ``shared-tags``, ``instances-tags``
-(``?simplify``, ``?short`` as ``/tags``) and ``statistics``.
+(``?simplify``, ``?short`` as ``/tags``) and ``statistics``; and, from the index alone, the order of
+a series' slices (``/series/{id}/ordered-slices``, ``broker.core.slice_ordering``).
 
 Handlers need ``services.store``.
 """
@@ -11,6 +12,8 @@ from typing import Any
 
 from broker.core import views
 from broker.core.levels import Level
+from broker.core.slice_ordering import order_slices
+from broker.errors import ErrorCode, OrthancError
 from broker.rest.instances import ignore_length, json_format
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
@@ -44,6 +47,15 @@ def _statistics(level: Level) -> Handler:
     def get_statistics(request: RestRequest, services: Services) -> Any:
         return views.statistics(services.store, level, request.params["id"]).to_json(level)
     return get_statistics
+
+
+@routes.get("/series/{id}/ordered-slices")
+def get_ordered_slices(request: RestRequest, services: Services) -> Any:
+    store, series_id = services.store, request.params["id"]
+    series = store.view(Level.SERIES, series_id)
+    if series is None:
+        raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No series with id {series_id}")
+    return order_slices(series, store.views(Level.INSTANCE, series.children)).to_json()
 
 
 for _level in Level:

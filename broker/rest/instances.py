@@ -1,6 +1,7 @@
 """The views of one instance's DICOM file: ``/instances/{id}/file``, ``tags`` (``?simplify``,
 ``?short``), ``simplified-tags``, ``content/...`` (the raw dataset walked by a path,
-``broker.core.content``) and ``header`` (the file meta information, in the formats of ``tags``).
+``broker.core.content``), ``header`` (the file meta information, in the formats of ``tags``) and
+``pdf`` (the document of an Encapsulated PDF).
 
 Handlers need ``services.store``.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.core import views
 from broker.core.content import content_at
 from broker.core.dicom_file import read_dataset
 from broker.core.dicom_json import JsonFormat
@@ -78,3 +80,12 @@ def get_content_at(request: RestRequest, services: Services) -> Any:
 @routes.get("/instances/{id}/header")
 def get_header(request: RestRequest, services: Services) -> Any:
     return services.store.instance_header(request.params["id"], json_format(request))
+
+
+@routes.get("/instances/{id}/pdf")
+def get_pdf(request: RestRequest, services: Services) -> RestResponse:
+    """The PDF of an Encapsulated PDF instance; of any other instance an empty 404, as Orthanc 1.10."""
+    pdf = views.encapsulated_pdf(services.store, request.params["id"])
+    if pdf is None:
+        raise BareHttpStatus(404, "This instance is no Encapsulated PDF")
+    return RestResponse.binary(pdf, "application/pdf")

@@ -53,6 +53,9 @@ class Config(ScriptOptions):
     dicom_server_enabled: bool = True
     storage_directory: Path = Path("luabroker-data")
     execute_lua_enabled: bool = False
+    #: ``RestApiWriteToFileSystemEnabled`` (Orthanc 1.12): ``POST /instances/{id}/export`` writes files
+    #: where the server may; off, it answers 403.
+    rest_api_write_to_file_system_enabled: bool = False
     remote_access_allowed: bool = False
     authentication_enabled: bool = False
     registered_users: dict[str, str] = field(default_factory=dict)
@@ -127,6 +130,7 @@ class Config(ScriptOptions):
             dicom_server_enabled=options.option("DicomServerEnabled", bool, True),
             storage_directory=storage if storage.is_absolute() else base_dir / storage,
             execute_lua_enabled=options.option("ExecuteLuaEnabled", bool, False),
+            rest_api_write_to_file_system_enabled=options.option("RestApiWriteToFileSystemEnabled", bool, False),
             remote_access_allowed=remote,
             authentication_enabled=auth,
             registered_users=users,

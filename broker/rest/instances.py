@@ -1,9 +1,10 @@
 """The views of one instance's DICOM file: ``/instances/{id}/file``, ``tags`` (``?simplify``,
 ``?short``), ``simplified-tags``, ``content/...`` (the raw dataset walked by a path,
 ``broker.core.content``), ``header`` (the file meta information, in the formats of ``tags``) and
-``pdf`` (the document of an Encapsulated PDF).
+``pdf`` (the document of an Encapsulated PDF); and ``export``, which writes the file to the server's
+file system when ``RestApiWriteToFileSystemEnabled`` allows it.
 
-Handlers need ``services.store``.
+Handlers need ``services.store`` (and ``services.config`` for ``export``).
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from broker.core import views
 from broker.core.content import content_at
 from broker.core.dicom_file import read_dataset
 from broker.core.dicom_json import JsonFormat
+from broker.core.origin import RequestOrigin
 from broker.core.tags import parse_tag
-from broker.errors import BareHttpStatus
+from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse, dump_json
 from broker.services import Services
@@ -89,3 +91,25 @@ def get_pdf(request: RestRequest, services: Services) -> RestResponse:
     if pdf is None:
         raise BareHttpStatus(404, "This instance is no Encapsulated PDF")
     return RestResponse.binary(pdf, "application/pdf")
+
+
+@routes.post("/instances/{id}/export")
+def export_file(request: RestRequest, services: Services) -> RestResponse:
+    """Write the DICOM file to the path given as the body (relative paths from the server's working
+    directory), as Orthanc 1.10, and answer ``{}``. Whoever may call it can overwrite any file the
+    server's user may write, so, as in Orthanc 1.12, it answers an empty 403 (before the instance is
+    looked up) unless ``RestApiWriteToFileSystemEnabled``. Scripts never get it: their code is not
+    trusted, and it would write as the server, outside their sandbox."""
+    if not services.config.rest_api_write_to_file_system_enabled:
+        raise BareHttpStatus(403, "The URI /instances/../export is disallowed for security reasons; set "
+                                  "\"RestApiWriteToFileSystemEnabled\": true in the configuration to enable it")
+    if request.origin.request_origin is RequestOrigin.LUA:
+        raise BareHttpStatus(403, "Lua scripts may not write files through /instances/../export")
+    data, _ = services.store.read_instance(request.params["id"])
+    try:
+        with open(request.body, "wb") as target:
+            target.write(data)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        message = f"Cannot write the DICOM file to {request.body!r}: {exc}"
+        raise OrthancError(ErrorCode.CANNOT_WRITE_FILE, message) from exc
+    return RestResponse(200, b"{}", "application/json")

@@ -8,6 +8,7 @@ within the peer's ``Timeout`` or else ``HttpTimeout``, through ``HttpProxy``, ve
 """
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from typing import Any
@@ -53,11 +54,14 @@ class PeerClient:
         self.options = options or HttpOptions()
         self._client = build_http_client(self.options)
 
-    def store(self, peer: str | Peer, data: bytes) -> dict[str, Any]:
-        """POST one DICOM file to the peer's ``/instances``; the peer's JSON answer (``ID``, ``Status``,
-        …). Raises ``PeerError``, or ``OrthancError`` ``UnknownResource`` for an unknown peer name."""
-        answer = self._request(peer, "POST", "instances", content=bytes(data),
-                               headers={"Content-Type": "application/dicom"})
+    def store(self, peer: str | Peer, data: bytes, compress: bool = False) -> dict[str, Any]:
+        """POST one DICOM file to the peer's ``/instances`` (gzipped at level 9 with ``compress``, as
+        Orthanc's ``"Compress": true``); the peer's JSON answer (``ID``, ``Status``, …). Raises
+        ``PeerError``, or ``OrthancError`` ``UnknownResource`` for an unknown peer name."""
+        headers = {"Content-Type": "application/dicom"}
+        if compress:
+            data, headers["Content-Encoding"] = gzip.compress(data, compresslevel=9, mtime=0), "gzip"
+        answer = self._request(peer, "POST", "instances", content=bytes(data), headers=headers)
         try:
             value = answer.json()
         except (ValueError, UnicodeDecodeError):

@@ -6,6 +6,7 @@ after the patient, study and series (Orthanc's layout), or as a DICOM File-set w
 from __future__ import annotations
 
 import io
+import logging
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
@@ -14,9 +15,11 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet, RecordNode
 
-from broker.core.dicom_file import read_dataset, transcode_dataset, write_dataset
+from broker.core.dicom_file import CannotTranscode, read_dataset, transcoded
 from broker.core.levels import Level
 from broker.core.store import Store
+
+log = logging.getLogger("luabroker.archive")
 
 
 def _folder(unknown: str, *parts: str) -> str:
@@ -66,14 +69,17 @@ def hierarchical_names(store: Store, instances: list[str]) -> list[tuple[str, st
 
 
 def reader(store: Store, transcode: str | None) -> Callable[[str], bytes]:
-    """How an instance is read into an archive: as stored, or transcoded (``Transcode``)."""
+    """How an instance is read into an archive: as stored, or transcoded (``Transcode``); an instance
+    that cannot be transcoded goes in as stored, as Orthanc does."""
     def read(instance: str) -> bytes:
         data, _ = store.read_instance(instance)
         if transcode is None:
             return data
-        ds = read_dataset(data)
-        transcode_dataset(ds, transcode)
-        return write_dataset(ds, transcode)
+        try:
+            return transcoded(data, transcode)
+        except CannotTranscode as exc:
+            log.warning("Cannot transcode instance %s, keeping its transfer syntax: %s", instance, exc)
+            return data
     return read
 
 

@@ -10,15 +10,18 @@ file meta information group (version, SOP class and instance, transfer syntax, t
 class UID and version name), as DCMTK writes it for Orthanc: the original meta elements such as
 ``SourceApplicationEntityTitle`` are not kept.
 
-Transcoding. Orthanc transcodes through DCMTK (and its plugins); here pydicom does it, with the
-decoders and encoders it has. ``transcode_dataset`` (the ``Transcode`` option of ``/modify``): any
-transfer syntax whose pixel data pydicom can decode (uncompressed, RLE, JPEG through
-Pillow/pylibjpeg, JPEG-LS and JPEG 2000 through pylibjpeg) can become one of the uncompressed
-little-endian syntaxes, Deflated, RLE Lossless or JPEG 2000 (big-endian sources included); other
-targets (JPEG baseline, JPEG-LS, big endian, video) raise ``CannotTranscode``, which the callers turn
-into Orthanc's answers (500 "Cannot transcode" for an instance, "keep the original transfer syntax"
-for a resource job). ``transcode_to_accepted`` (the C-STORE SCU): the first uncompressed syntax a
-receiver accepted, decompressing first when needed.
+Transcoding. Orthanc transcodes through DCMTK (and its plugins); here JPEG and JPEG-LS go through
+DCMTK's codecs too (``broker.core.dcmtk_codec``), the rest through pydicom.
+``transcode_dataset`` (the ``Transcode`` option of ``/modify``, archives, peers): any transfer syntax
+that can be decoded (uncompressed, RLE and JPEG 2000 by pydicom, JPEG and JPEG-LS by DCMTK) can
+become one of the uncompressed little-endian syntaxes, Deflated, RLE Lossless, JPEG 2000 (pydicom),
+or JPEG baseline, extended, lossless, lossless SV1, JPEG-LS lossless and near-lossless (DCMTK;
+lossy compression gives a new SOP Instance UID, as in Orthanc) and Explicit VR Big Endian (DCMTK);
+other targets (video, HTJ2K)
+raise ``CannotTranscode``, which the callers turn into Orthanc's answers (500 "Cannot transcode"
+for an instance, "keep the original transfer syntax" for a resource job).
+``transcode_to_accepted`` (the C-STORE SCU): the first uncompressed syntax a receiver accepted,
+decompressing first when needed.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from pydicom.uid import (
     UID_dictionary,
 )
 
+from broker.core import dcmtk_codec
 from broker.core.tags import PIXEL_DATA, SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
 from broker.errors import ErrorCode, OrthancError
 
@@ -269,19 +273,25 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     current = current_transfer_syntax(ds)
     if current == target:
         return
-    if target not in UNCOMPRESSED_TARGETS and target not in COMPRESSED_TARGETS:
+    if target not in UNCOMPRESSED_TARGETS and target not in COMPRESSED_TARGETS and target not in dcmtk_codec.ENCODERS:
         raise CannotTranscode(f"Cannot transcode to transfer syntax: {target}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if PIXEL_DATA in ds and current.is_compressed:
-                ds.decompress()
+                _decompress(ds, current)
             if getattr(ds, "original_encoding", (None, None))[1] is False:
                 _from_big_endian(ds)
-            if target in COMPRESSED_TARGETS:
+            if target in dcmtk_codec.ENCODERS and not UID(target).is_compressed:  # big endian
+                _replace(ds, dcmtk_codec.encode(write_dataset(ds, ExplicitVRLittleEndian), target, 0))
+            elif target in COMPRESSED_TARGETS or target in dcmtk_codec.ENCODERS:
                 if PIXEL_DATA not in ds:
                     raise CannotTranscode(f"Cannot transcode to transfer syntax: {target} (no pixel data)")
-                ds.compress(target)
+                if target in dcmtk_codec.ENCODERS:
+                    bits = int(ds.get("BitsStored", 0) or 0)
+                    _replace(ds, dcmtk_codec.encode(write_dataset(ds, ExplicitVRLittleEndian), target, bits))
+                else:
+                    ds.compress(target)
             else:
                 if getattr(ds, "file_meta", None) is None:
                     ds.file_meta = FileMetaDataset()
@@ -290,6 +300,31 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         raise
     except Exception as exc:
         raise CannotTranscode(f"Cannot transcode to transfer syntax: {target} ({exc})") from exc
+
+
+def transcoded(data: bytes, target: str) -> bytes:
+    """A stored file in another transfer syntax; ``CannotTranscode``."""
+    ds = read_dataset(data)
+    transcode_dataset(ds, target)
+    return write_dataset(ds, target)
+
+
+def _decompress(ds: Dataset, current: UID) -> None:
+    """Decode encapsulated pixel data in place: JPEG and JPEG-LS with DCMTK's codecs, as Orthanc
+    does, the others with pydicom's pixel handlers (the SOP Instance UID is kept)."""
+    if current in dcmtk_codec.DECODERS:
+        _replace(ds, dcmtk_codec.decode(write_dataset(ds), current))
+    else:
+        ds.decompress(generate_instance_uid=False)
+
+
+def _replace(ds: Dataset, data: bytes) -> None:
+    """Make ``ds`` the dataset of the file ``data`` (what a codec wrote)."""
+    new = pydicom.dcmread(io.BytesIO(data))
+    ds.clear()
+    ds.update(new)
+    ds.file_meta = new.file_meta
+
 
 def _reencode(ds: Dataset, target: str) -> Dataset:
     """The dataset in another uncompressed syntax (raw elements are converted by pydicom)."""
@@ -302,8 +337,8 @@ def _reencode(ds: Dataset, target: str) -> Dataset:
 def transcode_to_accepted(ds: Dataset, source: str, accepted: Sequence[str]) -> tuple[Dataset, str]:
     """``ds`` re-encoded in the first of ``accepted`` it can be sent in, and that syntax.
 
-    Uncompressed and deflated data is re-encoded; encapsulated pixel data is decompressed first with
-    pydicom's pixel handlers (the SOP Instance UID is kept). Raises ``ValueError`` saying why not."""
+    Uncompressed and deflated data is re-encoded; encapsulated pixel data is decompressed first
+    (``_decompress``). Raises ``ValueError`` saying why not."""
     targets = [ts for ts in REENCODE_TARGETS if ts in accepted]
     if not targets:
         raise ValueError(f"the receiver accepted none of {', '.join(UID(ts).name for ts in REENCODE_TARGETS)} "
@@ -311,7 +346,7 @@ def transcode_to_accepted(ds: Dataset, source: str, accepted: Sequence[str]) -> 
     if not UID(source).is_encapsulated:
         return _reencode(ds, targets[0]), targets[0]
     try:
-        ds.decompress(generate_instance_uid=False)
+        _decompress(ds, UID(source))
     except Exception as exc:
         raise ValueError(f"cannot decompress {UID(source).name}: {exc}") from exc
     return _reencode(ds, targets[0]), targets[0]

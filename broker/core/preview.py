@@ -1,8 +1,9 @@
 """Previews of DICOM frames, as Orthanc 1.10's ``/instances/{id}/preview`` renders them.
 
 ``render_frame(data, frame)`` decodes one frame with pydicom (uncompressed, deflated, big endian, RLE
-natively; JPEG through Pillow or pylibjpeg-libjpeg; JPEG-LS through pylibjpeg-libjpeg; JPEG 2000
-through pylibjpeg-openjpeg or Pillow) and applies Orthanc's preview rules (``PreviewDecodedImage``):
+natively; JPEG 2000 through pylibjpeg-openjpeg or Pillow), or with DCMTK's codecs as Orthanc does
+(JPEG and JPEG-LS, ``broker.core.dcmtk_codec``), or Elscint's ``PMSCT_RLE1`` (``broker.core.psmct_rle1``),
+and applies Orthanc's preview rules (``PreviewDecodedImage``):
 
 * grayscale of 8 or 16 bits (signed or not): the stored values (no rescale slope/intercept, no
   window) are stretched to 0..255 with their minimum and maximum, ``floor((v - min) * 255 / (max - min)
@@ -29,6 +30,7 @@ import pydicom
 from PIL import Image
 from pydicom.multival import MultiValue
 
+from broker.core import dcmtk_codec, psmct_rle1
 from broker.core.dicom_file import read_lenient
 from broker.core.tags import PIXEL_DATA
 
@@ -90,13 +92,17 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
         except Exception as exc:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
         if PIXEL_DATA not in ds:
-            raise NoPixelData("The instance has no pixel data")
+            decoded = psmct_rle1.decoded_pixels(ds)  # Elscint's private compression, decoded as by Orthanc
+            if decoded is None:
+                raise NoPixelData("The instance has no pixel data")
+            ds.add_new(PIXEL_DATA, "OW", decoded)
         if "PhotometricInterpretation" not in ds:  # DCMTK refuses it before it counts the frames
             raise Undecodable("The image has no PhotometricInterpretation")
         if int(ds.get("BitsAllocated", 8) or 8) == 1 and int(ds.get("Columns", 0) or 0) % 8:
             raise BadBinaryImage("Bad number of columns for a black-and-white image (a multiple of 8 is needed)")
         if frame < 0 or frame >= number_of_frames(ds):
             raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")
+        ds = _decompressed_by_dcmtk(ds, data)
         # DCMTK reads a frame without these as one unsigned sample; pydicom needs them written.
         for keyword, default in (("SamplesPerPixel", 1), ("PixelRepresentation", 0)):
             if keyword not in ds:
@@ -128,6 +134,19 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
     if bits == 1:  # a binary image (a segmentation): Orthanc reads its pixels as 0 and 255
         return Decoded(array.astype(np.uint8) * 255, samples, 8, photometric, ds)
     return Decoded(array, samples, bits, photometric, ds)
+
+
+def _decompressed_by_dcmtk(ds: pydicom.Dataset, data: bytes) -> pydicom.Dataset:
+    """JPEG and JPEG-LS are decoded by DCMTK's codecs, which Orthanc uses: the same pixels (the
+    decoders of lossy JPEG round differently) and the syntaxes pydicom's plugins cannot read
+    (12-bit extended JPEG)."""
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if getattr(ds, "file_meta", None) else ""
+    if syntax not in dcmtk_codec.DECODERS:
+        return ds
+    try:
+        return read_lenient(dcmtk_codec.decode(data, syntax))
+    except Exception as exc:
+        raise Undecodable(f"Cannot decode the pixel data ({syntax}): {exc}") from exc
 
 
 def render_frame(data: bytes, frame: int = 0) -> Rendered:

@@ -25,8 +25,9 @@ class Senders(Protocol):
     def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
         """C-STORE one DICOM file; ``TransferError`` if it did not reach the modality."""
 
-    def store_to_peer(self, name: str, data: bytes) -> None:
-        """POST one DICOM file to ``<peer>/instances``; ``TransferError`` if it did not get there."""
+    def store_to_peer(self, name: str, data: bytes, compress: bool = False) -> None:
+        """POST one DICOM file to ``<peer>/instances`` (gzipped with ``compress``); ``TransferError``
+        if it did not get there."""
 
 
 class NetworkSenders:
@@ -60,11 +61,11 @@ class NetworkSenders:
             transient = first.status is not None and (first.status & 0xFF00) == 0xA700  # out of resources
             raise TransferError(first.error or f'C-STORE to AET "{report.remote_aet}" failed', transient=transient)
 
-    def store_to_peer(self, name: str, data: bytes) -> None:
+    def store_to_peer(self, name: str, data: bytes, compress: bool = False) -> None:
         peer = self.peer(name)
         client = self._service("peers", "client for Orthanc peers")
         try:
-            client.store(peer, data)
+            client.store(peer, data, compress=compress)
         except OrthancError as exc:
             status = getattr(exc, "remote_status", None) or getattr(exc, "status", None)
             transient = not isinstance(status, int) or status >= 500 or status in (408, 429)

@@ -9,14 +9,17 @@ job resumes at the instance that failed instead of sending everything again.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from broker.core.dicom_file import CannotTranscode, transcoded
 from broker.errors import OrthancError
 from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
 
 MEGA_BYTES = 1024 * 1024
+log = logging.getLogger("luabroker.jobs")
 
 
 class InstancesJob(Job):
@@ -115,26 +118,37 @@ class OrthancPeerStoreJob(InstancesJob):
     type = "OrthancPeerStore"
 
     def __init__(self, peer: str, url: str, instances: Iterable[str], parents: Iterable[str] = (), *,
-                 size: int = 0, **options: Any) -> None:
+                 size: int = 0, transcode: str | None = None, compress: bool = False, **options: Any) -> None:
         super().__init__(instances, parents, **options)
         self.peer = peer
         self.url = url
         self.size = size
+        self.transcode = transcode  # as Orthanc: an instance that cannot be transcoded goes as stored
+        self.compress = compress
 
     def send(self, context: JobContext, instance_id: str, data: bytes) -> None:
-        context.senders.store_to_peer(self.peer, data)
+        if self.transcode is not None:
+            try:
+                data = transcoded(data, self.transcode)
+            except CannotTranscode as exc:
+                log.warning("Cannot transcode instance %s, sending it as stored: %s", instance_id, exc)
+        context.senders.store_to_peer(self.peer, data, compress=self.compress)
         with self._lock:
             self.size += len(data)
 
     def content(self) -> dict[str, Any]:
         content = self.base_content()
-        content.update({"Compress": False, "Peer": [self.url], "Size": str(self.size),
+        content.update({"Compress": self.compress, "Peer": [self.url], "Size": str(self.size),
                         "SizeMB": self.size // MEGA_BYTES})
+        if self.transcode is not None:
+            content["Transcode"] = self.transcode
         return content
 
     def serialize(self) -> dict[str, Any]:
-        return {**self.base_serialize(), "Peer": self.peer, "Url": self.url, "Size": self.size}
+        return {**self.base_serialize(), "Peer": self.peer, "Url": self.url, "Size": self.size,
+                "Transcode": self.transcode, "Compress": self.compress}
 
     @classmethod
     def unserialize(cls, data: dict[str, Any]) -> OrthancPeerStoreJob:
-        return cls(data["Peer"], data.get("Url", ""), size=int(data.get("Size", 0)), **cls.base_options(data))
+        return cls(data["Peer"], data.get("Url", ""), size=int(data.get("Size", 0)), transcode=data.get("Transcode"),
+                   compress=bool(data.get("Compress", False)), **cls.base_options(data))

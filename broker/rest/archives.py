@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.core.archive import hierarchical_names, instances_of, reader, write_archive, write_media
-from broker.core.dicom_file import CannotTranscode, is_known_transfer_syntax
+from broker.core.dicom_file import is_known_transfer_syntax
 from broker.core.levels import Level
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.archives import ArchiveJob
@@ -49,10 +49,7 @@ def _answer(services: Services, resources: list[tuple[Level, str]], options: dic
         job_id = services.jobs.submit(ArchiveJob(instances, media, transcode), _priority(options))
         return {"ID": job_id, "Path": f"/jobs/{job_id}"}
     read = reader(store, transcode)
-    try:
-        data = write_media(instances, read) if media else write_archive(hierarchical_names(store, instances), read)
-    except CannotTranscode as exc:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, str(exc)) from None
+    data = write_media(instances, read) if media else write_archive(hierarchical_names(store, instances), read)
     response = RestResponse.binary(data, "application/zip")
     response.headers["Content-Disposition"] = f'filename="{name}.zip"'
     return response

@@ -8,7 +8,8 @@
   or the verb does not apply (resume of a job that is not paused, resubmit of one that has not failed);
 * ``POST /modalities/{name}/store`` and ``POST /peers/{name}/store``: the body is a bare resource id
   (plain text), a JSON string or list of ids, or ``{"Resources": [...], "Synchronous"|"Asynchronous":
-  bool, "Priority": int, "Permissive": bool, "LocalAet": "..."}``; patients, studies and series expand
+  bool, "Priority": int, "Permissive": bool, "LocalAet": "..."}`` (peers also ``"Transcode": uid``
+  and ``"Compress": bool``, a gzipped body); patients, studies and series expand
   to their instances. Synchronous (the default, as in Orthanc): the job runs, and the answer is its
   ``Content`` (or the error it failed with, no automatic retry); asynchronous: ``{"ID", "Path"}``.
 
@@ -20,6 +21,7 @@ import json
 import re
 from typing import Any
 
+from broker.core.dicom_file import is_known_transfer_syntax
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob
 from broker.rest.router import RouteTable
@@ -160,6 +162,10 @@ def store_to_peer(request: RestRequest, services: Services) -> Any:
     engine = _engine(services)
     instances = _instances(services, ids, request.params["name"])
     peer = engine.context.senders.peer(request.params["name"])
-    job = OrthancPeerStoreJob(request.params["name"], peer.url, instances, ids,
+    transcode = options.get("Transcode")
+    if transcode is not None and (not isinstance(transcode, str) or not is_known_transfer_syntax(transcode)):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
+    job = OrthancPeerStoreJob(request.params["name"], peer.url, instances, ids, transcode=transcode,
+                              compress=_flag(options, "Compress", False),
                               permissive=_flag(options, "Permissive", False))
     return _submit(services, job, options)

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.multival import MultiValue
 
 from broker.core import dcmtk_codec, psmct_rle1
-from broker.core.dicom_file import read_lenient
+from broker.core.dicom_file import read_lenient, write_dataset
 from broker.core.tags import PIXEL_DATA
 
 PNG = "image/png"
@@ -102,7 +103,7 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
             raise BadBinaryImage("Bad number of columns for a black-and-white image (a multiple of 8 is needed)")
         if frame < 0 or frame >= number_of_frames(ds):
             raise NoSuchFrame(f"Frame {frame} does not exist (the instance has {number_of_frames(ds)})")
-        ds = _decompressed_by_dcmtk(ds, data)
+        ds, frame = _decompressed_by_dcmtk(ds, data, frame)
         # DCMTK reads a frame without these as one unsigned sample; pydicom needs them written.
         for keyword, default in (("SamplesPerPixel", 1), ("PixelRepresentation", 0)):
             if keyword not in ds:
@@ -136,15 +137,21 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
     return Decoded(array, samples, bits, photometric, ds)
 
 
-def _decompressed_by_dcmtk(ds: pydicom.Dataset, data: bytes) -> pydicom.Dataset:
+def _decompressed_by_dcmtk(ds: pydicom.Dataset, data: bytes, frame: int) -> tuple[pydicom.Dataset, int]:
     """JPEG and JPEG-LS are decoded by DCMTK's codecs, which Orthanc uses: the same pixels (the
     decoders of lossy JPEG round differently) and the syntaxes pydicom's plugins cannot read
-    (12-bit extended JPEG)."""
+    (12-bit extended JPEG). The dataset holding the frame, and the frame's index in it: the frame of
+    a multi-frame instance is decoded alone (as a one-frame file), not the whole instance."""
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if getattr(ds, "file_meta", None) else ""
-    if syntax not in dcmtk_codec.DECODERS:
-        return ds
+    if syntax not in dcmtk_codec.DECODERS or not ds[PIXEL_DATA].is_undefined_length:
+        return ds, frame
     try:
-        return read_lenient(dcmtk_codec.decode(data, syntax))
+        count = number_of_frames(ds)
+        if count > 1:
+            fragment = list(generate_frames(ds.PixelData, number_of_frames=count))[frame]
+            ds.PixelData, ds.NumberOfFrames = encapsulate([fragment]), 1
+            data = write_dataset(ds)
+        return read_lenient(dcmtk_codec.decode(data, syntax)), 0
     except Exception as exc:
         raise Undecodable(f"Cannot decode the pixel data ({syntax}): {exc}") from exc
 

@@ -146,3 +146,14 @@ def test_peer_store_transcodes_and_compresses_as_orthanc(orthanc_peer: OrthancPe
         assert syntaxes == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"]  # MR_small: 16 bits
     answer = server.http.post("/peers/orthanc/store", json={"Resources": [mr["ID"]], "Transcode": "nope"})
     assert answer.status_code == 400 and answer.json()["Message"] == "Bad file format"
+
+
+def test_each_frame_of_a_multi_frame_jpeg_is_decoded_alone() -> None:
+    ds = samples.minimal(Rows=16, Columns=24, BitsAllocated=16, BitsStored=12, HighBit=11, PixelRepresentation=0,
+                         SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2", NumberOfFrames=3)
+    pixels = np.random.default_rng(3).integers(0, 4096, (3, 16, 24), dtype=np.uint16)
+    ds.PixelData = pixels.tobytes()
+    compressed = transcoded(samples.encode(ds), "1.2.840.10008.1.2.4.70")
+    assert len(frames(compressed)[1]) == 3
+    for index in range(3):
+        assert np.array_equal(decode_frame(compressed, index).array, pixels[index]), index

@@ -41,9 +41,18 @@ class Level(enum.IntEnum):
     def from_label(cls, label: str) -> Level:
         return _BY_LABEL[label]
 
+    @classmethod
+    def from_name(cls, name: str) -> Level:
+        """Orthanc's ``StringToResourceType``: case-insensitive, singular or plural (``IMAGE`` too);
+        ``KeyError`` otherwise."""
+        return _BY_NAME[name.upper()]
+
 
 _LABELS = {Level.PATIENT: "Patient", Level.STUDY: "Study", Level.SERIES: "Series", Level.INSTANCE: "Instance"}
 _PLURALS = {Level.PATIENT: "patients", Level.STUDY: "studies", Level.SERIES: "series", Level.INSTANCE: "instances"}
 _CHILDREN_KEYS = {Level.PATIENT: "Studies", Level.STUDY: "Series", Level.SERIES: "Instances"}
 _BY_PLURAL = {plural: level for level, plural in _PLURALS.items()}
 _BY_LABEL = {label: level for level, label in _LABELS.items()}
+_BY_NAME = {"PATIENT": Level.PATIENT, "PATIENTS": Level.PATIENT, "STUDY": Level.STUDY, "STUDIES": Level.STUDY,
+            "SERIES": Level.SERIES, "INSTANCE": Level.INSTANCE, "INSTANCES": Level.INSTANCE, "IMAGE": Level.INSTANCE,
+            "IMAGES": Level.INSTANCE}

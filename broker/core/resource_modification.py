@@ -1,7 +1,7 @@
-"""Orthanc's ``ResourceModificationJob``: every instance of a patient, study or series modified (or
-anonymized) and stored as a new instance, with ``ModifiedFrom``/``AnonymizedFrom`` on it and on the
-new parents; run by ``/{level}/{id}/modify|anonymize`` directly, or as a job
-(``broker.jobs.modification``) when asked to be asynchronous."""
+"""Orthanc's ``ResourceModificationJob``: every instance of a patient, study or series (or of the
+``Resources`` of ``/tools/bulk-modify|anonymize``) modified (or anonymized) and stored as a new
+instance, with ``ModifiedFrom``/``AnonymizedFrom`` on it and on the new parents; run by the REST
+handlers directly, or as a job (``broker.jobs.modification``) when asked to be asynchronous."""
 from __future__ import annotations
 
 import logging
@@ -22,14 +22,20 @@ JOB_DESCRIPTION = "REST API"
 
 
 def run_resource_modification(store: Store, modification: ModifyRequest, instances: list[str], *, origin: Any,
-                              output_level: Level, is_anonymization: bool, keep_source: bool = True,
+                              output_level: Level | None, is_anonymization: bool, keep_source: bool = True,
                               transcode: str | None = None) -> dict[str, Any]:
     """Modify and store every instance, as Orthanc's ``ResourceModificationJob`` (synchronous), and
-    return the job's public content."""
-    modification.check()
+    return the job's public content.
+
+    ``output_level``: the level of the single new resource the content names (``ID``, ``Path``,
+    ``PatientID``, ``Type``: Orthanc's ``SingleOutput``); ``None`` for a bulk modification, whose
+    content lists every new resource instead (``Resources``: Orthanc's ``MultipleOutputs``)."""
+    if instances:  # Orthanc checks the request when it applies it: a bulk job without instances succeeds
+        modification.check()
     modifier = Modifier(modification)
     metadata_type = MetadataType.ANONYMIZED_FROM if is_anonymization else MetadataType.MODIFIED_FROM
     output: dict[str, str] | None = None
+    created: dict[Level, set[str]] = {level: set() for level in Level}
     failed = 0
     handled: list[str] = []
     for instance_id in instances:
@@ -54,7 +60,10 @@ def run_resource_modification(store: Store, modification: ModifyRequest, instanc
             raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE,
                                f"Error while storing a modified instance {instance_id} ({result.status})")
         handled.append(instance_id)
-        if output is None:
+        for level, new_id in ((Level.INSTANCE, new.instance), (Level.SERIES, new.series), (Level.STUDY, new.study),
+                              (Level.PATIENT, new.patient)):
+            created[level].add(new_id)
+        if output is None and output_level is not None:
             output = {"ID": {Level.PATIENT: new.patient, Level.STUDY: new.study, Level.SERIES: new.series,
                              Level.INSTANCE: new.instance}[output_level], "PatientID": new.patient}
     if not keep_source:
@@ -62,13 +71,21 @@ def run_resource_modification(store: Store, modification: ModifyRequest, instanc
             store.delete(Level.INSTANCE, instance_id)
     content: dict[str, Any] = {"Description": JOB_DESCRIPTION, "FailedInstancesCount": failed,
                                "InstancesCount": len(instances), "IsAnonymization": is_anonymization}
-    if output is not None:
+    if output_level is None:
+        content["Resources"] = [_resource(level, new_id) for level in (Level.INSTANCE, Level.SERIES, Level.STUDY,
+                                                                       Level.PATIENT)
+                                for new_id in sorted(created[level])]
+    elif output is not None:
         content.update(output)
         content["Path"] = f"/{output_level.plural}/{output['ID']}"
         content["Type"] = output_level.label
     if transcode is not None:
         content["Transcode"] = transcode
     return content
+
+
+def _resource(level: Level, public_id: str) -> dict[str, str]:
+    return {"ID": public_id, "Path": f"/{level.plural}/{public_id}", "Type": level.label}
 
 
 def _modified_bytes(data: bytes, modifier: Modifier, transcode: str | None, instance_id: str) -> bytes:

@@ -1,6 +1,8 @@
-"""``ResourceModification`` jobs: ``/{level}/{id}/modify|anonymize`` with ``"Asynchronous": true``
-(``broker.core.resource_modification``). The body was checked when the job was submitted; the job
-reads it again, with the ``Anonymized<N>`` name taken then."""
+"""``ResourceModification`` jobs: ``/{level}/{id}/modify|anonymize`` and ``/tools/bulk-modify|anonymize``
+with ``"Asynchronous": true`` (``broker.core.resource_modification``). The body was checked when the job
+was submitted; the job reads it again, with the ``Anonymized<N>`` name taken then. ``level`` is the
+level of the modification; a single-resource job's content names one new resource of that level, a
+bulk job's (``bulk=True``) lists every new resource."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,11 +20,15 @@ class ResourceModificationJob(Job):
     type = "ResourceModification"
 
     def __init__(self, level: Level, anonymize: bool, body: dict[str, Any], patient_name: str | None,
-                 instances: list[str], keep_source: bool, transcode: str | None, origin: dict[str, Any]) -> None:
+                 instances: list[str], keep_source: bool, transcode: str | None, origin: dict[str, Any],
+                 bulk: bool = False) -> None:
         self.level, self.anonymize, self.body, self.patient_name = level, anonymize, body, patient_name
         self.instances, self.keep_source, self.transcode, self.origin = instances, keep_source, transcode, origin
+        self.bulk = bulk
         self.result: dict[str, Any] = {"Description": JOB_DESCRIPTION, "FailedInstancesCount": 0,
                                        "InstancesCount": len(instances), "IsAnonymization": anonymize}
+        if bulk:
+            self.result["Resources"] = []
         self.done = False
 
     def step(self, context: JobContext) -> StepResult:
@@ -31,8 +37,8 @@ class ResourceModificationJob(Job):
                    if self.anonymize else ModifyRequest.from_json(self.body, self.level))
         self.result = run_resource_modification(
             context.services.store, request, self.instances, origin=Origin.from_dict(self.origin),
-            output_level=self.level, is_anonymization=self.anonymize, keep_source=self.keep_source,
-            transcode=self.transcode)
+            output_level=None if self.bulk else self.level, is_anonymization=self.anonymize,
+            keep_source=self.keep_source, transcode=self.transcode)
         self.done = True
         return StepResult.success()
 
@@ -45,9 +51,10 @@ class ResourceModificationJob(Job):
     def serialize(self) -> dict[str, Any]:
         return {"Level": self.level.label, "Anonymize": self.anonymize, "Body": self.body,
                 "PatientName": self.patient_name, "Instances": self.instances, "KeepSource": self.keep_source,
-                "Transcode": self.transcode, "Origin": self.origin}
+                "Transcode": self.transcode, "Origin": self.origin, "Bulk": self.bulk}
 
     @classmethod
     def unserialize(cls, data: dict[str, Any]) -> ResourceModificationJob:
         return cls(Level.from_label(data["Level"]), bool(data["Anonymize"]), data["Body"], data.get("PatientName"),
-                   list(data["Instances"]), bool(data["KeepSource"]), data.get("Transcode"), data["Origin"])
+                   list(data["Instances"]), bool(data["KeepSource"]), data.get("Transcode"), data["Origin"],
+                   bool(data.get("Bulk", False)))

@@ -15,10 +15,16 @@
   ``IsAnonymization``, ``Path``, ``PatientID``, ``Type`` (and ``Transcode``). ``"Asynchronous": true``
   or ``"Synchronous": false`` submits a ``ResourceModification`` job instead, whose content is that
   answer.
+* ``POST /tools/bulk-modify`` and ``/tools/bulk-anonymize``: the same, for every instance of the ids
+  (of any level) listed in ``Resources``; ``/bulk-modify`` works at the level of ``Level`` (Orthanc's
+  ``StringToResourceType``), or the one ``/instances/{id}/modify`` detects. The answer lists every new
+  resource (``Resources``: ``{"ID", "Path", "Type"}``, instances, then series, studies, patients,
+  each sorted by id) in place of ``ID``, ``Path``, ``PatientID``, ``Type``.
 
-Order of checks, as Orthanc: the body (400), ``KeepSource`` and ``Transcode`` (400), the resource
-(404), ``Synchronous``/``Asynchronous``/``Priority`` (400), then the modification itself (400 for the
-sanity checks and bad replacement values, raised before anything is stored when possible).
+Order of checks, as Orthanc: the body (400), for bulks ``Level`` then ``Resources`` (400),
+``KeepSource`` and ``Transcode`` (400), the resources (404), ``Synchronous``/``Asynchronous``/``Priority``
+(400), then the modification itself (400 for the sanity checks and bad replacement values, raised
+before anything is stored when possible).
 """
 from __future__ import annotations
 
@@ -114,38 +120,84 @@ def _answer_instance(services: Services, instance_id: str, modification: ModifyR
 # Patients, studies, series: new resources are stored.
 def _modify_resource(level: Level, anonymize: bool) -> Callable[[RestRequest, Any], Any]:
     def handler(request: RestRequest, services: Services) -> Any:
-        store = _store(services)
         body = _body(request)
         names: list[str] = []  # the Anonymized<N> taken, for a job to use the same
         if anonymize:
-            modification = anonymization_request(body, next_patient_name=_next_patient_name(store, names))
+            modification = anonymization_request(body, next_patient_name=_next_patient_name(_store(services), names))
         else:
             modification = ModifyRequest.from_json(body, level)
-        keep_source = _boolean_field(body, "KeepSource")
-        transcode = None
-        if "Transcode" in body:
-            transcode = read_string(body, "Transcode")
-            if not is_known_transfer_syntax(transcode):
-                raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
-        instances = store.child_instances(request.params["id"])
-        synchronous = _boolean_field(body, "Synchronous")
-        asynchronous = _boolean_field(body, "Asynchronous")
-        if "Priority" in body and (not isinstance(body["Priority"], int) or isinstance(body["Priority"], bool)):
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Priority")
-        if asynchronous is True or synchronous is False:
-            job = ResourceModificationJob(level, anonymize, body, names[0] if names else None, instances,
-                                          keep_source is not False, transcode, request.origin.to_dict())
-            job_id = services.jobs.submit(job, body.get("Priority", 0))
-            return {"ID": job_id, "Path": f"/jobs/{job_id}"}
-        return run_resource_modification(store, modification, instances, origin=request.origin, output_level=level,
-                                         is_anonymization=anonymize, keep_source=keep_source is not False,
-                                         transcode=transcode)
+        return _submit(request, services, body, modification, names, [request.params["id"]], level,
+                       anonymize=anonymize, bulk=False)
     return handler
 
 
 for _level in (Level.PATIENT, Level.STUDY, Level.SERIES):
     routes.add("POST", f"/{_level.plural}/{{id}}/modify", _modify_resource(_level, anonymize=False))
     routes.add("POST", f"/{_level.plural}/{{id}}/anonymize", _modify_resource(_level, anonymize=True))
+
+
+@routes.post("/tools/bulk-modify")
+def bulk_modify(request: RestRequest, services: Services) -> Any:
+    """Orthanc 1.9.4's bulk modification: every instance of ``Resources`` (ids of any level), at the
+    level ``Level`` says (or the one ``/instances/{id}/modify`` would detect)."""
+    body = _body(request)
+    modification = ModifyRequest.from_json(body, None)
+    if "Level" in body:
+        if not isinstance(body["Level"], str):  # Orthanc's jsoncpp asCString() throws: an unhandled exception
+            raise OrthancError(ErrorCode.INTERNAL_ERROR, "An unhandled exception was generated inside the HTTP server")
+        try:
+            modification.set_level(Level.from_name(body["Level"]))
+        except KeyError:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource level: {body['Level']}") from None
+    return _submit(request, services, body, modification, [], _resources(body), modification.level,
+                   anonymize=False, bulk=True)
+
+
+@routes.post("/tools/bulk-anonymize")
+def bulk_anonymize(request: RestRequest, services: Services) -> Any:
+    """Orthanc 1.9.4's bulk anonymization: every instance of ``Resources``, at the patient level
+    (``Level`` is ignored, as Orthanc ignores it)."""
+    names: list[str] = []
+    body = _body(request)
+    modification = anonymization_request(body, next_patient_name=_next_patient_name(_store(services), names))
+    return _submit(request, services, body, modification, names, _resources(body), Level.PATIENT,
+                   anonymize=True, bulk=True)
+
+
+def _resources(body: dict[str, Any]) -> list[str]:
+    """Orthanc's ``ReadSetOfStrings``: required, and a set (sorted, without duplicates)."""
+    value = body.get("Resources")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")
+    return sorted(set(value))
+
+
+def _submit(request: RestRequest, services: Services, body: dict[str, Any], modification: ModifyRequest,
+            names: list[str], resources: list[str], level: Level, *, anonymize: bool, bulk: bool) -> Any:
+    """Orthanc's ``SubmitModificationJob``: ``KeepSource``, ``Transcode``, the resources' instances,
+    then run now (the default) or submit a job. ``level``: the modification's level, and the level
+    of the new resource a single-resource answer names; a bulk answer lists every new resource.
+    ``names``: the ``Anonymized<N>`` taken by the parsing, for a job to use the same."""
+    store = _store(services)
+    keep_source = _boolean_field(body, "KeepSource")
+    transcode = None
+    if "Transcode" in body:
+        transcode = read_string(body, "Transcode")
+        if not is_known_transfer_syntax(transcode):
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
+    instances = [instance for resource in resources for instance in store.child_instances(resource)]
+    synchronous = _boolean_field(body, "Synchronous")
+    asynchronous = _boolean_field(body, "Asynchronous")
+    if "Priority" in body and (not isinstance(body["Priority"], int) or isinstance(body["Priority"], bool)):
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Priority")
+    if asynchronous is True or synchronous is False:
+        job = ResourceModificationJob(level, anonymize, body, names[0] if names else None, instances,
+                                      keep_source is not False, transcode, request.origin.to_dict(), bulk=bulk)
+        job_id = services.jobs.submit(job, body.get("Priority", 0))
+        return {"ID": job_id, "Path": f"/jobs/{job_id}"}
+    return run_resource_modification(store, modification, instances, origin=request.origin,
+                                     output_level=None if bulk else level, is_anonymization=anonymize,
+                                     keep_source=keep_source is not False, transcode=transcode)
 
 
 def _list_of_ids(body: dict[str, Any], name: str) -> list[str]:

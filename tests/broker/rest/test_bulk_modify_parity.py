@@ -59,6 +59,7 @@ def test_bad_bodies_answer_as_orthanc(both) -> None:
         {"Resources": [ct], "Synchronous": 1}, {"Resources": ["nope"], "Asynchronous": "x"},
         {"Resources": ["nope"], "Replace": {"PatientID": "x"}}, {"Resources": [ct], "Replace": {"PatientID": "x"}},
         {"Resources": [ct], "Replace": {"PatientID": "x"}, "Force": True, "Level": "Study"},
+        {"Resources": [], "Replace": {"PatientID": "x"}, "Force": True, "Level": "Study"},
         {"Resources": [ct], "Replace": {"StudyInstanceUID": "1.2"}, "Force": True, "Level": "Series"},
         {"Resources": [ct], "Remove": ["PatientID"], "Force": True},
         {"Resources": [ct], "Replace": {"StationName": 12}},

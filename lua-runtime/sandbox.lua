@@ -179,8 +179,9 @@ local function make_print(env, log, max_lines)
 end
 
 --- The global of a built-in: its arguments, nils included, cross to the broker as an `rpc`, and
--- the reply is returned (ok) or raised (not ok).
+-- the reply is returned (ok) or raised (not ok); a built-in of `builtins.no_result` returns nothing.
 local function make_stub(name, rpc)
+  local no_result = builtins.no_result[name]
   local outside = name .. " can only be called while a callback runs"
   return function(...)
     if not limits.running() then
@@ -193,6 +194,9 @@ local function make_stub(name, rpc)
     local ok, value = limits.paused(rpc, name, json.array(args))
     if not ok then
       error(value, 2)
+    end
+    if no_result then
+      return
     end
     return value
   end
@@ -431,8 +435,8 @@ function sandbox.build(options)
   for name, helper in pairs(jobs.functions(env)) do
     env[name] = helper
   end
-  for _, name in pairs(builtins) do
-    env[name] = make_stub(name, options.rpc)
+  for i = 1, #builtins do
+    env[builtins[i]] = make_stub(builtins[i], options.rpc)
   end
   if options.trusted then
     local io_copy, os_copy = trusted_libraries()

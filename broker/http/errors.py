@@ -11,7 +11,8 @@ from broker.errors import BareHttpStatus, OrthancError
 
 
 def orthanc_error_body(exc: OrthancError, method: str, uri: str) -> bytes:
-    """Orthanc's error document: tab-indented, sorted keys, ``Details`` only when there are some."""
+    """Orthanc's error document: tab-indented, sorted keys, ``Details`` only when there are some, a
+    newline at the end."""
     body = {
         "HttpError": HTTPStatus(exc.http_status).phrase,
         "HttpStatus": exc.http_status,
@@ -23,7 +24,8 @@ def orthanc_error_body(exc: OrthancError, method: str, uri: str) -> bytes:
     }
     if exc.details:
         body["Details"] = exc.details
-    return json.dumps(body, indent="\t", separators=(",", " : "), sort_keys=True, ensure_ascii=False).encode()
+    return (json.dumps(body, indent="\t", separators=(",", " : "), sort_keys=True, ensure_ascii=False)
+            + "\n").encode()
 
 
 def error_response(request: Request, exc: Exception, describe: bool) -> Response:

@@ -25,9 +25,9 @@ def boolean_body(request: RestRequest) -> bool:
 
 
 def dump_json(value: Any) -> bytes:
-    """Orthanc's REST JSON style: 3-space indent, ``" : "`` separators, sorted keys, UTF-8."""
-    return (json.dumps(value, indent=3, separators=(",", " : "), sort_keys=True, ensure_ascii=False)
-            + "\n").encode("utf-8")
+    """Orthanc's REST JSON style: 3-space indent, ``" : "`` separators, sorted keys, UTF-8, no newline
+    at the end (a script comparing ``RestApiGet``'s string sees Orthanc's bytes)."""
+    return json.dumps(value, indent=3, separators=(",", " : "), sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
 @dataclass

@@ -34,3 +34,21 @@ def test_generate_uid_per_level(client) -> None:
     assert client.call("GET", "/tools/generate-uid").status == 404
     assert client.call("GET", "/tools/generate-uid", level="foo").kind == "bare"
 
+
+
+def test_json_and_error_bodies_end_as_orthancs(orthanc_peer, luabroker) -> None:
+    """A JSON answer ends with its closing bracket and an error document with a newline, byte for
+    byte as Orthanc's (a script comparing ``RestApiGet``'s string sees the same)."""
+    orthanc_peer.clear()
+    server = luabroker()
+    data = samples.sample_file("CT_small.dcm")
+    assert server.http.post("/instances", content=data).json() == orthanc_peer.upload(data)
+    for method, path, body in (("GET", "/patients", None), ("GET", "/studies", None),
+                               ("POST", "/tools/find", b'{"Level": "Series", "Query": {}}')):
+        ours = server.http.request(method, path, content=body)
+        theirs = orthanc_peer.client.request(method, path, content=body)
+        assert ours.status_code == theirs.status_code == 200 and ours.content == theirs.content, path
+    bad = b'{"Level": "Nope", "Query": {}}'
+    ours, theirs = server.http.post("/tools/find", content=bad), orthanc_peer.client.post("/tools/find", content=bad)
+    assert ours.status_code == theirs.status_code == 400
+    assert ours.content.endswith(b"}\n") and theirs.content.endswith(b"}\n")

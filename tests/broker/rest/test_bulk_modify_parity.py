@@ -130,9 +130,11 @@ def test_runs_answer_and_store_as_orthanc(both, url: str, make_body: Any) -> Non
 
 def test_an_instance_listed_twice_fails_as_orthanc(both) -> None:
     """Orthanc does not merge the instances of overlapping resources: the second copy of an instance is
-    already stored, and the request fails (500 ``CannotStoreInstance``) after storing the others."""
+    already stored, and the request fails (500 ``CannotStoreInstance``) after storing the others.
+    (Studies of one instance: how many copies of a larger one are stored before the failure depends
+    on the order of its instances, which is the index's order in Orthanc and the ids' order here.)"""
     peer, client, ids = both
-    for url, body in [("/tools/bulk-modify", {"Resources": [ids["s0"]["ID"], ids["s0"]["ParentStudy"]],
+    for url, body in [("/tools/bulk-modify", {"Resources": [ids["ct"]["ID"], ids["ct"]["ParentStudy"]],
                                               "Replace": {"StationName": "Twice"}}),
                       ("/tools/bulk-anonymize", {"Resources": [ids["mr"]["ID"], ids["mr"]["ParentPatient"]]})]:
         ours = client.post(url, body)

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
-from broker.rest.router import without_empty_segments
+from broker.rest.router import routed_path
 from broker.scripting.filters import http_request_allowed
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class LuaHttpFilterMiddleware:
         if scope["type"] != "http" or not self.scripts.defines("IncomingHttpRequestFilter"):
             await self.app(scope, receive, send)
             return
-        path = without_empty_segments(scope["path"])  # the path that will be served
+        path = routed_path(scope["path"])  # the path that will be served
         if OPERATOR_PATHS.fullmatch(path):
             await self.app(scope, receive, send)
             return

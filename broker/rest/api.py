@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.rest.router import Route, RouteTable, join, without_empty_segments
+from broker.rest.router import Route, RouteTable, join, routed_path
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
@@ -18,7 +18,7 @@ class RestApi:
         """Route and run one call. Raises ``OrthancError`` or ``BareHttpStatus``; each door converts them
         its own way."""
         allowed: list[str] = []
-        request = replace(request, path=without_empty_segments(request.path))
+        request = replace(request, path=routed_path(request.path))
         for route in self.routes:
             match = route.regex.match(request.path)
             if match is None:

@@ -63,9 +63,10 @@ def join(tables: Iterable[RouteTable]) -> list[Route]:
     return [route for table in tables for route in table.routes]
 
 
-def without_empty_segments(path: str) -> str:
-    """The path as Orthanc routes it: empty segments are ignored (``//system`` and ``/system/`` are
-    ``/system``), so clients that join a base URL ending in ``/`` with an absolute path (Orthanc's own
-    integration suite does) reach the resource. Whatever decides on a path (the routes, the HTTP
-    filter) sees this form, so no spelling of a path is served without being checked."""
-    return "/" + "/".join(segment for segment in path.split("/") if segment)
+def routed_path(path: str) -> str:
+    """The path as Orthanc routes it: empty and ``.`` segments are ignored (``//system``,
+    ``/system/`` and ``/./system`` are ``/system``), so clients that join a base URL ending in ``/``
+    with an absolute path (Orthanc's own integration suite does) reach the resource. Whatever decides
+    on a path (the routes, the HTTP filter) sees this form, so no spelling of a path is served
+    without being checked."""
+    return "/" + "/".join(segment for segment in path.split("/") if segment not in ("", "."))

@@ -24,8 +24,8 @@ def send(server: Any, method: str, path: str, body: bytes = b"") -> tuple[int, b
     return int(head.split()[1]), payload
 
 
-@pytest.mark.parametrize("path", ["//system", "/system/", "//system//", "///system"])
-def test_empty_segments_and_a_trailing_slash_are_ignored(luabroker: Any, path: str) -> None:
+@pytest.mark.parametrize("path", ["//system", "/system/", "//system//", "///system", "/./system", "/system/."])
+def test_empty_and_dot_segments_and_a_trailing_slash_are_ignored(luabroker: Any, path: str) -> None:
     server = luabroker()
     status, body = send(server, "GET", path)
     assert status == 200

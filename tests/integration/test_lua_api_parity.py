@@ -21,7 +21,6 @@ from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 from tests.support.receivers import WebService
 
 pytestmark = pytest.mark.skipif(ORTHANC_BINARY is None, reason="needs Orthanc (apt-get install orthanc)")
-OPTIONS = {"ExecuteLuaEnabled": True, "Custom": {"Answer": 42, "Null": None}}
 # Orthanc's Toolbox.lua is loaded as a chunk named "line", ours from lua-runtime/jobs.lua: the messages
 # are compared without their position.
 WITHOUT_POSITION = "local function m(ok, e) return ok, (string.gsub(tostring(e), '^.-:%d+: ', '')) end "
@@ -39,15 +38,6 @@ def start_orthanc(scripts: str | None = None, **options: Any) -> OrthancPeer:
 def execute(client: httpx.Client, script: str) -> tuple[int, str]:
     answer = client.post("/tools/execute-script", content=script.encode())
     return answer.status_code, answer.text
-
-
-@pytest.fixture
-def both(luabroker, web_service: WebService) -> Iterator[tuple]:
-    peer = start_orthanc(**OPTIONS)
-    try:
-        yield luabroker(**OPTIONS).http, peer.client, web_service
-    finally:
-        peer.stop()
 
 
 SCRIPTS = [
@@ -91,8 +81,8 @@ SCRIPTS = [
 ]
 
 
-def test_builtins_answer_as_in_orthanc(both) -> None:
-    ours, theirs, _ = both
+def test_builtins_answer_as_in_orthanc(lua_pair) -> None:
+    ours, theirs, _ = lua_pair
     for script in SCRIPTS:
         web = WebService()  # a new port each time: Orthanc's curl never reuses a connection of another script
         try:
@@ -102,8 +92,8 @@ def test_builtins_answer_as_in_orthanc(both) -> None:
             web.stop()
 
 
-def test_http_requests_are_the_same_as_orthancs(both) -> None:
-    ours, theirs, web = both
+def test_http_requests_are_the_same_as_orthancs(lua_pair) -> None:
+    ours, theirs, web = lua_pair
     script = (f"HttpPost('{web.url}/form', 'a=b') HttpPost('{web.url}/text', 'a', {{['Content-Type']='text/plain'}}) "
               f"HttpPut('{web.url}/number', 12)")
     seen = []
@@ -116,16 +106,16 @@ def test_http_requests_are_the_same_as_orthancs(both) -> None:
                                   ("PUT", "/number", "application/x-www-form-urlencoded", b"12")]
 
 
-def test_script_errors_answer_orthancs_json(both) -> None:
-    ours, theirs, _ = both
+def test_script_errors_answer_orthancs_json(lua_pair) -> None:
+    ours, theirs, _ = lua_pair
     for script in ["error('boom')", "x = = 1", "print('lost') error('after a print')"]:
         mine, yours = (client.post("/tools/execute-script", content=script.encode()) for client in (ours, theirs))
         assert (mine.status_code, mine.json()) == (yours.status_code, yours.json()), script
 
 
-def test_deviations_of_the_http_builtins(both) -> None:
+def test_deviations_of_the_http_builtins(lua_pair) -> None:
     """docs/lua-api.md, HttpGet and HttpDelete: what Orthanc 1.10.1 does, and what luabroker does instead."""
-    ours, theirs, web = both
+    ours, theirs, web = lua_pair
     # An empty or non-table `headers` throws a C++ exception in Orthanc that pcall cannot catch: the whole
     # call fails with "Internal error". luabroker: {} is no headers, anything else is bad parameters (nil).
     for script in [f"print(pcall(HttpGet, '{web.url}/x', {{}}))", f"print(pcall(HttpGet, '{web.url}/x', 'h'))",
@@ -145,9 +135,9 @@ def test_deviations_of_the_http_builtins(both) -> None:
     assert execute(ours, "print(select('#', SetHttpTimeout(5)), pcall(SetHttpTimeout, 'x'))") == (200, "0, true\n")
 
 
-def test_lua_version_and_compatibility_functions(both) -> None:
+def test_lua_version_and_compatibility_functions(lua_pair) -> None:
     """Orthanc 1.10.1 (Debian, Lua 5.3) has bit32 and math.pow; luabroker's Lua 5.4 has neither."""
-    ours, theirs, _ = both
+    ours, theirs, _ = lua_pair
     script = "print(_VERSION, bit32 ~= nil, math.pow ~= nil)"
     assert execute(theirs, script) == (200, "Lua 5.3, true, true\n")
     assert execute(ours, script) == (200, "Lua 5.4, false, false\n")

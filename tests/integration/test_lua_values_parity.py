@@ -2,24 +2,11 @@
 ``print`` joins as Orthanc does, ``PrintRecursive``, and ``Http*`` with nil headers."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
-from tests.support.receivers import WebService
+from tests.support.orthanc_peer import ORTHANC_BINARY
 
 pytestmark = pytest.mark.skipif(ORTHANC_BINARY is None, reason="needs Orthanc (apt-get install orthanc)")
-OPTIONS = {"ExecuteLuaEnabled": True, "Custom": {"Answer": 42, "Ratio": 0.5, "List": [1, 2]}}
-
-
-@pytest.fixture
-def both(luabroker, web_service: WebService) -> Iterator[tuple]:
-    peer = OrthancPeer.create(**OPTIONS).start()
-    try:
-        yield luabroker(**OPTIONS).http, peer.client, web_service
-    finally:
-        peer.stop()
 
 
 SCRIPTS = [
@@ -33,15 +20,15 @@ SCRIPTS = [
 ]
 
 
-def test_script_values_print_as_in_orthanc(both) -> None:
-    ours, theirs, _ = both
+def test_script_values_print_as_in_orthanc(lua_pair) -> None:
+    ours, theirs, _ = lua_pair
     for script in SCRIPTS:
         mine, yours = (client.post("/tools/execute-script", content=script.encode()) for client in (ours, theirs))
         assert (mine.status_code, mine.text) == (yours.status_code, yours.text), script
 
 
-def test_http_calls_with_nil_headers_are_sent_as_in_orthanc(both) -> None:
-    ours, theirs, web = both
+def test_http_calls_with_nil_headers_are_sent_as_in_orthanc(lua_pair) -> None:
+    ours, theirs, web = lua_pair
     script = (f"print(HttpGet('{web.url}/get', nil)) print(HttpPost('{web.url}/post', 'x', nil)) "
               f"print(HttpPut('{web.url}/put', nil, nil)) print(HttpDelete('{web.url}/delete', nil))")
     mine, yours = (client.post("/tools/execute-script", content=script.encode()) for client in (ours, theirs))

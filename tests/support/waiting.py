@@ -21,3 +21,13 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message} (last value: {value!r})")
         time.sleep(interval)
+
+
+def job_succeeded(http: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the job a REST call submitted (its answer is ``{"ID", "Path"}``) to end, check that it
+    succeeded, and return ``GET /jobs/{id}``."""
+    assert job["Path"] == f"/jobs/{job['ID']}" and sorted(job) == ["ID", "Path"]
+    wait_until(lambda: http.get(job["Path"]).json()["State"] in ("Success", "Failure"), message="the job's end")
+    info = http.get(job["Path"]).json()
+    assert info["State"] == "Success", info
+    return info

@@ -11,7 +11,7 @@ import pydicom
 
 from tests.support import dicom_samples as samples
 from tests.support.orthanc_peer import OrthancPeer
-from tests.support.waiting import wait_until
+from tests.support.waiting import job_succeeded
 
 from .test_orthanc_parity import our_call, peer_call
 
@@ -98,11 +98,7 @@ def test_asynchronous_archives_are_jobs_whose_last_archive_is_kept(orthanc_peer:
 
     def run(client, kind: str) -> tuple[str, dict[str, Any]]:
         job = client.post(f"/series/{series}/{kind}", json={"Synchronous": False}).json()
-        assert job["Path"] == f"/jobs/{job['ID']}"
-        wait_until(lambda: client.get(f"/jobs/{job['ID']}").json()["State"] in ("Success", "Failure"))
-        info = client.get(f"/jobs/{job['ID']}").json()
-        assert info["State"] == "Success"
-        return job["ID"], info
+        return job["ID"], job_succeeded(client, job)
 
     first, first_info = run(ours, "archive")
     _, their_info = run(peer.client, "archive")

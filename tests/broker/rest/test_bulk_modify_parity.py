@@ -14,7 +14,7 @@ from tests.support import dicom_samples as samples
 from tests.support import factory
 from tests.support.modification_samples import Client, peer_answer
 from tests.support.orthanc_peer import OrthancPeer
-from tests.support.waiting import wait_until
+from tests.support.waiting import job_succeeded
 
 LEVELS = ["patients", "studies", "series", "instances"]
 BULKS = ["/tools/bulk-modify", "/tools/bulk-anonymize"]
@@ -144,20 +144,12 @@ def test_an_instance_listed_twice_fails_as_orthanc(both) -> None:
         assert ours_counts == their_counts, url
 
 
-def finished(http: Any, job: dict[str, Any]) -> dict[str, Any]:
-    assert job["Path"] == f"/jobs/{job['ID']}" and sorted(job) == ["ID", "Path"]
-    wait_until(lambda: http.get(job["Path"]).json()["State"] in ("Success", "Failure"))
-    info = http.get(job["Path"]).json()
-    assert info["State"] == "Success", info
-    return info
-
-
 def test_asynchronous_bulks_run_as_resource_modification_jobs(luabroker) -> None:
     http = luabroker().http
     ct = http.post("/instances", content=samples.sample_file("CT_small.dcm")).json()
     mr = http.post("/instances", content=samples.sample_file("MR_small.dcm")).json()
     body = {"Resources": [ct["ParentStudy"], mr["ID"]], "Replace": {"StationName": "Async"}, "Level": "Series"}
-    info = finished(http, http.post("/tools/bulk-modify", json={**body, "Asynchronous": True}).json())
+    info = job_succeeded(http, http.post("/tools/bulk-modify", json={**body, "Asynchronous": True}).json())
     assert info["Type"] == "ResourceModification"
     content = info["Content"]
     assert content["IsAnonymization"] is False and content["InstancesCount"] == 2
@@ -170,7 +162,7 @@ def test_asynchronous_bulks_run_as_resource_modification_jobs(luabroker) -> None
     assert list(content) == list(synchronous)
     # The CT's patient now holds the original, the job's copy and two synchronous copies (of both), each in
     # a series of its own.
-    info = finished(http, http.post("/tools/bulk-anonymize", json={"Resources": [ct["ParentPatient"]],
+    info = job_succeeded(http, http.post("/tools/bulk-anonymize", json={"Resources": [ct["ParentPatient"]],
                                                                    "Synchronous": False, "KeepSource": False}).json())
     content = info["Content"]
     assert content["IsAnonymization"] is True and content["InstancesCount"] == 4

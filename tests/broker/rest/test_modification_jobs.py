@@ -3,15 +3,7 @@ runs them."""
 from __future__ import annotations
 
 from tests.support import dicom_samples as samples
-from tests.support.waiting import wait_until
-
-
-def finished(client, job: dict) -> dict:
-    assert job["Path"] == f"/jobs/{job['ID']}"
-    wait_until(lambda: client.get(job["Path"]).json()["State"] in ("Success", "Failure"))
-    info = client.get(job["Path"]).json()
-    assert info["State"] == "Success", info
-    return info
+from tests.support.waiting import job_succeeded
 
 
 def test_split_and_merge_run_as_jobs_when_asked(luabroker) -> None:
@@ -21,14 +13,14 @@ def test_split_and_merge_run_as_jobs_when_asked(luabroker) -> None:
     job = client.post(f"/studies/{ct['ParentStudy']}/split",
                       json={"Series": [ct["ParentSeries"]], "Replace": {"PatientName": "Hello"},
                             "Asynchronous": True}).json()
-    info = finished(client, job)
+    info = job_succeeded(client, job)
     assert info["Type"] == "SplitStudy" and info["Content"]["InstancesCount"] == 1
     new_study = info["Content"]["TargetStudy"]
     assert client.get(f"/studies/{new_study}").json()["PatientMainDicomTags"]["PatientName"] == "Hello"
     assert ct["ID"] not in client.get("/instances").json()  # KeepSource is false by default
     job = client.post(f"/studies/{mr['ParentStudy']}/merge",
                       json={"Resources": [new_study], "KeepSource": True, "Synchronous": False}).json()
-    info = finished(client, job)
+    info = job_succeeded(client, job)
     assert info["Type"] == "MergeStudy" and info["Content"]["TargetStudy"] == mr["ParentStudy"]
     assert len(client.get(f"/studies/{mr['ParentStudy']}/instances").json()) == 2
     assert new_study in client.get("/studies").json()
@@ -40,7 +32,7 @@ def test_resource_modification_runs_as_a_job_with_the_synchronous_answer(luabrok
     body = {"Replace": {"StudyDescription": "Async"}, "Force": True}
     synchronous = client.post(f"/studies/{ct['ParentStudy']}/modify", json=body).json()
     job = client.post(f"/studies/{ct['ParentStudy']}/modify", json={**body, "Asynchronous": True}).json()
-    info = finished(client, job)
+    info = job_succeeded(client, job)
     assert info["Type"] == "ResourceModification"
     content = info["Content"]
     assert content.keys() == synchronous.keys() and content["IsAnonymization"] is False
@@ -54,7 +46,7 @@ def test_anonymization_job_takes_its_patient_name_when_submitted(luabroker) -> N
     mr = client.post("/instances", content=samples.sample_file("MR_small.dcm")).json()
     job = client.post(f"/series/{mr['ParentSeries']}/anonymize",
                       json={"Synchronous": False, "KeepSource": False}).json()
-    info = finished(client, job)
+    info = job_succeeded(client, job)
     content = info["Content"]
     assert info["Type"] == "ResourceModification" and content["IsAnonymization"] is True
     assert content["Type"] == "Series" and content["InstancesCount"] == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,32 +175,34 @@ def _first_number(value: Any) -> float | None:
         return None
 
 
-def _window_of(ds: pydicom.Dataset, frame: int) -> tuple[float, float] | None:
-    """The frame's window: its FrameVOILUTSequence (per frame, then shared), else the top-level one."""
+def _frame_groups(ds: pydicom.Dataset, frame: int, name: str) -> Iterator[pydicom.Dataset]:
+    """The first item of the functional group ``name`` for the frame: in its per-frame groups, then in
+    the shared ones (each only when there)."""
     for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
         sequence = ds.get(groups)
         if not sequence:
             continue
         item = sequence[frame] if groups.startswith("PerFrame") and frame < len(sequence) else sequence[0]
-        voi = item.get("FrameVOILUTSequence")
-        if voi:
-            center, width = _first_number(voi[0].get("WindowCenter")), _first_number(voi[0].get("WindowWidth"))
-            if center is not None and width:
-                return center, width
+        group = item.get(name)
+        if group:
+            yield group[0]
+
+
+def _window_of(ds: pydicom.Dataset, frame: int) -> tuple[float, float] | None:
+    """The frame's window: its FrameVOILUTSequence (per frame, then shared), else the top-level one."""
+    for voi in _frame_groups(ds, frame, "FrameVOILUTSequence"):
+        center, width = _first_number(voi.get("WindowCenter")), _first_number(voi.get("WindowWidth"))
+        if center is not None and width:
+            return center, width
     center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
     return (center, width) if center is not None and width else None
 
 
 def _rescale(ds: pydicom.Dataset, frame: int) -> tuple[float, float]:
     """(slope, intercept) of the frame: its PixelValueTransformationSequence, else the top-level ones."""
-    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        sequence = ds.get(groups)
-        if sequence:
-            item = sequence[frame] if groups.startswith("PerFrame") and frame < len(sequence) else sequence[0]
-            transformation = item.get("PixelValueTransformationSequence")
-            if transformation:
-                return (_first_number(transformation[0].get("RescaleSlope")) or 1.0,
-                        _first_number(transformation[0].get("RescaleIntercept")) or 0.0)
+    for transformation in _frame_groups(ds, frame, "PixelValueTransformationSequence"):
+        return (_first_number(transformation.get("RescaleSlope")) or 1.0,
+                _first_number(transformation.get("RescaleIntercept")) or 0.0)
     return _first_number(ds.get("RescaleSlope")) or 1.0, _first_number(ds.get("RescaleIntercept")) or 0.0
 
 

@@ -166,10 +166,7 @@ def bulk_anonymize(request: RestRequest, services: Services) -> Any:
 
 def _resources(body: dict[str, Any]) -> list[str]:
     """Orthanc's ``ReadSetOfStrings``: required, and a set (sorted, without duplicates)."""
-    value = body.get("Resources")
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")
-    return sorted(set(value))
+    return sorted(set(_list_of_ids(body, "Resources", required=True)))
 
 
 def _submit(request: RestRequest, services: Services, body: dict[str, Any], modification: ModifyRequest,
@@ -200,8 +197,9 @@ def _submit(request: RestRequest, services: Services, body: dict[str, Any], modi
                                      keep_source=keep_source is not False, transcode=transcode)
 
 
-def _list_of_ids(body: dict[str, Any], name: str) -> list[str]:
-    value = body.get(name, [])
+def _list_of_ids(body: dict[str, Any], name: str, required: bool = False) -> list[str]:
+    """A list of strings; an absent optional one is empty."""
+    value = body.get(name) if required else body.get(name, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"List of strings expected in field: {name}")
     return value
@@ -241,7 +239,6 @@ def split(request: RestRequest, services: Services) -> Any:
 def merge(request: RestRequest, services: Services) -> Any:
     """Orthanc 1.9.4's merge: ``{"Resources", "KeepSource"}``."""
     body = _move_body(request)
-    if "Resources" not in body:
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")
-    options = {"Resources": _list_of_ids(body, "Resources"), "KeepSource": _boolean_field(body, "KeepSource") is True}
+    options = {"Resources": _list_of_ids(body, "Resources", required=True),
+               "KeepSource": _boolean_field(body, "KeepSource") is True}
     return _run_move(services, body, MergeStudyJob(request.params["id"], options, request.origin.to_dict()))

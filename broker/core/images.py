@@ -51,11 +51,8 @@ class BitPacked(Exception):
 def raw_frame(data: bytes, frame: int) -> tuple[bytes, str]:
     """The bytes of one frame as stored, and their MIME type."""
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    if "PixelData" not in ds:
-        decoded = psmct_rle1.decoded_pixels(ds)  # Elscint's private compression, decoded as by Orthanc
-        if decoded is None:
-            raise NoPixelData("The instance has no pixel data")
-        ds.PixelData = decoded
+    if "PixelData" not in ds and not psmct_rle1.add_decoded_pixels(ds):
+        raise NoPixelData("The instance has no pixel data")
     if int(ds.get("BitsAllocated", 8) or 8) == 1 and int(ds.get("Columns", 0) or 0) % 8:
         raise BitPacked("Bad number of columns for a black-and-white image (a multiple of 8 is needed)")
     count = number_of_frames(ds)

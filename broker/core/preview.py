@@ -93,11 +93,8 @@ def decode_frame(data: bytes, frame: int = 0) -> Decoded:
             ds = read_lenient(data)
         except Exception as exc:
             raise Undecodable(f"Cannot read the DICOM file: {exc}") from exc
-        if PIXEL_DATA not in ds:
-            decoded = psmct_rle1.decoded_pixels(ds)  # Elscint's private compression, decoded as by Orthanc
-            if decoded is None:
-                raise NoPixelData("The instance has no pixel data")
-            ds.add_new(PIXEL_DATA, "OW", decoded)
+        if PIXEL_DATA not in ds and not psmct_rle1.add_decoded_pixels(ds):  # Elscint's private compression
+            raise NoPixelData("The instance has no pixel data")
         if "PhotometricInterpretation" not in ds:  # DCMTK refuses it before it counts the frames
             raise Undecodable("The image has no PhotometricInterpretation")
         if int(ds.get("BitsAllocated", 8) or 8) == 1 and int(ds.get("Columns", 0) or 0) % 8:

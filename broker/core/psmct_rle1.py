@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
+from broker.core.tags import PIXEL_DATA
+
 COMPRESSION_TYPE = 0x07A11011
 CONTENT = 0x07A1100A
 _REPEAT, _ABSOLUTE = 0xA5, 0x5A
@@ -31,6 +33,16 @@ def decoded_pixels(ds: Dataset) -> bytes | None:
     if not isinstance(content, bytes):
         return None
     return _delta_decode(_run_length_decode(content))
+
+
+def add_decoded_pixels(ds: Dataset) -> bool:
+    """Give a ``PMSCT_RLE1`` dataset the Pixel Data its private element holds (what Orthanc reads in
+    place of a missing one); false when ``ds`` is not such a dataset."""
+    pixels = decoded_pixels(ds)
+    if pixels is None:
+        return False
+    ds.add_new(PIXEL_DATA, "OW", pixels)
+    return True
 
 
 def _run_length_decode(data: bytes) -> bytes:

@@ -49,13 +49,15 @@ from pydicom.uid import (
     UID_dictionary,
 )
 
+from broker import __version__
 from broker.core import dcmtk_codec
 from broker.core.tags import PIXEL_DATA, SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
 from broker.errors import ErrorCode, OrthancError
 
-# The file meta information written by this implementation.
+# The file meta information written by this implementation. The version name (SH, 16 characters at
+# most) names luabroker's version as DCMTK's ``OFFIS_DCMTK_367`` names DCMTK's.
 IMPLEMENTATION_CLASS_UID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-IMPLEMENTATION_VERSION_NAME = "LUABROKER"
+IMPLEMENTATION_VERSION_NAME = f"LUABROKER_{__version__}"[:16]
 #: The file meta's SOP class of a dataset that has none (DCMTK's ``UID_PrivateGenericFileSOPClass``).
 UNKNOWN_SOP_CLASS = "1.2.276.0.7230010.3.1.0.1"
 # What ``transcode_dataset`` can write.
@@ -102,6 +104,23 @@ def read_dataset(data: bytes) -> Dataset:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Cannot parse the DICOM file: {exc}") from exc
 
 
+def file_meta(sop_class: str | None, sop_instance: str | None, transfer_syntax: str) -> FileMetaDataset:
+    """The file meta information group this implementation writes, as DCMTK writes it for Orthanc.
+
+    Version, SOP class and instance, transfer syntax, class UID and version name; no
+    ``SourceApplicationEntityTitle``. Its length, hence ``PixelDataOffset``, is the one Orthanc has.
+    """
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class or UNKNOWN_SOP_CLASS)
+    if sop_instance:
+        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
+
+
 def write_dataset(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     """The dataset as a DICOM file with a fresh file meta information group.
 
@@ -111,16 +130,7 @@ def write_dataset(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     encoding changes (implicit/explicit VR, big endian), every element is decoded and re-encoded.
     """
     syntax = UID(transfer_syntax or current_transfer_syntax(ds))
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    sop_class = text_of(ds, SOP_CLASS_UID)
-    sop_instance = text_of(ds, SOP_INSTANCE_UID)
-    meta.MediaStorageSOPClassUID = UID(sop_class or UNKNOWN_SOP_CLASS)
-    if sop_instance:
-        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta = file_meta(text_of(ds, SOP_CLASS_UID), text_of(ds, SOP_INSTANCE_UID), syntax)
     ds.file_meta = meta
     implicit = syntax == pydicom.uid.ImplicitVRLittleEndian
     little = syntax != pydicom.uid.ExplicitVRBigEndian

@@ -16,7 +16,8 @@ and applies Orthanc's preview rules (``PreviewDecodedImage``):
   no installed decoder handles) is ``Undecodable``: Orthanc answers 415 with an empty body.
 
 ``negotiate(accept)`` picks the format as Orthanc's ``HttpContentNegociation`` does, and ``encode``
-writes PNG, JPEG (``quality`` 1..100, 90 by default) or PAM.
+writes PNG (the bytes libpng writes for Orthanc, ``broker.core.png``), JPEG (``quality`` 1..100, 90 by
+default) or PAM.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from PIL import Image
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.multival import MultiValue
 
-from broker.core import dcmtk_codec, psmct_rle1
+from broker.core import dcmtk_codec, png, psmct_rle1
 from broker.core.dicom_file import read_lenient, write_dataset
 from broker.core.tags import PIXEL_DATA
 
@@ -314,13 +315,8 @@ def encode(image: Rendered, mime: str, quality: int = DEFAULT_JPEG_QUALITY) -> b
         header = (f"P7\nWIDTH {columns}\nHEIGHT {rows}\nDEPTH {depth}\nMAXVAL {65535 if wide else 255}\n"
                   f"TUPLTYPE {'RGB' if image.is_color else 'GRAYSCALE'}\nENDHDR\n")
         return header.encode("ascii") + (pixels.astype(">u2") if wide else pixels).tobytes()
-    if wide:
-        picture = Image.fromarray(pixels.astype("<u2"))  # mode I;16
-    else:
-        picture = Image.fromarray(pixels, "RGB" if image.is_color else "L")
+    if mime == PNG:
+        return png.encode(pixels)
     buffer = io.BytesIO()
-    if mime == JPEG:
-        picture.save(buffer, "JPEG", quality=quality)
-    else:
-        picture.save(buffer, "PNG")
+    Image.fromarray(pixels, "RGB" if image.is_color else "L").save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()

@@ -26,6 +26,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from broker.core.dicom_file import file_meta
 from broker.core.origin import Origin
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
@@ -48,11 +49,17 @@ def status_for(exc: Exception) -> int:
 
 
 def part10_bytes(event: evt.Event) -> bytes:
-    """The received instance as a DICOM file: preamble, ``DICM``, file meta, the raw dataset."""
+    """The received instance as a DICOM file: preamble, ``DICM``, file meta, the raw dataset.
+
+    The file meta is this implementation's (``dicom_file.file_meta``), not pynetdicom's, so that a
+    file stored by C-STORE has the layout of the same file stored by Orthanc (``PixelDataOffset``).
+    """
+    request = cast(C_STORE, event.request)  # the handler of EVT_C_STORE only
+    meta = file_meta(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
+                     event.context.transfer_syntax)
     buffer = DicomBytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
-    request = cast(C_STORE, event.request)  # the handler of EVT_C_STORE only
+    write_file_meta_info(buffer, meta, enforce_standard=True)
     buffer.write(cast(BytesIO, request.DataSet).getvalue())
     return buffer.getvalue()
 

@@ -6,11 +6,11 @@ Handlers need ``services.store`` and ``services.config`` with ``name``, ``dicom_
 from __future__ import annotations
 
 import uuid
-from importlib import metadata
 from typing import Any
 
 from pydicom.uid import generate_uid
 
+from broker import __version__
 from broker.errors import BareHttpStatus
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
@@ -25,13 +25,6 @@ ORTHANC_VERSION = "1.10.1"
 API_VERSION = 16
 DATABASE_VERSION = 6
 MEGA_BYTES = 1024 * 1024
-
-
-def luabroker_version() -> str:
-    try:
-        return metadata.version("luabroker")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 @routes.get("/system")
@@ -50,7 +43,7 @@ def get_system(request: RestRequest, services: Services) -> dict[str, Any]:
         "PluginsEnabled": False,
         "StorageAreaPlugin": None,
         "Version": ORTHANC_VERSION,
-        "LuabrokerVersion": luabroker_version(),
+        "LuabrokerVersion": __version__,
     }
 
 

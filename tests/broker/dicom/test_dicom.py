@@ -8,6 +8,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
@@ -63,6 +64,26 @@ def test_resource_ids_equal_orthancs_for_the_same_files(luabroker, orthanc_peer,
         ours = set(server.http.get(f"/{level}").json())
         theirs = set(orthanc_peer.client.get(f"/{level}").json())
         assert ours and theirs >= ours, level
+
+
+@needs_dcmtk
+def test_a_received_file_has_orthancs_layout(luabroker, orthanc_peer, tmp_path):
+    # The file meta is rewritten on reception as DCMTK rewrites it for Orthanc: no SourceApplication-
+    # EntityTitle, a version name as long as DCMTK's, so PixelData starts at the same offset.
+    server = luabroker()
+    files = write_files(make_instances(1), tmp_path / "files")
+    assert storescu(server.dicom_port, server.aet, files).returncode == 0
+    assert storescu(orthanc_peer.dicom_port, orthanc_peer.aet, files).returncode == 0
+    instance = server.http.get("/instances").json()[0]
+
+    def meta_and_offset(client) -> tuple[list[str], str]:
+        stored = dcmread(BytesIO(client.get(f"/instances/{instance}/file").content))
+        offset = client.get(f"/instances/{instance}/metadata/PixelDataOffset").text
+        return [element.keyword for element in stored.file_meta], offset
+
+    ours, theirs = meta_and_offset(server.http), meta_and_offset(orthanc_peer.client)
+    assert ours == theirs
+    assert int(ours[1]) > 0
 
 
 def test_pynetdicom_c_store_and_duplicates(luabroker):

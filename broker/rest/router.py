@@ -65,8 +65,15 @@ def join(tables: Iterable[RouteTable]) -> list[Route]:
 
 def routed_path(path: str) -> str:
     """The path as Orthanc routes it: empty and ``.`` segments are ignored (``//system``,
-    ``/system/`` and ``/./system`` are ``/system``), so clients that join a base URL ending in ``/``
-    with an absolute path (Orthanc's own integration suite does) reach the resource. Whatever decides
-    on a path (the routes, the HTTP filter) sees this form, so no spelling of a path is served
-    without being checked."""
-    return "/" + "/".join(segment for segment in path.split("/") if segment not in ("", "."))
+    ``/system/`` and ``/./system`` are ``/system``) and ``..`` removes the segment before it, if any
+    (``/patients/../system`` and ``/../system`` are ``/system``), so clients that join a base URL
+    ending in ``/`` with an absolute path (Orthanc's own integration suite does) reach the resource.
+    Whatever decides on a path (the routes, the HTTP filter) sees this form, so no spelling of a
+    path is served without being checked."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            del segments[-1:]
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments)

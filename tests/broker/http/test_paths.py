@@ -1,4 +1,5 @@
-"""Paths as Orthanc routes them: empty segments are ignored, a trailing ``/`` is accepted (issue 9).
+"""Paths as Orthanc routes them: empty and ``.`` segments are ignored, ``..`` goes up, a trailing ``/``
+is accepted (issue 9).
 
 Orthanc's own integration suite joins ``http://host:8042/`` with ``/tools/...``, so every one of its
 requests starts with ``//``; before, each answered 404.
@@ -24,8 +25,9 @@ def send(server: Any, method: str, path: str, body: bytes = b"") -> tuple[int, b
     return int(head.split()[1]), payload
 
 
-@pytest.mark.parametrize("path", ["//system", "/system/", "//system//", "///system", "/./system", "/system/."])
-def test_empty_and_dot_segments_and_a_trailing_slash_are_ignored(luabroker: Any, path: str) -> None:
+@pytest.mark.parametrize("path", ["//system", "/system/", "//system//", "///system", "/./system", "/system/.",
+                                  "/patients/../system", "/../system", "/tools/x/../../system", "/patients/..%2fsystem"])
+def test_empty_and_dot_segments_and_a_trailing_slash_are_ignored_and_dot_dot_goes_up(luabroker: Any, path: str) -> None:
     server = luabroker()
     status, body = send(server, "GET", path)
     assert status == 200
@@ -58,4 +60,5 @@ def test_the_http_filter_sees_the_path_that_is_served(luabroker: Any) -> None:
     """})
     assert send(server, "GET", "/tools/generate-uid?level=study")[0] == 403
     assert send(server, "GET", "//tools//generate-uid/?level=study")[0] == 403
+    assert send(server, "GET", "/system/../tools/generate-uid?level=study")[0] == 403
     assert send(server, "GET", "//system")[0] == 200

@@ -34,5 +34,5 @@ def error_response(request: Request, exc: Exception, describe: bool) -> Response
     assert isinstance(exc, OrthancError)
     if not describe:
         return Response(b"", exc.http_status)
-    return Response(orthanc_error_body(exc, request.method, request.url.path), exc.http_status,
-                    media_type="application/json")
+    # Without a Content-Type, as Orthanc sends its error documents.
+    return Response(orthanc_error_body(exc, request.method, request.url.path), exc.http_status)

@@ -26,7 +26,8 @@ def send(server: Any, method: str, path: str, body: bytes = b"") -> tuple[int, b
 
 
 @pytest.mark.parametrize("path", ["//system", "/system/", "//system//", "///system", "/./system", "/system/.",
-                                  "/patients/../system", "/../system", "/tools/x/../../system", "/patients/..%2fsystem"])
+                                  "/patients/../system", "/../system", "/tools/x/../../system",
+                                  "/patients/..%2fsystem"])
 def test_empty_and_dot_segments_and_a_trailing_slash_are_ignored_and_dot_dot_goes_up(luabroker: Any, path: str) -> None:
     server = luabroker()
     status, body = send(server, "GET", path)
@@ -62,3 +63,17 @@ def test_the_http_filter_sees_the_path_that_is_served(luabroker: Any) -> None:
     assert send(server, "GET", "//tools//generate-uid/?level=study")[0] == 403
     assert send(server, "GET", "/system/../tools/generate-uid?level=study")[0] == 403
     assert send(server, "GET", "//system")[0] == 200
+
+
+@pytest.mark.parametrize("method, path, body", [("GET", "/no-such/thing", b""), ("POST", "/instances", b"xx"),
+                                                ("POST", "/tools/find", b"{"), ("GET", "/instances/xx", b"")])
+def test_errors_have_orthancs_status_headers_and_document(luabroker: Any, orthanc_peer: Any, method: str,
+                                                          path: str, body: bytes) -> None:
+    server = luabroker()
+    ours = server.http.request(method, path, content=body)
+    theirs = orthanc_peer.client.request(method, path, content=body)
+    assert ours.status_code == theirs.status_code >= 400
+    assert "content-type" not in ours.headers and "content-type" not in theirs.headers
+    assert bool(ours.content) == bool(theirs.content)
+    if theirs.content:
+        assert json.loads(ours.content).keys() == json.loads(theirs.content).keys()

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     # 0: the base, which imports nothing above it
     "sandbox": 0,
     "broker.errors": 0,
+    "broker.json_fields": 0,
     "broker.services": 0,  # its imports are for type checking only
     # 1: the core and the configuration
     "broker.core": 1,

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from broker.config.options import ConfigError, Section, bad_value
 from broker.errors import ErrorCode, OrthancError
+from broker.json_fields import read_boolean, read_string, read_unsigned
 
 T = TypeVar("T")
 
@@ -56,29 +57,6 @@ def _bad_format(details: str = "") -> OrthancError:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _read_string(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise _bad_format(f"String value expected in field: {key}")
-    return value
-
-
-def _read_bool(obj: Mapping[str, Any], key: str) -> bool:
-    value = obj[key]
-    if not isinstance(value, bool):
-        raise _bad_format(f"Boolean value expected in field: {key}")
-    return value
-
-
-def _read_unsigned(obj: Mapping[str, Any], key: str) -> int:
-    value = obj[key]
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not _is_int(value) or value < 0:
-        raise _bad_format(f"Unsigned integer value expected in field: {key}")
-    return value
 
 
 def _read_port(value: Any) -> int:
@@ -137,23 +115,23 @@ class Modality:
             return cls(aet=value[0], host=value[1], port=_read_port(value[2]), manufacturer=manufacturer)
         if not isinstance(value, dict):
             raise _bad_format()
-        aet, host = _read_string(value, "AET"), _read_string(value, "Host")
+        aet, host = read_string(value, "AET"), read_string(value, "Host")
         if "Port" not in value:
             raise _bad_format()
         options: dict[str, Any] = {"aet": aet, "host": host, "port": _read_port(value["Port"])}
         if "Manufacturer" in value:
-            options["manufacturer"] = _read_manufacturer(_read_string(value, "Manufacturer"))
+            options["manufacturer"] = _read_manufacturer(read_string(value, "Manufacturer"))
         for key, attribute in _ALLOW_KEYS.items():
             if key in value:
-                options[attribute] = _read_bool(value, key)
+                options[attribute] = read_boolean(value, key)
         if "AllowStorageCommitment" in value:  # sets both storage-commitment permissions
-            options["allow_n_action"] = options["allow_event_report"] = _read_bool(value, "AllowStorageCommitment")
+            options["allow_n_action"] = options["allow_event_report"] = read_boolean(value, "AllowStorageCommitment")
         if "UseDicomTls" in value:
-            options["use_dicom_tls"] = _read_bool(value, "UseDicomTls")
+            options["use_dicom_tls"] = read_boolean(value, "UseDicomTls")
         if "LocalAet" in value:
-            options["local_aet"] = _read_string(value, "LocalAet")
+            options["local_aet"] = read_string(value, "LocalAet")
         if "Timeout" in value:
-            options["timeout"] = _read_unsigned(value, "Timeout")
+            options["timeout"] = read_unsigned(value, "Timeout")
         return cls(**options)
 
     def to_json(self) -> dict[str, Any]:
@@ -252,7 +230,7 @@ class Peer:
             properties.append((key, item))
         options["user_properties"] = tuple(sorted(properties))
         if "Timeout" in value:
-            options["timeout"] = _read_unsigned(value, "Timeout")
+            options["timeout"] = read_unsigned(value, "Timeout")
         return cls(**options)
 
     def public_json(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from broker.core.tags import (
     parse_tag,
 )
 from broker.errors import ErrorCode, OrthancError
+from broker.json_fields import read_string
 
 DATABASE_KEYS = frozenset({PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID})
 _PATH_TOKEN = re.compile(r"^(.+)\[([0-9]+|\*)\]$")
@@ -92,14 +93,6 @@ def read_boolean(body: dict[str, Any], name: str, default: bool) -> bool:
     value = body[name]
     if not isinstance(value, bool):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f'Member "{name}" should be a Boolean value')
-    return value
-
-
-def read_string(body: dict[str, Any], name: str) -> str:
-    """Orthanc's ``SerializationToolbox::ReadString`` (400 ``BadFileFormat`` for a non-string)."""
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"String value expected in field: {name}")
     return value
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from broker.core.bounds import UNBOUNDED
 from broker.core.dicom_file import CannotTranscode, read_dataset, transcode_dataset, write_dataset
+from broker.core.ids import ResourceIds
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType
 from broker.core.modify import Modifier, modify_dataset
@@ -23,13 +24,15 @@ JOB_DESCRIPTION = "REST API"
 
 def run_resource_modification(store: Store, modification: ModifyRequest, instances: list[str], *, origin: Any,
                               output_level: Level | None, is_anonymization: bool, keep_source: bool = True,
-                              transcode: str | None = None) -> dict[str, Any]:
+                              transcode: str | None = None, permissive: bool = False) -> dict[str, Any]:
     """Modify and store every instance, as Orthanc's ``ResourceModificationJob`` (synchronous), and
     return the job's public content.
 
     ``output_level``: the level of the single new resource the content names (``ID``, ``Path``,
     ``PatientID``, ``Type``: Orthanc's ``SingleOutput``); ``None`` for a bulk modification, whose
-    content lists every new resource instead (``Resources``: Orthanc's ``MultipleOutputs``)."""
+    content lists every new resource instead (``Resources``: Orthanc's ``MultipleOutputs``).
+    ``permissive``: an instance that cannot be modified or stored is skipped, instead of failing the
+    whole run; as in Orthanc, only one that cannot be read counts in ``FailedInstancesCount``."""
     if instances:  # Orthanc checks the request when it applies it: a bulk job without instances succeeds
         modification.check()
     modifier = Modifier(modification)
@@ -45,20 +48,13 @@ def run_resource_modification(store: Store, modification: ModifyRequest, instanc
             log.warning("An error occurred while executing a Modification job on instance %s: %s", instance_id, exc)
             failed += 1
             continue
-        modified = _modified_bytes(data, modifier, transcode, instance_id)
-        original = IncomingInstance(data, origin, UNBOUNDED).ids  # stored: read whatever bounds say now; UIDs are ASCII
-        incoming = IncomingInstance(modified, origin, store.bounds, store.default_encoding)
-        new = incoming.ids
-        incoming.extra_metadata = {metadata_type: instance_id}
-        for ancestor, old_id, new_id in ((Level.SERIES, original.series, new.series),
-                                         (Level.STUDY, original.study, new.study),
-                                         (Level.PATIENT, original.patient, new.patient)):
-            if old_id != new_id:
-                incoming.ancestor_metadata[ancestor] = {metadata_type: old_id}
-        result = store.store_incoming(incoming)
-        if result.status != SUCCESS:
-            raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE,
-                               f"Error while storing a modified instance {instance_id} ({result.status})")
+        try:
+            new = _store_modified(store, data, modifier, transcode, instance_id, origin, metadata_type)
+        except OrthancError as exc:
+            if not permissive:
+                raise
+            log.warning("Ignoring an error in a permissive job: %s", exc)  # and not counted, as Orthanc
+            continue
         handled.append(instance_id)
         for level, new_id in ((Level.INSTANCE, new.instance), (Level.SERIES, new.series), (Level.STUDY, new.study),
                               (Level.PATIENT, new.patient)):
@@ -82,6 +78,26 @@ def run_resource_modification(store: Store, modification: ModifyRequest, instanc
     if transcode is not None:
         content["Transcode"] = transcode
     return content
+
+
+def _store_modified(store: Store, data: bytes, modifier: Modifier, transcode: str | None, instance_id: str,
+                    origin: Any, metadata_type: MetadataType) -> ResourceIds:
+    """The instance modified and stored, with its ``ModifiedFrom``/``AnonymizedFrom`` and its new parents'."""
+    modified = _modified_bytes(data, modifier, transcode, instance_id)
+    original = IncomingInstance(data, origin, UNBOUNDED).ids  # stored: read whatever bounds say now; UIDs are ASCII
+    incoming = IncomingInstance(modified, origin, store.bounds, store.default_encoding)
+    new = incoming.ids
+    incoming.extra_metadata = {metadata_type: instance_id}
+    for ancestor, old_id, new_id in ((Level.SERIES, original.series, new.series),
+                                     (Level.STUDY, original.study, new.study),
+                                     (Level.PATIENT, original.patient, new.patient)):
+        if old_id != new_id:
+            incoming.ancestor_metadata[ancestor] = {metadata_type: old_id}
+    result = store.store_incoming(incoming)
+    if result.status != SUCCESS:
+        raise OrthancError(ErrorCode.CANNOT_STORE_INSTANCE,
+                           f"Error while storing a modified instance {instance_id} ({result.status})")
+    return new
 
 
 def _resource(level: Level, public_id: str) -> dict[str, str]:

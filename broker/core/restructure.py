@@ -66,20 +66,49 @@ def _finish(store: Store, move: Move, sources: Iterable[str], keep_source: bool)
     return move
 
 
+def require_study(store: Store, study: str, *, split: bool) -> None:
+    """404 when the study to split, or to merge into, is unknown (Orthanc's job constructors)."""
+    if not store.exists(Level.STUDY, study):
+        raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot split unknown study {study}" if split
+                           else f"Cannot merge into an unknown study: {study}")
+
+
+def split_sources(store: Store, study: str, series: list[str], instances: list[str]) -> list[str]:
+    """The instances a split moves; 404 for a resource unknown (no details, as Orthanc) or elsewhere."""
+    moved: list[str] = []
+    for level, ids in ((Level.SERIES, series), (Level.INSTANCE, instances)):
+        for public_id in ids:
+            if not store.exists(level, public_id):
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+            if store.related(level, public_id, Level.STUDY) != [study]:
+                raise OrthancError(ErrorCode.UNKNOWN_RESOURCE,
+                                   f"This {level.label.lower()} does not belong to the study to be split: {public_id}")
+            moved += store.related(level, public_id, Level.INSTANCE)
+    return list(dict.fromkeys(moved))
+
+
+def merge_sources(store: Store, study: str, resources: list[str]) -> list[str]:
+    """The instances a merge moves; 404 for an unknown resource, the target itself, or one of its series
+    or instances."""
+    moved: list[str] = []
+    for public_id in resources:
+        if public_id == study:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot merge a study into the same study: {study}")
+        level = next((level for level in (Level.STUDY, Level.SERIES, Level.INSTANCE)
+                      if store.exists(level, public_id)), None)
+        if level is None:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot find this resource: {public_id}")
+        if store.related(level, public_id, Level.STUDY) == [study]:
+            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE,
+                               f"Cannot merge {level.label.lower()} {public_id} into its parent study {study}")
+        moved += store.related(level, public_id, Level.INSTANCE)
+    return list(dict.fromkeys(moved))
+
+
 def split_study(store: Store, study: str, series: list[str], instances: list[str], replace: dict[str, Any],
                 remove: list[str], keep_source: bool, origin: Origin) -> Move:
-    if not store.exists(Level.STUDY, study):
-        raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No study with id {study}")
-    moved: list[str] = []
-    for public_id in series:
-        if store.related(Level.SERIES, public_id, Level.STUDY) != [study]:
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"The series {public_id} is not in the study {study}")
-        moved += store.related(Level.SERIES, public_id, Level.INSTANCE)
-    for public_id in instances:
-        if store.related(Level.INSTANCE, public_id, Level.STUDY) != [study]:
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"The instance {public_id} is not in the study {study}")
-        moved.append(public_id)
-    moved = list(dict.fromkeys(moved))
+    require_study(store, study, split=True)
+    moved = split_sources(store, study, series, instances)
     new_uid = generate_uid()
     removed = [parse_tag(name) for name in remove]
 
@@ -104,17 +133,8 @@ def split_study(store: Store, study: str, series: list[str], instances: list[str
 
 
 def merge_study(store: Store, study: str, resources: list[str], keep_source: bool, origin: Origin) -> Move:
-    if not store.exists(Level.STUDY, study):
-        raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No study with id {study}")
-    moved: list[str] = []
-    for public_id in resources:
-        level = next((level for level in (Level.STUDY, Level.SERIES, Level.INSTANCE)
-                      if store.exists(level, public_id)), None)
-        if level is None:
-            raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"Cannot find this resource: {public_id}")
-        moved += [public_id] if level is Level.INSTANCE else store.related(level, public_id, Level.INSTANCE)
-    moved = [instance for instance in dict.fromkeys(moved)
-             if store.related(Level.INSTANCE, instance, Level.STUDY) != [study]]
+    require_study(store, study, split=False)
+    moved = merge_sources(store, study, resources)
     reference = read_dataset(store.read_instance(store.related(Level.STUDY, study, Level.INSTANCE)[0])[0])
     target_uid = str(reference.StudyInstanceUID)
 

@@ -21,10 +21,10 @@ class ResourceModificationJob(Job):
 
     def __init__(self, level: Level, anonymize: bool, body: dict[str, Any], patient_name: str | None,
                  instances: list[str], keep_source: bool, transcode: str | None, origin: dict[str, Any],
-                 bulk: bool = False) -> None:
+                 bulk: bool = False, permissive: bool = False) -> None:
         self.level, self.anonymize, self.body, self.patient_name = level, anonymize, body, patient_name
         self.instances, self.keep_source, self.transcode, self.origin = instances, keep_source, transcode, origin
-        self.bulk = bulk
+        self.bulk, self.permissive = bulk, permissive
         self.result: dict[str, Any] = {"Description": JOB_DESCRIPTION, "FailedInstancesCount": 0,
                                        "InstancesCount": len(instances), "IsAnonymization": anonymize}
         if bulk:
@@ -38,7 +38,7 @@ class ResourceModificationJob(Job):
         self.result = run_resource_modification(
             context.services.store, request, self.instances, origin=Origin.from_dict(self.origin),
             output_level=None if self.bulk else self.level, is_anonymization=self.anonymize,
-            keep_source=self.keep_source, transcode=self.transcode)
+            keep_source=self.keep_source, transcode=self.transcode, permissive=self.permissive)
         self.done = True
         return StepResult.success()
 
@@ -51,10 +51,10 @@ class ResourceModificationJob(Job):
     def serialize(self) -> dict[str, Any]:
         return {"Level": self.level.label, "Anonymize": self.anonymize, "Body": self.body,
                 "PatientName": self.patient_name, "Instances": self.instances, "KeepSource": self.keep_source,
-                "Transcode": self.transcode, "Origin": self.origin, "Bulk": self.bulk}
+                "Transcode": self.transcode, "Origin": self.origin, "Bulk": self.bulk, "Permissive": self.permissive}
 
     @classmethod
     def unserialize(cls, data: dict[str, Any]) -> ResourceModificationJob:
         return cls(Level.from_label(data["Level"]), bool(data["Anonymize"]), data["Body"], data.get("PatientName"),
                    list(data["Instances"]), bool(data["KeepSource"]), data.get("Transcode"), data["Origin"],
-                   bool(data.get("Bulk", False)))
+                   bool(data.get("Bulk", False)), bool(data.get("Permissive", False)))

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.core.archive import hierarchical_names, instances_of, reader, write_archive, write_media
-from broker.core.dicom_file import is_known_transfer_syntax
 from broker.core.levels import Level
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.archives import ArchiveJob
+from broker.rest.job_options import job_mode, read_transcode
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
@@ -38,28 +38,21 @@ def _options(request: RestRequest) -> dict[str, Any]:
     return body
 
 
-def _answer(services: Services, resources: list[tuple[Level, str]], options: dict[str, Any], media: bool,
-            name: str) -> Any:
-    transcode = options.get("Transcode")
-    if transcode is not None and (not isinstance(transcode, str) or not is_known_transfer_syntax(transcode)):
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown transfer syntax: {transcode}")
+def _answer(services: Services, options: dict[str, Any], media: bool, name: str,
+            locate: Callable[[dict[str, Any]], list[tuple[Level, str]]]) -> Any:
+    """The archive, or its job; the options are read before the resources, in Orthanc's order."""
+    mode = job_mode(options)
+    transcode = read_transcode(options, for_job=False)
     store = services.store
-    instances = instances_of(store, resources)
-    if options.get("Synchronous") is False or options.get("Asynchronous") is True:
-        job_id = services.jobs.submit(ArchiveJob(instances, media, transcode), _priority(options))
+    instances = instances_of(store, locate(options))
+    if not mode.synchronous:
+        job_id = services.jobs.submit(ArchiveJob(instances, media, transcode), mode.priority)
         return {"ID": job_id, "Path": f"/jobs/{job_id}"}
     read = reader(store, transcode)
     data = write_media(instances, read) if media else write_archive(hierarchical_names(store, instances), read)
     response = RestResponse.binary(data, "application/zip")
     response.headers["Content-Disposition"] = f'filename="{name}.zip"'
     return response
-
-
-def _priority(options: dict[str, Any]) -> int:
-    priority = options.get("Priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Priority" must be an integer')
-    return priority
 
 
 @routes.get("/jobs/{id}/archive")
@@ -79,23 +72,31 @@ def _of_resource(level: Level, media: bool) -> Handler:
         public_id = request.params["id"]
         if not services.store.exists(level, public_id):
             raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No {level.label.lower()} with id {public_id}")
-        return _answer(services, [(level, public_id)], _options(request), media, public_id)
+        return _answer(services, _options(request), media, public_id, lambda _: [(level, public_id)])
     return handler
 
 
-def _of_resources(media: bool) -> Handler:
-    def handler(request: RestRequest, services: Services) -> Any:
-        options = _options(request)
-        resources = options.get("Resources")
+def _located(services: Services) -> Callable[[dict[str, Any]], list[tuple[Level, str]]]:
+    """The ``Resources`` of a request body, each with its level (404 for an unknown one)."""
+    def locate(options: dict[str, Any]) -> list[tuple[Level, str]]:
+        if "Resources" not in options:
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Missing field Resources in the JSON body")
+        resources = options["Resources"]
         if not isinstance(resources, list) or not all(isinstance(item, str) for item in resources):
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, '"Resources" must be a list of resource ids')
+            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Expected a list of strings (Orthanc identifiers)")
         located = []
         for public_id in resources:
             level = next((level for level in Level if services.store.exists(level, public_id)), None)
             if level is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No resource with id {public_id}")
             located.append((level, public_id))
-        return _answer(services, located, options, media, "Archive")
+        return located
+    return locate
+
+
+def _of_resources(media: bool) -> Handler:
+    def handler(request: RestRequest, services: Services) -> Any:
+        return _answer(services, _options(request), media, "Archive", _located(services))
     return handler
 
 

@@ -21,9 +21,10 @@ import json
 import re
 from typing import Any
 
-from broker.core.dicom_file import is_known_transfer_syntax
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob
+from broker.json_fields import optional_boolean
+from broker.rest.job_options import JobMode, job_mode, read_transcode
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
@@ -118,26 +119,12 @@ def _instances(services: Services, ids: list[str], remote: str) -> list[str]:
     return instances
 
 
-def _flag(options: dict[str, Any], name: str, default: bool) -> bool:
-    value = options.get(name, default)
-    if not isinstance(value, bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Field \"{name}\" must be a Boolean")
-    return value
-
-
-def _submit(services: Services, job: Any, options: dict[str, Any]) -> Any:
+def _submit(services: Services, job: Any, mode: JobMode) -> Any:
     """Orthanc's ``SubmitCommandsJob``: synchronous by default."""
-    if "Synchronous" in options:
-        synchronous = _flag(options, "Synchronous", True)
-    else:
-        synchronous = not _flag(options, "Asynchronous", False)
-    priority = options.get("Priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Priority" must be an integer')
     engine = _engine(services)
-    if synchronous:
-        return engine.submit_and_wait(job, priority)
-    job_id = engine.submit(job, priority)
+    if mode.synchronous:
+        return engine.submit_and_wait(job, mode.priority)
+    job_id = engine.submit(job, mode.priority)
     return {"ID": job_id, "Path": f"/jobs/{job_id}"}
 
 
@@ -148,12 +135,13 @@ def store_to_modality(request: RestRequest, services: Services) -> Any:
     instances = _instances(services, ids, request.params["name"])
     modality = engine.context.senders.modality(request.params["name"])
     local_aet = options.get("LocalAet")
-    if local_aet is not None and not isinstance(local_aet, str):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "LocalAet" must be a string')
+    if local_aet is not None and not isinstance(local_aet, str):  # Orthanc's Toolbox::GetJsonStringField
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
     default_aet = getattr(modality, "local_aet", "") or engine.settings.default_local_aet
+    mode = job_mode(options, commands=True)
     job = DicomModalityStoreJob(request.params["name"], modality.aet, local_aet or None, instances, ids,
-                                permissive=_flag(options, "Permissive", False), default_local_aet=default_aet)
-    return _submit(services, job, options)
+                                permissive=mode.permissive, default_local_aet=default_aet)
+    return _submit(services, job, mode)
 
 
 @routes.post("/peers/{name}/store")
@@ -162,10 +150,9 @@ def store_to_peer(request: RestRequest, services: Services) -> Any:
     engine = _engine(services)
     instances = _instances(services, ids, request.params["name"])
     peer = engine.context.senders.peer(request.params["name"])
-    transcode = options.get("Transcode")
-    if transcode is not None and (not isinstance(transcode, str) or not is_known_transfer_syntax(transcode)):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
+    transcode = read_transcode(options, for_job=True)
+    compress = optional_boolean(options, "Compress", False)
+    mode = job_mode(options, commands=True)
     job = OrthancPeerStoreJob(request.params["name"], peer.url, instances, ids, transcode=transcode,
-                              compress=_flag(options, "Compress", False),
-                              permissive=_flag(options, "Permissive", False))
-    return _submit(services, job, options)
+                              compress=compress, permissive=mode.permissive)
+    return _submit(services, job, mode)

@@ -35,19 +35,21 @@ from typing import Any
 from broker.core.anonymize import ANONYMIZATION_SEQUENCE, anonymization_request
 from broker.core.dicom_file import (
     CannotTranscode,
-    is_known_transfer_syntax,
     read_dataset,
     transcode_dataset,
     write_dataset,
 )
 from broker.core.levels import Level
 from broker.core.modify import modify_dataset
-from broker.core.modify_request import ModifyRequest, read_string
+from broker.core.modify_request import ModifyRequest
 from broker.core.resource_modification import run_resource_modification
+from broker.core.restructure import merge_sources, require_study, split_sources
 from broker.core.store import Store
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.modification import ResourceModificationJob
 from broker.jobs.restructure import MergeStudyJob, SplitStudyJob
+from broker.json_fields import optional_boolean
+from broker.rest.job_options import job_mode, read_transcode
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
@@ -77,24 +79,12 @@ def _next_patient_name(store: Store, taken: list[str] | None = None) -> Callable
     return next_name
 
 
-def _boolean_field(body: dict[str, Any], name: str) -> bool | None:
-    if name not in body:
-        return None
-    if not isinstance(body[name], bool):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Boolean value expected in field: {name}")
-    return body[name]
-
-
 # Instances: the modified file is the answer.
 @routes.post("/instances/{id}/modify")
 def modify_instance(request: RestRequest, services: Services) -> RestResponse:
     body = _body(request)
     modification = ModifyRequest.from_json(body, None)
-    transcode = None
-    if isinstance(body, dict) and "Transcode" in body:
-        transcode = read_string(body, "Transcode")
-        if not is_known_transfer_syntax(transcode):
-            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown transfer syntax: {transcode}")
+    transcode = read_transcode(body, for_job=False) if isinstance(body, dict) else None
     return _answer_instance(services, request.params["id"], modification, transcode)
 
 
@@ -176,25 +166,19 @@ def _submit(request: RestRequest, services: Services, body: dict[str, Any], modi
     of the new resource a single-resource answer names; a bulk answer lists every new resource.
     ``names``: the ``Anonymized<N>`` taken by the parsing, for a job to use the same."""
     store = _store(services)
-    keep_source = _boolean_field(body, "KeepSource")
-    transcode = None
-    if "Transcode" in body:
-        transcode = read_string(body, "Transcode")
-        if not is_known_transfer_syntax(transcode):
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, f"Unknown transfer syntax UID: {transcode}")
+    keep_source = optional_boolean(body, "KeepSource", True)
+    transcode = read_transcode(body, for_job=True)
     instances = [instance for resource in resources for instance in store.child_instances(resource)]
-    synchronous = _boolean_field(body, "Synchronous")
-    asynchronous = _boolean_field(body, "Asynchronous")
-    if "Priority" in body and (not isinstance(body["Priority"], int) or isinstance(body["Priority"], bool)):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Integer value expected in field: Priority")
-    if asynchronous is True or synchronous is False:
+    mode = job_mode(body, commands=True)
+    if not mode.synchronous:
         job = ResourceModificationJob(level, anonymize, body, names[0] if names else None, instances,
-                                      keep_source is not False, transcode, request.origin.to_dict(), bulk=bulk)
-        job_id = services.jobs.submit(job, body.get("Priority", 0))
+                                      keep_source, transcode, request.origin.to_dict(), bulk=bulk,
+                                      permissive=mode.permissive)
+        job_id = services.jobs.submit(job, mode.priority)
         return {"ID": job_id, "Path": f"/jobs/{job_id}"}
     return run_resource_modification(store, modification, instances, origin=request.origin,
                                      output_level=None if bulk else level, is_anonymization=anonymize,
-                                     keep_source=keep_source is not False, transcode=transcode)
+                                     keep_source=keep_source, transcode=transcode, permissive=mode.permissive)
 
 
 def _list_of_ids(body: dict[str, Any], name: str, required: bool = False) -> list[str]:
@@ -214,8 +198,9 @@ def _move_body(request: RestRequest) -> dict[str, Any]:
 
 def _run_move(services: Services, body: dict[str, Any], job: SplitStudyJob | MergeStudyJob) -> Any:
     """Synchronously (the default): the job's content; else the job, ``{"ID", "Path"}``."""
-    if body.get("Synchronous") is False or body.get("Asynchronous") is True:
-        job_id = services.jobs.submit(job, body.get("Priority", 0) if isinstance(body.get("Priority"), int) else 0)
+    mode = job_mode(body, commands=True)
+    if not mode.synchronous:
+        job_id = services.jobs.submit(job, mode.priority)
         return {"ID": job_id, "Path": f"/jobs/{job_id}"}
     return job.run_now(services)
 
@@ -224,14 +209,17 @@ def _run_move(services: Services, body: dict[str, Any], job: SplitStudyJob | Mer
 def split(request: RestRequest, services: Services) -> Any:
     """Orthanc 1.9.4's split: ``{"Series", "Instances", "Replace", "Remove", "KeepSource"}``."""
     body = _move_body(request)
+    store = _store(services)
+    require_study(store, request.params["id"], split=True)
     series, instances = _list_of_ids(body, "Series"), _list_of_ids(body, "Instances")
+    split_sources(store, request.params["id"], series, instances)  # checked now, as Orthanc adds them to the job
     if not series and not instances:
         raise OrthancError(ErrorCode.BAD_REQUEST, 'Both the "Series" and the "Instances" fields are missing')
     replace = body.get("Replace", {})
     if not isinstance(replace, dict):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, 'Field "Replace" must be an object')
     options = {"Series": series, "Instances": instances, "Replace": replace, "Remove": _list_of_ids(body, "Remove"),
-               "KeepSource": _boolean_field(body, "KeepSource") is True}
+               "KeepSource": optional_boolean(body, "KeepSource", False)}
     return _run_move(services, body, SplitStudyJob(request.params["id"], options, request.origin.to_dict()))
 
 
@@ -239,6 +227,9 @@ def split(request: RestRequest, services: Services) -> Any:
 def merge(request: RestRequest, services: Services) -> Any:
     """Orthanc 1.9.4's merge: ``{"Resources", "KeepSource"}``."""
     body = _move_body(request)
-    options = {"Resources": _list_of_ids(body, "Resources", required=True),
-               "KeepSource": _boolean_field(body, "KeepSource") is True}
+    store = _store(services)
+    require_study(store, request.params["id"], split=False)
+    resources = _list_of_ids(body, "Resources", required=True)
+    merge_sources(store, request.params["id"], resources)  # checked now, as Orthanc adds them to the job
+    options = {"Resources": resources, "KeepSource": optional_boolean(body, "KeepSource", False)}
     return _run_move(services, body, MergeStudyJob(request.params["id"], options, request.origin.to_dict()))

@@ -23,6 +23,7 @@ from broker.config.network import Modality, Peer
 from broker.core.dicom_file import peek_meta
 from broker.dicom.scu import DicomNetworkError
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
+from broker.json_fields import read_unsigned
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.redaction import shown_to
@@ -124,10 +125,7 @@ def _echo_options(body: bytes) -> dict[str, Any]:
 def _echo(services: Services, modality: Modality, options: dict[str, Any]) -> dict[str, Any]:
     timeout = None
     if "Timeout" in options:
-        value = options["Timeout"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Unsigned integer value expected in field: Timeout")
-        timeout = value or None
+        timeout = read_unsigned(options, "Timeout") or None
     if options.get("CheckFind") is True:
         raise OrthancError(ErrorCode.NOT_IMPLEMENTED, '"CheckFind" needs a C-FIND SCU, which luabroker has not yet')
     services.scu.echo(modality, timeout=timeout)

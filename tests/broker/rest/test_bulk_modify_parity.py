@@ -144,6 +144,20 @@ def test_an_instance_listed_twice_fails_as_orthanc(both) -> None:
         assert ours_counts == their_counts, url
 
 
+def test_a_permissive_bulk_skips_the_failed_copy_as_orthanc(both) -> None:
+    peer, client, ids = both
+    body = {"Resources": [ids["ct"]["ID"], ids["ct"]["ParentStudy"], ids["mr"]["ID"]],
+            "Replace": {"StationName": "Twice"}, "Permissive": True}
+    ours = client.post("/tools/bulk-modify", body)
+    theirs = peer_answer(peer, "POST", "/tools/bulk-modify", body)
+    assert same_status(ours, theirs)[0] == same_status(ours, theirs)[1] == (200, "body", None)
+    for answer in (ours.json(), theirs.json()):  # the copy that failed is skipped, and not counted
+        assert (answer["FailedInstancesCount"], answer["InstancesCount"]) == (0, 3)
+    check_answer(client, ours.json(), theirs.json())
+    ours_counts, their_counts = counts(client, peer)
+    assert ours_counts == their_counts
+
+
 def test_asynchronous_bulks_run_as_resource_modification_jobs(luabroker) -> None:
     http = luabroker().http
     ct = http.post("/instances", content=samples.sample_file("CT_small.dcm")).json()

@@ -3,11 +3,14 @@ at least once.
 
 Each change is written to the outbox table in the same transaction as the change itself (see
 ``broker.core``). One dispatcher thread per script set reads the pending events in sequence order and
-runs the matching NOTIFY callback on the version of the scripts that is current when the delivery
-starts (a reload never splits one event between two versions). What a failure means:
+runs the callback that consumes each (``callbacks.for_event``: ``OnStoredInstance``, ``OnStable*``,
+``OnDeleted*``, ``OnUpdated*``, ``OnJob*``) on the version of the scripts that is current when the
+delivery starts (a reload never splits one event between two versions). What a failure means:
 
-- the script raised (``LuaError``): the event is handled, the error logged, as Orthanc logs and
-  swallows errors of queued callbacks;
+- the script raised (``LuaError``): with ``LuaSandbox.EventLuaErrors`` ``Park`` (the default), the
+  event is tried again at once, and parked after ``max_attempts`` failed attempts, so that an event
+  the script cannot handle now is kept for a replay once it is fixed; with ``Log``, the error is
+  logged and the event is done, as Orthanc logs and swallows errors of queued callbacks;
 - the process died or hit the hard deadline (``SandboxCrashed``/``SandboxTimeout``): the event stays
   at the head of the queue with one more attempt, and is delivered again to the restarted process;
   the writes the cut attempt made are not applied a second time (``broker.scripting.journal``);
@@ -15,6 +18,8 @@ starts (a reload never splits one event between two versions). What a failure me
   and the queue moves on;
 - the sandbox is restarting or quarantined (``SandboxUnavailable``): nothing is counted, the
   dispatcher waits (until the retry time, a reload or a reset) and tries again.
+
+A callback can tell a redelivery: ``GetCurrentEvent()`` gives it the event's ``Seq`` and ``Attempt``.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from typing import Any
 from broker.core.outbox import Outbox, OutboxEvent
 from broker.metrics import Metrics
 from broker.scripting.bridge import ScriptSet
-from broker.scripting.callbacks import NOTIFY_BY_EVENT_KIND
+from broker.scripting.callbacks import for_event
 from sandbox import LuaError, SandboxError, SandboxUnavailable
 
 log = logging.getLogger("luabroker.events")
@@ -34,10 +39,11 @@ log = logging.getLogger("luabroker.events")
 
 class EventDispatcher:
     def __init__(self, outbox: Outbox, scripts: ScriptSet, max_attempts: int = 5, batch: int = 100,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, park_lua_errors: bool = True) -> None:
         self.outbox = outbox
         self.scripts = scripts
         self.max_attempts = max_attempts
+        self.park_lua_errors = park_lua_errors
         self.batch = batch
         self.metrics = metrics
         self._pause = 0.2        # how long to wait before retrying an event that could not be delivered
@@ -95,15 +101,18 @@ class EventDispatcher:
         return False
 
     def _deliver(self, event: OutboxEvent) -> bool:
-        callback = NOTIFY_BY_EVENT_KIND.get(event.kind)
+        callback = for_event(event)
         if callback is None:
             self._done(event, "skipped")
             return True
         try:
-            result = self.scripts.notify(callback.name, callback.arguments(event), delivery=event.seq)
+            result = self.scripts.notify(callback.name, callback.arguments(event), delivery=event.seq,
+                                         attempt=event.attempts + 1)
         except LuaError as exc:
             log.error("Error while processing Lua events: %s failed for %s: %s", callback.name,
                       event.resource_id, exc)
+            if self.park_lua_errors:
+                return self._failed(event, callback.name, exc)
             self._done(event, "lua_error")
             return True
         except SandboxUnavailable as exc:
@@ -114,23 +123,31 @@ class EventDispatcher:
             self._pause = 0.2 if retry_in is None else min(max(retry_in, 0.05), 5.0)
             return False
         except SandboxError as exc:
-            park = event.attempts + 1 >= self.max_attempts
-            writes = self.scripts.delivery_writes(event.seq)
-            error = f"{type(exc).__name__}: {exc}"
-            if writes:
-                error += f"; writes already applied (not repeated on retry): {', '.join(writes[:20])}"
-            self.outbox.record_failure(event.seq, error[:4000], park)
-            log.error("%s for event %d was cut (%s); %s", callback.name, event.seq, exc,
-                      f"parked after {event.attempts + 1} attempts" if park else "it will be delivered again")
-            if park:
-                self.scripts.end_delivery(event.seq)
-            self._count("parked" if park else "cut")
-            self._pause = 0.0
-            return park  # a parked event no longer blocks the queue
+            return self._failed(event, callback.name, exc)
         if callback.job and result is not None:
             self._submit_lua_job(callback.name, event, result.value)
         self._done(event, "done" if result is not None else "skipped")
         return True
+
+    def _failed(self, event: OutboxEvent, name: str, exc: Exception) -> bool:
+        """Count a failed attempt; True once the event is parked (it no longer blocks the queue)."""
+        park = event.attempts + 1 >= self.max_attempts
+        writes = self.scripts.delivery_writes(event.seq)
+        error = f"{type(exc).__name__}: {exc}"
+        if writes:
+            error += f"; writes already applied (not repeated on retry): {', '.join(writes[:20])}"
+        self.outbox.record_failure(event.seq, error[:4000], park)
+        lua_error = isinstance(exc, LuaError)
+        if not lua_error:
+            log.error("%s for event %d was cut (%s); %s", name, event.seq, exc,
+                      f"parked after {event.attempts + 1} attempts" if park else "it will be delivered again")
+        elif park:
+            log.error("%s for event %d parked after %d failed attempts", name, event.seq, event.attempts + 1)
+        if park:
+            self.scripts.end_delivery(event.seq)
+        self._count("parked" if park else ("lua_error" if lua_error else "cut"))
+        self._pause = 0.0
+        return park
 
     def _submit_lua_job(self, name: str, event: OutboxEvent, operations: Any) -> None:
         """The operations a [J] callback recorded (SendToModality & co.), once it returned successfully."""
@@ -144,6 +161,7 @@ class EventDispatcher:
 
     def _done(self, event: OutboxEvent, outcome: str) -> None:
         self.outbox.mark_done(event.seq)
+        self.scripts.end_delivery(event.seq)
         if self._waiting is not None:
             log.warning("Event delivery resumed")
             self._waiting = None

@@ -3,7 +3,8 @@ stopped in the order that keeps every instance and event safe.
 
 Start: store → filter sandbox (a script that fails to load stops here, as Orthanc refuses to start) →
 DICOM and HTTP → main sandbox and ``Initialize`` (Orthanc queues ``Initialize`` once the server is up)
-→ event dispatcher. Stop: front ends → pending events delivered → ``Finalize`` → sandboxes → store.
+→ event dispatcher, stability monitor, heartbeat. Stop: front ends → heartbeat and stability monitor →
+pending events delivered → ``Finalize`` → sandboxes → store.
 SIGHUP (when the server runs in the main thread) reloads the scripts, as ``POST /lua/reload`` does.
 
 SIGTERM, SIGINT and ``POST /tools/shutdown`` all take that one stop path; ``POST /tools/reset`` takes it
@@ -22,6 +23,7 @@ import uvicorn
 from broker.config import Config
 from broker.core.attachments import Attachments, ContentTypes
 from broker.core.compression import NONE, ZLIB
+from broker.core.stability import StabilityMonitor
 from broker.core.store import Store
 from broker.dicom.negotiation import AcceptedContexts
 from broker.dicom.scp import StoreScp
@@ -36,6 +38,7 @@ from broker.peers import PeerClient
 from broker.rest import (
     archives,
     attachments,
+    changes,
     create,
     exports,
     find,
@@ -56,6 +59,7 @@ from broker.rest import (
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.filters import InstanceFilter
+from broker.scripting.heartbeat import HeartBeat
 from broker.scripting.http_client import LuaHttpClient
 from broker.scripting.lifecycle import ReloadError
 from broker.scripting.lua_jobs import LuaJobs
@@ -80,7 +84,7 @@ class Server:
         self.config = config
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
                       default_encoding=config.default_encoding, limits=config.storage_limits,
-                      store_md5=config.store_md5)
+                      store_md5=config.store_md5, stable_age=config.stable_age)
         store.compression = ZLIB if config.storage_compression else NONE
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.attachments = Attachments(store, ContentTypes(config.user_content_types))
@@ -91,7 +95,7 @@ class Server:
         services.lua_http = LuaHttpClient(config.network.http)
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
                                            network.routes, jobs.routes, modification.routes, preview.routes,
-                                           exports.routes, tools.routes, instances.routes,
+                                           exports.routes, changes.routes, tools.routes, instances.routes,
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes,
                                            server_control.routes])
@@ -103,7 +107,9 @@ class Server:
         services.stop_server = lambda reset: self.request_stop(reset=reset)
         services.metrics.registry.register(StateCollector(services, services.metrics.started))
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
-                                          metrics=services.metrics)
+                                          metrics=services.metrics, park_lua_errors=config.event_lua_errors_park)
+        self.stability = StabilityMonitor(store)
+        self.heartbeat = HeartBeat(services.scripts, config.lua_heartbeat_period)
         store.on_event = self.dispatcher.wake
         services.scripts.on_change(self.dispatcher.wake)
         self.dicom = StoreScp(services)
@@ -150,6 +156,8 @@ class Server:
         try:
             self.services.scripts.start_main()
             self.dispatcher.start()
+            self.stability.start()
+            self.heartbeat.start()
         except BaseException as exc:  # ScriptLoadError in the main process: refuse to run
             self.failure = exc
             self.http.should_exit = True
@@ -208,6 +216,8 @@ class Server:
             # Initialize is bounded by the sandbox's own deadlines.
             self._starter.join(STARTER_JOIN_S)
         if self.ready.is_set():
+            self.heartbeat.stop()
+            self.stability.stop()
             self.dispatcher.stop()
         self.services.jobs.stop()  # after the events, which submit Lua jobs
         self.services.scripts.stop()

@@ -7,6 +7,7 @@ local names = {
   "RestApiPut",
   "RestApiDelete",
   "GetOrthancConfiguration",
+  "GetCurrentEvent",
   "HttpGet",
   "HttpPost",
   "HttpPut",

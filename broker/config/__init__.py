@@ -91,6 +91,9 @@ class Config(ScriptOptions):
     #: ``StorageCompression``, ``StoreMD5ForAttachments`` and ``UserContentType`` (name → (number, MIME)).
     storage_compression: bool = False
     store_md5: bool = True
+    #: ``StableAge``: seconds without a new instance before a patient, study or series is stable (Orthanc:
+    #: a value <= 0 means 60).
+    stable_age: float = 60.0
     user_content_types: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: ``LogExportedResources``: record what ``/modalities/{name}/store`` and ``/peers/{name}/store``
     #: send, for ``GET /exports`` (Orthanc 1.10's default: false).
@@ -158,6 +161,7 @@ class Config(ScriptOptions):
                 overwrite=options.option("OverwriteInstances", bool, False)),
             storage_compression=options.option("StorageCompression", bool, False),
             store_md5=options.option("StoreMD5ForAttachments", bool, True),
+            stable_age=_stable_age(options.option("StableAge", float, 60.0)),
             user_content_types=_user_content_types(options),
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
@@ -228,3 +232,8 @@ def _input_bounds(options: Section) -> InputBounds:
     return InputBounds(max_body=size_mb("MaximumHttpBodySize", base.max_body), max_elements=elements or None,
                        inflate=InflateBound(max_size=size_mb("MaximumInflatedSize", inflate.max_size),
                                             max_ratio=ratio or None))
+
+
+def _stable_age(seconds: float) -> float:
+    """Orthanc reads a ``StableAge`` of 0 or less as its default, 60 s."""
+    return seconds if seconds > 0 else 60.0

@@ -42,8 +42,13 @@ class ScriptOptions:
     lua_expose_secrets: bool = False
     lua_limits: Limits = field(default_factory=Limits)
     lua_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    #: ``LuaSandbox.EventMaxAttempts``: deliveries of one event cut by a crash before it is parked.
+    #: ``LuaSandbox.EventMaxAttempts``: failed deliveries of one event before it is parked.
     event_max_attempts: int = 5
+    #: ``LuaSandbox.EventLuaErrors``: ``Park`` (a callback that raises is retried, then parked, as a
+    #: crash is) or ``Log`` (Orthanc's: the error is logged and the event is done).
+    event_lua_errors_park: bool = True
+    #: ``LuaHeartBeatPeriod``: seconds between the end of an ``OnHeartBeat`` and the next; 0: never.
+    lua_heartbeat_period: float = 0.0
     #: ``LuaSandbox.FilterFailurePolicy``: each filter's answer when its process cannot run it.
     lua_filter_failure_policy: dict[str, str] = field(default_factory=dict)
     #: ``LuaSandbox.Isolation``: the OS layers of the sandbox processes (docs/security.md).
@@ -64,6 +69,9 @@ def read_script_options(options: Section, base_dir: Path) -> ScriptOptions:
         lua_limits=limits,
         lua_backoff=_backoff(sandbox),
         event_max_attempts=sandbox.option("EventMaxAttempts", int, 5, lambda n: n >= 1, ">= 1"),
+        event_lua_errors_park=sandbox.option("EventLuaErrors", str, "Park", lambda v: v in ("Park", "Log"),
+                                             '"Park" or "Log"') == "Park",
+        lua_heartbeat_period=options.option("LuaHeartBeatPeriod", float, 0.0, lambda v: v >= 0, ">= 0"),
         lua_filter_failure_policy=_filter_failure_policy(sandbox),
         lua_isolation=_isolation(sandbox.section("Isolation")),
         lua_log_limits=_log_limits(sandbox),

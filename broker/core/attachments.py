@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.core import changes
 from broker.core.compression import NONE, ZLIB, encode
 from broker.core.index import Attachment
 from broker.core.levels import Level
@@ -87,7 +88,8 @@ class Attachments:
             if attachment is None:
                 raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No attachment {name} on {public_id}")
             tx.delete_attachment(row.internal_id, number)
-            tx.append_event("Updated", level, public_id, {"Attachment": self.types.name(number)}, now_iso())
+            tx.append_event(changes.UPDATED_ATTACHMENT, level, public_id, {"Attachment": self.types.name(number)},
+                            now_iso())
         self.store.storage.remove(attachment.uuid)
 
     def set_compression(self, level: Level, public_id: str, name: str, compressed: bool) -> None:
@@ -129,7 +131,8 @@ class Attachments:
                 tx.add_attachment(row.internal_id, number, file_uuid, encoded.size, encoded.md5,
                                   encoded.compressed_size, encoded.compressed_md5, encoded.compression, revision)
                 if not keep_revision:
-                    tx.append_event("Updated", level, public_id, {"Attachment": self.types.name(number)}, now_iso())
+                    tx.append_event(changes.UPDATED_ATTACHMENT, level, public_id,
+                                    {"Attachment": self.types.name(number)}, now_iso())
                 attachment = tx.attachment(row.internal_id, number)
         except BaseException:
             self.store.storage.remove(file_uuid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.core import changes
 from broker.core.levels import Level
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -62,16 +64,17 @@ CREATE TABLE IF NOT EXISTS unstable (
     deadline    REAL NOT NULL                  -- Unix time at which the resource becomes stable
 );
 
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE IF NOT EXISTS outbox (            -- the event log (broker/core/changes.py: the kinds)
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind        TEXT NOT NULL,                 -- StoredInstance, Deleted, Updated, Stable
+    kind        TEXT NOT NULL,                 -- StoredInstance, NewSeries, StableStudy, Deleted, ...
     level       TEXT,                          -- Patient, Study, Series, Instance
     resource_id TEXT,
     payload     BLOB,                          -- JSON
     attempts    INTEGER NOT NULL DEFAULT 0,
     state       TEXT NOT NULL DEFAULT 'pending',  -- pending, done, parked
     last_error  TEXT,
-    created     TEXT NOT NULL
+    created     TEXT NOT NULL,
+    listed      INTEGER NOT NULL DEFAULT 0     -- 1: one of Orthanc's changes, listed by /changes
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, seq);
 
@@ -110,11 +113,22 @@ class ResourceRow:
     parent_id: int | None
 
 
-#: Schema 1 → 2: compression and revisions of attachments.
+#: Schema 1 → 2: compression and revisions of attachments. 2 → 3: Orthanc's changes in the event log
+#: (``listed``), and the kinds of events that had no callback yet named as Orthanc names the changes.
 MIGRATIONS = {1: ["ALTER TABLE attachments ADD COLUMN compressed_size INTEGER",
                   "ALTER TABLE attachments ADD COLUMN compressed_md5 TEXT",
                   "ALTER TABLE attachments ADD COLUMN compression INTEGER NOT NULL DEFAULT 0",
-                  "ALTER TABLE attachments ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"]}
+                  "ALTER TABLE attachments ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"],
+              2: ["ALTER TABLE outbox ADD COLUMN listed INTEGER NOT NULL DEFAULT 0",
+                  "UPDATE outbox SET kind = 'Stable' || level WHERE kind = 'Stable'",
+                  "UPDATE outbox SET kind = CASE WHEN payload LIKE '%\"Metadata\"%' THEN 'UpdatedMetadata' "
+                  "ELSE 'UpdatedAttachment' END WHERE kind = 'Updated'"]}
+#: Indexes on columns that a migration adds: created once the migrations ran.
+LATE_INDEXES = """
+CREATE INDEX IF NOT EXISTS outbox_listed ON outbox(seq) WHERE listed = 1;
+CREATE INDEX IF NOT EXISTS outbox_listed_by_resource ON outbox(resource_id) WHERE listed = 1;
+CREATE INDEX IF NOT EXISTS outbox_pending_by_resource ON outbox(resource_id) WHERE state = 'pending';
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,16 +380,48 @@ class IndexTransaction:
                 self._execute("SELECT internal_id, level, public_id FROM unstable WHERE deadline <= ? "
                               "ORDER BY deadline, level DESC, internal_id", (now,))]
 
+    def next_unstable_deadline(self) -> float | None:
+        deadline: float | None = self._execute("SELECT MIN(deadline) FROM unstable").fetchone()[0]
+        return deadline
+
     def clear_unstable(self, internal_id: int) -> None:
         self._execute("DELETE FROM unstable WHERE internal_id = ?", (internal_id,))
 
-    # Outbox (written in the same transaction as the change it reports).
+    # The event log (written in the same transaction as the change it reports).
     def append_event(self, kind: str, level: Level | None, resource_id: str | None, payload: dict[str, Any],
                      created: str) -> int:
+        """One event; ``pending`` if a callback consumes its kind, listed if it is one of Orthanc's
+        changes (``broker.core.changes``)."""
+        delivered = kind in changes.DELIVERED
         cursor = self._execute(
-            "INSERT INTO outbox (kind, level, resource_id, payload, created) VALUES (?, ?, ?, ?, ?)",
-            (kind, None if level is None else level.label, resource_id, _dump(payload).encode("utf-8"), created))
+            "INSERT INTO outbox (kind, level, resource_id, payload, created, state, listed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, None if level is None else level.label, resource_id,
+             _dump(payload).encode("utf-8") if delivered else None, created, "pending" if delivered else "done",
+             int(kind in changes.LISTED)))
         return _inserted_id(cursor)
+
+    def forget_resource_events(self, public_id: str) -> None:
+        """A resource is deleted: its changes leave ``/changes`` (Orthanc deletes its ``Changes`` rows
+        with it), and a ``Stable*`` event not yet delivered is skipped (Orthanc skips a resource that no
+        longer exists)."""
+        self._execute("UPDATE outbox SET listed = 0 WHERE resource_id = ? AND listed = 1", (public_id,))
+        self._execute(f"UPDATE outbox SET state = 'done' WHERE resource_id = ? AND state = 'pending' "
+                      f"AND kind IN ({', '.join('?' * len(changes.STABLE_KINDS))})",
+                      (public_id, *sorted(changes.STABLE_KINDS)))
+
+
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
+
+
+def _adds_an_existing_column(connection: sqlite3.Connection, statement: str) -> bool:
+    """Whether a migration adds a column that the table already has: a table that an old index lacked
+    entirely was just created in its newest form by ``SCHEMA``."""
+    match = _ADD_COLUMN.match(statement)
+    if match is None:
+        return False
+    table, column = match.groups()
+    return any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})"))
 
 
 def _dump(value: Any) -> str:
@@ -399,12 +445,14 @@ class Index:
             self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         while version in MIGRATIONS:
             for statement in MIGRATIONS[version]:
-                self._writer.execute(statement)
+                if not _adds_an_existing_column(self._writer, statement):
+                    self._writer.execute(statement)
             version += 1
             self._writer.execute(f"PRAGMA user_version = {version}")
         if version not in (0, SCHEMA_VERSION):
             raise RuntimeError(f"The index {self.path} has schema version {version}; this luabroker reads "
                                f"version {SCHEMA_VERSION}")
+        self._writer.executescript(LATE_INDEXES)
         self._transaction = IndexTransaction(self._writer)
 
     def _connect(self) -> sqlite3.Connection:

@@ -1,21 +1,22 @@
-"""The outbox: durable events, written in the same transaction as the change they report.
+"""The outbox: the durable event log, each event written in the same transaction as the change it
+reports. ``broker.core.changes`` lists the kinds: which are Orthanc's changes (``GET /changes``) and
+which a Lua callback consumes. ``level`` is Orthanc's level name, ``resource_id`` the public id.
+Payloads, for the kinds a callback consumes:
 
-Kinds (``level`` is Orthanc's level name, ``resource_id`` the public id):
-
-* ``StoredInstance`` (level ``Instance``): payload ``{"origin": Origin.to_dict(), "metadata": {name:
-  value}, "tags": simplified tags}``. Written for every successful store, duplicates included (then
-  with the existing instance's metadata), as Orthanc fires ``OnStoredInstance`` for both.
-* ``Deleted``: one per resource that disappeared (the target, its descendants, and the ancestors that
-  became empty); payload ``{}``.
-* ``Updated``: metadata of a resource was set or deleted, payload ``{"Metadata": name}``; or one of its
-  user attachments was written or deleted, payload ``{"Attachment": name}``.
-* ``Stable`` (``Patient``/``Study``/``Series``): no new instance for ``StableAge`` seconds; payload
-  ``{"tags": main tags, "metadata": {name: value}}``.
+* ``StoredInstance`` (level ``Instance``): ``{"origin": Origin.to_dict(), "metadata": {name: value},
+  "tags": simplified tags}``. Written for every successful store, duplicates included (then with the
+  existing instance's metadata), as Orthanc fires ``OnStoredInstance`` for both.
+* ``Deleted``: one per resource that disappeared, in Orthanc's order (``Store.delete``); ``{}``.
+* ``UpdatedMetadata`` (``{"Metadata": name}``), ``UpdatedAttachment`` (``{"Attachment": name}``):
+  a user metadata or attachment was written or deleted.
+* ``StableSeries``, ``StableStudy``, ``StablePatient``: no new instance for ``StableAge`` seconds;
+  ``{"tags": main tags, "metadata": {name: value}}`` as they were when it became stable.
 * ``JobSubmitted``, ``JobSuccess``, ``JobFailure`` (no level; ``resource_id`` is the job id): written by
-  the jobs engine (``broker.jobs``) through ``append``; payload ``{}``.
+  the jobs engine (``broker.jobs``) through ``append``; ``{}``.
 
 The dispatcher reads ``pending()`` in ``seq`` order, and for each event calls ``mark_done`` or
-``record_failure`` (which re-queues it, or parks it: a dead letter kept for inspection).
+``record_failure`` (which re-queues it, or parks it: a dead letter kept for inspection). ``changes``
+and ``last_change`` read Orthanc's changes, as its ``GetChanges`` and ``GetLastChange``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.core import changes
 from broker.core.index import Index
 from broker.core.metadata import now_iso
 
@@ -94,15 +96,38 @@ class Outbox:
                                          (seq,)).rowcount > 0
 
     def counts(self) -> dict[str, int]:
+        """The events a callback consumes, by state (the changes no callback consumes are left out)."""
         counts = {"pending": 0, "done": 0, "parked": 0}
+        kinds = sorted(changes.DELIVERED)
         with self._index.read() as tx:
-            for state, count in tx.connection.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+            for state, count in tx.connection.execute(
+                    f"SELECT state, COUNT(*) FROM outbox WHERE kind IN ({', '.join('?' * len(kinds))}) GROUP BY state",
+                    kinds):
                 counts[state] = count
         return counts
 
-    def prune_done(self, keep: int = 10000) -> int:
-        """Delete the oldest delivered events, keeping the last ``keep`` of them; returns how many went."""
+    # Orthanc's changes.
+    def changes(self, since: int, limit: int) -> tuple[list[OutboxEvent], bool]:
+        """The changes after ``since``, at most ``limit``, and whether there are no more (``Done``)."""
+        with self._index.read() as tx:
+            rows = tx.connection.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE listed = 1 AND seq > ? ORDER BY seq LIMIT ?",
+                (since, limit + 1)).fetchall()
+        return [_event(row) for row in rows[:limit]], len(rows) <= limit
+
+    def last_change(self) -> OutboxEvent | None:
+        with self._index.read() as tx:
+            row = tx.connection.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE listed = 1 ORDER BY seq DESC LIMIT 1").fetchone()
+        return _event(row) if row else None
+
+    def last_seq(self) -> int:
+        """The last sequence number ever given (Orthanc's ``GetLastChangeIndex``), 0 before the first."""
+        with self._index.read() as tx:
+            row = tx.connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return int(row[0]) if row else 0
+
+    def clear_changes(self) -> None:
+        """``DELETE /changes``: nothing is listed any more; the events stay for their delivery."""
         with self._index.write() as tx:
-            return tx.connection.execute(
-                "DELETE FROM outbox WHERE state = 'done' AND seq NOT IN "
-                "(SELECT seq FROM outbox WHERE state = 'done' ORDER BY seq DESC LIMIT ?)", (keep,)).rowcount
+            tx.connection.execute("UPDATE outbox SET listed = 0 WHERE listed = 1")

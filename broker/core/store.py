@@ -23,7 +23,7 @@ from typing import Any
 
 import pydicom
 
-from broker.core import maintags
+from broker.core import changes, maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.compression import NONE, Encoded, encode, stored_bytes
 from broker.core.dicom_file import read_lenient
@@ -292,7 +292,7 @@ class Store:
             existing = None
         if existing is not None:
             metadata = tx.metadata(existing.internal_id)
-            tx.append_event("StoredInstance", Level.INSTANCE, ids.instance,
+            tx.append_event(changes.STORED_INSTANCE, Level.INSTANCE, ids.instance,
                             self._stored_payload(origin, metadata, tags), now)
             return ALREADY_STORED
         if not written:  # deleted since the check made before writing the file
@@ -335,7 +335,17 @@ class Store:
         deadline = time.time() + self.stable_age
         tx.mark_unstable([(series[0], Level.SERIES, ids.series, deadline), (study[0], Level.STUDY, ids.study, deadline),
                           (patient[0], Level.PATIENT, ids.patient, deadline)])
-        tx.append_event("StoredInstance", Level.INSTANCE, ids.instance,
+        # Orthanc's changes, in its order: the new resources from the instance up, then a series that
+        # this instance completes.
+        for level, public_id, created in ((Level.INSTANCE, ids.instance, True), (Level.SERIES, ids.series, series[1]),
+                                          (Level.STUDY, ids.study, study[1]), (Level.PATIENT, ids.patient, patient[1])):
+            if created:
+                tx.append_event(changes.new(level), level, public_id, {}, now)
+        expected = expected_number_of_instances(summary_)
+        if expected is not None and series_status(
+                expected, tx.children_metadata(series[0], MetadataType.INDEX_IN_SERIES)) == COMPLETE:
+            tx.append_event(changes.COMPLETED_SERIES, Level.SERIES, ids.series, {}, now)
+        tx.append_event(changes.STORED_INSTANCE, Level.INSTANCE, ids.instance,
                         self._stored_payload(origin, metadata, tags), now)
         return SUCCESS
 
@@ -521,7 +531,8 @@ class Store:
         with self.index.write() as tx:
             row = self._find(tx, level, public_id)
             tx.set_metadata(row.internal_id, number, value)
-            tx.append_event("Updated", level, public_id, {"Metadata": self.metadata_names.name(number)}, now_iso())
+            tx.append_event(changes.UPDATED_METADATA, level, public_id, {"Metadata": self.metadata_names.name(number)},
+                            now_iso())
         self._notify()
 
     def delete_metadata(self, level: Level, public_id: str, name: str) -> bool:
@@ -531,7 +542,8 @@ class Store:
             row = self._find(tx, level, public_id)
             deleted = tx.delete_metadata(row.internal_id, number)
             if deleted:
-                tx.append_event("Updated", level, public_id, {"Metadata": self.metadata_names.name(number)}, now_iso())
+                tx.append_event(changes.UPDATED_METADATA, level, public_id,
+                                {"Metadata": self.metadata_names.name(number)}, now_iso())
         if deleted:
             self._notify()
         return deleted
@@ -559,22 +571,29 @@ class Store:
     @staticmethod
     def _delete_in(tx: IndexTransaction, row: ResourceRow, now: str) -> Deletion:
         """Delete ``row``, its descendants and the ancestors left empty, with their ``Deleted`` events,
-        in the transaction ``tx``; the caller removes the files once it is committed."""
-        deleted = tx.subtree(row.internal_id)
-        files = tx.attachment_uuids(r.internal_id for r in deleted)
+        in the transaction ``tx``; the caller removes the files once it is committed.
+
+        The events come in Orthanc's order (its SQLite triggers'): the descendants depth first, each
+        resource after its children, children in the order they were created; then the ancestors left
+        empty, the topmost first; then ``row`` itself."""
+        subtree = tx.subtree(row.internal_id)
+        files = tx.attachment_uuids(r.internal_id for r in subtree)
         tx.delete([row.internal_id])
         remaining = None
+        emptied: list[ResourceRow] = []
         child = row
         while child.parent_id is not None:
             parent = tx.parent(child)
             if tx.has_children(parent.internal_id):
                 remaining = parent
                 break
-            deleted.append(parent)
+            emptied.append(parent)
             tx.delete([parent.internal_id])
             child = parent
+        deleted = _descendants_first(subtree, row) + emptied[::-1] + [row]
         for gone in deleted:
-            tx.append_event("Deleted", gone.level, gone.public_id, {}, now)
+            tx.append_event(changes.DELETED, gone.level, gone.public_id, {}, now)
+            tx.forget_resource_events(gone.public_id)
         return Deletion(deleted, files, remaining)
 
     # Reconstruction.
@@ -615,6 +634,11 @@ class Store:
             tx.set_protected(self._patient(tx, patient_id).internal_id, protected)
 
     # Stability.
+    def next_stable_deadline(self) -> float | None:
+        """When the next unstable resource becomes stable (Unix time), None if there is none."""
+        with self.index.read() as tx:
+            return tx.next_unstable_deadline()
+
     def emit_stable_events(self, now: float | None = None) -> int:
         """Write a ``Stable`` event for each resource without a new instance for ``stable_age`` seconds."""
         now = time.time() if now is None else now
@@ -624,12 +648,29 @@ class Store:
             for row in tx.due_unstable(now):
                 main, _ = tx.main_tags(row.internal_id)
                 payload = {"tags": main, "metadata": self._named(tx.metadata(row.internal_id))}
-                tx.append_event("Stable", row.level, row.public_id, payload, stamp)
+                tx.append_event(changes.stable(row.level), row.level, row.public_id, payload, stamp)
                 tx.clear_unstable(row.internal_id)
                 count += 1
         if count:
             self._notify()
         return count
+
+
+def _descendants_first(subtree: list[ResourceRow], root: ResourceRow) -> list[ResourceRow]:
+    """The resources below ``root`` (``subtree``: it and its descendants), each after its own children,
+    children in the order of their internal ids (the order they were created)."""
+    children: dict[int, list[ResourceRow]] = {}
+    for resource in sorted(subtree, key=lambda r: r.internal_id):
+        if resource.parent_id is not None:
+            children.setdefault(resource.parent_id, []).append(resource)
+    ordered: list[ResourceRow] = []
+
+    def visit(parent: ResourceRow) -> None:
+        for child in children.get(parent.internal_id, []):
+            visit(child)
+            ordered.append(child)
+    visit(root)
+    return ordered
 
 
 def _accepted(instance_filter: Callable[[IncomingInstance], bool], incoming: IncomingInstance) -> bool:
@@ -689,3 +730,22 @@ def expected_number_of_instances(summary_: Mapping[int, str | None]) -> int | No
         count = number(CARDIAC_NUMBER_OF_IMAGES)
         return count if count is not None and count > 0 else None
     return None
+
+
+COMPLETE = "Complete"
+
+
+def series_status(expected: int | None, indexes: list[str | None]) -> str:
+    """Orthanc's ``GetSeriesStatus``: Unknown, Missing, Complete or Inconsistent, from the expected
+    number of instances and the ``IndexInSeries`` of each."""
+    if expected is None:
+        return "Unknown"
+    seen: set[int] = set()
+    for text in indexes:
+        index = parse_integer(text)
+        if index is None:
+            return "Unknown"
+        if not 0 < index <= expected or index in seen:
+            return "Inconsistent"
+        seen.add(index)
+    return COMPLETE if len(seen) == expected else "Missing"

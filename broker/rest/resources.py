@@ -19,7 +19,7 @@ from broker.core.dicom_file import is_dicomdir
 from broker.core.dicom_json import JsonFormat
 from broker.core.levels import Level
 from broker.core.metadata import MetadataType, is_user_metadata
-from broker.core.store import ResourceView, Store, parse_integer
+from broker.core.store import ResourceView, Store, parse_integer, series_status
 from broker.core.zip_reader import read_entries
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import RouteTable
@@ -72,21 +72,6 @@ def resource_json(view: ResourceView, fmt: JsonFormat = JsonFormat.HUMAN) -> dic
         result["ExpectedNumberOfInstances"] = expected
         result["Status"] = series_status(expected, view.children_index_in_series)
     return result
-
-
-def series_status(expected: int | None, indexes: list[str | None]) -> str:
-    """Orthanc's ``GetSeriesStatus``: Unknown, Missing, Complete or Inconsistent."""
-    if expected is None:
-        return "Unknown"
-    seen: set[int] = set()
-    for text in indexes:
-        index = parse_integer(text)
-        if index is None:
-            return "Unknown"
-        if not 0 < index <= expected or index in seen:
-            return "Inconsistent"
-        seen.add(index)
-    return "Complete" if len(seen) == expected else "Missing"
 
 
 def _store(services: Services) -> Store:

@@ -62,10 +62,11 @@ class ScriptSet:
         trip per instance (see ``ScriptVersion.defines``)."""
         return self.lifecycle.current.defines(name, CALLBACKS[name].role)
 
-    def notify(self, name: str, args: list[Any], *, delivery: Hashable | None = None) -> CallResult | None:
+    def notify(self, name: str, args: list[Any], *, delivery: Hashable | None = None,
+               attempt: int | None = None) -> CallResult | None:
         """Run a NOTIFY callback on the current version (``CallbackRunner.notify``)."""
         with self.lifecycle.pinned() as version:
-            return self.runner.notify(version, name, args, delivery=delivery)
+            return self.runner.notify(version, name, args, delivery=delivery, attempt=attempt)
 
     def delivery_writes(self, delivery: Hashable) -> list[str]:
         return self.runner.delivery_writes(delivery)

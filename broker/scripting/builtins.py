@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 from broker.core.origin import Origin
 from broker.core.requests import RestRequest
 from broker.errors import BareHttpStatus, OrthancError
+from broker.scripting import journal as journals
 from broker.scripting.http_client import HostRefused, HttpTransportError
 from broker.scripting.redaction import redact
 from broker.scripting.values import lua_tostring, to_lua
@@ -189,6 +190,17 @@ def rest_api_post(ctx: CallContext, args: list[Any]) -> bytes | None:
 def rest_api_put(ctx: CallContext, args: list[Any]) -> bytes | None:
     """``RestApiPut(uri, body [, builtin [, headers]])``: the body on HTTP 200, else nil."""
     return _post_or_put(ctx, "RestApiPut", "PUT", args)
+
+
+@builtin("GetCurrentEvent")
+def get_current_event(ctx: CallContext, args: list[Any]) -> Any:
+    """luabroker's own (Orthanc has no such function): ``{Seq = n, Attempt = k}`` of the outbox event
+    the running callback delivers; ``Attempt`` > 1 is a redelivery (an earlier attempt was cut or
+    raised). ``nil`` outside an event (a filter, execute-script, ``OnHeartBeat``)."""
+    journal = journals.active()
+    if journal is None or journal.delivery is None:
+        return None
+    return {"Seq": journal.delivery, "Attempt": journal.attempt}
 
 
 @builtin("GetOrthancConfiguration")

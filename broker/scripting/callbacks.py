@@ -50,8 +50,15 @@ def stored_instance_args(event: OutboxEvent) -> list[Any]:
     return [event.resource_id, dict(payload.get("tags", {})), dict(payload.get("metadata", {})), origin]
 
 
-def job_args(event: OutboxEvent) -> list[Any]:
-    """``(jobId)`` of ``OnJobSubmitted``, ``OnJobSuccess`` and ``OnJobFailure``, from their outbox event."""
+def stable_args(event: OutboxEvent) -> list[Any]:
+    """``(resourceId, tags, metadata)`` of ``OnStablePatient/Study/Series``: the resource's own main
+    tags and metadata, by name, as they were when it became stable."""
+    payload = event.payload
+    return [event.resource_id, dict(payload.get("tags", {})), dict(payload.get("metadata", {}))]
+
+
+def resource_args(event: OutboxEvent) -> list[Any]:
+    """``(jobId)`` of ``OnJob*``, ``(resourceId)`` of ``OnDeleted*`` and ``OnUpdated*``."""
     return [event.resource_id]
 
 
@@ -74,10 +81,31 @@ class Callback:
     #: Builds the Lua arguments: from an outbox event for a NOTIFY that consumes one, from what the
     #: door saw for a FILTER.
     arguments: Callable[..., list[Any]]
-    event_kind: str | None = None  # the outbox kind that a NOTIFY callback consumes
+    #: The outbox events a NOTIFY callback consumes: (kind, level), level None for any.
+    events: tuple[tuple[str, str | None], ...] = ()
     #: Orthanc's [J] callbacks: run through ``_CallWithJob``; the operations recorded by SendToModality
     #: & co. are submitted as a "Lua" job once the callback has returned (``broker.scripting.lua_jobs``).
     job: bool = False
+
+
+def _per_level() -> list[Callback]:
+    """``OnStable*``, ``OnDeleted*`` and ``OnUpdated*``: one callback per level, as in Orthanc."""
+    callbacks = []
+    for level in ("Patient", "Study", "Series"):
+        callbacks.append(Callback(
+            f"OnStable{level}", Kind.NOTIFY, Role.MAIN,
+            f"(id, tags, metadata) once the {level.lower()} had no new instance for StableAge seconds.",
+            stable_args, events=((f"Stable{level}", level),), job=True))
+    for level in ("Patient", "Study", "Series", "Instance"):
+        callbacks.append(Callback(
+            f"OnDeleted{level}", Kind.NOTIFY, Role.MAIN,
+            f"(id) once the {level.lower()} is deleted (cascades, emptied parents and recycling included).",
+            resource_args, events=(("Deleted", level),)))
+        callbacks.append(Callback(
+            f"OnUpdated{level}", Kind.NOTIFY, Role.MAIN,
+            f"(id) once a user metadata or attachment of the {level.lower()} was written or deleted.",
+            resource_args, events=(("UpdatedMetadata", level), ("UpdatedAttachment", level))))
+    return callbacks
 
 
 CALLBACKS: dict[str, Callback] = {c.name: c for c in (
@@ -85,15 +113,19 @@ CALLBACKS: dict[str, Callback] = {c.name: c for c in (
              "Called once the server is up, and again after the main sandbox is restarted.", no_args),
     Callback("Finalize", Kind.NOTIFY, Role.MAIN,
              "Called on a clean stop, after the pending events were delivered.", no_args),
+    Callback("OnHeartBeat", Kind.NOTIFY, Role.MAIN,
+             "Every LuaHeartBeatPeriod seconds after the end of the previous call; not an event.", no_args),
     Callback("OnStoredInstance", Kind.NOTIFY, Role.MAIN,
              "(instanceId, tags, metadata, origin) after every successful store, duplicates included.",
-             stored_instance_args, event_kind="StoredInstance", job=True),
+             stored_instance_args, events=(("StoredInstance", None),), job=True),
+    *_per_level(),
     Callback("OnJobSubmitted", Kind.NOTIFY, Role.MAIN,
-             "(jobId) once a job is queued (not yet started).", job_args, event_kind="JobSubmitted"),
+             "(jobId) once a job is queued (not yet started).", resource_args, events=(("JobSubmitted", None),)),
     Callback("OnJobSuccess", Kind.NOTIFY, Role.MAIN,
-             "(jobId) once a job has succeeded.", job_args, event_kind="JobSuccess"),
+             "(jobId) once a job has succeeded.", resource_args, events=(("JobSuccess", None),)),
     Callback("OnJobFailure", Kind.NOTIFY, Role.MAIN,
-             "(jobId) once a job has failed (after its retries) or was canceled.", job_args, event_kind="JobFailure"),
+             "(jobId) once a job has failed (after its retries) or was canceled.", resource_args,
+             events=(("JobFailure", None),)),
     Callback("ReceivedInstanceFilter", Kind.FILTER, Role.FILTER,
              "(tags, origin, info) before an instance is written; must return a boolean.",
              received_instance_args),
@@ -105,4 +137,9 @@ CALLBACKS: dict[str, Callback] = {c.name: c for c in (
              http_request_args),
 )}
 
-NOTIFY_BY_EVENT_KIND: dict[str, Callback] = {c.event_kind: c for c in CALLBACKS.values() if c.event_kind}
+_BY_EVENT: dict[tuple[str, str | None], Callback] = {event: c for c in CALLBACKS.values() for event in c.events}
+
+
+def for_event(event: OutboxEvent) -> Callback | None:
+    """The callback that consumes an outbox event, if any."""
+    return _BY_EVENT.get((event.kind, event.level)) or _BY_EVENT.get((event.kind, None))

@@ -81,23 +81,25 @@ class CallbackRunner:
             watch_quarantine(version, role, outcome, self.failure_policy, self.tenant)
 
     def notify(self, version: ScriptVersion, name: str, args: list[Any], *,
-               delivery: Hashable | None = None) -> CallResult | None:
+               delivery: Hashable | None = None, attempt: int | None = None) -> CallResult | None:
         """Run a NOTIFY callback; ``None`` when the version does not define it.
 
         ``LuaError`` (the script failed) and ``SandboxError`` (the process died, timed out or is
         quarantined) propagate: the outbox dispatcher decides what they mean. With ``delivery`` (the
-        event's key), the writes of an attempt that is cut are remembered, and the next attempt of the
-        same delivery does not apply them again (see ``journal``); ``end_delivery`` forgets them."""
+        event's key), the writes of an attempt that raised or was cut are remembered, and the next
+        attempt of the same delivery does not apply them again (see ``journal``); ``end_delivery``
+        forgets them (the dispatcher calls it once the event is done or parked).
+        ``attempt``: which attempt at the delivery this is (1 = the first), for ``GetCurrentEvent()``."""
         assert CALLBACKS[name].kind is Kind.NOTIFY, f"{name} is not a notification"
         if not version.defines(name, CALLBACKS[name].role):
             self.end_delivery(delivery)
             return None
-        journal = None if delivery is None else self._deliveries.setdefault(delivery, Journal(name))
-        with journals.recording(journal):
+        journal = None if delivery is None else self._deliveries.setdefault(delivery, Journal(name, delivery))
+        with journals.recording(journal, attempt):
             try:
                 result = self.call(version, name, args)
-            except (SandboxCrashed, SandboxTimeout, SandboxUnavailable):
-                raise  # cut (or not started): the journal is kept for the next attempt
+            except (LuaError, SandboxCrashed, SandboxTimeout, SandboxUnavailable):
+                raise  # raised, cut or not started: the journal is kept for a next attempt
             except BaseException:
                 self.end_delivery(delivery)
                 raise

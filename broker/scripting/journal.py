@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -56,15 +56,20 @@ def _label(builtin: str, args: list[Any]) -> str:
 class Journal:
     """The writes of one delivery of ``callback``, across its attempts. One thread uses it at a time."""
 
-    def __init__(self, callback: str = "") -> None:
+    def __init__(self, callback: str = "", delivery: Hashable | None = None) -> None:
         self.callback = callback
+        #: The outbox event being delivered (its seq), and the attempt running now (1 = the first);
+        #: what ``GetCurrentEvent()`` tells the script.
+        self.delivery = delivery
+        self.attempt = 0
         self.writes: list[Write] = []
         self.replayed = 0
         self._cursor = 0
         self._diverged = False
         self._busy = False
 
-    def begin_attempt(self) -> None:
+    def begin_attempt(self, attempt: int | None = None) -> None:
+        self.attempt = self.attempt + 1 if attempt is None else attempt
         self._cursor = 0
         self._diverged = False
 
@@ -109,13 +114,14 @@ def active() -> Journal | None:
 
 
 @contextmanager
-def recording(journal: Journal | None) -> Iterator[Journal | None]:
+def recording(journal: Journal | None, attempt: int | None = None) -> Iterator[Journal | None]:
     """Make ``journal`` the one that records the writes of the calls made on this thread inside the
-    ``with`` (the rpc handler runs on the calling thread); the previous one comes back after it."""
+    ``with`` (the rpc handler runs on the calling thread); the previous one comes back after it.
+    ``attempt``: the number of this attempt, when the caller counts them (an outbox event does)."""
     previous = active()
     _local.journal = journal
     if journal is not None:
-        journal.begin_attempt()
+        journal.begin_attempt(attempt)
     try:
         yield journal
     finally:

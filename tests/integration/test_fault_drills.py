@@ -125,7 +125,7 @@ def test_script_that_errors_at_load_time_stops_start_up(tmp_path):
     assert "fails.lua:2: attempt to index a nil value (local 'x')" in run.stderr, run.stderr
 
 
-def test_on_stored_instance_error_is_logged_and_does_not_block_later_events(luabroker):
+def test_on_stored_instance_error_is_parked_and_does_not_block_later_events(luabroker):
     server = luabroker({"cb.lua": """
         function OnStoredInstance(id, tags)
           if tags.PatientID == 'BAD' then error('deliberate') end
@@ -136,7 +136,18 @@ def test_on_stored_instance_error_is_logged_and_does_not_block_later_events(luab
     server.wait_events()
     assert server.http.get(f"/instances/{bad}/metadata/Delivered").status_code == 404
     assert server.http.get(f"/instances/{good}/metadata/Delivered").text == "yes"
+    [parked] = server.http.get("/lua/events/parked").json()
+    assert (parked["Kind"], parked["ResourceId"], parked["Attempts"]) == ("StoredInstance", bad, 5)
+    assert "deliberate" in parked["LastError"]
+
+
+def test_with_event_lua_errors_log_an_error_drops_the_event_as_orthanc(luabroker):
+    server = luabroker({"cb.lua": "function OnStoredInstance(id) error('deliberate') end"},
+                       LuaSandbox={"CallTimeout": 2, "HardTimeout": 6, "EventLuaErrors": "Log"})
+    server.http.post("/instances", content=to_bytes(make_instances(1)[0])).raise_for_status()
+    server.wait_events()
     assert server.http.get("/lua/events/parked").json() == []
+    assert server.http.get("/lua/status").json()["Events"] == {"pending": 0, "done": 1, "parked": 0}
 
 
 

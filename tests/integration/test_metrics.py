@@ -40,11 +40,14 @@ def test_metrics_move_with_calls_in_orthancs_text_format(luabroker):
     assert after[filter_calls] == 4
     assert after[("luabroker_lua_call_duration_seconds_count",
                   frozenset({("callback", "ReceivedInstanceFilter"), ("role", "filter")}))] == 4
-    assert metric(server, "luabroker_lua_calls_total", callback="OnStoredInstance", role="main") == 4
-    assert metric(server, "luabroker_lua_errors_total", callback="OnStoredInstance", role="main") == 1
+    # The failing event is tried EventMaxAttempts (5) times, then parked.
+    assert metric(server, "luabroker_lua_calls_total", callback="OnStoredInstance", role="main") == 3 + 5
+    assert metric(server, "luabroker_lua_errors_total", callback="OnStoredInstance", role="main") == 5
     assert metric(server, "luabroker_lua_calls_total", callback="execute-script", role="main") == 1
     assert metric(server, "luabroker_events_deliveries_total", outcome="done") == 3
-    assert metric(server, "luabroker_events_deliveries_total", outcome="lua_error") == 1
+    assert metric(server, "luabroker_events_deliveries_total", outcome="lua_error") == 4
+    assert metric(server, "luabroker_events_deliveries_total", outcome="parked") == 1
+    assert after[("luabroker_events_parked", frozenset())] == 1
     assert after[("orthanc_count_instances", frozenset())] == 4
     assert after[("orthanc_count_patients", frozenset())] == 2
     assert after[("luabroker_events_pending", frozenset())] == 0

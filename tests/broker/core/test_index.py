@@ -88,7 +88,31 @@ def test_an_index_of_schema_1_is_migrated_when_opened(tmp_path: Path) -> None:
             assert (attachment.uuid, attachment.size, attachment.stored_size, attachment.compression) == (
                 "file-uuid", 1234, 1234, 0)
             assert tx.total_size() == tx.total_uncompressed_size() == 1234
-        assert index._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert index._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         index.close()
     Index(path).close()  # opens again without migrating twice
+
+
+def test_an_index_of_schema_2_gets_orthancs_change_names(tmp_path: Path) -> None:
+    """Schema 2 wrote ``Stable`` and ``Updated`` events that no callback consumed; schema 3 names them
+    as Orthanc's changes, and lists nothing of the old log in /changes."""
+    path = tmp_path / "old.sqlite"
+    Index(path).close()
+    old = sqlite3.connect(path)
+    old.executescript("""
+        DROP INDEX outbox_listed; DROP INDEX outbox_listed_by_resource; DROP INDEX outbox_pending_by_resource;
+        ALTER TABLE outbox DROP COLUMN listed;
+        INSERT INTO outbox (kind, level, resource_id, payload, created) VALUES
+            ('Stable', 'Study', 's', '{}', 'x'), ('Updated', 'Series', 'a', '{"Metadata":"m"}', 'x'),
+            ('Updated', 'Series', 'b', '{"Attachment":"n"}', 'x'), ('StoredInstance', 'Instance', 'i', '{}', 'x');
+        PRAGMA user_version = 2;
+    """)
+    old.close()
+    index = Index(path)
+    try:
+        rows = index._writer.execute("SELECT kind, resource_id, listed FROM outbox ORDER BY seq").fetchall()
+        assert rows == [("StableStudy", "s", 0), ("UpdatedMetadata", "a", 0), ("UpdatedAttachment", "b", 0),
+                        ("StoredInstance", "i", 0)]
+    finally:
+        index.close()

@@ -272,7 +272,7 @@ def test_user_metadata_by_name_or_number(store: Store) -> None:
     assert list(metadata)[-3:] == ["Sample", "Other", "3000"] and metadata["Other"] == "world"
     assert store.delete_metadata(Level.INSTANCE, instance, "Sample") is True
     assert store.delete_metadata(Level.INSTANCE, instance, "Sample") is False
-    updated = [e for e in store.outbox.pending() if e.kind == "Updated"]
+    updated = [e for e in store.outbox.pending() if e.kind == "UpdatedMetadata"]
     assert [e.payload for e in updated] == [{"Metadata": "Sample"}, {"Metadata": "Other"}, {"Metadata": "3000"},
                                             {"Metadata": "Sample"}]
 
@@ -312,8 +312,8 @@ def test_resources_become_stable_after_stable_age(tmp_path: Path) -> None:
         assert store.view(Level.SERIES, result.parent_series).is_stable is False
         assert store.emit_stable_events() == 0
         assert store.emit_stable_events(now=time.time() + 31) == 3
-        stable = [e for e in store.outbox.pending() if e.kind == "Stable"]
-        assert [e.level for e in stable] == ["Series", "Study", "Patient"]  # Orthanc's order
+        stable = [e for e in store.outbox.pending() if e.kind.startswith("Stable")]
+        assert [e.kind for e in stable] == ["StableSeries", "StableStudy", "StablePatient"]  # Orthanc's order
         series = next(e for e in stable if e.level == "Series")
         assert series.payload["tags"]["Modality"] == "OT" and "LastUpdate" in series.payload["metadata"]
         assert store.emit_stable_events(now=time.time() + 31) == 0

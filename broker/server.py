@@ -86,6 +86,7 @@ class Server:
                       default_encoding=config.default_encoding, limits=config.storage_limits,
                       store_md5=config.store_md5, stable_age=config.stable_age)
         store.compression = ZLIB if config.storage_compression else NONE
+        store.event_backlog_limit = config.event_backlog_limit or None
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.attachments = Attachments(store, ContentTypes(config.user_content_types))
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)

@@ -47,6 +47,9 @@ class ScriptOptions:
     #: ``LuaSandbox.EventLuaErrors``: ``Park`` (a callback that raises is retried, then parked, as a
     #: crash is) or ``Log`` (Orthanc's: the error is logged and the event is done).
     event_lua_errors_park: bool = True
+    #: ``LuaSandbox.EventBacklogLimit``: events waiting for delivery past which new instances are
+    #: refused (C-STORE 0xA700, REST 503); 0: no bound.
+    event_backlog_limit: int = 100_000
     #: ``LuaHeartBeatPeriod``: seconds between the end of an ``OnHeartBeat`` and the next; 0: never.
     lua_heartbeat_period: float = 0.0
     #: ``LuaSandbox.FilterFailurePolicy``: each filter's answer when its process cannot run it.
@@ -71,6 +74,7 @@ def read_script_options(options: Section, base_dir: Path) -> ScriptOptions:
         event_max_attempts=sandbox.option("EventMaxAttempts", int, 5, lambda n: n >= 1, ">= 1"),
         event_lua_errors_park=sandbox.option("EventLuaErrors", str, "Park", lambda v: v in ("Park", "Log"),
                                              '"Park" or "Log"') == "Park",
+        event_backlog_limit=sandbox.option("EventBacklogLimit", int, 100_000, lambda n: n >= 0, ">= 0"),
         lua_heartbeat_period=options.option("LuaHeartBeatPeriod", float, 0.0, lambda v: v >= 0, ">= 0"),
         lua_filter_failure_policy=_filter_failure_policy(sandbox),
         lua_isolation=_isolation(sandbox.section("Isolation")),

@@ -67,6 +67,13 @@ class Outbox:
                                          (limit,)).fetchall()
         return [_event(row) for row in rows]
 
+    def pending_count(self, at_most: int) -> int:
+        """How many events wait for delivery, counted up to ``at_most``."""
+        with self._index.read() as tx:
+            count: int = tx.connection.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' LIMIT ?)", (at_most,)).fetchone()[0]
+        return count
+
     def get(self, seq: int) -> OutboxEvent | None:
         with self._index.read() as tx:
             row = tx.connection.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()

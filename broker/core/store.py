@@ -239,6 +239,9 @@ class Store:
         self.default_encoding = default_encoding
         #: ``MaximumStorageSize``, ``MaximumPatientCount``, ``OverwriteInstances``.
         self.limits = limits
+        #: ``LuaSandbox.EventBacklogLimit``: while this many events wait for delivery, new instances are
+        #: refused (``backlog_full``); None: no bound.
+        self.event_backlog_limit: int | None = None
 
     def close(self) -> None:
         self.index.close()
@@ -257,6 +260,10 @@ class Store:
 
     def store_incoming(self, incoming: IncomingInstance) -> StoreResult:
         ids = incoming.ids
+        if self.backlog_full():
+            raise OrthancError(ErrorCode.FULL_STORAGE, f"{self.event_backlog_limit} events wait for their Lua "
+                               "callbacks (LuaSandbox.EventBacklogLimit): new instances are refused until the "
+                               "scripts catch up (GET /lua/status)", http_status=503)
         instance_filter = self.instance_filter
         if instance_filter is not None and not _accepted(instance_filter, incoming):
             return StoreResult(FILTERED_OUT, ids.instance, ids.patient, ids.study, ids.series)
@@ -632,6 +639,12 @@ class Store:
         """A protected patient is never recycled (``MaximumStorageSize``, ``MaximumPatientCount``)."""
         with self.index.write() as tx:
             tx.set_protected(self._patient(tx, patient_id).internal_id, protected)
+
+    def backlog_full(self) -> bool:
+        """Whether ``event_backlog_limit`` events wait for delivery (counted up to the limit only: cheap
+        while the scripts keep up)."""
+        limit = self.event_backlog_limit
+        return limit is not None and self.outbox.pending_count(limit) >= limit
 
     # Stability.
     def next_stable_deadline(self) -> float | None:

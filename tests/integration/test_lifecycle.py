@@ -172,3 +172,39 @@ function OnStableStudy(id) HttpPost('{web_service.url}', id) end
     changes = again.get("/changes?limit=10000")["Changes"]
     assert [c["ID"] for c in changes if c["ChangeType"] == "StableStudy"] == [study]
     assert again.get("/lua/events/parked") == []
+
+
+@pytest.mark.skipif(not HAS_DCMTK, reason="needs DCMTK's storescp")
+def test_on_stable_study_routes_the_study_with_send_to_modality(luabroker: Any, storescp: Any) -> None:
+    """The routing sites write for Orthanc: once a study is complete, send it (a Lua job). As in Orthanc,
+    the job helpers take instance ids (a study id fails when its file is read)."""
+    receiver = storescp("+xa")
+    server = luabroker({"route.lua": """
+function OnStableStudy(studyId, tags, metadata)
+  for _, instance in ipairs(ParseJson(RestApiGet('/studies/' .. studyId .. '/instances'))) do
+    Delete(SendToModality(instance.ID, 'archive'))
+  end
+end
+"""}, StableAge=1, DicomModalities={"archive": [receiver.aet, "127.0.0.1", receiver.port]})
+    instances = make_instances(5, series=2, patient_id="ROUTE")
+    assert server.c_store(instances) == [0] * 5
+    wait_until(lambda: server.http.get("/instances").json() == [], 60, message="the study sent, then deleted")
+    received = {str(ds.SOPInstanceUID) for ds in receiver.files()}
+    assert received == {str(ds.SOPInstanceUID) for ds in instances}
+    jobs = [server.http.get(f"/jobs/{job}").json() for job in server.http.get("/jobs").json()]
+    assert [(job["Type"], job["Content"]["Description"]) for job in jobs] == [("SequenceOfOperations", "Lua")]
+
+
+def test_on_heart_beat_runs_every_period_outside_any_event(luabroker: Any, web_service: WebService) -> None:
+    server = luabroker({"beat.lua": f"""
+function OnHeartBeat() HttpPost('{web_service.url}', tostring(GetCurrentEvent())) end
+"""}, LuaHeartBeatPeriod=0.2)
+    wait_until(lambda: len(web_service.requests) >= 3, 60)
+    assert {request.body for request in web_service.requests} == {b"nil"}
+    assert server.http.get("/lua/status").json()["Events"]["pending"] == 0  # not an event
+
+
+def test_no_heart_beat_without_a_period(luabroker: Any, web_service: WebService) -> None:
+    server = luabroker({"beat.lua": f"function OnHeartBeat() HttpPost('{web_service.url}', 'beat') end"})
+    server.execute("print(1)")  # the main process answers: a heartbeat thread would have had its chance
+    assert not server.server.heartbeat._thread.is_alive() and web_service.requests == []

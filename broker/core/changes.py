@@ -48,5 +48,5 @@ STABLE_KINDS = frozenset(stable(level) for level in STABLE_LEVELS)
 #: Orthanc's logged changes: ``GET /changes`` lists them.
 LISTED = frozenset({*(new(level) for level in Level), COMPLETED_SERIES, *STABLE_KINDS, UPDATED_METADATA,
                     UPDATED_ATTACHMENT})
-#: The kinds a Lua callback consumes: written ``pending`` for the dispatcher; the others are born ``done``.
+#: The kinds a Lua callback consumes: written ``pending`` for the dispatcher; the others are born ``logged``.
 DELIVERED = frozenset({STORED_INSTANCE, DELETED, *STABLE_KINDS, UPDATED_METADATA, UPDATED_ATTACHMENT, *JOB_KINDS})

@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS outbox (            -- the event log (broker/core/cha
     resource_id TEXT,
     payload     BLOB,                          -- JSON
     attempts    INTEGER NOT NULL DEFAULT 0,
-    state       TEXT NOT NULL DEFAULT 'pending',  -- pending, done, parked
+    state       TEXT NOT NULL DEFAULT 'pending',  -- pending, done, parked; logged: no callback consumes it
     last_error  TEXT,
     created     TEXT NOT NULL,
     listed      INTEGER NOT NULL DEFAULT 0     -- 1: one of Orthanc's changes, listed by /changes
@@ -390,14 +390,14 @@ class IndexTransaction:
     # The event log (written in the same transaction as the change it reports).
     def append_event(self, kind: str, level: Level | None, resource_id: str | None, payload: dict[str, Any],
                      created: str) -> int:
-        """One event; ``pending`` if a callback consumes its kind, listed if it is one of Orthanc's
-        changes (``broker.core.changes``)."""
+        """One event: ``pending`` if a callback consumes its kind, else ``logged``; listed if it is one
+        of Orthanc's changes (``broker.core.changes``)."""
         delivered = kind in changes.DELIVERED
         cursor = self._execute(
             "INSERT INTO outbox (kind, level, resource_id, payload, created, state, listed) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (kind, None if level is None else level.label, resource_id,
-             _dump(payload).encode("utf-8") if delivered else None, created, "pending" if delivered else "done",
+             _dump(payload).encode("utf-8") if delivered else None, created, "pending" if delivered else "logged",
              int(kind in changes.LISTED)))
         return _inserted_id(cursor)
 

@@ -24,7 +24,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from broker.core import changes
 from broker.core.index import Index
 from broker.core.metadata import now_iso
 
@@ -103,14 +102,13 @@ class Outbox:
                                          (seq,)).rowcount > 0
 
     def counts(self) -> dict[str, int]:
-        """The events a callback consumes, by state (the changes no callback consumes are left out)."""
+        """The events a callback consumes, by state (the ``logged`` changes that none consumes are left
+        out)."""
         counts = {"pending": 0, "done": 0, "parked": 0}
-        kinds = sorted(changes.DELIVERED)
         with self._index.read() as tx:
-            for state, count in tx.connection.execute(
-                    f"SELECT state, COUNT(*) FROM outbox WHERE kind IN ({', '.join('?' * len(kinds))}) GROUP BY state",
-                    kinds):
-                counts[state] = count
+            for state, count in tx.connection.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+                if state in counts:
+                    counts[state] = count
         return counts
 
     # Orthanc's changes.

@@ -30,7 +30,7 @@ def test_done_events_leave_the_queue(store: Store) -> None:
     first = store.outbox.pending()[0]
     store.outbox.mark_done(first.seq)
     assert first.seq not in [e.seq for e in store.outbox.pending()]
-    assert store.outbox.counts() == {"pending": 2, "done": 1, "parked": 0}  # changes no callback consumes: not counted
+    assert store.outbox.counts() == {"pending": 2, "done": 1, "parked": 0}  # the "logged" changes: not counted
 
 
 def test_failure_keeps_the_event_at_the_head_with_one_more_attempt(store: Store) -> None:

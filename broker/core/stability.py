@@ -12,10 +12,10 @@ With several processes, this runs in the one that holds the coordinator role (``
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from broker.core.store import Store
+from broker.core.ticker import Ticker
 
 log = logging.getLogger("luabroker.stability")
 
@@ -25,24 +25,20 @@ POLL_S = 0.5
 class StabilityMonitor:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stability", daemon=True)
+        self._ticker = Ticker("stability", self._check)
 
     def start(self) -> None:
-        self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        self._ticker.stop()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.store.emit_stable_events()
-                deadline = self.store.next_stable_deadline()
-            except Exception:  # the index is closing, or a bug: log, and try again later
-                log.exception("Cannot check the unstable resources")
-                deadline = None
-            wait = POLL_S if deadline is None else min(max(deadline - time.time(), 0.0), POLL_S)
-            self._stopping.wait(wait)
+    def _check(self) -> float:
+        """Write the events of the resources that became stable; the wait until the next deadline."""
+        try:
+            self.store.emit_stable_events()
+            deadline = self.store.next_stable_deadline()
+        except Exception:  # the index is closing, or a bug: log, and try again later
+            log.exception("Cannot check the unstable resources")
+            deadline = None
+        return POLL_S if deadline is None else min(max(deadline - time.time(), 0.0), POLL_S)

@@ -9,8 +9,8 @@ is nil there, and the Lua job helpers do nothing, as in Orthanc (``_CallWithJob`
 from __future__ import annotations
 
 import logging
-import threading
 
+from broker.core.ticker import Ticker
 from broker.scripting.bridge import ScriptSet
 from sandbox import LuaError, SandboxError
 
@@ -21,23 +21,24 @@ class HeartBeat:
     def __init__(self, scripts: ScriptSet, period: float) -> None:
         self.scripts = scripts
         self.period = period
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{scripts.tenant}", daemon=True)
+        self._ticker = Ticker(f"heartbeat-{scripts.tenant}", self._beat, first_delay=period)
+
+    @property
+    def running(self) -> bool:
+        return self._ticker.running
 
     def start(self) -> None:
         if self.period > 0 and self.scripts.defines("OnHeartBeat"):
-            self._thread.start()
+            self._ticker.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        self._ticker.stop()
 
-    def _run(self) -> None:
-        while not self._stopping.wait(self.period):
-            try:
-                self.scripts.notify("OnHeartBeat", [])
-            except LuaError as exc:
-                log.error("Error in OnHeartBeat: %s", exc)
-            except SandboxError as exc:
-                log.warning("OnHeartBeat could not run: %s", exc)
+    def _beat(self) -> float:
+        try:
+            self.scripts.notify("OnHeartBeat", [])
+        except LuaError as exc:
+            log.error("Error in OnHeartBeat: %s", exc)
+        except SandboxError as exc:
+            log.warning("OnHeartBeat could not run: %s", exc)
+        return self.period

@@ -406,7 +406,7 @@ class IndexTransaction:
         with it), and a ``Stable*`` event not yet delivered is skipped (Orthanc skips a resource that no
         longer exists)."""
         self._execute("UPDATE outbox SET listed = 0 WHERE resource_id = ? AND listed = 1", (public_id,))
-        self._execute(f"UPDATE outbox SET state = 'done' WHERE resource_id = ? AND state = 'pending' "
+        self._execute(f"UPDATE outbox SET state = 'done', payload = NULL WHERE resource_id = ? AND state = 'pending' "
                       f"AND kind IN ({', '.join('?' * len(changes.STABLE_KINDS))})",
                       (public_id, *sorted(changes.STABLE_KINDS)))
 

@@ -79,8 +79,9 @@ class Outbox:
         return _event(row) if row else None
 
     def mark_done(self, seq: int) -> None:
+        """Delivered: the payload (a whole instance's tags, for ``StoredInstance``) is not kept."""
         with self._index.write() as tx:
-            tx.connection.execute("UPDATE outbox SET state = 'done' WHERE seq = ?", (seq,))
+            tx.connection.execute("UPDATE outbox SET state = 'done', payload = NULL WHERE seq = ?", (seq,))
 
     def record_failure(self, seq: int, error: str, park: bool) -> None:
         """Count a failed delivery; ``park=True`` moves the event out of the queue (dead letter)."""

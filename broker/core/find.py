@@ -25,8 +25,9 @@ The scan reads the index level by level; it is linear in the number of resources
 from __future__ import annotations
 
 import functools
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,11 @@ class Constraint:
         text = self.text if self.case_sensitive else normalize(self.text)
         if not text:
             return None
+        # In the order of Orthanc's ``AddDicomConstraintInternal``: range, list, wildcard, equality.
         vr = self.vr
+        if vr in _RANGE_VRS and "-" in text:
+            low, _, high = text.partition("-")
+            return lambda value: (not low or value >= low) and (not high or value <= high)
         if "\\" in text:
             values = set(text.split("\\"))
             return lambda value: value in values
@@ -73,9 +78,6 @@ class Constraint:
             regex = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text) + r"\Z",
                                re.DOTALL)
             return lambda value: regex.match(value) is not None
-        if vr in _RANGE_VRS and "-" in text:
-            low, _, high = text.partition("-")
-            return lambda value: (not low or value >= low) and (not high or value <= high)
         return lambda value: value == text
 
     @property
@@ -120,11 +122,15 @@ class Finder:
         self.tx = tx
         self.instance_tags = instance_tags
         self._tags: dict[int, dict[str, str]] = {}
+        self._sample: tuple[int, dict[str, Any]] | None = None
 
     def find(self, query: FindQuery) -> list[str]:
+        page = itertools.islice(self.rows(query), query.since, query.since + query.limit if query.limit else None)
+        return [row.public_id for row in page]
+
+    def rows(self, query: FindQuery) -> Iterator[ResourceRow]:
+        """The matching resources, in index order, one at a time (the caller stops when it has enough)."""
         indexed, modalities, others = self._split(query)
-        found: list[str] = []
-        skipped = 0
         for row in self.tx.list_level(query.level):
             if not self._matches_index(row, indexed):
                 continue
@@ -132,13 +138,7 @@ class Finder:
                 continue
             if others and not self._matches_instance(row, others):
                 continue
-            if skipped < query.since:
-                skipped += 1
-                continue
-            found.append(row.public_id)
-            if query.limit and len(found) >= query.limit:
-                break
-        return found
+            yield row
 
     def _split(self, query: FindQuery) -> tuple[list[tuple[Level, str, Constraint]], Constraint | None,
                                                 list[Constraint]]:
@@ -181,14 +181,36 @@ class Finder:
         return any(wanted.matches(self._main_tags(series.internal_id).get("Modality"))
                    for series in self.tx.children(study.internal_id))
 
-    def _matches_instance(self, row: ResourceRow, constraints: list[Constraint]) -> bool:
+    def main_tags(self, row: ResourceRow) -> dict[int, str]:
+        """The main tags of ``row`` and of its ancestors, by tag (Orthanc merges the levels up to the
+        resource's own)."""
+        merged: dict[int, str] = {}
+        current = row
+        while True:
+            names = self._main_tags(current.internal_id)
+            merged.update({tag: names[name] for tag, name in MAIN_DICOM_TAGS[current.level] if name in names})
+            if current.parent_id is None:
+                return merged
+            current = self.tx.parent(current)
+
+    def sample_tags(self, row: ResourceRow) -> dict[str, Any] | None:
+        """The tags (short JSON) of the first instance of ``row``, which stands for the resource where the
+        index does not hold a tag; None for a resource without instances. The last one is kept, since
+        C-FIND reads it again for its answer."""
         instance = row
         while instance.level is not Level.INSTANCE:
             children = self.tx.children(instance.internal_id)
             if not children:
-                return False
+                return None
             instance = children[0]
-        tags = self.instance_tags(instance.public_id, JsonFormat.SHORT)
+        if self._sample is None or self._sample[0] != instance.internal_id:
+            self._sample = (instance.internal_id, self.instance_tags(instance.public_id, JsonFormat.SHORT))
+        return self._sample[1]
+
+    def _matches_instance(self, row: ResourceRow, constraints: list[Constraint]) -> bool:
+        tags = self.sample_tags(row)
+        if tags is None:
+            return False
         for item in constraints:
             value = tags.get(f"{item.tag >> 16:04x},{item.tag & 0xFFFF:04x}")
             if not item.matches(value if isinstance(value, str) else None):

@@ -25,6 +25,7 @@ import pydicom
 
 from broker.core import changes, maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
+from broker.core.cfind import FindAnswers, FindRequest, find_answers
 from broker.core.compression import NONE, Encoded, encode, stored_bytes
 from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
@@ -448,6 +449,11 @@ class Store:
         """``/tools/find`` (``broker.core.find``): the ids of the matching resources, in index order."""
         with self.index.read() as tx:
             return Finder(tx, self.instance_tags).find(query)
+
+    def cfind(self, request: FindRequest) -> FindAnswers:
+        """A C-FIND query over the index (``broker.core.cfind``)."""
+        with self.index.read() as tx:
+            return find_answers(tx, self.instance_tags, request)
 
     def lookup(self, identifier: str) -> list[tuple[Level, str]]:
         with self.index.read() as tx:

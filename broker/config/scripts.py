@@ -156,7 +156,8 @@ def _backoff(sandbox: Section) -> BackoffPolicy:
 #: The filter callbacks, whose failure policy ``LuaSandbox.FilterFailurePolicy`` sets. They are declared
 #: in ``broker.scripting.callbacks``, a layer above the configuration (docs/architecture.md), so the
 #: names are repeated here; tests/broker/test_config_options.py checks that both lists agree.
-FILTER_CALLBACKS = ("ReceivedInstanceFilter", "ReceivedCStoreInstanceFilter", "IncomingHttpRequestFilter")
+FILTER_CALLBACKS = ("ReceivedInstanceFilter", "ReceivedCStoreInstanceFilter", "IncomingHttpRequestFilter",
+                    "IncomingFindRequestFilter")
 
 
 def _filter_failure_policy(sandbox: Section) -> dict[str, str]:

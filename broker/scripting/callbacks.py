@@ -72,6 +72,16 @@ def http_request_args(method: str, uri: str, ip: str, username: str,
     return [method, uri, ip, username, lowered]
 
 
+def find_request_args(query: Mapping[int, str], remote_ip: str, remote_aet: str, called_aet: str,
+                      manufacturer: str) -> list[Any]:
+    """``(query, origin)`` of ``IncomingFindRequestFilter``: the query flat, keyed by lower-case
+    ``gggg,eeee``, every value a string (sequences are not in it)."""
+    from broker.core.tags import format_tag
+
+    origin = {"RemoteIp": remote_ip, "RemoteAet": remote_aet, "CalledAet": called_aet, "Manufacturer": manufacturer}
+    return [{format_tag(tag): value for tag, value in query.items()}, origin]
+
+
 @dataclass(frozen=True)
 class Callback:
     name: str
@@ -86,6 +96,8 @@ class Callback:
     #: Orthanc's [J] callbacks: run through ``_CallWithJob``; the operations recorded by SendToModality
     #: & co. are submitted as a "Lua" job once the callback has returned (``broker.scripting.lua_jobs``).
     job: bool = False
+    #: The answer is read with keepStrings=true (numeric strings stay strings), as Orthanc reads it.
+    keep_strings: bool = False
 
 
 def _per_level() -> list[Callback]:
@@ -135,6 +147,9 @@ CALLBACKS: dict[str, Callback] = {c.name: c for c in (
     Callback("IncomingHttpRequestFilter", Kind.FILTER, Role.MAIN,
              "(method, uri, ip, username, headers) for every HTTP request; must return a boolean.",
              http_request_args),
+    Callback("IncomingFindRequestFilter", Kind.FILTER, Role.MAIN,
+             "(query, origin) for every C-FIND but worklists; returns the table that replaces the query.",
+             find_request_args, keep_strings=True),
 )}
 
 _BY_EVENT: dict[tuple[str, str | None], Callback] = {event: c for c in CALLBACKS.values() for event in c.events}

@@ -1,4 +1,5 @@
-"""The filters that guard the two doors: what an instance or an HTTP request must pass.
+"""The filters that guard the doors: what an instance or an HTTP request must pass, and what a C-FIND
+asks.
 
 Return types are checked as Orthanc checks them (spec section 2): a predicate must return a boolean
 (otherwise ``NotLuaPredicate``, 2034), ``ReceivedCStoreInstanceFilter`` a number (otherwise
@@ -8,10 +9,11 @@ docs/lua-api.md says so.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from broker.core.origin import RequestOrigin
+from broker.core.tags import parse_tag
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.callbacks import CALLBACKS
@@ -72,3 +74,28 @@ def http_request_allowed(scripts: ScriptSet, method: str, uri: str, ip: str, use
     args = CALLBACKS["IncomingHttpRequestFilter"].arguments(method, uri, ip, username, headers)
     result = scripts.call_filter("IncomingHttpRequestFilter", args)
     return True if result is None else _predicate("IncomingHttpRequestFilter", result.value)
+
+
+def filtered_find_query(scripts: ScriptSet, query: Mapping[int, str], remote_ip: str, remote_aet: str,
+                        called_aet: str, manufacturer: str) -> dict[int, str] | None:
+    """``IncomingFindRequestFilter``: the query that replaces ``query``, or None when the filter is not
+    defined (or, under the ``open`` failure policy, could not run).
+
+    Orthanc's rules for the answer: a table (an empty one is an empty query) whose keys are tags, in
+    hexadecimal or by name, and whose values are strings; anything else is ``LuaBadOutput``."""
+    name = "IncomingFindRequestFilter"
+    if not scripts.defines(name):
+        return None
+    result = scripts.call_filter(name, CALLBACKS[name].arguments(query, remote_ip, remote_aet, called_aet,
+                                                                 manufacturer))
+    if result is None:
+        return None
+    table = result.value
+    if table == []:  # an empty Lua table
+        return {}
+    if not isinstance(table, dict):
+        raise OrthancError(ErrorCode.LUA_BAD_OUTPUT, f"{name}: the script must return a table, not {table!r}")
+    if not all(isinstance(value, str) for value in table.values()):
+        raise OrthancError(ErrorCode.LUA_BAD_OUTPUT,
+                           f"{name}: the script must return a table mapping names of DICOM tags to strings")
+    return {parse_tag(str(key)): value for key, value in table.items()}

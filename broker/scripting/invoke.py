@@ -54,7 +54,7 @@ class CallbackRunner:
         sandbox = version.sandboxes[callback.role]
         with self.observed(version, callback.role, name):
             if not callback.job:
-                return sandbox.call(name, to_lua(args), keep_strings=keep_strings)
+                return sandbox.call(name, to_lua(args), keep_strings=keep_strings or callback.keep_strings)
             # Orthanc's [J] callbacks: _InitializeJob(), the callback, then _AccessJob() as the value
             # (keepStrings=false), in one round trip (lua-runtime/jobs.lua); false: not a function.
             result = sandbox.call("_CallWithJob", [name, *to_lua(args)], keep_strings=False)

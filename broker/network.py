@@ -35,6 +35,13 @@ class NetworkRegistry:
             raise OrthancError(ErrorCode.INEXISTENT_ITEM, f"No modality with symbolic name: {name}")
         return found
 
+    def modalities_with_aet(self, aet: str) -> list[tuple[str, Modality]]:
+        """The modalities (name, modality) whose AET is ``aet``, in name order; compared without case and
+        surrounding spaces, as Orthanc does without ``StrictAetComparison``."""
+        wanted = aet.strip().upper()
+        return [(name, modality) for name, modality in self.modalities().items()
+                if modality.aet.strip().upper() == wanted]
+
     def has_modality(self, name: str) -> bool:
         with self._lock:
             return name in self._modalities

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "broker.http": 5,
     "broker.rest": 5,
     "broker.dicom.scp": 5,
+    "broker.dicom.retrieve_scp": 5,  # an asynchronous C-MOVE is a job
     "broker.events": 5,
     # 6: start and stop
     "broker.server": 6,

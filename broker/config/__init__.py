@@ -80,6 +80,13 @@ class Config(ScriptOptions):
     #: ``DicomScpMaximumAssociations``: associations served at once (connections still to ask for one
     #: do not count).
     dicom_scp_maximum_associations: int = 32
+    #: ``SynchronousCMove``: a C-MOVE sends its instances before it answers (true), or answers at once and
+    #: sends them in a job (``broker.dicom.retrieve_scp``).
+    synchronous_c_move: bool = True
+    #: ``DicomAlwaysAllowMove``, ``DicomAlwaysAllowGet``: any calling AET may C-MOVE, C-GET; false, only
+    #: the modalities of ``DicomModalities`` that have ``AllowMove``, ``AllowGet``.
+    dicom_always_allow_move: bool = False
+    dicom_always_allow_get: bool = False
     #: ``DefaultEncoding``: how files without a Specific Character Set are read.
     default_encoding: Encoding = LATIN1
     #: ``AcceptedTransferSyntaxes`` (patterns with ``*`` and ``?``, matched against the syntaxes Orthanc
@@ -150,6 +157,9 @@ class Config(ScriptOptions):
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
             dicom_scp_maximum_associations=options.option("DicomScpMaximumAssociations", int, 32,
                                                           lambda v: v >= 1, ">= 1"),
+            synchronous_c_move=options.option("SynchronousCMove", bool, True),
+            dicom_always_allow_move=options.option("DicomAlwaysAllowMove", bool, False),
+            dicom_always_allow_get=options.option("DicomAlwaysAllowGet", bool, False),
             default_encoding=find_encoding(options.option("DefaultEncoding", str, LATIN1.name,
                                                           lambda name: find_encoding(name) is not None,
                                                           "one of " + ", ".join(ENCODINGS))) or LATIN1,

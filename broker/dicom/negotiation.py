@@ -22,11 +22,21 @@ from pynetdicom import AllStoragePresentationContexts, build_context, evt, regis
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
-from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+    uid_to_service_class,
+)
 
 log = logging.getLogger("luabroker.dicom")
 
 STORAGE_SOP_CLASSES = frozenset(str(context.abstract_syntax) for context in AllStoragePresentationContexts)
+#: The C-MOVE and C-GET models served (broker.dicom.retrieve_scp), in the transfer syntaxes of C-ECHO.
+MOVE_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
+GET_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
 VERIFICATION_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 MAX_REGISTERED = 10000
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -65,10 +75,12 @@ class AcceptedContexts:
             uid = str(proposed.abstract_syntax)
             if uid in contexts:
                 continue
-            if uid == Verification:
+            if uid == Verification or uid in MOVE_SOP_CLASSES + GET_SOP_CLASSES:
                 contexts[uid] = build_context(uid, list(VERIFICATION_TRANSFER_SYNTAXES))
             elif transfer_syntaxes and (uid in STORAGE_SOP_CLASSES or self._accept_unknown(uid)):
                 contexts[uid] = build_context(uid, transfer_syntaxes)
+                # Either role, as proposed: a C-GET requestor takes the SCP role for storage.
+                contexts[uid].scu_role = contexts[uid].scp_role = True
         return list(contexts.values())
 
     def conformance_statement(self) -> str:
@@ -80,6 +92,8 @@ class AcceptedContexts:
         title = "DICOM Conformance Statement of luabroker"
         lines = ["=" * len(title), title, "=" * len(title)]
         lines += section("Echo SCP Conformance", [f"  Verification | {Verification}"])
+        lines += section("Move SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in MOVE_SOP_CLASSES])
+        lines += section("Get SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in GET_SOP_CLASSES])
         lines += section("Store SCP Conformance", [f"  {keyword} | {uid}" for keyword, uid in storage])
         lines += section("Transfer syntaxes accepted by the Store SCP", [f"  {uid}" for uid in self.transfer_syntaxes])
         lines += section("Unknown SOP classes", ["  accepted as storage" if self.unknown_sop_class_accepted

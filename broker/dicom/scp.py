@@ -1,4 +1,4 @@
-"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort``.
+"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort`` (C-MOVE and C-GET: ``broker.dicom.retrieve_scp``).
 
 The C-STORE handler rebuilds the Part-10 file from the received bytes (file meta + the dataset as
 encoded by the peer, never decoded and re-encoded here) and hands it to the same ``Store`` as
@@ -28,6 +28,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.dicom_file import file_meta
 from broker.core.origin import Origin
+from broker.dicom.retrieve_scp import RetrieveScp
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
@@ -96,7 +97,8 @@ class StoreScp:
         ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
         # The slot is taken first: a refused association needs no contexts.
         handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store), *slots.handlers,
-                                            *self.services.dicom_contexts.handlers, *NODELAY_HANDLERS]
+                                            *self.services.dicom_contexts.handlers,
+                                            *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
         log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
 

@@ -168,6 +168,26 @@ def _read_instance(data: bytes) -> _Instance:
         raise ValueError(f"not a DICOM file with file meta information: {exc}") from exc
 
 
+def sendable(dataset: Dataset, syntax: str, accepted: Sequence[str], *, allow_transcoding: bool,
+             receiver: str) -> tuple[Dataset, str]:
+    """``dataset``, stored in ``syntax``, as it may go to ``receiver``, which accepted the syntaxes
+    ``accepted`` for its SOP class: as stored when it accepted that syntax, else transcoded to an accepted
+    uncompressed one if ``allow_transcoding``. Returns the dataset and its syntax; raises ``ValueError``
+    saying why it cannot be sent. Shared by this SCU and the C-GET SCP (``broker.dicom.retrieve_scp``)."""
+    if syntax in accepted:
+        return dataset, syntax
+    if not allow_transcoding:
+        raise ValueError(f'AET "{receiver}" does not accept {UID(syntax).name} and transcoding is '
+                         "disabled for this modality (AllowTranscoding)")
+    uid = dataset.get("SOPInstanceUID", "")
+    try:
+        transcoded, target = transcode_to_accepted(dataset, syntax, accepted)
+    except ValueError as exc:
+        raise ValueError(f"cannot transcode {uid} for \"{receiver}\": {exc}") from exc
+    log.info("C-STORE to %s: %s transcoded from %s to %s", receiver, uid, UID(syntax).name, UID(target).name)
+    return transcoded, target
+
+
 class StoreScu:
     """C-STORE and C-ECHO to the modalities of a ``NetworkRegistry``."""
 
@@ -296,19 +316,12 @@ class StoreScu:
         if not accepted:
             result.error = f'AET "{remote.aet}" accepted no presentation context for SOP class {instance.sop_class_uid}'
             return result
-        dataset, syntax = instance.dataset, instance.transfer_syntax
-        if syntax not in accepted:
-            if not remote.allow_transcoding:
-                result.error = (f'AET "{remote.aet}" does not accept {UID(syntax).name} and transcoding is '
-                                "disabled for this modality (AllowTranscoding)")
-                return result
-            try:
-                dataset, syntax = transcode_to_accepted(dataset, instance.transfer_syntax, accepted)
-            except ValueError as exc:
-                result.error = f"cannot transcode {instance.sop_instance_uid} for \"{remote.aet}\": {exc}"
-                return result
-            log.info("C-STORE to %s: %s transcoded from %s to %s", remote.aet, instance.sop_instance_uid,
-                     UID(instance.transfer_syntax).name, UID(syntax).name)
+        try:
+            dataset, syntax = sendable(instance.dataset, instance.transfer_syntax, accepted,
+                                       allow_transcoding=remote.allow_transcoding, receiver=remote.aet)
+        except ValueError as exc:
+            result.error = str(exc)
+            return result
         result.transfer_syntax = syntax
         if not link.alive:
             raise _AssociationLost()

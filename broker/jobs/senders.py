@@ -22,8 +22,10 @@ class Senders(Protocol):
     def peer(self, name: str) -> Any:
         """The peer (``url``, ...), or ``OrthancError`` for an unknown name."""
 
-    def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
-        """C-STORE one DICOM file; ``TransferError`` if it did not reach the modality."""
+    def store_to_modality(self, name: str, data: bytes, local_aet: str | None,
+                          move_originator: tuple[str, int] | None = None) -> None:
+        """C-STORE one DICOM file (a sub-operation of the C-MOVE ``move_originator`` = (AET, message
+        id), if any); ``TransferError`` if it did not reach the modality."""
 
     def store_to_peer(self, name: str, data: bytes, compress: bool = False) -> None:
         """POST one DICOM file to ``<peer>/instances`` (gzipped with ``compress``); ``TransferError``
@@ -48,11 +50,12 @@ class NetworkSenders:
     def peer(self, name: str) -> Any:
         return self._service("network", "OrthancPeers registry").peer(name)
 
-    def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
+    def store_to_modality(self, name: str, data: bytes, local_aet: str | None,
+                          move_originator: tuple[str, int] | None = None) -> None:
         modality = self.modality(name)
         scu = self._service("scu", "C-STORE SCU")
         try:
-            report = scu.store(modality, [data], local_aet=local_aet or None)
+            report = scu.store(modality, [data], local_aet=local_aet or None, move_originator=move_originator)
         except DicomNetworkError as exc:  # the association failed: refused, rejected, aborted, timed out
             raise TransferError(exc.details or exc.message, transient=True) from exc
         failures = report.failures

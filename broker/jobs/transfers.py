@@ -1,5 +1,6 @@
-"""The two transfer jobs of the REST API: ``DicomModalityStore`` (``POST /modalities/{name}/store``)
-and ``OrthancPeerStore`` (``POST /peers/{name}/store``). Each step sends one instance.
+"""The two transfer jobs of the REST API: ``DicomModalityStore`` (``POST /modalities/{name}/store``,
+and the asynchronous C-MOVE of ``broker.dicom.retrieve_scp``) and ``OrthancPeerStore``
+(``POST /peers/{name}/store``). Each step sends one instance.
 
 As Orthanc's ``SetOfInstancesJob``: the named resources (patients, studies, series, instances) are
 expanded to their instances when the job is created; a failed instance fails the job, unless
@@ -87,30 +88,38 @@ class DicomModalityStoreJob(InstancesJob):
     type = "DicomModalityStore"
 
     def __init__(self, modality: str, remote_aet: str, local_aet: str | None, instances: Iterable[str],
-                 parents: Iterable[str] = (), *, default_local_aet: str = "ORTHANC", **options: Any) -> None:
+                 parents: Iterable[str] = (), *, default_local_aet: str = "ORTHANC",
+                 move_originator: tuple[str, int] | None = None, **options: Any) -> None:
         super().__init__(instances, parents, **options)
         self.modality = modality
         self.remote_aet = remote_aet
         self.local_aet = local_aet            # None: the modality's LocalAet, else DicomAet
         self.default_local_aet = default_local_aet
+        self.move_originator = move_originator  # (AET, message id) of the C-MOVE this job serves, if any
 
     def send(self, context: JobContext, instance_id: str, data: bytes) -> None:
-        context.senders.store_to_modality(self.modality, data, self.local_aet)
+        context.senders.store_to_modality(self.modality, data, self.local_aet, self.move_originator)
 
     def content(self) -> dict[str, Any]:
         content = self.base_content()
         content["LocalAet"] = self.local_aet or self.default_local_aet
         content["RemoteAet"] = self.remote_aet
+        if self.move_originator is not None:
+            content["MoveOriginatorAET"], content["MoveOriginatorID"] = self.move_originator
         return content
 
     def serialize(self) -> dict[str, Any]:
         return {**self.base_serialize(), "Modality": self.modality, "RemoteAet": self.remote_aet,
-                "LocalAet": self.local_aet, "DefaultLocalAet": self.default_local_aet}
+                "LocalAet": self.local_aet, "DefaultLocalAet": self.default_local_aet,
+                "MoveOriginator": list(self.move_originator) if self.move_originator else None}
 
     @classmethod
     def unserialize(cls, data: dict[str, Any]) -> DicomModalityStoreJob:
+        originator = data.get("MoveOriginator")
         return cls(data["Modality"], data["RemoteAet"], data.get("LocalAet"),
-                   default_local_aet=data.get("DefaultLocalAet", "ORTHANC"), **cls.base_options(data))
+                   default_local_aet=data.get("DefaultLocalAet", "ORTHANC"),
+                   move_originator=(str(originator[0]), int(originator[1])) if originator else None,
+                   **cls.base_options(data))
 
 
 @job_type

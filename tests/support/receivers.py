@@ -111,6 +111,8 @@ class RecordingScp:
     requested: list[str] = field(default_factory=list)
     released: int = 0
     stored: list[tuple[pydicom.Dataset, str, str]] = field(default_factory=list)
+    #: The C-STORE request of each instance stored (its Move Originator, ...) and its calling AET.
+    requests: list[tuple[Any, str]] = field(default_factory=list)
     server: Any = None
 
     def start(self) -> RecordingScp:
@@ -132,6 +134,7 @@ class RecordingScp:
 
     def _on_store(self, event: evt.Event) -> int:
         self.stored.append((event.dataset, str(event.context.transfer_syntax), event.assoc.requestor.ae_title))
+        self.requests.append((event.request, event.assoc.requestor.ae_title))
         return self.status
 
     def stop(self) -> None:

@@ -358,7 +358,8 @@ class FakeSenders:
     def modality(self, name: str) -> Any:
         return type("M", (), {"aet": name.upper(), "local_aet": ""})()
 
-    def store_to_modality(self, name: str, data: bytes, local_aet: str | None) -> None:
+    def store_to_modality(self, name: str, data: bytes, local_aet: str | None,
+                          move_originator: tuple[str, int] | None = None) -> None:
         if self.down:
             raise TransferError(f"connection to {name} refused")
         self.sent.append((name, data, local_aet))

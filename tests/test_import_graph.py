@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "broker.rest": 5,
     "broker.dicom.scp": 5,
     "broker.dicom.retrieve_scp": 5,  # an asynchronous C-MOVE is a job
+    "broker.dicom.find_scp": 5,
     "broker.events": 5,
     # 6: start and stop
     "broker.server": 6,

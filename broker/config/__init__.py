@@ -93,6 +93,11 @@ class Config(ScriptOptions):
     #: knows) and ``UnknownSopClassAccepted``: what the C-STORE SCP accepts.
     accepted_transfer_syntaxes: tuple[str, ...] = ORTHANC_TRANSFER_SYNTAXES
     unknown_sop_class_accepted: bool = False
+    #: C-FIND SCP: person names compared case-sensitively; the most answers (0: no limit), the instance level apart.
+    case_sensitive_pn: bool = False
+    limit_find_results: int = 0
+    limit_find_instances: int = 0
+    dicom_always_allow_find: bool = False
     #: ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` (0: no limit) and ``OverwriteInstances``.
     storage_limits: StorageLimits = field(default_factory=StorageLimits)
     #: ``StorageCompression``, ``StoreMD5ForAttachments`` and ``UserContentType`` (name → (number, MIME)).
@@ -165,6 +170,10 @@ class Config(ScriptOptions):
                                                           "one of " + ", ".join(ENCODINGS))) or LATIN1,
             accepted_transfer_syntaxes=_accepted_transfer_syntaxes(options),
             unknown_sop_class_accepted=options.option("UnknownSopClassAccepted", bool, False),
+            case_sensitive_pn=options.option("CaseSensitivePN", bool, False),
+            limit_find_results=options.option("LimitFindResults", int, 0, lambda v: v >= 0, ">= 0"),
+            limit_find_instances=options.option("LimitFindInstances", int, 0, lambda v: v >= 0, ">= 0"),
+            dicom_always_allow_find=options.option("DicomAlwaysAllowFind", bool, False),
             storage_limits=StorageLimits(
                 max_size=options.option("MaximumStorageSize", int, 0, lambda v: v >= 0, ">= 0") * MIB or None,
                 max_patients=options.option("MaximumPatientCount", int, 0, lambda v: v >= 0, ">= 0") or None,

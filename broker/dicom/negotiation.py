@@ -2,9 +2,10 @@
 
 Orthanc accepts the storage SOP classes it knows in the transfer syntaxes of
 ``AcceptedTransferSyntaxes``, and, with ``UnknownSopClassAccepted``, any other SOP class as storage;
-C-ECHO always. Both settings change at run time (``PUT /tools/accepted-transfer-syntaxes``,
-``PUT /tools/unknown-sop-class-accepted``) and apply to the next association, so the contexts are
-built on ``EVT_REQUESTED`` (before negotiation) rather than once on the AE.
+C-ECHO and the C-FIND models always (who may query is checked for each request). Both settings change
+at run time (``PUT /tools/accepted-transfer-syntaxes``, ``PUT /tools/unknown-sop-class-accepted``) and
+apply to the next association, so the contexts are built on ``EVT_REQUESTED`` (before negotiation)
+rather than once on the AE.
 
 pynetdicom serves a C-STORE only for a SOP class it knows as storage; an unknown one that is accepted
 is registered as such with ``pynetdicom.register_uid`` (its public way), once per UID, up to
@@ -23,8 +24,10 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
@@ -34,12 +37,22 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 log = logging.getLogger("luabroker.dicom")
 
 STORAGE_SOP_CLASSES = frozenset(str(context.abstract_syntax) for context in AllStoragePresentationContexts)
+#: The C-FIND models served (broker.dicom.find_scp), in the transfer syntaxes of C-ECHO.
+FIND_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
 #: The C-MOVE and C-GET models served (broker.dicom.retrieve_scp), in the transfer syntaxes of C-ECHO.
 MOVE_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
 GET_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
 VERIFICATION_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 MAX_REGISTERED = 10000
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def _preference(transfer_syntax: str) -> int:
+    """Orthanc's preference among the accepted syntaxes a storage context proposes (pynetdicom takes
+    the acceptor's first): Explicit, then Implicit VR Little Endian, then the others in their order.
+    A C-GET requestor such as getscu proposes all three uncompressed ones and gets Explicit."""
+    preferred = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+    return preferred.index(transfer_syntax) if transfer_syntax in preferred else len(preferred)
 
 
 def uid_to_keyword(uid: str) -> str:
@@ -69,13 +82,13 @@ class AcceptedContexts:
     def contexts_for(self, requested: Iterable[PresentationContext]) -> list[PresentationContext]:
         """One supported context per proposed abstract syntax that is accepted (the transfer syntax is
         then chosen by pynetdicom's negotiation among the proposed and accepted ones)."""
-        transfer_syntaxes = list(self.transfer_syntaxes)
+        transfer_syntaxes = sorted(self.transfer_syntaxes, key=_preference)
         contexts: dict[str, PresentationContext] = {}
         for proposed in requested:
             uid = str(proposed.abstract_syntax)
             if uid in contexts:
                 continue
-            if uid == Verification or uid in MOVE_SOP_CLASSES + GET_SOP_CLASSES:
+            if uid == Verification or uid in FIND_SOP_CLASSES or uid in MOVE_SOP_CLASSES + GET_SOP_CLASSES:
                 contexts[uid] = build_context(uid, list(VERIFICATION_TRANSFER_SYNTAXES))
             elif transfer_syntaxes and (uid in STORAGE_SOP_CLASSES or self._accept_unknown(uid)):
                 contexts[uid] = build_context(uid, transfer_syntaxes)
@@ -92,6 +105,7 @@ class AcceptedContexts:
         title = "DICOM Conformance Statement of luabroker"
         lines = ["=" * len(title), title, "=" * len(title)]
         lines += section("Echo SCP Conformance", [f"  Verification | {Verification}"])
+        lines += section("Find SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in FIND_SOP_CLASSES])
         lines += section("Move SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in MOVE_SOP_CLASSES])
         lines += section("Get SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in GET_SOP_CLASSES])
         lines += section("Store SCP Conformance", [f"  {keyword} | {uid}" for keyword, uid in storage])

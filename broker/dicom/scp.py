@@ -1,4 +1,5 @@
-"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort`` (C-MOVE and C-GET: ``broker.dicom.retrieve_scp``).
+"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort`` (and C-FIND: ``broker.dicom.find_scp``; C-MOVE
+and C-GET: ``broker.dicom.retrieve_scp``).
 
 The C-STORE handler rebuilds the Part-10 file from the received bytes (file meta + the dataset as
 encoded by the peer, never decoded and re-encoded here) and hands it to the same ``Store`` as
@@ -28,6 +29,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.dicom_file import file_meta
 from broker.core.origin import Origin
+from broker.dicom.find_scp import FindScp
 from broker.dicom.retrieve_scp import RetrieveScp
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
@@ -96,7 +98,8 @@ class StoreScp:
         slots = AssociationSlots(config.dicom_scp_maximum_associations)
         ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
         # The slot is taken first: a refused association needs no contexts.
-        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store), *slots.handlers,
+        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store),
+                                            (evt.EVT_C_FIND, FindScp(self.services).handle_find), *slots.handlers,
                                             *self.services.dicom_contexts.handlers,
                                             *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)

@@ -1,0 +1,132 @@
+"""C-FIND SCP: Patient Root and Study Root, answered from the index (``broker.core.cfind``).
+
+The handler of ``EVT_C_FIND`` follows Orthanc 1.10's ``FindScp`` and ``OrthancFindRequestHandler``:
+
+1. the calling AET must be allowed to query: ``DicomAlwaysAllowFind``, or a modality of
+   ``DicomModalities`` with this AET whose ``AllowFind`` is true; otherwise the association is aborted
+   (Orthanc answers ``DIMSE_ILLEGALASSOCIATION`` and closes it);
+2. the identifier becomes a flat query, tag → text, decoded with its ``SpecificCharacterSet``:
+   groups below 0008 are dropped, sequences are set apart (they are returned, never matched);
+3. ``IncomingFindRequestFilter(query, origin)`` may replace the query (``broker.scripting.filters``);
+4. the answers are computed at once and sent as pending responses, each encoded in the server's
+   ``DefaultEncoding`` (with its ``SpecificCharacterSet``); a value that cannot be encoded in its VR is
+   left out, as Orthanc's permissive mode does. The last response is Success, or 0xFE00 when
+   ``LimitFindResults``/``LimitFindInstances`` cut the answers (Orthanc's status for that case).
+
+Any failure (no or a bad ``QueryRetrieveLevel``, a filter that fails or times out, an unreadable
+file) answers 0xC000, ``Failed: Unable to process``, as Orthanc does; the association stays open.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pynetdicom import evt
+
+from broker.core.cfind import FindAnswers, FindRequest
+from broker.core.elements import BINARY_VRS, ElementFactory
+from broker.core.encodings import Encoding
+from broker.core.tags import SPECIFIC_CHARACTER_SET
+from broker.dicom.permissions import is_allowed
+from broker.errors import OrthancError
+from broker.scripting.filters import filtered_find_query
+
+if TYPE_CHECKING:
+    from broker.services import Services
+
+log = logging.getLogger("luabroker.dicom")
+
+PENDING = 0xFF00
+MATCHING_TERMINATED = 0xFE00  # "Cancel: matching terminated due to cancel request", Orthanc's "too many answers"
+UNABLE_TO_PROCESS = 0xC000
+
+
+def element_text(element: DataElement) -> str:
+    """A query element as Orthanc's ``DicomMap`` holds it: text, values joined by ``\\``; an empty or
+    binary value is ``""``."""
+    value = element.value
+    if element.VR in BINARY_VRS or value is None or isinstance(value, bytes):
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(item) for item in value)
+    return str(value)
+
+
+def read_query(identifier: Dataset) -> tuple[dict[int, str], tuple[int, ...]]:
+    """The flat query of an identifier, and the sequences it asks for (Orthanc's ``FixFindQuery``:
+    nothing below group 0008, which holds the file meta and the command)."""
+    query: dict[int, str] = {}
+    sequences: list[int] = []
+    for element in identifier:
+        tag = int(element.tag)
+        if element.VR == "SQ":
+            sequences.append(tag)
+        elif tag >> 16 >= 0x0008:
+            query[tag] = element_text(element)
+    return query, tuple(sequences)
+
+
+def answer_dataset(answer: dict[int, Any], encoding: Encoding) -> Dataset:
+    """One answer as a dataset in the server's encoding (what it cannot encode is dropped, as Orthanc
+    does): an empty value is an empty element of its VR (a number included); a value that its VR
+    cannot hold is left out."""
+    ds = Dataset()
+    if encoding.term:
+        ds.SpecificCharacterSet = encoding.term
+    factory = ElementFactory(ds, "")
+    factory.codec = encoding.codec  # pydicom reads ISO_IR 6 as Latin-1, Orthanc as ASCII
+    for tag, value in sorted(answer.items()):
+        if tag == SPECIFIC_CHARACTER_SET:
+            continue
+        try:
+            ds[tag] = DataElement(tag, factory.vr_of(tag, ds), None) if value == "" else factory.make(tag, value, ds)
+        except OrthancError as exc:
+            log.debug("C-FIND answer: tag %08X left out: %s", tag, exc)
+    return ds
+
+
+class FindScp:
+    """The handler of ``EVT_C_FIND`` for the DICOM server."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def handle_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        assoc = event.assoc
+        remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
+        if not is_allowed(self.services.network, remote_aet, "allow_find",
+                          always=self.services.config.dicom_always_allow_find):
+            log.warning("C-FIND from AET %s on IP %s refused: not allowed by DicomModalities "
+                        "(nor DicomAlwaysAllowFind); aborting the association", remote_aet, remote_ip)
+            assoc.abort()
+            yield UNABLE_TO_PROCESS, None
+            return
+        try:
+            found = self.find(event, remote_aet, remote_ip)
+        except Exception as exc:  # every failure is Orthanc's status, never a dropped association
+            (log.warning if isinstance(exc, OrthancError) else log.exception)(
+                "C-FIND from %s failed with status 0x%04X: %s", remote_aet, UNABLE_TO_PROCESS, exc)
+            yield UNABLE_TO_PROCESS, None
+            return
+        encoding = self.services.store.default_encoding
+        for answer in found.answers:
+            yield PENDING, answer_dataset(answer, encoding)
+        if not found.complete:
+            log.warning("Too many results for an incoming C-FIND query")
+            yield MATCHING_TERMINATED, None
+
+    def find(self, event: evt.Event, remote_aet: str, remote_ip: str) -> FindAnswers:
+        services, config = self.services, self.services.config
+        query, sequences = read_query(event.identifier)
+        request = event.assoc.requestor.primitive
+        called = str(request.called_ae_title).strip() if request else config.dicom_aet
+        modalities = services.network.modalities_with_aet(remote_aet)
+        filtered = filtered_find_query(services.scripts, query, remote_ip, remote_aet, called,
+                                       modalities[0][1].manufacturer if modalities else "Generic")
+        return services.store.cfind(FindRequest(
+            query if filtered is None else filtered, sequences, config.case_sensitive_pn,
+            config.limit_find_results, config.limit_find_instances, config.dicom_aet))

@@ -143,6 +143,7 @@ QUERIES = [
             "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances"]),
     ("-P", ["QueryRetrieveLevel=PATIENT", "PatientName=doe*", "PatientID"]),
     ("-P", ["QueryRetrieveLevel=PATIENT", "PatientName=Smith^Ann?", "PatientID"]),
+    ("-P", ["SpecificCharacterSet=ISO_IR 192", "QueryRetrieveLevel=PATIENT", "PatientName=MÜLLER*", "PatientID"]),
     ("-S", ["QueryRetrieveLevel=STUDY", "PatientName=DOE^JOHN", "StudyInstanceUID"]),
     ("-S", ["QueryRetrieveLevel=STUDY", "StudyDate=20000101-", "StudyTime", "AccessionNumber", "PatientName",
             "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "SOPClassesInStudy"]),

@@ -122,3 +122,25 @@ def test_an_unknown_sop_class_is_stored_only_when_accepted(luabroker) -> None:
 def test_the_configuration_accepts_unknown_sop_classes(luabroker) -> None:
     server = luabroker(UnknownSopClassAccepted=True)
     assert send_private_sop_class(server.dicom_port, server.aet) == 0
+
+
+def test_the_preferred_syntax_of_a_context_is_orthancs(peer: OrthancPeer, luabroker) -> None:
+    """When a storage context proposes several accepted syntaxes, the one chosen is Orthanc's choice:
+    Explicit, then Implicit VR Little Endian, whatever the proposal's order."""
+    ours = luabroker()
+    proposals = [[ImplicitVRLittleEndian, "1.2.840.10008.1.2.2", ExplicitVRLittleEndian],
+                 ["1.2.840.10008.1.2.2", ImplicitVRLittleEndian], ["1.2.840.10008.1.2.4.50", ImplicitVRLittleEndian],
+                 ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.50"]]
+
+    def chosen(port: int, aet: str) -> list[str]:
+        answers = []
+        for proposal in proposals:
+            ae = AE(ae_title="PROPOSER")
+            ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", proposal)
+            assoc = ae.associate("127.0.0.1", port, ae_title=aet, evt_handlers=NODELAY_HANDLERS)
+            answers.append(str(assoc.accepted_contexts[0].transfer_syntax[0]))
+            assoc.release()
+        return answers
+
+    assert chosen(ours.dicom_port, ours.aet) == chosen(peer.dicom_port, peer.aet) == \
+        [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.4.50"]

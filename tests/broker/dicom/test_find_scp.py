@@ -342,3 +342,19 @@ def test_pynetdicom_patient_root_query(loaded):
         == [(SERIES_1A, 2), (SERIES_1B, 1)]
     assert answers[0][1].SpecificCharacterSet == "ISO_IR 100"
     assert StudyRootQueryRetrieveInformationModelFind in server.http.get("/tools/dicom-conformance").text
+
+
+@needs_dcmtk
+def test_a_find_filter_that_hangs_does_not_hold_c_store(luabroker):
+    """The find filter runs in the main process: C-STORE, whose filters run in the filter process, is
+    served while the filter loops, and the C-FIND then fails with 0xC000."""
+    script = "function IncomingFindRequestFilter(query, origin) while true do end end\n" \
+             "function ReceivedInstanceFilter(tags, origin, info) return true end"
+    server = luabroker(scripts={"filter.lua": script}, DicomAlwaysAllowFind=True)
+    args = ["findscu", "-v", "-S", "-aet", "FINDSCU", "-aec", server.aet, "127.0.0.1", str(server.dicom_port),
+            "-k", "QueryRetrieveLevel=STUDY"]
+    with subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=DCMTK_ENV) as find:
+        assert server.c_store(make_instances(3, patient_id="DURING")) == [0x0000] * 3
+        _, stderr = find.communicate(timeout=120)
+    assert "Final Find Response (Failed: UnableToProcess)" in stderr
+    assert len(server.http.get("/instances").json()) == 3

@@ -17,9 +17,9 @@ is unknown (Orthanc does not answer 0xA801 there), or a sub-operation fails.
 C-GET. The instances come back on the same association, as C-STOREs for which the requestor proposed the
 storage SOP class with the SCP role: in the stored syntax when accepted, else transcoded to an accepted
 uncompressed one (if the calling modality allows transcoding). Responses are Orthanc's: a Pending one
-after each sub-operation, then Success, 0xB000 when some failed or had a warning (with the Failed SOP
-Instance UID List), 0xA702 when all failed; 0xC000 when the identifier names nothing, or an instance has
-no context it can go in (which ends the request).
+after each sub-operation, then Success, 0xB000 when some failed or had a warning, 0xA702 when all failed
+(without a Failed SOP Instance UID List, as Orthanc); 0xC000 when the identifier names nothing, or an
+instance has no context it can go in (which ends the request).
 
 pynetdicom serves C-MOVE by opening its own association to the destination, with its own AE, and C-GET
 with its own counting; neither is Orthanc's. So on each association this module takes the C-MOVE and
@@ -34,12 +34,11 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
-from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 
@@ -106,8 +105,10 @@ class Request:
                 values[element.keyword] = str(value)
         return values
 
-    def respond(self, status: int, progress: Progress | None = None, failed_uids: list[str] | None = None, *,
-                remaining: bool = False) -> None:
+    def respond(self, status: int, progress: Progress | None = None, *, remaining: bool = False) -> None:
+        """One response with the counts of ``progress`` (none: zeros), the remaining one only if
+        ``remaining`` (Orthanc leaves it out of a final response). No Failed SOP Instance UID List:
+        Orthanc 1.10.1 sends none, even when every sub-operation failed."""
         response = C_MOVE() if isinstance(self.primitive, C_MOVE) else C_GET()
         response.MessageIDBeingRespondedTo = self.primitive.MessageID
         response.AffectedSOPClassUID = self.primitive.AffectedSOPClassUID
@@ -118,10 +119,6 @@ class Request:
         response.NumberOfCompletedSuboperations = progress.completed
         response.NumberOfFailedSuboperations = progress.failed
         response.NumberOfWarningSuboperations = progress.warning
-        if failed_uids:
-            failed = Dataset()
-            failed.FailedSOPInstanceUIDList = failed_uids
-            response.Identifier = BytesIO(cast(bytes, encode(failed, *self._encoding)))
         self.assoc.dimse.send_msg(response, cast(int, self.context.context_id))
 
 
@@ -222,11 +219,9 @@ class RetrieveScp:
         allow_transcoding = known[0][1].allow_transcoding if known else True
         instances = instances_of(self.services.store, retrieval)
         progress = Progress(len(instances))
-        failed_uids: list[str] = []
         for index, instance in enumerate(instances):
             data, _ = self.services.store.read_instance(instance)
             dataset = read_part10(data)
-            uid = str(dataset.get("SOPInstanceUID", ""))
             accepted = [str(cx.transfer_syntax[0]) for cx in request.assoc.accepted_contexts
                         if cx.abstract_syntax == dataset.get("SOPClassUID") and cx.as_scu]
             try:
@@ -238,7 +233,7 @@ class RetrieveScp:
             except ValueError as exc:  # Orthanc ends the C-GET here
                 log.error("C-GET from %s: %s", request.calling_aet, exc)
                 progress.failed += 1
-                request.respond(UNABLE_TO_PROCESS, progress, [*failed_uids, uid], remaining=True)
+                request.respond(UNABLE_TO_PROCESS, progress, remaining=True)
                 return
             message_id = (cast(int, request.primitive.MessageID) + index) % 0xFFFF + 1
             status = request.assoc.send_c_store(dataset, msg_id=message_id)
@@ -251,11 +246,10 @@ class RetrieveScp:
                 progress.warning += 1
             else:
                 progress.failed += 1
-                failed_uids.append(uid)
             request.respond(PENDING, progress, remaining=True)
         final = SUCCESS
         if progress.failed or progress.warning:
             final = SUB_OPERATIONS_FAILED
         if progress.failed and progress.failed == progress.total:
             final = ALL_SUB_OPERATIONS_FAILED
-        request.respond(final, progress, failed_uids, remaining=True)
+        request.respond(final, progress)

@@ -278,6 +278,8 @@ FAILING_FILTERS = {
     "error": "function IncomingFindRequestFilter(query, origin) error('no') end",
     "loop": "function IncomingFindRequestFilter(query, origin) while true do end end",
     "nil": "function IncomingFindRequestFilter(query, origin) return nil end",
+    "string": "function IncomingFindRequestFilter(query, origin) return 'STUDY' end",
+    "empty table": "function IncomingFindRequestFilter(query, origin) return {} end",  # no QueryRetrieveLevel
     "boolean value": "function IncomingFindRequestFilter(query, origin) query['0010,0020'] = true return query end",
     "table value": "function IncomingFindRequestFilter(query, origin) query['0010,0020'] = {} return query end",
     "unknown name": "function IncomingFindRequestFilter(query, origin) query['NoSuchTag'] = '' return query end",

@@ -105,21 +105,23 @@ class Request:
                 values[element.keyword] = str(value)
         return values
 
-    def respond(self, status: int, progress: Progress | None = None, *, remaining: bool = False) -> None:
-        """One response with the counts of ``progress`` (none: zeros), the remaining one only if
-        ``remaining`` (Orthanc leaves it out of a final response). No Failed SOP Instance UID List:
-        Orthanc 1.10.1 sends none, even when every sub-operation failed."""
+    def respond(self, status: int, progress: Progress | None = None) -> None:
+        """One response with the counts of ``progress`` (none: zeros); the remaining count in a Pending
+        response only, and no Failed SOP Instance UID List, as Orthanc 1.10.1 (through DCMTK) answers."""
         response = C_MOVE() if isinstance(self.primitive, C_MOVE) else C_GET()
         response.MessageIDBeingRespondedTo = self.primitive.MessageID
         response.AffectedSOPClassUID = self.primitive.AffectedSOPClassUID
         response.Status = status
         progress = progress or Progress(0)
-        if remaining:
+        if status == PENDING:
             response.NumberOfRemainingSuboperations = progress.remaining
         response.NumberOfCompletedSuboperations = progress.completed
         response.NumberOfFailedSuboperations = progress.failed
         response.NumberOfWarningSuboperations = progress.warning
         self.assoc.dimse.send_msg(response, cast(int, self.context.context_id))
+        # An association that answers is not idle; pynetdicom restarts its idle timer (DicomScpTimeout)
+        # only on what it receives, and would abort it after a synchronous C-MOVE longer than that.
+        self.assoc.dul._idle_timer.restart()
 
 
 class RetrieveScp:
@@ -211,7 +213,7 @@ class RetrieveScp:
                     return
             progress.completed += 1
             done = progress.remaining == 0
-            request.respond(SUCCESS if done else PENDING, progress, remaining=not done)
+            request.respond(SUCCESS if done else PENDING, progress)
 
     # C-GET.
     def _get(self, request: Request, retrieval: Retrieval) -> None:
@@ -233,7 +235,7 @@ class RetrieveScp:
             except ValueError as exc:  # Orthanc ends the C-GET here
                 log.error("C-GET from %s: %s", request.calling_aet, exc)
                 progress.failed += 1
-                request.respond(UNABLE_TO_PROCESS, progress, remaining=True)
+                request.respond(UNABLE_TO_PROCESS, progress)
                 return
             message_id = (cast(int, request.primitive.MessageID) + index) % 0xFFFF + 1
             status = request.assoc.send_c_store(dataset, msg_id=message_id)
@@ -246,7 +248,7 @@ class RetrieveScp:
                 progress.warning += 1
             else:
                 progress.failed += 1
-            request.respond(PENDING, progress, remaining=True)
+            request.respond(PENDING, progress)
         final = SUCCESS
         if progress.failed or progress.warning:
             final = SUB_OPERATIONS_FAILED

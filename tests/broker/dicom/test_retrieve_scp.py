@@ -10,6 +10,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -19,6 +20,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from broker.dicom.sockets import NODELAY_HANDLERS
+from tests.support import dicom_samples as samples
 from tests.support.factory import make_instances, to_bytes
 from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 from tests.support.receivers import DCMTK_ENV, HAS_DCMTK, RecordingScp
@@ -65,19 +67,22 @@ def c_move(port: int, aet: str, destination: str, query: Dataset, *, calling: st
             assoc.release()
 
 
-def c_get(port: int, aet: str, query: Dataset, *, calling: str = "GETSCU", status: int = 0x0000
-          ) -> tuple[list[dict[str, Any]] | str, list[Dataset]]:
-    """A C-GET from pynetdicom, which stores what comes back with ``status``: (responses, datasets)."""
-    received: list[Dataset] = []
+def c_get(port: int, aet: str, query: Dataset, *, calling: str = "GETSCU", status: int = 0x0000,
+          sop_class: str = CTImageStorage, syntaxes: list[str] | None = None
+          ) -> tuple[list[dict[str, Any]] | str, list[tuple[Dataset, str]]]:
+    """A C-GET from pynetdicom, which proposes ``sop_class`` in ``syntaxes`` (pynetdicom's default:
+    uncompressed) with the SCP role and stores what comes back with ``status``: (responses, [(dataset,
+    transfer syntax)])."""
+    received: list[tuple[Dataset, str]] = []
 
     def on_store(event: evt.Event) -> int:
-        received.append(event.dataset)
+        received.append((event.dataset, str(event.context.transfer_syntax)))
         return status
 
     ae = AE(ae_title=calling)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title=aet, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+    ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet, ext_neg=[build_role(sop_class, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, on_store), *NODELAY_HANDLERS])
     assert assoc.is_established
     try:
@@ -308,3 +313,30 @@ def test_c_get_answers_as_orthanc(luabroker: Callable[..., Running]) -> None:
         orthanc.stop()
     server = loaded(luabroker, instances, DicomModalities=table)
     assert get_scenarios(server.dicom_port, server.aet, instances) == expected
+
+
+@needs_orthanc
+def test_c_get_transcodes_as_orthanc(luabroker: Callable[..., Running]) -> None:
+    """A JPEG instance asked for in Explicit VR Little Endian only: transcoded, unless the calling
+    modality has ``AllowTranscoding`` false, where the C-GET ends with 0xC000 (one failed)."""
+    jpeg = pydicom.dcmread(samples.TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm")
+    query = identifier("STUDY", StudyInstanceUID=jpeg.StudyInstanceUID)
+    table = modalities(strict={"AET": "STRICT", "Host": "127.0.0.1", "Port": 1, "AllowTranscoding": False})
+
+    def scenarios(port: int, aet: str) -> list[Any]:
+        answers = []
+        for calling in ("GETSCU", "STRICT"):
+            responses_, received = c_get(port, aet, query, calling=calling, sop_class=jpeg.SOPClassUID,
+                                         syntaxes=[ExplicitVRLittleEndian])
+            answers.append((responses_, [(str(ds.SOPInstanceUID), syntax) for ds, syntax in received]))
+        return answers
+
+    orthanc = OrthancPeer.create(DicomModalities=table).start()
+    try:
+        orthanc.upload(to_bytes(jpeg))
+        expected = scenarios(orthanc.dicom_port, orthanc.aet)
+    finally:
+        orthanc.stop()
+    server = loaded(luabroker, [jpeg], DicomModalities=table)
+    assert scenarios(server.dicom_port, server.aet) == expected
+    assert expected[0][1] == [(str(jpeg.SOPInstanceUID), ExplicitVRLittleEndian)]

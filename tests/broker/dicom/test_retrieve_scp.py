@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from broker.dicom.negotiation import GET_SOP_CLASSES, MOVE_SOP_CLASSES
 from broker.dicom.sockets import NODELAY_HANDLERS
 from tests.support import dicom_samples as samples
 from tests.support.factory import make_instances, to_bytes
@@ -340,3 +341,10 @@ def test_c_get_transcodes_as_orthanc(luabroker: Callable[..., Running]) -> None:
     server = loaded(luabroker, [jpeg], DicomModalities=table)
     assert scenarios(server.dicom_port, server.aet) == expected
     assert expected[0][1] == [(str(jpeg.SOPInstanceUID), ExplicitVRLittleEndian)]
+
+
+def test_the_conformance_statement_lists_move_and_get(luabroker: Callable[..., Running]) -> None:
+    statement = luabroker().http.get("/tools/dicom-conformance").text
+    assert "Move SCP Conformance" in statement and "Get SCP Conformance" in statement
+    for uid in (*MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
+        assert uid in statement

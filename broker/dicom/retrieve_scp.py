@@ -190,20 +190,20 @@ class RetrieveScp:
         name, modality = found[0]
         instances = instances_of(self.services.store, retrieval)
         originator = (request.calling_aet, cast(int, primitive.MessageID))
+        synchronous = self.services.config.synchronous_c_move
         log.info("C-MOVE from %s: %d instances to %s (%s)", request.calling_aet, len(instances), destination,
-                 "synchronous" if self.services.config.synchronous_c_move else "job")
-        if not self.services.config.synchronous_c_move:
-            default_aet = modality.local_aet or self.services.config.dicom_aet
-            job = DicomModalityStoreJob(name, modality.aet, None, instances, retrieval.resources,
-                                        default_local_aet=default_aet, move_originator=originator,
-                                        description="C-MOVE")
-            self.services.jobs.submit(job)
+                 "synchronous" if synchronous else "job")
         if not instances:
             request.respond(SUCCESS)
             return
+        if not synchronous:
+            job = DicomModalityStoreJob(name, modality.aet, None, instances, retrieval.resources,
+                                        default_local_aet=modality.local_aet or self.services.config.dicom_aet,
+                                        move_originator=originator, description="C-MOVE")
+            self.services.jobs.submit(job)
         progress = Progress(len(instances))
         for instance in instances:
-            if self.services.config.synchronous_c_move:
+            if synchronous:
                 try:
                     data, _ = self.services.store.read_instance(instance)
                     self.services.scu.store(modality, [data], move_originator=originator).check()
@@ -211,9 +211,8 @@ class RetrieveScp:
                     log.error("C-MOVE from %s to %s: %s", request.calling_aet, destination, exc)
                     request.respond(UNABLE_TO_PROCESS)
                     return
-            progress.completed += 1
-            done = progress.remaining == 0
-            request.respond(SUCCESS if done else PENDING, progress)
+            progress.completed += 1  # asynchronous: counted as Orthanc does, before the job has sent it
+            request.respond(SUCCESS if progress.remaining == 0 else PENDING, progress)
 
     # C-GET.
     def _get(self, request: Request, retrieval: Retrieval) -> None:

@@ -48,31 +48,20 @@ class Retrieval:
 def resolve_move(store: Store, identifier: Mapping[str, str]) -> Retrieval:
     """The resources of a C-MOVE. ``identifier`` maps keywords to the text values of the request;
     raises ``NothingToRetrieve`` when there are none (Orthanc answers 0xC000)."""
-    level_name = identifier.get("QueryRetrieveLevel")
-    if level_name is None:  # not standard (Tudor DICOM does it): the most specific identifier present
+    if "QueryRetrieveLevel" not in identifier:  # not standard (Tudor DICOM): the most specific tag present
         for level in _GUESSED_LEVELS:
-            named = _named(identifier, level, accession_if_present=False)
-            if named is not None:
-                return _matching(store, level, *named, strict=False)
+            if _named(identifier, level, for_get=False) is not None:
+                return _resolve(store, identifier, level, for_get=False)
         raise NothingToRetrieve("Invalid fields in a C-MOVE request")
-    level = _level(level_name)
-    named = _named(identifier, level, accession_if_present=False)
-    if named is None:
-        raise NothingToRetrieve("No DICOM identifier provided in the C-MOVE request for this query retrieve level")
-    return _matching(store, level, *named, strict=False)
+    return _resolve(store, identifier, _level(identifier["QueryRetrieveLevel"]), for_get=False)
 
 
 def resolve_get(store: Store, identifier: Mapping[str, str]) -> Retrieval:
     """The resources of a C-GET; raises ``NothingToRetrieve`` when the identifier names none, or names
     one that is not stored."""
-    level_name = identifier.get("QueryRetrieveLevel")
-    if level_name is None:
+    if "QueryRetrieveLevel" not in identifier:
         raise NothingToRetrieve("C-GET request without the tag 0008,0052 (QueryRetrieveLevel)")
-    level = _level(level_name)
-    named = _named(identifier, level, accession_if_present=True)
-    if named is None:
-        raise NothingToRetrieve("Cannot determine what resources are requested by C-GET")
-    return _matching(store, level, *named, strict=True)
+    return _resolve(store, identifier, _level(identifier["QueryRetrieveLevel"]), for_get=True)
 
 
 def instances_of(store: Store, retrieval: Retrieval) -> list[str]:
@@ -87,23 +76,27 @@ def _level(name: str) -> Level:
         raise NothingToRetrieve(f"Unknown QueryRetrieveLevel: {name!r}") from None
 
 
-def _named(identifier: Mapping[str, str], level: Level, *, accession_if_present: bool) -> tuple[str, str] | None:
+def _named(identifier: Mapping[str, str], level: Level, *, for_get: bool) -> tuple[str, str] | None:
     """The tag that names the resources of ``level`` in the identifier and its value; None when absent."""
     tag = IDENTIFIER_TAGS[level]
     if level is Level.STUDY:
         accession = identifier.get(ACCESSION_NUMBER)
-        if accession is not None and (accession_if_present or accession.strip()):
+        if accession is not None and (for_get or accession.strip()):
             tag = ACCESSION_NUMBER
     value = identifier.get(tag)
     return None if value is None else (tag, value)
 
 
-def _matching(store: Store, level: Level, tag: str, value: str, *, strict: bool) -> Retrieval:
-    """The resources of ``level`` whose ``tag`` is one of the items of ``value``."""
+def _resolve(store: Store, identifier: Mapping[str, str], level: Level, *, for_get: bool) -> Retrieval:
+    """The resources of ``level`` whose tag (``_named``) is one of the items of its value."""
+    named = _named(identifier, level, for_get=for_get)
+    if named is None:
+        raise NothingToRetrieve(f"No identifier of the {level.label.lower()} level in the request")
+    tag, value = named
     found: list[str] = []
     for item in value.split("\\"):
         matches = _lookup_exact(store, level, tag, item)
-        if not matches and strict:
+        if not matches and for_get:
             raise NothingToRetrieve(f'Cannot locate resource "{item}" at the {level.label.lower()} level')
         found += matches
     if not found:

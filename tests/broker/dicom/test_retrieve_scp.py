@@ -189,11 +189,22 @@ def test_who_may_move(luabroker: Callable[..., Running], recording_scp: Any) -> 
 
 
 def test_asynchronous_move_is_a_job(luabroker: Callable[..., Running], recording_scp: Any) -> None:
-    receiver = recording_scp(aet="DEST")
+    """With ``SynchronousCMove`` false the C-MOVE answers at once; its job retries a refused C-STORE
+    (the destination first answers 0xA700, out of resources) and runs the ``OnJob*`` callbacks."""
+    receiver = recording_scp(aet="DEST", status=0xA700)
     instances = make_instances(3)
-    server = loaded(luabroker, instances, DicomModalities=modalities(receiver), SynchronousCMove=False)
+    script = """
+    events = {}
+    function OnJobSubmitted(jobId) table.insert(events, 'submitted ' .. jobId) end
+    function OnJobSuccess(jobId) table.insert(events, 'success ' .. jobId) end
+    """
+    server = loaded(luabroker, instances, scripts={"jobs.lua": script}, ExecuteLuaEnabled=True,
+                    DicomModalities=modalities(receiver), SynchronousCMove=False,
+                    Jobs={"RetryAttempts": 6, "RetryDelay": 0.5})  # retries for 15 s: time to flip the status
     study = identifier("STUDY", StudyInstanceUID=instances[0].StudyInstanceUID)
     assert c_move(server.dicom_port, server.aet, "DEST", study) == progress(3)
+    wait_until(lambda: receiver.stored, message="a first, refused, C-STORE")
+    receiver.status = 0x0000
     [job_id] = server.http.get("/jobs").json()
     wait_until(lambda: server.http.get(f"/jobs/{job_id}").json()["State"] == "Success", message="the job's success")
     job = server.http.get(f"/jobs/{job_id}").json()
@@ -201,7 +212,11 @@ def test_asynchronous_move_is_a_job(luabroker: Callable[..., Running], recording
     content = job["Content"]
     assert (content["Description"], content["RemoteAet"], content["LocalAet"], content["InstancesCount"],
             content["MoveOriginatorAET"]) == ("C-MOVE", "DEST", "LUABROKER", 3, "MOVESCU")
-    assert sorted(received_uids(receiver)) == sorted(str(ds.SOPInstanceUID) for ds in instances)
+    stored = received_uids(receiver)  # the refused instance is there twice: refused, then stored
+    assert sorted(set(stored)) == sorted(str(ds.SOPInstanceUID) for ds in instances) and len(stored) > 3
+    wait_until(lambda: server.execute("print(#events)").text.strip() == "2", message="the job's events")
+    assert server.execute("for _, e in ipairs(events) do print(e) end").text.splitlines() == [
+        f"submitted {job_id}", f"success {job_id}"]
 
 
 @needs_dcmtk

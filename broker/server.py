@@ -25,7 +25,9 @@ from broker.core.attachments import Attachments, ContentTypes
 from broker.core.compression import NONE, ZLIB
 from broker.core.stability import StabilityMonitor
 from broker.core.store import Store
+from broker.dicom.find_scu import FindScu
 from broker.dicom.negotiation import AcceptedContexts
+from broker.dicom.queries import QueryArchive
 from broker.dicom.scp import StoreScp
 from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
@@ -50,6 +52,7 @@ from broker.rest import (
     modification,
     network,
     preview,
+    queries,
     resources,
     server_control,
     system,
@@ -92,6 +95,8 @@ class Server:
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)
         services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted)
         services.scu = StoreScu(services.network, config.network.dicom)
+        services.find_scu = FindScu(services.scu)
+        services.queries = QueryArchive(config.network.dicom.query_retrieve_size)
         services.peers = PeerClient(services.network, config.network.http)
         services.lua_http = LuaHttpClient(config.network.http)
         services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
@@ -99,7 +104,7 @@ class Server:
                                            exports.routes, changes.routes, tools.routes, instances.routes,
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes,
-                                           server_control.routes])
+                                           server_control.routes, queries.routes])
         services.jobs = create_engine(services)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from broker.config import Config
     from broker.core.attachments import Attachments
     from broker.core.store import Store
+    from broker.dicom.find_scu import FindScu
     from broker.dicom.negotiation import AcceptedContexts
+    from broker.dicom.queries import QueryArchive
     from broker.dicom.scu import StoreScu
     from broker.jobs import JobsEngine
     from broker.jobs.archives import ArchiveOutputs
@@ -38,6 +40,8 @@ class Services:
     network: NetworkRegistry = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
     dicom_contexts: AcceptedContexts = field(init=False)  # what the DICOM server accepts (SOP classes, syntaxes)
     scu: StoreScu = field(init=False)  # C-STORE/C-ECHO SCU with association reuse
+    find_scu: FindScu = field(init=False)  # C-FIND SCU (broker/dicom/find_scu.py)
+    queries: QueryArchive = field(init=False)  # the C-FIND SCU queries kept for /queries
     peers: PeerClient = field(init=False)  # HTTP client of OrthancPeers
     lua_http: LuaHttpClient = field(init=False)  # the Lua Http* built-ins' client
     rest: RestApi = field(init=False)  # the REST handlers, for HTTP and for RestApi* from Lua

@@ -266,7 +266,7 @@ def _table(options: Section, name: str, parse: Callable[[Any], T]) -> dict[str, 
 
 @dataclass(frozen=True)
 class DicomOptions:
-    """The options of the DICOM client (C-STORE and C-ECHO SCU)."""
+    """The options of the DICOM client (C-STORE, C-ECHO and C-FIND SCU)."""
 
     #: Calling AET when none is given and the modality has no ``LocalAet`` (``DicomAet``).
     default_aet: str = "ORTHANC"
@@ -274,6 +274,11 @@ class DicomOptions:
     association_close_delay: float = 5.0
     #: Seconds allowed for connecting, association negotiation and each DIMSE answer; 0 = no limit.
     scu_timeout: float = 10.0
+    #: ``QueryRetrieveSize``: how many C-FIND SCU queries (``/queries``) are kept, the least recently
+    #: used one dropped first.
+    query_retrieve_size: int = 100
+    #: ``DicomEchoChecksFind``: whether ``/echo`` also sends a C-FIND when the body does not say.
+    echo_checks_find: bool = False
 
 
 @dataclass(frozen=True)
@@ -335,7 +340,10 @@ def read_network_options(options: Section, base_dir: Path, local_aet: str) -> Ne
         dicom=DicomOptions(default_aet=local_aet,
                            association_close_delay=options.option("DicomAssociationCloseDelay", float, 5.0,
                                                                   *at_least_0),
-                           scu_timeout=options.option("DicomScuTimeout", float, 10.0, *at_least_0)),
+                           scu_timeout=options.option("DicomScuTimeout", float, 10.0, *at_least_0),
+                           query_retrieve_size=options.option("QueryRetrieveSize", int, 100,
+                                                              lambda v: v >= 1, ">= 1"),
+                           echo_checks_find=options.option("DicomEchoChecksFind", bool, False)),
         http=HttpOptions(timeout=options.option("HttpTimeout", float, 60.0),
                          proxy=_text(options, "HttpProxy"),
                          verify_peers=options.option("HttpsVerifyPeers", bool, True),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import functools
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -216,8 +216,9 @@ def tag_key(tag: int) -> str:
 
 
 def summary(elements: list[Element], tags: Iterable[int] | None = None,
-            charset: Charset | None = None) -> dict[int, str | None]:
-    """Top-level leaf values as Orthanc's "DICOM summary": too long (> 256 bytes) or binary → None.
+            charset: Charset | None = None, *, truncate: bool = True) -> dict[int, str | None]:
+    """Top-level leaf values as Orthanc's "DICOM summary": too long (> 256 bytes, unless not
+    ``truncate``) or binary → None.
 
     ``tags`` restricts the result to the tags of interest (main tags, identifiers).
     """
@@ -236,7 +237,22 @@ def summary(elements: list[Element], tags: Iterable[int] | None = None,
             elem = element.tag & 0xFFFF
             creator = creators.get((element.tag >> 16, elem >> 8)) if elem >= 0x1000 else None
         value = leaf_value(element, charset, creator)
-        result[element.tag] = None if value is None or _too_long(value) else value
+        result[element.tag] = None if value is None or (truncate and _too_long(value)) else value
+    return result
+
+
+def map_to_json(values: Mapping[int, str | None], fmt: JsonFormat) -> dict[str, Any]:
+    """A flat map of tags (Orthanc's ``DicomMap``: a C-FIND query or answer) in the given format, as
+    Orthanc's ``FromDcmtkBridge::ToJson``: a None value is ``Null``, any other a ``String``."""
+    result: dict[str, Any] = {}
+    for tag, value in sorted(values.items()):
+        if fmt is JsonFormat.SHORT:
+            result[tag_key(tag)] = value
+        elif fmt is JsonFormat.HUMAN:
+            result[tag_name(tag, None)] = value
+        else:
+            result[tag_key(tag)] = {"Name": tag_name(tag, None), "Type": "Null" if value is None else "String",
+                                    "Value": value}
     return result
 
 

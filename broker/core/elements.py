@@ -9,7 +9,9 @@ string is expected is ``BadParameterType``, an out-of-range ``Rows`` is ``BadFil
 from __future__ import annotations
 
 import base64
+import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydicom.charset import convert_encodings
@@ -20,6 +22,7 @@ from pydicom.sequence import Sequence
 
 from broker.core.dicom_json import STRING_VRS
 from broker.core.dictionary import private_entry
+from broker.core.encodings import Encoding
 from broker.core.tags import PIXEL_DATA, SPECIFIC_CHARACTER_SET, format_tag, is_private, parse_tag
 from broker.errors import ErrorCode, OrthancError
 
@@ -29,6 +32,8 @@ _INTEGER_LIMITS = {"US": (0, 0xFFFF), "SS": (-0x8000, 0x7FFF), "UL": (0, 0xFFFFF
 _DIGITS = re.compile(r"^([+-]?)([0-9]+)$")
 _FLOAT = re.compile(r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)$", re.IGNORECASE)
 DATA_URI_BINARY = "data:application/octet-stream;base64,"
+
+log = logging.getLogger("luabroker.dicom")
 
 
 def _python_codec(ds: Dataset) -> str | None:
@@ -162,3 +167,26 @@ class ElementFactory:
             except OrthancError:
                 raise _out_of_range(tag, text) from None
         raise _out_of_range(tag, text)  # SQ from a string, or a VR that cannot hold text
+
+
+def dataset_of(values: Mapping[int, str | None], encoding: Encoding, *, permissive: bool) -> Dataset:
+    """A flat map of tags (Orthanc's ``DicomMap``) as a dataset, as Orthanc's ``ParsedDicomFile(map,
+    encoding, permissive)`` builds it for a C-FIND (the query it sends, the answers it sends or keeps):
+    in ``encoding``, with its Specific Character Set, dropping what the encoding cannot hold; a null
+    value is left out, an empty one is an empty element of its VR (a number included). A value its VR
+    cannot hold raises ``OrthancError``, or is left out when ``permissive``."""
+    ds = Dataset()
+    if encoding.term:
+        ds.SpecificCharacterSet = encoding.term
+    factory = ElementFactory(ds, "")
+    factory.codec = encoding.codec  # pydicom reads ISO_IR 6 as Latin-1, Orthanc as ASCII
+    for tag, value in sorted(values.items()):
+        if tag == SPECIFIC_CHARACTER_SET or value is None:
+            continue
+        try:
+            ds[tag] = DataElement(tag, factory.vr_of(tag, ds), None) if value == "" else factory.make(tag, value, ds)
+        except OrthancError as exc:
+            if not permissive:
+                raise
+            log.debug("Tag %s left out of a C-FIND dataset: %s", format_tag(tag), exc)
+    return ds

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -28,9 +28,7 @@ from pydicom.multival import MultiValue
 from pynetdicom import evt
 
 from broker.core.cfind import FindAnswers, FindRequest
-from broker.core.elements import BINARY_VRS, ElementFactory
-from broker.core.encodings import Encoding
-from broker.core.tags import SPECIFIC_CHARACTER_SET
+from broker.core.elements import BINARY_VRS, dataset_of
 from broker.dicom.permissions import is_allowed
 from broker.errors import OrthancError
 from broker.scripting.filters import filtered_find_query
@@ -70,25 +68,6 @@ def read_query(identifier: Dataset) -> tuple[dict[int, str], tuple[int, ...]]:
     return query, tuple(sequences)
 
 
-def answer_dataset(answer: dict[int, Any], encoding: Encoding) -> Dataset:
-    """One answer as a dataset in the server's encoding (what it cannot encode is dropped, as Orthanc
-    does): an empty value is an empty element of its VR (a number included); a value that its VR
-    cannot hold is left out."""
-    ds = Dataset()
-    if encoding.term:
-        ds.SpecificCharacterSet = encoding.term
-    factory = ElementFactory(ds, "")
-    factory.codec = encoding.codec  # pydicom reads ISO_IR 6 as Latin-1, Orthanc as ASCII
-    for tag, value in sorted(answer.items()):
-        if tag == SPECIFIC_CHARACTER_SET:
-            continue
-        try:
-            ds[tag] = DataElement(tag, factory.vr_of(tag, ds), None) if value == "" else factory.make(tag, value, ds)
-        except OrthancError as exc:
-            log.debug("C-FIND answer: tag %08X left out: %s", tag, exc)
-    return ds
-
-
 class FindScp:
     """The handler of ``EVT_C_FIND`` for the DICOM server."""
 
@@ -114,7 +93,7 @@ class FindScp:
             return
         encoding = self.services.store.default_encoding
         for answer in found.answers:
-            yield PENDING, answer_dataset(answer, encoding)
+            yield PENDING, dataset_of(answer, encoding, permissive=True)
         if not found.complete:
             log.warning("Too many results for an incoming C-FIND query")
             yield MATCHING_TERMINATED, None

@@ -5,7 +5,8 @@
 name is a bare 404 there, Orthanc's error 7 elsewhere);
 ``GET /modalities/{name}/configuration``; ``PUT /modalities/{name}`` with any form accepted in the
 configuration file; ``DELETE /modalities/{name}``; ``POST /modalities/{name}/echo`` (200 ``{}``) and
-``POST /tools/dicom-echo`` (to a modality given in the body). The same
+``POST /tools/dicom-echo`` (to a modality given in the body), both followed by a C-FIND with
+``"CheckFind": true``. The same
 for ``/peers``, whose configuration never shows passwords or header values, plus
 ``GET /peers/{name}/system``. Changes made here live until the server stops, as in Orthanc. A script
 (``RestApi*``) gets the peers redacted as well: no password in a URL, no secret user property.
@@ -19,11 +20,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pydicom.uid import generate_uid
+
 from broker.config.network import Modality, Peer
 from broker.core.dicom_file import peek_meta
+from broker.core.levels import Level
+from broker.core.tags import STUDY_INSTANCE_UID
 from broker.dicom.scu import DicomNetworkError
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.json_fields import read_unsigned
+from broker.json_fields import read_boolean, read_unsigned
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.redaction import shown_to
@@ -123,12 +128,17 @@ def _echo_options(body: bytes) -> dict[str, Any]:
 
 
 def _echo(services: Services, modality: Modality, options: dict[str, Any]) -> dict[str, Any]:
+    """C-ECHO, then, with ``"CheckFind": true`` (default: ``DicomEchoChecksFind``), a C-FIND at the study
+    level for a new Study Instance UID, which fails when the modality does not let us query it."""
     timeout = None
     if "Timeout" in options:
         timeout = read_unsigned(options, "Timeout") or None
-    if options.get("CheckFind") is True:
-        raise OrthancError(ErrorCode.NOT_IMPLEMENTED, '"CheckFind" needs a C-FIND SCU, which luabroker has not yet')
+    check_find = (read_boolean(options, "CheckFind") if "CheckFind" in options
+                  else services.config.network.dicom.echo_checks_find)
     services.scu.echo(modality, timeout=timeout)
+    if check_find:
+        services.find_scu.find(modality, Level.STUDY, {STUDY_INSTANCE_UID: generate_uid()}, normalize=False,
+                               encoding=services.store.default_encoding, timeout=timeout)
     return {}
 
 

@@ -72,14 +72,25 @@ def http_request_args(method: str, uri: str, ip: str, username: str,
     return [method, uri, ip, username, lowered]
 
 
-def find_request_args(query: Mapping[int, str], remote_ip: str, remote_aet: str, called_aet: str,
-                      manufacturer: str) -> list[Any]:
-    """``(query, origin)`` of ``IncomingFindRequestFilter``: the query flat, keyed by lower-case
-    ``gggg,eeee``, every value a string (sequences are not in it)."""
+def _flat_query(query: Mapping[int, str]) -> dict[str, str]:
+    """A C-FIND query as the find filters get it: flat, keyed by lower-case ``gggg,eeee``, every value a
+    string (sequences are not in it)."""
     from broker.core.tags import format_tag
 
+    return {format_tag(tag): value for tag, value in query.items()}
+
+
+def find_request_args(query: Mapping[int, str], remote_ip: str, remote_aet: str, called_aet: str,
+                      manufacturer: str) -> list[Any]:
+    """``(query, origin)`` of ``IncomingFindRequestFilter``."""
     origin = {"RemoteIp": remote_ip, "RemoteAet": remote_aet, "CalledAet": called_aet, "Manufacturer": manufacturer}
-    return [{format_tag(tag): value for tag, value in query.items()}, origin]
+    return [_flat_query(query), origin]
+
+
+def outgoing_find_args(query: Mapping[int, str], remote_aet: str) -> list[Any]:
+    """``(query, remoteAet)`` of ``OutgoingFindRequestFilter``: the AET of the modality queried, not its
+    symbolic name."""
+    return [_flat_query(query), remote_aet]
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,9 @@ CALLBACKS: dict[str, Callback] = {c.name: c for c in (
     Callback("IncomingFindRequestFilter", Kind.FILTER, Role.MAIN,
              "(query, origin) for every C-FIND but worklists; returns the table that replaces the query.",
              find_request_args, keep_strings=True),
+    Callback("OutgoingFindRequestFilter", Kind.FILTER, Role.MAIN,
+             "(query, remoteAet) before /modalities/{name}/query sends its C-FIND; returns the table that "
+             "replaces the query.", outgoing_find_args, keep_strings=True),
 )}
 
 _BY_EVENT: dict[tuple[str, str | None], Callback] = {event: c for c in CALLBACKS.values() for event in c.events}

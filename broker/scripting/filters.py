@@ -1,5 +1,5 @@
 """The filters that guard the doors: what an instance or an HTTP request must pass, and what a C-FIND
-asks.
+asks or, sent by the C-FIND SCU, is asked.
 
 Return types are checked as Orthanc checks them (spec section 2): a predicate must return a boolean
 (otherwise ``NotLuaPredicate``, 2034), ``ReceivedCStoreInstanceFilter`` a number (otherwise
@@ -79,15 +79,24 @@ def http_request_allowed(scripts: ScriptSet, method: str, uri: str, ip: str, use
 def filtered_find_query(scripts: ScriptSet, query: Mapping[int, str], remote_ip: str, remote_aet: str,
                         called_aet: str, manufacturer: str) -> dict[int, str] | None:
     """``IncomingFindRequestFilter``: the query that replaces ``query``, or None when the filter is not
-    defined (or, under the ``open`` failure policy, could not run).
+    defined (or, under the ``open`` failure policy, could not run)."""
+    return _replaced_query(scripts, "IncomingFindRequestFilter", query, remote_ip, remote_aet, called_aet,
+                           manufacturer)
 
-    Orthanc's rules for the answer: a table (an empty one is an empty query) whose keys are tags, in
-    hexadecimal or by name, and whose values are strings; anything else is ``LuaBadOutput``."""
-    name = "IncomingFindRequestFilter"
+
+def filtered_outgoing_query(scripts: ScriptSet, query: Mapping[int, str], remote_aet: str) -> dict[int, str] | None:
+    """``OutgoingFindRequestFilter``, before the C-FIND SCU sends ``query`` to the AET ``remote_aet``:
+    the query that replaces it, or None as for ``filtered_find_query``."""
+    return _replaced_query(scripts, "OutgoingFindRequestFilter", query, remote_aet)
+
+
+def _replaced_query(scripts: ScriptSet, name: str, *arguments: Any) -> dict[int, str] | None:
+    """Run the find filter ``name`` and read its answer by Orthanc's rules: a table (an empty one is an
+    empty query) whose keys are tags, in hexadecimal or by name, and whose values are strings; anything
+    else is ``LuaBadOutput``."""
     if not scripts.defines(name):
         return None
-    result = scripts.call_filter(name, CALLBACKS[name].arguments(query, remote_ip, remote_aet, called_aet,
-                                                                 manufacturer))
+    result = scripts.call_filter(name, CALLBACKS[name].arguments(*arguments))
     if result is None:
         return None
     table = result.value

@@ -17,7 +17,11 @@ from typing import Any
 import pydicom
 import pytest
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from broker.dicom.sockets import NODELAY_HANDLERS
 from tests.support.ports import free_port
@@ -100,8 +104,9 @@ class StoreScpProcess:
 
 @dataclass
 class RecordingScp:
-    """A pynetdicom SCP that records each association (calling AET) and each C-STORE (the dataset and
-    the transfer syntax it came in); ``status`` is what it answers to C-STORE."""
+    """A pynetdicom SCP that records each association (calling AET), each C-STORE (the dataset and
+    the transfer syntax it came in) and each C-FIND (its identifier and the information model);
+    ``status`` is what it answers to C-STORE, ``find_answers`` what it answers to every C-FIND."""
 
     aet: str = "RECORDER"
     transfer_syntaxes: list[str] = field(default_factory=lambda: list(ALL_TRANSFER_SYNTAXES))
@@ -113,6 +118,9 @@ class RecordingScp:
     stored: list[tuple[pydicom.Dataset, str, str]] = field(default_factory=list)
     #: The C-STORE request of each instance stored (its Move Originator, ...) and its calling AET.
     requests: list[tuple[Any, str]] = field(default_factory=list)
+    #: The identifier of each C-FIND, its information model (SOP class UID) and its calling AET.
+    queries: list[tuple[pydicom.Dataset, str, str]] = field(default_factory=list)
+    find_answers: list[pydicom.Dataset] = field(default_factory=list)
     server: Any = None
 
     def start(self) -> RecordingScp:
@@ -121,8 +129,10 @@ class RecordingScp:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, self.transfer_syntaxes)
         ae.add_supported_context(Verification)
+        for model in (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind):
+            ae.add_supported_context(model, self.transfer_syntaxes)
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_RELEASED, self._on_released),
-                    (evt.EVT_C_STORE, self._on_store), *NODELAY_HANDLERS]
+                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find), *NODELAY_HANDLERS]
         self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
         return self
 
@@ -136,6 +146,12 @@ class RecordingScp:
         self.stored.append((event.dataset, str(event.context.transfer_syntax), event.assoc.requestor.ae_title))
         self.requests.append((event.request, event.assoc.requestor.ae_title))
         return self.status
+
+    def _on_find(self, event: evt.Event) -> Iterator[tuple[int, pydicom.Dataset | None]]:
+        self.queries.append((event.identifier, str(event.request.AffectedSOPClassUID), event.assoc.requestor.ae_title))
+        for answer in self.find_answers:
+            yield 0xFF00, answer
+        yield 0x0000, None
 
     def stop(self) -> None:
         if self.server is not None:
@@ -243,7 +259,8 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreScpProcess]]:
 
 @pytest.fixture
 def recording_scp() -> Iterator[Callable[..., RecordingScp]]:
-    """``recording_scp(**options)`` starts a pynetdicom SCP that records associations and C-STOREs."""
+    """``recording_scp(**options)`` starts a pynetdicom SCP that records associations, C-STOREs and
+    C-FINDs."""
     started: list[RecordingScp] = []
 
     def start(**options: Any) -> RecordingScp:

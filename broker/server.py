@@ -47,6 +47,7 @@ from broker.rest import (
     frames,
     instances,
     jobs,
+    legacy_queries,
     lua,
     metrics,
     modification,
@@ -104,7 +105,8 @@ class Server:
                                            exports.routes, changes.routes, tools.routes, instances.routes,
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes,
-                                           server_control.routes, queries.routes])
+                                           server_control.routes, queries.routes,
+                                           legacy_queries.routes])
         services.jobs = create_engine(services)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)

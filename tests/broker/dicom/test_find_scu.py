@@ -3,13 +3,14 @@ the C-FIND SCP's corpus) and must answer the same REST views, ids aside; ``Outgo
 seen by a pynetdicom SCP that records the queries; C-ECHO with ``CheckFind``."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.broker.dicom.test_find_scp import STUDY_1, orthanc  # noqa: F401 (the fixture: Orthanc with the corpus)
+from tests.broker.dicom.test_find_scp import SERIES_1A, STUDY_1, orthanc  # noqa: F401 (the fixture: Orthanc with the corpus)
 from tests.support.orthanc_peer import OrthancPeer
 from tests.support.waiting import wait_until
 
@@ -76,6 +77,41 @@ def test_query_views_equal_orthancs(reference: OrthancPeer, luabroker: Any, body
     server = luabroker(DicomModalities={"x": [reference.aet, "127.0.0.1", reference.dicom_port]})
     assert reference.client is not None
     assert views(server.http, body) == views(reference.client, body)
+
+
+LEGACY: list[tuple[str, Any]] = [
+    ("find-patient", {}),
+    ("find-patient", {"PatientName": "doe*", "PatientBirthDate": ""}),
+    ("find-patient", {"PatientID": 12}),
+    ("find-patient", {"NoSuchTag": "1"}),
+    ("find-patient", "not json"),
+    ("find-patient", []),
+    ("find-study", {}),
+    ("find-study", {"PatientID": "*"}),
+    ("find-study", {"PatientID": "P1"}),
+    ("find-study", {"AccessionNumber": "ACC*", "ModalitiesInStudy": "CT", "StudyDescription": ""}),
+    ("find-series", {"PatientID": "P1"}),
+    ("find-series", {"PatientID": "P1", "StudyInstanceUID": STUDY_1, "Rows": "1"}),
+    ("find-instance", {"PatientID": "P1", "StudyInstanceUID": STUDY_1}),
+    ("find-instance", {"PatientID": "P1", "StudyInstanceUID": STUDY_1, "SeriesInstanceUID": SERIES_1A}),
+    ("find", {}),
+    ("find", {"PatientName": "doe*", "Modality": "CT"}),
+]
+
+
+@pytest.mark.parametrize(("route", "body"), LEGACY, ids=[f"{r} {b}"[:60] for r, b in LEGACY])
+def test_legacy_find_routes_answer_as_orthanc(reference: OrthancPeer, luabroker: Any, route: str, body: Any) -> None:
+    server = luabroker(DicomModalities={"x": [reference.aet, "127.0.0.1", reference.dicom_port]})
+    assert reference.client is not None
+    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    ours, theirs = (http.post(f"/modalities/x/{route}", content=content) for http in (server.http, reference.client))
+    assert ours.status_code == theirs.status_code
+    if theirs.status_code == 200:
+        assert ours.json() == theirs.json()
+    elif theirs.content:
+        assert ours.json()["OrthancStatus"] == theirs.json()["OrthancStatus"]
+    else:
+        assert ours.content == b""
 
 
 def test_queries_below_an_answer_equal_orthancs(reference: OrthancPeer, luabroker: Any) -> None:
@@ -181,6 +217,8 @@ def test_outgoing_find_request_filter_is_seen_by_the_peer(luabroker: Any, record
     # The legacy routes and the echo do not run it.
     assert server.http.post("/modalities/scp/echo", json={"CheckFind": True}).json() == {}
     assert "0008,1030" not in {f"{element.tag.group:04x},{element.tag.element:04x}" for element in scp.queries[-1][0]}
+    assert server.http.post("/modalities/scp/find-patient", json={"PatientName": "*"}).json() == []
+    assert scp.queries[-1][0].PatientName == "*"
 
 
 ANSWERING_FILTER = """

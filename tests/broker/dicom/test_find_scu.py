@@ -10,8 +10,14 @@ import httpx
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.broker.dicom.test_find_scp import SERIES_1A, STUDY_1, orthanc  # noqa: F401 (the fixture: Orthanc with the corpus)
+from tests.broker.dicom.test_find_scp import (  # noqa: F401 (orthanc: the fixture, Orthanc with the corpus)
+    SERIES_1A,
+    STUDY_1,
+    corpus,
+    orthanc,
+)
 from tests.support.orthanc_peer import OrthancPeer
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 #: The views of one query that must be equal, below its ``Path``.
@@ -77,6 +83,25 @@ def test_query_views_equal_orthancs(reference: OrthancPeer, luabroker: Any, body
     server = luabroker(DicomModalities={"x": [reference.aet, "127.0.0.1", reference.dicom_port]})
     assert reference.client is not None
     assert views(server.http, body) == views(reference.client, body)
+
+
+def test_luabroker_querying_itself_answers_as_orthanc_querying_itself(reference: OrthancPeer, luabroker: Any) -> None:
+    """Both directions at once: our SCU asking our SCP, as Orthanc's asking its own, on the same files
+    (luabroker takes Orthanc's AET, which the answers carry as RetrieveAETitle)."""
+    port = free_port()
+    server = luabroker(DicomAet=reference.aet, DicomPort=port, DicomAlwaysAllowFind=True,
+                       DicomModalities={"x": [reference.aet, "127.0.0.1", port]})
+    for data in corpus():
+        assert server.http.post("/instances", content=data).status_code == 200
+    assert reference.client is not None
+    for body in QUERIES:
+        assert unordered(views(server.http, body)) == unordered(views(reference.client, body)), body
+
+
+def unordered(seen: dict[str, Any]) -> dict[str, Any]:
+    """The views of a query whatever the order of the answers (the SCPs' orders differ: cfind.md)."""
+    return {view: sorted(value, key=json.dumps) if view.startswith("/answers?") else value
+            for view, value in seen.items() if not view.startswith("/answers/")}
 
 
 LEGACY: list[tuple[str, Any]] = [

@@ -52,6 +52,17 @@ def find_encoding(name: str) -> Encoding | None:
     return _BY_UPPER_NAME.get(name.upper())
 
 
+_BY_TERM = {term: encoding for encoding in ENCODINGS.values() if encoding.term is not None
+            for term in (encoding.term, encoding.term.replace("ISO_IR ", "ISO 2022 IR ")) if term != "ISO 2022 IR 192"}
+_BY_TERM["GBK"] = ENCODINGS["Chinese"]
+
+
+def encoding_of_term(term: str) -> Encoding | None:
+    """The encoding a Specific Character Set names, as Orthanc's ``GetDicomEncoding`` reads it (spaces
+    around and case ignored; ``ISO 2022 IR n`` as ``ISO_IR n``, ``GBK`` as ``GB18030``); None for another."""
+    return _BY_TERM.get(term.strip().upper())
+
+
 def encoding_named(name: str) -> Encoding:
     encoding = find_encoding(name)
     if encoding is None:

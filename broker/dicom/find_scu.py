@@ -8,8 +8,8 @@ The query is a flat map, tag → text (Orthanc's ``DicomMap``). Before it is sen
    counters of the level (``NumberOfStudyRelatedSeries``, ...) and ``SpecificCharacterSet``. For the
    manufacturers ``GenericNoUniversalWildcard`` (any tag) and ``GenericNoWildcardInDates`` (dates), a
    ``*`` becomes ``""``;
-2. it is encoded in the server's ``DefaultEncoding``, strictly: a value its VR cannot hold (``Rows``
-   = ``*``) fails the query;
+2. it is encoded in the server's ``DefaultEncoding`` (in the one its ``SpecificCharacterSet`` names, if
+   any), strictly: a value its VR cannot hold (``Rows`` = ``*``) fails the query;
 3. ``QueryRetrieveLevel`` is set (``IMAGE`` for instances) and the identifiers of the level and of the
    levels above are asked when the query does not have them (empty, ``*`` for ``GE``).
 
@@ -47,7 +47,7 @@ from broker.core.dicom_json import Charset, summary
 from broker.core.dicom_parse import parse_dicom
 from broker.core.dictionary import dictionary_vr
 from broker.core.elements import dataset_of
-from broker.core.encodings import Encoding
+from broker.core.encodings import Encoding, encoding_of_term
 from broker.core.levels import Level
 from broker.core.modules import MODULE_TAGS
 from broker.core.tags import (
@@ -121,6 +121,18 @@ def read_answer(identifier: Dataset, encoding: Encoding) -> Answer:
     return summary(elements, charset=Charset.of(elements, encoding), truncate=False)
 
 
+def _query_encoding(query: Mapping[int, str], default: Encoding) -> Encoding:
+    """The encoding of a query: the one its ``SpecificCharacterSet`` names, else ``default``."""
+    term = query.get(SPECIFIC_CHARACTER_SET, "")
+    if not term:
+        return default
+    encoding = encoding_of_term(term)
+    if encoding is None:
+        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
+                           f'Unsupported value for the SpecificCharacterSet (0008,0005) tag: "{term}"')
+    return encoding
+
+
 def _kept(answer: Answer, level: Level, encoding: Encoding) -> Answer:
     """An answer as Orthanc keeps it: with its ``QueryRetrieveLevel``, then made a dataset in
     ``encoding`` (permissively) and read back. Making it, Orthanc copies the SOP Class and Instance UIDs
@@ -153,7 +165,7 @@ class FindScu:
             if upper <= level:
                 for tag in _IDENTIFIERS[upper]:
                     fields.setdefault(tag, universal)
-        identifier = dataset_of(fields, encoding, permissive=False)
+        identifier = dataset_of(fields, _query_encoding(fields, encoding), permissive=False)
         model = PatientRootQueryRetrieveInformationModelFind if level is Level.PATIENT \
             else StudyRootQueryRetrieveInformationModelFind
         scu = self.scu

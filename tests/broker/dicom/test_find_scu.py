@@ -57,6 +57,8 @@ QUERIES: list[dict[str, Any]] = [
     {"Level": "Patient", "Query": {"PatientName": "doe*", "NumberOfPatientRelatedStudies": "",
                                    "NumberOfStudyRelatedSeries": ""}},
     {"Level": "Patient", "Query": {"PatientName": "M*", "PatientBirthDate": ""}},
+    {"Level": "Patient", "Query": {"PatientName": "Müller*", "SpecificCharacterSet": " iso_ir 192"}},
+    {"Level": "Patient", "Query": {"PatientName": "M*", "SpecificCharacterSet": "ISO_IR 999"}},
     {"Level": "Study", "Query": {"StudyDate": "20200101-", "ModalitiesInStudy": "", "NumberOfStudyRelatedSeries": "",
                                  "StudyDescription": ""}},
     {"Level": "Study", "Query": {"SeriesDescription": "NOPE", "PatientID": "P*"}},
@@ -197,6 +199,12 @@ def test_what_the_peer_is_asked(luabroker: Any, recording_scp: Any) -> None:
     identifier, model, calling = scp.queries[-1]
     assert (model, calling) == ("1.2.840.10008.5.1.4.1.2.1.1", "MINE")  # Patient Root, the modality's LocalAet
     assert identifier.PatientID == "*" and identifier.QueryRetrieveLevel == "PATIENT"
+
+    asked = {"PatientName": "Jörg", "SpecificCharacterSet": "ISO 2022 IR 100"}  # Latin-1 by another name
+    assert server.http.post("/modalities/scp/query", json={"Level": "Patient", "Query": asked}).is_success
+    identifier = scp.queries[-1][0]
+    assert identifier.SpecificCharacterSet == "ISO_IR 100"
+    assert identifier.PatientName == "Jörg"  # decoded as Latin-1: UTF-8 bytes would read "JÃ¶rg"
 
 
 def test_wildcards_for_the_manufacturers_that_refuse_them(luabroker: Any, recording_scp: Any) -> None:

@@ -13,7 +13,6 @@ The answers are listed by tag name, without their null, binary and private value
 """
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
@@ -35,6 +34,7 @@ from broker.core.tags import (
 )
 from broker.dicom.find_scu import ACCESSION_NUMBER, Answer
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
+from broker.rest.queries import json_object
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
@@ -84,11 +84,8 @@ def _merged(body: dict[str, Any], level: Level) -> dict[int, str]:
 
 
 def _body(request: RestRequest) -> dict[str, Any]:
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
+    body = json_object(request)
+    if body is None:
         raise BareHttpStatus(400, "The body must be a JSON object")
     return body
 

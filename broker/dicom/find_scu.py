@@ -168,6 +168,8 @@ class FindScu:
         identifier = dataset_of(fields, _query_encoding(fields, encoding), permissive=False)
         model = PatientRootQueryRetrieveInformationModelFind if level is Level.PATIENT \
             else StudyRootQueryRetrieveInformationModelFind
+        # StoreScu's association helpers: the one place for DICOM TLS, the timeouts, TCP_NODELAY and the
+        # errors of an association (private there, as StoreScu was their only user until now).
         scu = self.scu
         remote = scu._modality(modality)
         local = remote.local_aet or local_aet or scu.options.default_aet

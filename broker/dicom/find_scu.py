@@ -169,17 +169,17 @@ class FindScu:
         model = PatientRootQueryRetrieveInformationModelFind if level is Level.PATIENT \
             else StudyRootQueryRetrieveInformationModelFind
         # StoreScu's association helpers: the one place for DICOM TLS, the timeouts, TCP_NODELAY and the
-        # errors of an association (private there, as StoreScu was their only user until now).
+        # errors of an association.
         scu = self.scu
-        remote = scu._modality(modality)
+        remote = scu.remote(modality)
         local = remote.local_aet or local_aet or scu.options.default_aet
-        link = scu._open(remote, local, _PROPOSAL, timeout=timeout, operation="C-FIND")
+        link = scu.associate(remote, local, _PROPOSAL, timeout=timeout, operation="C-FIND")
         try:
             if not any(cx.abstract_syntax == model for cx in link.assoc.accepted_contexts):
                 raise OrthancError(ErrorCode.DICOM_FIND_UNAVAILABLE, f"Remote AET is {remote.aet}")
             return self._exchange(link.assoc, remote, identifier, model, level, encoding)
         finally:
-            scu._release(link)
+            scu.release(link)
 
     @staticmethod
     def _exchange(assoc: Association, remote: Modality, identifier: Dataset, model: str, level: Level,

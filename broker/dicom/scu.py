@@ -121,7 +121,7 @@ class _Instance:
 
 
 @dataclass
-class _Link:
+class Link:
     """One open association and what it proposed."""
 
     assoc: Association
@@ -195,7 +195,7 @@ class StoreScu:
         self.network = network
         self.options = options or DicomOptions()
         self._lock = threading.Lock()
-        self._links: dict[tuple[Modality, str], _Link] = {}
+        self._links: dict[tuple[Modality, str], Link] = {}
         self._key_locks: dict[tuple[Modality, str], threading.Lock] = {}
         self._wake = threading.Condition(self._lock)
         self._closer: threading.Thread | None = None
@@ -211,7 +211,7 @@ class StoreScu:
         ``StoreReport`` (use ``.check()`` to raise on refused instances). Raises ``DicomNetworkError``
         when the association fails (with ``.report`` of what was sent before), ``OrthancError``
         ``InexistentItem`` for an unknown modality name."""
-        remote = self._modality(modality)
+        remote = self.remote(modality)
         local = local_aet or remote.local_aet or self.options.default_aet
         key = (remote, local)
         report = StoreReport(remote_aet=remote.aet, local_aet=local)
@@ -236,9 +236,9 @@ class StoreScu:
     def echo(self, modality: str | Modality, local_aet: str | None = None, timeout: float | None = None) -> None:
         """C-ECHO on a new association; returns when the modality answered Success, else raises
         ``DicomNetworkError``."""
-        remote = self._modality(modality)
+        remote = self.remote(modality)
         local = local_aet or remote.local_aet or self.options.default_aet
-        link = self._open(remote, local, {str(Verification): set(FALLBACK)}, timeout=timeout, operation="C-ECHO")
+        link = self.associate(remote, local, {str(Verification): set(FALLBACK)}, timeout=timeout, operation="C-ECHO")
         try:
             if not any(cx.abstract_syntax == Verification for cx in link.assoc.accepted_contexts):
                 raise DicomNetworkError(f'C-ECHO to AET "{remote.aet}": the Verification SOP class was not accepted')
@@ -249,7 +249,7 @@ class StoreScu:
                 detail = "no answer (association aborted)" if code is None else f"status 0x{code:04X}"
                 raise DicomNetworkError(f'C-ECHO to AET "{remote.aet}" failed: {detail}', status=code)
         finally:
-            self._release(link)
+            self.release(link)
 
     def open_associations(self) -> int:
         """How many associations are kept open for reuse now."""
@@ -264,13 +264,13 @@ class StoreScu:
             self._links.clear()
             self._wake.notify_all()
         for link in links:
-            self._release(link)
+            self.release(link)
         if self._closer is not None:
             self._closer.join(timeout=5)
 
     # One instance.
-    def _store_one(self, remote: Modality, local: str, link: _Link | None, data: bytes, report: StoreReport,
-                   move_originator: tuple[str, int] | None, wanted: dict[str, set[str]]) -> _Link | None:
+    def _store_one(self, remote: Modality, local: str, link: Link | None, data: bytes, report: StoreReport,
+                   move_originator: tuple[str, int] | None, wanted: dict[str, set[str]]) -> Link | None:
         try:
             instance = _read_instance(bytes(data))
         except ValueError as exc:
@@ -284,8 +284,8 @@ class StoreScu:
         if not reused:
             proposal = self._proposal(link, instance, wanted)
             if link is not None:
-                self._release(link)
-            link = self._open(remote, local, proposal, operation="C-STORE")
+                self.release(link)
+            link = self.associate(remote, local, proposal, operation="C-STORE")
             report.associations_opened += 1
         assert link is not None
         lost = (f'C-STORE to AET "{remote.aet}": the association was aborted (or not answered) while sending '
@@ -297,7 +297,7 @@ class StoreScu:
             if not reused:
                 raise DicomNetworkError(lost) from None
             # A kept association the peer had dropped: one more try on a new one.
-            link = self._open(remote, local, dict(link.proposed), operation="C-STORE")
+            link = self.associate(remote, local, dict(link.proposed), operation="C-STORE")
             report.associations_opened += 1
             try:
                 result = self._send(remote, link, _read_instance(bytes(data)), move_originator)
@@ -308,7 +308,7 @@ class StoreScu:
         link.last_used = time.monotonic()
         return link
 
-    def _send(self, remote: Modality, link: _Link, instance: _Instance,
+    def _send(self, remote: Modality, link: Link, instance: _Instance,
               move_originator: tuple[str, int] | None) -> InstanceResult:
         accepted = [cx.transfer_syntax[0] for cx in link.assoc.accepted_contexts
                     if cx.abstract_syntax == instance.sop_class_uid]
@@ -345,7 +345,8 @@ class StoreScu:
         return result
 
     # Associations.
-    def _modality(self, modality: str | Modality) -> Modality:
+    def remote(self, modality: str | Modality) -> Modality:
+        """The modality named (or given), refused when it asks for DICOM TLS, which luabroker lacks."""
         remote = modality if isinstance(modality, Modality) else self.network.modality(modality)
         if remote.use_dicom_tls:
             raise DicomNetworkError(f'AET "{remote.aet}" requires DICOM TLS (UseDicomTls), which luabroker '
@@ -366,7 +367,7 @@ class StoreScu:
         return files, wanted
 
     @staticmethod
-    def _proposal(link: _Link | None, instance: _Instance, wanted: dict[str, set[str]]) -> dict[str, set[str]]:
+    def _proposal(link: Link | None, instance: _Instance, wanted: dict[str, set[str]]) -> dict[str, set[str]]:
         """The current instance's contexts first, then those of the open association and of the batch,
         up to ``MAX_CONTEXTS``."""
         proposal: dict[str, set[str]] = {instance.sop_class_uid: {instance.transfer_syntax, *FALLBACK}}
@@ -379,8 +380,11 @@ class StoreScu:
                         count += 1
         return {sop_class: syntaxes for sop_class, syntaxes in proposal.items() if syntaxes}
 
-    def _open(self, remote: Modality, local: str, proposal: dict[str, set[str]], *, timeout: float | None = None,
-              operation: str) -> _Link:
+    def associate(self, remote: Modality, local: str, proposal: dict[str, set[str]], *,
+                  timeout: float | None = None, operation: str) -> Link:
+        """An association to ``remote`` calling as ``local`` with these contexts (SOP class → transfer
+        syntaxes): the one place for the timeouts, TCP_NODELAY and the errors of an association
+        (``DicomNetworkError``), used by every SCU."""
         seconds = timeout or remote.timeout or self.options.scu_timeout or None
         ae = AE(ae_title=local)
         ae.acse_timeout = seconds
@@ -397,7 +401,7 @@ class StoreScu:
         assoc = ae.associate(address, remote.port, ae_title=remote.aet, evt_handlers=handlers)
         if assoc.is_established:
             log.debug("%s: association established", where)
-            return _Link(assoc, {k: set(v) for k, v in proposal.items()})
+            return Link(assoc, {k: set(v) for k, v in proposal.items()})
         if not connected.is_set():
             raise DicomNetworkError(f"{where}: TCP Initialization Error: {self._connect_error(address, remote.port)}")
         if assoc.is_rejected and assoc.acceptor.primitive is not None:
@@ -415,14 +419,15 @@ class StoreScu:
         except OSError as exc:
             return exc.strerror or str(exc) or type(exc).__name__
 
-    def _release(self, link: _Link) -> None:
+    def release(self, link: Link) -> None:
+        """Release the association, or abort it when the peer is gone."""
         try:
             if link.assoc.is_established:
                 link.assoc.release()
         except Exception:  # a peer that vanished: abort is all there is left
             link.assoc.abort()
 
-    def _drop(self, link: _Link) -> None:
+    def _drop(self, link: Link) -> None:
         try:
             link.assoc.abort()
         except Exception:
@@ -433,16 +438,16 @@ class StoreScu:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
-    def _take(self, key: tuple[Modality, str]) -> _Link | None:
+    def _take(self, key: tuple[Modality, str]) -> Link | None:
         with self._lock:
             link = self._links.pop(key, None)
         if link is not None and not link.alive:
             return None
         return link
 
-    def _give_back(self, key: tuple[Modality, str], link: _Link) -> None:
+    def _give_back(self, key: tuple[Modality, str], link: Link) -> None:
         if self.options.association_close_delay <= 0 or self._closed or not link.alive:
-            self._release(link)
+            self.release(link)
             return
         link.last_used = time.monotonic()
         with self._lock:
@@ -469,7 +474,7 @@ class StoreScu:
                     self._wake.wait(timeout=None if wait is None else max(wait, 0.05))
             for link in expired:
                 log.debug("Releasing the idle association to %s", link.assoc.acceptor.ae_title)
-                self._release(link)
+                self.release(link)
 
 
 class _AssociationLost(Exception):

@@ -32,18 +32,20 @@ from broker.core.index import IndexTransaction, ResourceRow
 from broker.core.levels import Level
 from broker.core.maintags import MAIN_DICOM_TAGS
 from broker.core.metadata import MetadataType
-from broker.core.tags import SPECIFIC_CHARACTER_SET, format_tag
+from broker.core.tags import (
+    NUMBER_OF_PATIENT_RELATED_INSTANCES,
+    NUMBER_OF_PATIENT_RELATED_SERIES,
+    NUMBER_OF_PATIENT_RELATED_STUDIES,
+    NUMBER_OF_SERIES_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_INSTANCES,
+    NUMBER_OF_STUDY_RELATED_SERIES,
+    QUERY_RETRIEVE_LEVEL,
+    RETRIEVE_AE_TITLE,
+    SOP_CLASSES_IN_STUDY,
+    SPECIFIC_CHARACTER_SET,
+    format_tag,
+)
 from broker.errors import ErrorCode, OrthancError
-
-QUERY_RETRIEVE_LEVEL = 0x00080052
-RETRIEVE_AE_TITLE = 0x00080054
-NUMBER_OF_PATIENT_RELATED_STUDIES = 0x00201200
-NUMBER_OF_PATIENT_RELATED_SERIES = 0x00201202
-NUMBER_OF_PATIENT_RELATED_INSTANCES = 0x00201204
-NUMBER_OF_STUDY_RELATED_SERIES = 0x00201206
-NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
-NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
-SOP_CLASSES_IN_STUDY = 0x00080062
 
 #: The tags computed from the index, and the level where each is computed (asked at another level, it
 #: is answered as any other tag).

@@ -42,7 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from broker.config.network import Modality
-from broker.core.cfind import COUNTERS, QUERY_RETRIEVE_LEVEL
+from broker.core.cfind import COUNTERS
 from broker.core.dicom_json import Charset, summary
 from broker.core.dicom_parse import parse_dicom
 from broker.core.dictionary import dictionary_vr
@@ -52,6 +52,7 @@ from broker.core.levels import Level
 from broker.core.modules import MODULE_TAGS
 from broker.core.tags import (
     PATIENT_ID,
+    QUERY_RETRIEVE_LEVEL,
     SERIES_INSTANCE_UID,
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,

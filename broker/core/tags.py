@@ -23,6 +23,7 @@ PATIENT_NAME = 0x00100010
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 SOP_INSTANCE_UID = 0x00080018
+ACCESSION_NUMBER = 0x00080050
 SOP_CLASS_UID = 0x00080016
 
 # An instance's place in its series, and the series' expected size (Orthanc's metadata).

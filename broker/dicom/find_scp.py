@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pynetdicom import evt
 
 from broker.core.cfind import FindAnswers, FindRequest
+from broker.core.dicom_file import element_text
 from broker.core.elements import BINARY_VRS, dataset_of
 from broker.dicom.permissions import is_allowed
 from broker.errors import OrthancError
@@ -43,15 +43,11 @@ MATCHING_TERMINATED = 0xFE00  # "Cancel: matching terminated due to cancel reque
 UNABLE_TO_PROCESS = 0xC000
 
 
-def element_text(element: DataElement) -> str:
-    """A query element as Orthanc's ``DicomMap`` holds it: text, values joined by ``\\``; an empty or
-    binary value is ``""``."""
-    value = element.value
-    if element.VR in BINARY_VRS or value is None or isinstance(value, bytes):
+def query_text(element: DataElement) -> str:
+    """A query element as Orthanc's ``DicomMap`` holds it: ``element_text``, but ``""`` for a binary value."""
+    if element.VR in BINARY_VRS or isinstance(element.value, bytes):
         return ""
-    if isinstance(value, MultiValue):
-        return "\\".join(str(item) for item in value)
-    return str(value)
+    return element_text(element)
 
 
 def read_query(identifier: Dataset) -> tuple[dict[int, str], tuple[int, ...]]:
@@ -64,7 +60,7 @@ def read_query(identifier: Dataset) -> tuple[dict[int, str], tuple[int, ...]]:
         if element.VR == "SQ":
             sequences.append(tag)
         elif tag >> 16 >= 0x0008:
-            query[tag] = element_text(element)
+            query[tag] = query_text(element)
     return query, tuple(sequences)
 
 

@@ -51,6 +51,7 @@ from broker.core.encodings import Encoding, encoding_of_term
 from broker.core.levels import Level
 from broker.core.modules import MODULE_TAGS
 from broker.core.tags import (
+    ACCESSION_NUMBER,
     PATIENT_ID,
     QUERY_RETRIEVE_LEVEL,
     SERIES_INSTANCE_UID,
@@ -69,7 +70,6 @@ log = logging.getLogger("luabroker.dicom")
 #: An answer as Orthanc keeps it: tag → text, None for a null (binary) value.
 Answer = dict[int, str | None]
 
-ACCESSION_NUMBER = 0x00080050
 #: The tags of the file meta information Orthanc copies from the dataset's.
 _MEDIA_STORAGE = {SOP_CLASS_UID: 0x00020002, SOP_INSTANCE_UID: 0x00020003}
 #: The value of ``QueryRetrieveLevel`` at each level.

@@ -60,13 +60,19 @@ def _boolean(body: dict[str, Any], name: str, *, strict: bool) -> bool:
     raise OrthancError(ErrorCode.INTERNAL_ERROR, f'Field "{name}" should be a Boolean')
 
 
-def parse_find(raw: bytes) -> tuple[FindQuery, bool, JsonFormat]:
+def _object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object (400 ``BadRequest`` otherwise)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
         raise _bad("The body must contain a JSON object")
+    return body
+
+
+def parse_find(raw: bytes) -> tuple[FindQuery, bool, JsonFormat]:
+    body = _object(raw)
     level = _level(body.get("Level"))
     query = body.get("Query")
     if query is None:
@@ -108,12 +114,7 @@ def lookup(request: RestRequest, services: Services) -> Any:
 
 @routes.post("/tools/bulk-content")
 def bulk_content(request: RestRequest, services: Services) -> Any:
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise _bad("The body must contain a JSON object")
+    body = _object(request.body)
     resources = body.get("Resources")
     if not isinstance(resources, list) or not all(isinstance(item, str) for item in resources):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")

@@ -21,6 +21,7 @@ from broker.core.find import MODALITIES_IN_STUDY
 from broker.core.levels import Level
 from broker.core.maintags import MAIN_DICOM_TAGS
 from broker.core.tags import (
+    ACCESSION_NUMBER,
     CARDIAC_NUMBER_OF_IMAGES,
     IMAGES_IN_ACQUISITION,
     NUMBER_OF_SLICES,
@@ -32,7 +33,7 @@ from broker.core.tags import (
     is_private,
     parse_tag,
 )
-from broker.dicom.find_scu import ACCESSION_NUMBER, Answer
+from broker.dicom.find_scu import Answer
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.queries import json_object
 from broker.rest.router import RouteTable

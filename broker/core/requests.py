@@ -32,6 +32,14 @@ class RestRequest:
     origin: Origin = field(default_factory=Origin.lua)
     params: Mapping[str, str] = field(default_factory=dict)
 
+    def json_object(self) -> dict[str, Any] | None:
+        """The body if it is a JSON object, else None: each route answers that its own way, as Orthanc."""
+        try:
+            body = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return body if isinstance(body, dict) else None
+
     def json_body(self) -> Any:
         """The body parsed as JSON, or a 400 that says why."""
         try:

@@ -9,7 +9,6 @@ Handlers need ``services.store``, ``services.jobs`` and ``services.archive_outpu
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +28,8 @@ Handler = Callable[[RestRequest, Services], Any]
 def _options(request: RestRequest) -> dict[str, Any]:
     if request.method == "GET":
         return {"Transcode": request.query["transcode"]} if "transcode" in request.query else {}
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object") from None
-    if not isinstance(body, dict):
+    body = request.json_object()
+    if body is None:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
     return body
 

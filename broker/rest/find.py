@@ -12,7 +12,6 @@ resources are answered once each, sorted by id, as Orthanc's set of them.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from broker.core.dicom_json import JsonFormat
@@ -60,19 +59,16 @@ def _boolean(body: dict[str, Any], name: str, *, strict: bool) -> bool:
     raise OrthancError(ErrorCode.INTERNAL_ERROR, f'Field "{name}" should be a Boolean')
 
 
-def _object(raw: bytes) -> dict[str, Any]:
+def _object(request: RestRequest) -> dict[str, Any]:
     """The body as a JSON object (400 ``BadRequest`` otherwise)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
+    body = request.json_object()
+    if body is None:
         raise _bad("The body must contain a JSON object")
     return body
 
 
-def parse_find(raw: bytes) -> tuple[FindQuery, bool, JsonFormat]:
-    body = _object(raw)
+def parse_find(request: RestRequest) -> tuple[FindQuery, bool, JsonFormat]:
+    body = _object(request)
     level = _level(body.get("Level"))
     query = body.get("Query")
     if query is None:
@@ -98,7 +94,7 @@ def body_format(body: dict[str, Any]) -> JsonFormat:
 
 @routes.post("/tools/find")
 def find(request: RestRequest, services: Services) -> Any:
-    query, expand, fmt = parse_find(request.body)
+    query, expand, fmt = parse_find(request)
     ids = services.store.find(query)
     if not expand:
         return ids
@@ -114,7 +110,7 @@ def lookup(request: RestRequest, services: Services) -> Any:
 
 @routes.post("/tools/bulk-content")
 def bulk_content(request: RestRequest, services: Services) -> Any:
-    body = _object(request.body)
+    body = _object(request)
     resources = body.get("Resources")
     if not isinstance(resources, list) or not all(isinstance(item, str) for item in resources):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "List of strings expected in field: Resources")

@@ -35,7 +35,6 @@ from broker.core.tags import (
 )
 from broker.dicom.find_scu import Answer
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.rest.queries import json_object
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
@@ -85,7 +84,7 @@ def _merged(body: dict[str, Any], level: Level) -> dict[int, str]:
 
 
 def _body(request: RestRequest) -> dict[str, Any]:
-    body = json_object(request)
+    body = request.json_object()
     if body is None:
         raise BareHttpStatus(400, "The body must be a JSON object")
     return body

@@ -190,8 +190,8 @@ def _list_of_ids(body: dict[str, Any], name: str, required: bool = False) -> lis
 
 
 def _move_body(request: RestRequest) -> dict[str, Any]:
-    body = _body(request)
-    if not isinstance(body, dict):
+    body = request.json_object()
+    if body is None:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The body must be a JSON object")
     return body
 

@@ -19,7 +19,6 @@ yet.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from broker.config.network import Modality
@@ -44,17 +43,8 @@ _PARENT_KEYS = {Level.PATIENT: (PATIENT_ID,), Level.STUDY: (STUDY_INSTANCE_UID,)
                 Level.INSTANCE: (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
 
 
-def json_object(request: RestRequest) -> dict[str, Any] | None:
-    """The body, if it is a JSON object (each route says what it answers otherwise)."""
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
 def _object_body(request: RestRequest) -> dict[str, Any]:
-    body = json_object(request)
+    body = request.json_object()
     if body is None:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Must provide a JSON object")
     return body

@@ -160,6 +160,9 @@ function OnStableStudy(id) HttpPost('{web_service.url}', id) end
     assert len(acknowledged) == COUNT
 
     def delivered_everywhere() -> bool:
+        studies = again.get("/studies?expand")
+        if not studies or not all(study["IsStable"] for study in studies):
+            return False  # its last Stable event is not written yet
         status = again.get("/lua/status")
         return status is not None and status["Events"]["pending"] == 0 and len(web_service.requests) >= 1
     wait_until(delivered_everywhere, 120, message="every event delivered and the study stable")
@@ -168,9 +171,13 @@ function OnStableStudy(id) HttpPost('{web_service.url}', id) end
     for instance in stored:
         assert again.http.get(f"/instances/{instance}/metadata/Delivered").text == "yes"
     [study] = again.get("/studies")
-    assert [request.body.decode() for request in web_service.requests] == [study]  # stable exactly once
+    # Each time the study became stable, its event was written once and delivered once. Usually that is
+    # once; on a slow machine the restart may outlast StableAge, and the study is stable before the
+    # rest of the ingest makes it unstable again (as in Orthanc): then twice, each listed in /changes.
+    calls = [request.body.decode() for request in web_service.requests]
     changes = again.get("/changes?limit=10000")["Changes"]
-    assert [c["ID"] for c in changes if c["ChangeType"] == "StableStudy"] == [study]
+    assert calls == [c["ID"] for c in changes if c["ChangeType"] == "StableStudy"]
+    assert set(calls) == {study} and len(calls) in (1, 2)
     assert again.get("/lua/events/parked") == []
 
 

@@ -13,6 +13,7 @@ One module per section; each has its frozen value types and the function that re
 - ``scripts``: ``ScriptOptions``, what a script set runs with (``LuaScripts``, ``LuaSandbox``, ...);
 - ``network``: ``DicomModalities``, ``OrthancPeers`` and the DICOM and HTTP clients' options;
 - ``jobs``: the jobs engine (``ConcurrentJobs``, ``SaveJobs``, the ``Jobs`` section);
+- ``worklists``: the modality worklist server (the ``Worklists`` section);
 - this module: ``Config``, the server's own options and the sections put together.
 
 The next sections fit the same shape (neither is implemented yet). ``Tenants``: each tenant overrides
@@ -31,6 +32,7 @@ from broker.config.jobs import JobsSettings, read_jobs_settings
 from broker.config.network import NetworkOptions, read_network_options
 from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
+from broker.config.worklists import WorklistsSettings, read_worklists
 from broker.core.bounds import MIB, InflateBound, InputBounds
 from broker.core.encodings import ENCODINGS, LATIN1, Encoding, find_encoding
 from broker.core.recycling import StorageLimits
@@ -98,6 +100,11 @@ class Config(ScriptOptions):
     limit_find_results: int = 0
     limit_find_instances: int = 0
     dicom_always_allow_find: bool = False
+    #: ``DicomAlwaysAllowFindWorklist``: any calling AET may query the worklists; false, only the modalities
+    #: of ``DicomModalities`` that have ``AllowFindWorklist``.
+    dicom_always_allow_find_worklist: bool = False
+    #: The ``Worklists`` section: the modality worklist server.
+    worklists: WorklistsSettings = field(default_factory=WorklistsSettings)
     #: ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` (0: no limit) and ``OverwriteInstances``.
     storage_limits: StorageLimits = field(default_factory=StorageLimits)
     #: ``StorageCompression``, ``StoreMD5ForAttachments`` and ``UserContentType`` (name → (number, MIME)).
@@ -174,6 +181,8 @@ class Config(ScriptOptions):
             limit_find_results=options.option("LimitFindResults", int, 0, lambda v: v >= 0, ">= 0"),
             limit_find_instances=options.option("LimitFindInstances", int, 0, lambda v: v >= 0, ">= 0"),
             dicom_always_allow_find=options.option("DicomAlwaysAllowFind", bool, False),
+            dicom_always_allow_find_worklist=options.option("DicomAlwaysAllowFindWorklist", bool, False),
+            worklists=read_worklists(options, base_dir),
             storage_limits=StorageLimits(
                 max_size=options.option("MaximumStorageSize", int, 0, lambda v: v >= 0, ">= 0") * MIB or None,
                 max_patients=options.option("MaximumPatientCount", int, 0, lambda v: v >= 0, ">= 0") or None,

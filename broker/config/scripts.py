@@ -157,7 +157,7 @@ def _backoff(sandbox: Section) -> BackoffPolicy:
 #: in ``broker.scripting.callbacks``, a layer above the configuration (docs/architecture.md), so the
 #: names are repeated here; tests/broker/test_config_options.py checks that both lists agree.
 FILTER_CALLBACKS = ("ReceivedInstanceFilter", "ReceivedCStoreInstanceFilter", "IncomingHttpRequestFilter",
-                    "IncomingFindRequestFilter", "OutgoingFindRequestFilter")
+                    "IncomingFindRequestFilter", "IncomingWorklistRequestFilter", "OutgoingFindRequestFilter")
 
 
 def _filter_failure_policy(sandbox: Section) -> dict[str, str]:

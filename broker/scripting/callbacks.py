@@ -80,11 +80,22 @@ def _flat_query(query: Mapping[int, str]) -> dict[str, str]:
     return {format_tag(tag): value for tag, value in query.items()}
 
 
+def _find_origin(remote_ip: str, remote_aet: str, called_aet: str, manufacturer: str) -> dict[str, str]:
+    """The ``origin`` of the C-FIND SCP's filters."""
+    return {"RemoteIp": remote_ip, "RemoteAet": remote_aet, "CalledAet": called_aet, "Manufacturer": manufacturer}
+
+
 def find_request_args(query: Mapping[int, str], remote_ip: str, remote_aet: str, called_aet: str,
                       manufacturer: str) -> list[Any]:
     """``(query, origin)`` of ``IncomingFindRequestFilter``."""
-    origin = {"RemoteIp": remote_ip, "RemoteAet": remote_aet, "CalledAet": called_aet, "Manufacturer": manufacturer}
-    return [_flat_query(query), origin]
+    return [_flat_query(query), _find_origin(remote_ip, remote_aet, called_aet, manufacturer)]
+
+
+def worklist_request_args(query: Mapping[str, Any], remote_ip: str, remote_aet: str, called_aet: str,
+                          manufacturer: str) -> list[Any]:
+    """``(query, origin)`` of ``IncomingWorklistRequestFilter``: the whole query in short JSON
+    (``broker.core.worklist_query.dataset_json``), sequences included."""
+    return [dict(query), _find_origin(remote_ip, remote_aet, called_aet, manufacturer)]
 
 
 def outgoing_find_args(query: Mapping[int, str], remote_aet: str) -> list[Any]:
@@ -161,6 +172,9 @@ CALLBACKS: dict[str, Callback] = {c.name: c for c in (
     Callback("IncomingFindRequestFilter", Kind.FILTER, Role.MAIN,
              "(query, origin) for every C-FIND but worklists; returns the table that replaces the query.",
              find_request_args, keep_strings=True),
+    Callback("IncomingWorklistRequestFilter", Kind.FILTER, Role.MAIN,
+             "(query, origin) for every C-FIND on the worklists; returns the table that replaces the query.",
+             worklist_request_args, keep_strings=True),
     Callback("OutgoingFindRequestFilter", Kind.FILTER, Role.MAIN,
              "(query, remoteAet) before /modalities/{name}/query sends its C-FIND; returns the table that "
              "replaces the query.", outgoing_find_args, keep_strings=True),

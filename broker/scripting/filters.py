@@ -1,5 +1,5 @@
 """The filters that guard the doors: what an instance or an HTTP request must pass, and what a C-FIND
-asks or, sent by the C-FIND SCU, is asked.
+(on the index or on the worklists) asks or, sent by the C-FIND SCU, is asked.
 
 Return types are checked as Orthanc checks them (spec section 2): a predicate must return a boolean
 (otherwise ``NotLuaPredicate``, 2034), ``ReceivedCStoreInstanceFilter`` a number (otherwise
@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydicom.dataset import Dataset
+
+from broker.core.encodings import Encoding
 from broker.core.origin import RequestOrigin
 from broker.core.tags import parse_tag
+from broker.core.worklist_query import dataset_from_json, dataset_json
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
 from broker.scripting.bridge import ScriptSet
 from broker.scripting.callbacks import CALLBACKS
@@ -82,6 +86,24 @@ def filtered_find_query(scripts: ScriptSet, query: Mapping[int, str], remote_ip:
     defined (or, under the ``open`` failure policy, could not run)."""
     return _replaced_query(scripts, "IncomingFindRequestFilter", query, remote_ip, remote_aet, called_aet,
                            manufacturer)
+
+
+def filtered_worklist_query(scripts: ScriptSet, query: Dataset, remote_ip: str, remote_aet: str, called_aet: str,
+                            manufacturer: str, default_encoding: Encoding) -> Dataset | None:
+    """``IncomingWorklistRequestFilter``: the query that replaces ``query``, rebuilt from the table the
+    script returns as Orthanc rebuilds it (``dataset_from_json``: anything but a table of tags to strings
+    and lists of such tables is ``LuaBadOutput``), or None as for ``filtered_find_query``."""
+    name = "IncomingWorklistRequestFilter"
+    if not scripts.defines(name):
+        return None
+    result = scripts.call_filter(name, CALLBACKS[name].arguments(dataset_json(query), remote_ip, remote_aet,
+                                                                 called_aet, manufacturer))
+    if result is None:
+        return None
+    try:
+        return dataset_from_json(result.value, default_encoding)
+    except OrthancError as exc:
+        raise OrthancError(ErrorCode.LUA_BAD_OUTPUT, f"{name}: {exc.details or exc.message}") from None
 
 
 def filtered_outgoing_query(scripts: ScriptSet, query: Mapping[int, str], remote_aet: str) -> dict[int, str] | None:

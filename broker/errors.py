@@ -38,6 +38,7 @@ class ErrorCode(enum.IntEnum):
     UNAUTHORIZED = 29
     NOT_ACCEPTABLE = 34
     DICOM_FIND_UNAVAILABLE = 2016
+    DICOM_MOVE_UNAVAILABLE = 2017
     CANNOT_STORE_INSTANCE = 2018
     CREATE_DICOM_OVERRIDE_TAG = 2020
     CREATE_DICOM_BAD_PARENT = 2024
@@ -83,6 +84,8 @@ ERROR_TABLE: dict[ErrorCode, _Row] = {
     ErrorCode.UNAUTHORIZED: _Row(401, "Bad credentials were provided to an HTTP request"),
     ErrorCode.NOT_ACCEPTABLE: _Row(406, "Unable to send the response"),
     ErrorCode.DICOM_FIND_UNAVAILABLE: _Row(500, "DicomUserConnection: The C-FIND command is not supported by the "
+                                                "remote SCP"),
+    ErrorCode.DICOM_MOVE_UNAVAILABLE: _Row(500, "DicomUserConnection: The C-MOVE command is not supported by the "
                                                 "remote SCP"),
     ErrorCode.CANNOT_STORE_INSTANCE: _Row(500, "Cannot store an instance"),
     ErrorCode.CREATE_DICOM_OVERRIDE_TAG: _Row(400, "Trying to override a value inherited from a parent module"),

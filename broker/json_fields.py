@@ -46,3 +46,24 @@ def read_unsigned(obj: Mapping[str, Any], name: str) -> int:
 
 def optional_boolean(obj: Mapping[str, Any], name: str, default: bool) -> bool:
     return read_boolean(obj, name) if name in obj else default
+
+
+def string_field(obj: Mapping[str, Any], name: str, default: str) -> str:
+    """Orthanc's ``Toolbox::GetJsonStringField``: ``default`` when absent, ``BadParameterType`` (400,
+    no details) when not a string."""
+    if name not in obj:
+        return default
+    value = obj[name]
+    if not isinstance(value, str):
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
+    return value
+
+
+def integer_field(obj: Mapping[str, Any], name: str, default: int) -> int:
+    """Orthanc's ``Toolbox::GetJsonIntegerField``: as ``string_field``, for an integer."""
+    if name not in obj:
+        return default
+    value = obj[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
+    return value

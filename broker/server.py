@@ -28,6 +28,7 @@ from broker.core.store import Store
 from broker.dicom.find_scu import FindScu
 from broker.dicom.negotiation import AcceptedContexts
 from broker.dicom.queries import QueryArchive
+from broker.dicom.retrieve_scu import RetrieveScu
 from broker.dicom.scp import StoreScp
 from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
@@ -55,6 +56,7 @@ from broker.rest import (
     preview,
     queries,
     resources,
+    retrievals,
     server_control,
     system,
     tools,
@@ -97,6 +99,7 @@ class Server:
         services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted)
         services.scu = StoreScu(services.network, config.network.dicom)
         services.find_scu = FindScu(services.scu)
+        services.retrieve_scu = RetrieveScu(services.scu, store, lambda: services.dicom_contexts.transfer_syntaxes)
         services.queries = QueryArchive(config.network.dicom.query_retrieve_size)
         services.peers = PeerClient(services.network, config.network.http)
         services.lua_http = LuaHttpClient(config.network.http)
@@ -106,7 +109,7 @@ class Server:
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes,
                                            server_control.routes, queries.routes,
-                                           legacy_queries.routes])
+                                           legacy_queries.routes, retrievals.routes])
         services.jobs = create_engine(services)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from broker.dicom.find_scu import FindScu
     from broker.dicom.negotiation import AcceptedContexts
     from broker.dicom.queries import QueryArchive
+    from broker.dicom.retrieve_scu import RetrieveScu
     from broker.dicom.scu import StoreScu
     from broker.jobs import JobsEngine
     from broker.jobs.archives import ArchiveOutputs
@@ -42,6 +43,7 @@ class Services:
     scu: StoreScu = field(init=False)  # C-STORE/C-ECHO SCU with association reuse
     find_scu: FindScu = field(init=False)  # C-FIND SCU (broker/dicom/find_scu.py)
     queries: QueryArchive = field(init=False)  # the C-FIND SCU queries kept for /queries
+    retrieve_scu: RetrieveScu = field(init=False)  # C-MOVE and C-GET SCU (broker/dicom/retrieve_scu.py)
     peers: PeerClient = field(init=False)  # HTTP client of OrthancPeers
     lua_http: LuaHttpClient = field(init=False)  # the Lua Http* built-ins' client
     rest: RestApi = field(init=False)  # the REST handlers, for HTTP and for RestApi* from Lua

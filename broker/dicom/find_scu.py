@@ -13,8 +13,10 @@ The query is a flat map, tag → text (Orthanc's ``DicomMap``). Before it is sen
 3. ``QueryRetrieveLevel`` is set (``IMAGE`` for instances) and the identifiers of the level and of the
    levels above are asked when the query does not have them (empty, ``*`` for ``GE``).
 
-Patient Root is used at the patient level, Study Root at the others; both are proposed, with the
-Verification class, in Explicit Little and Big Endian and Implicit Little Endian. Each answer is read
+Patient Root is used at the patient level, Study Root at the others. The association proposes what
+Orthanc's proposes for C-FIND and C-MOVE alike (``CONTROL_PROPOSAL``): Verification, the C-FIND and
+C-MOVE models of both roots and the worklist model, in Explicit Little and Big Endian and Implicit
+Little Endian. Each answer is read
 as Orthanc keeps it (a flat map: sequences dropped, binary values null, no length limit), with its
 ``QueryRetrieveLevel`` when the peer left it out, then stored in the ``DefaultEncoding`` (with its
 ``SpecificCharacterSet``; what the encoding cannot hold, or the VR, is dropped).
@@ -36,8 +38,11 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -78,9 +83,12 @@ LEVEL_NAMES = {Level.PATIENT: "PATIENT", Level.STUDY: "STUDY", Level.SERIES: "SE
 _IDENTIFIERS = {Level.PATIENT: (PATIENT_ID,), Level.STUDY: (ACCESSION_NUMBER, STUDY_INSTANCE_UID),
                 Level.SERIES: (SERIES_INSTANCE_UID,), Level.INSTANCE: (SOP_INSTANCE_UID,)}
 #: Orthanc's "generic" presentation contexts.
-_SYNTAXES = {str(ExplicitVRLittleEndian), str(ExplicitVRBigEndian), str(ImplicitVRLittleEndian)}
-_PROPOSAL = {str(model): _SYNTAXES for model in (Verification, PatientRootQueryRetrieveInformationModelFind,
-                                                 StudyRootQueryRetrieveInformationModelFind)}
+GENERIC_SYNTAXES = frozenset({str(ExplicitVRLittleEndian), str(ExplicitVRBigEndian), str(ImplicitVRLittleEndian)})
+#: What Orthanc's ``DicomControlUserConnection`` proposes, for C-FIND and C-MOVE alike.
+CONTROL_PROPOSAL = {str(model): set(GENERIC_SYNTAXES) for model in (
+    Verification, PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove,
+    ModalityWorklistInformationFind)}
 _PENDING = (0xFF00, 0xFF01)
 _UNABLE_TO_PROCESS = 0xC000
 
@@ -122,16 +130,15 @@ def read_answer(identifier: Dataset, encoding: Encoding) -> Answer:
     return summary(elements, charset=Charset.of(elements, encoding), truncate=False)
 
 
-def _query_encoding(query: Mapping[int, str], default: Encoding) -> Encoding:
-    """The encoding of a query: the one its ``SpecificCharacterSet`` names, else ``default``."""
+def identifier_of(query: Mapping[int, str], default: Encoding) -> Dataset:
+    """The identifier of a C-FIND or C-MOVE request, as Orthanc makes it (strictly): in the encoding
+    its ``SpecificCharacterSet`` names, else ``default``."""
     term = query.get(SPECIFIC_CHARACTER_SET, "")
-    if not term:
-        return default
-    encoding = encoding_of_term(term)
+    encoding = encoding_of_term(term) if term else default
     if encoding is None:
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
                            f'Unsupported value for the SpecificCharacterSet (0008,0005) tag: "{term}"')
-    return encoding
+    return dataset_of(query, encoding, permissive=False)
 
 
 def _kept(answer: Answer, level: Level, encoding: Encoding) -> Answer:
@@ -166,7 +173,7 @@ class FindScu:
             if upper <= level:
                 for tag in _IDENTIFIERS[upper]:
                     fields.setdefault(tag, universal)
-        identifier = dataset_of(fields, _query_encoding(fields, encoding), permissive=False)
+        identifier = identifier_of(fields, encoding)
         model = PatientRootQueryRetrieveInformationModelFind if level is Level.PATIENT \
             else StudyRootQueryRetrieveInformationModelFind
         # StoreScu's association helpers: the one place for DICOM TLS, the timeouts, TCP_NODELAY and the
@@ -174,7 +181,7 @@ class FindScu:
         scu = self.scu
         remote = scu.remote(modality)
         local = remote.local_aet or local_aet or scu.options.default_aet
-        link = scu.associate(remote, local, _PROPOSAL, timeout=timeout, operation="C-FIND")
+        link = scu.associate(remote, local, CONTROL_PROPOSAL, timeout=timeout, operation="C-FIND")
         try:
             if not any(cx.abstract_syntax == model for cx in link.assoc.accepted_contexts):
                 raise OrthancError(ErrorCode.DICOM_FIND_UNAVAILABLE, f"Remote AET is {remote.aet}")

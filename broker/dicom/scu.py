@@ -27,11 +27,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.config.network import DicomOptions, Modality
@@ -381,10 +383,15 @@ class StoreScu:
         return {sop_class: syntaxes for sop_class, syntaxes in proposal.items() if syntaxes}
 
     def associate(self, remote: Modality, local: str, proposal: dict[str, set[str]], *,
-                  timeout: float | None = None, operation: str) -> Link:
+                  timeout: float | None = None, operation: str, per_syntax: bool = True,
+                  scp_roles: Iterable[str] = (), handlers: Sequence[EventHandlerType] = ()) -> Link:
         """An association to ``remote`` calling as ``local`` with these contexts (SOP class → transfer
         syntaxes): the one place for the timeouts, TCP_NODELAY and the errors of an association
-        (``DicomNetworkError``), used by every SCU."""
+        (``DicomNetworkError``), used by every SCU. ``per_syntax``: one context per transfer syntax, so
+        that a C-STORE is offered its stored syntax; else one per SOP class, with all its syntaxes (more
+        SOP classes fit in the 128 contexts). ``scp_roles``: the SOP classes for which we also
+        propose the SCP role (a C-GET receives its instances as C-STOREs on the association it opened),
+        served by ``handlers``."""
         seconds = timeout or remote.timeout or self.options.scu_timeout or None
         ae = AE(ae_title=local)
         ae.acse_timeout = seconds
@@ -392,13 +399,14 @@ class StoreScu:
         ae.connection_timeout = seconds
         ae.network_timeout = None  # an idle kept association is released by us, not by pynetdicom
         for sop_class, syntaxes in proposal.items():
-            for syntax in sorted(syntaxes):
-                ae.add_requested_context(sop_class, syntax)
+            for group in ([[syntax] for syntax in sorted(syntaxes)] if per_syntax else [sorted(syntaxes)]):
+                ae.add_requested_context(sop_class, group)
         connected = threading.Event()
-        handlers = [*NODELAY_HANDLERS, (evt.EVT_CONN_OPEN, lambda event: connected.set())]
+        bound = [*NODELAY_HANDLERS, *handlers, (evt.EVT_CONN_OPEN, lambda event: connected.set())]
+        roles: list[Any] = [build_role(sop_class, scp_role=True) for sop_class in scp_roles]
         address = _resolve(remote.host)
         where = f'DicomAssociation - {operation} to AET "{remote.aet}" ({remote.host}:{remote.port}) as "{local}"'
-        assoc = ae.associate(address, remote.port, ae_title=remote.aet, evt_handlers=handlers)
+        assoc = ae.associate(address, remote.port, ae_title=remote.aet, evt_handlers=bound, ext_neg=roles or None)
         if assoc.is_established:
             log.debug("%s: association established", where)
             return Link(assoc, {k: set(v) for k, v in proposal.items()})

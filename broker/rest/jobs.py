@@ -23,7 +23,7 @@ from typing import Any
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob, OrthancPeerStoreJob
-from broker.json_fields import optional_boolean
+from broker.json_fields import optional_boolean, string_field
 from broker.rest.job_options import JobMode, job_mode, read_transcode
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
@@ -119,7 +119,7 @@ def _instances(services: Services, ids: list[str], remote: str) -> list[str]:
     return instances
 
 
-def _submit(services: Services, job: Any, mode: JobMode) -> Any:
+def submit(services: Services, job: Any, mode: JobMode) -> Any:
     """Orthanc's ``SubmitCommandsJob``: synchronous by default."""
     engine = _engine(services)
     if mode.synchronous:
@@ -134,14 +134,12 @@ def store_to_modality(request: RestRequest, services: Services) -> Any:
     engine = _engine(services)
     instances = _instances(services, ids, request.params["name"])
     modality = engine.context.senders.modality(request.params["name"])
-    local_aet = options.get("LocalAet")
-    if local_aet is not None and not isinstance(local_aet, str):  # Orthanc's Toolbox::GetJsonStringField
-        raise OrthancError(ErrorCode.BAD_PARAMETER_TYPE)
+    local_aet = string_field(options, "LocalAet", "")
     default_aet = getattr(modality, "local_aet", "") or engine.settings.default_local_aet
     mode = job_mode(options, commands=True)
     job = DicomModalityStoreJob(request.params["name"], modality.aet, local_aet or None, instances, ids,
                                 permissive=mode.permissive, default_local_aet=default_aet)
-    return _submit(services, job, mode)
+    return submit(services, job, mode)
 
 
 @routes.post("/peers/{name}/store")
@@ -155,4 +153,4 @@ def store_to_peer(request: RestRequest, services: Services) -> Any:
     mode = job_mode(options, commands=True)
     job = OrthancPeerStoreJob(request.params["name"], peer.url, instances, ids, transcode=transcode,
                               compress=compress, permissive=mode.permissive)
-    return _submit(services, job, mode)
+    return submit(services, job, mode)

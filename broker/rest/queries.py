@@ -14,8 +14,8 @@
   "Timeout"}``: a new query at that level, on the same modality, constrained by the identifiers of the
   answer, as Orthanc's ``QueryAnswerChildren``.
 
-``/queries/{id}/retrieve`` and ``answers/{n}/retrieve`` need the C-MOVE SCU, which luabroker has not
-yet.
+``/queries/{id}/retrieve`` and ``answers/{n}/retrieve`` (a C-MOVE of the answers) are in
+``broker.rest.retrievals``.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from typing import Any
 from broker.config.network import Modality
 from broker.core.dicom_json import map_to_json
 from broker.core.levels import Level
-from broker.core.tags import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
+from broker.core.tags import parse_tag
 from broker.dicom.queries import StoredQuery
+from broker.dicom.retrieve_scu import RETRIEVE_KEYS
 from broker.errors import ErrorCode, OrthancError
 from broker.json_fields import read_unsigned
 from broker.rest.instances import json_format
@@ -36,11 +37,6 @@ from broker.services import Services
 
 routes = RouteTable()
 
-#: The identifiers of an answer that constrain a query at a lower level (Orthanc's ``CopyStringTag``,
-#: which mimics its C-MOVE).
-_PARENT_KEYS = {Level.PATIENT: (PATIENT_ID,), Level.STUDY: (STUDY_INSTANCE_UID,),
-                Level.SERIES: (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID),
-                Level.INSTANCE: (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
 
 
 def _object_body(request: RestRequest) -> dict[str, Any]:
@@ -139,7 +135,8 @@ def list_answers(request: RestRequest, services: Services) -> Any:
 def list_answer_operations(request: RestRequest, services: Services) -> Any:
     query = services.queries.get(request.params["id"])
     query.answer(request.params["index"])
-    return ["content", *(f"query-{level.plural}" for level in Level if level > query.level)]
+    # Orthanc lists "query-study" for a patient answer, a route that does not exist (rest-deviations.md).
+    return ["content", "retrieve", *(f"query-{level.plural}" for level in Level if level > query.level)]
 
 
 @routes.get("/queries/{id}/answers/{index}/content")
@@ -173,7 +170,7 @@ def _query_children(request: RestRequest, services: Services, level: Level) -> A
     body = _object_body(request)
     timeout = _timeout(body) if "Timeout" in body else parent.timeout
     query = _map_of_tags(body, "Query") if "Query" in body else {}
-    for tag in _PARENT_KEYS[parent.level]:
+    for tag in RETRIEVE_KEYS[parent.level]:  # Orthanc's CopyStringTag, which mimics its C-MOVE
         value = answer.get(tag)
         if value is None:
             raise OrthancError(ErrorCode.INEXISTENT_TAG)

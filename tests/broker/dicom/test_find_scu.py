@@ -157,9 +157,12 @@ def test_queries_below_an_answer_equal_orthancs(reference: OrthancPeer, luabroke
     for http, query in studies.items():  # a level that is not below the answer's, an answer that does not exist
         assert http.post(f"{query['Path']}/answers/0/query-studies", json={}).status_code == 404
         assert http.post(f"{query['Path']}/answers/9/query-series", json={}).status_code == 400
-    ours = studies[server.http]["Path"]
-    assert server.http.get(ours).json() == ["answers", "level", "modality", "query"]
-    assert server.http.get(f"{ours}/answers/0").json() == ["content", "query-series", "query-instances"]
+    ours, theirs = studies[server.http]["Path"], studies[reference.client]["Path"]
+    for path in ("", "/answers/0"):  # what can follow: Orthanc's lists, in its order
+        assert server.http.get(ours + path).json() == reference.client.get(theirs + path).json()
+    listed = reference.client.get(patients[reference.client]["Path"] + "/answers/0").json()
+    assert server.http.get(patients[server.http]["Path"] + "/answers/0").json() == \
+        [name.replace("query-study", "query-studies") for name in listed]  # the route that exists
     assert server.http.delete(ours).status_code == 200
     assert ours.rsplit("/", 1)[1] not in server.http.get("/queries").json()
     gone = server.http.get(f"{ours}/answers")

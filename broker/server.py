@@ -61,6 +61,7 @@ from broker.rest import (
     system,
     tools,
     views,
+    worklists,
 )
 from broker.rest.api import RestApi
 from broker.scripting.bridge import ScriptSet
@@ -96,7 +97,8 @@ class Server:
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.attachments = Attachments(store, ContentTypes(config.user_content_types))
         services.network = NetworkRegistry(config.network.modalities, config.network.peers)
-        services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted)
+        services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted,
+                                                   worklists=config.worklists.enabled)
         services.scu = StoreScu(services.network, config.network.dicom)
         services.find_scu = FindScu(services.scu)
         services.retrieve_scu = RetrieveScu(services.scu, store, lambda: services.dicom_contexts.transfer_syntaxes)
@@ -109,7 +111,8 @@ class Server:
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes,
                                            server_control.routes, queries.routes,
-                                           legacy_queries.routes, retrievals.routes])
+                                           legacy_queries.routes, retrievals.routes,
+                                           *([worklists.routes] if config.worklists.enabled else [])])
         services.jobs = create_engine(services)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)

@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "broker.dicom.scp": 5,
     "broker.dicom.retrieve_scp": 5,  # an asynchronous C-MOVE is a job
     "broker.dicom.find_scp": 5,
+    "broker.dicom.worklist_scp": 5,
     "broker.events": 5,
     # 6: start and stop
     "broker.server": 6,

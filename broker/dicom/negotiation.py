@@ -2,7 +2,9 @@
 
 Orthanc accepts the storage SOP classes it knows in the transfer syntaxes of
 ``AcceptedTransferSyntaxes``, and, with ``UnknownSopClassAccepted``, any other SOP class as storage;
-C-ECHO and the C-FIND models always (who may query is checked for each request). Both settings change
+C-ECHO and the C-FIND models always (who may query is checked for each request), the Modality Worklist
+model only when the worklist server is enabled (``Worklists.Enable``, as Orthanc accepts it only when a
+worklist plugin is loaded). Both settings change
 at run time (``PUT /tools/accepted-transfer-syntaxes``, ``PUT /tools/unknown-sop-class-accepted``) and
 apply to the next association, so the contexts are built on ``EVT_REQUESTED`` (before negotiation)
 rather than once on the AE.
@@ -24,6 +26,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -42,6 +45,8 @@ FIND_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelFind, StudyRootQuery
 #: The C-MOVE and C-GET models served (broker.dicom.retrieve_scp), in the transfer syntaxes of C-ECHO.
 MOVE_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
 GET_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
+#: The Modality Worklist model (broker.dicom.worklist_scp), served when the worklists are enabled.
+WORKLIST_SOP_CLASS = str(ModalityWorklistInformationFind)
 VERIFICATION_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 MAX_REGISTERED = 10000
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -64,9 +69,11 @@ class AcceptedContexts:
     """The accepted transfer syntaxes and whether unknown SOP classes are accepted, read by every new
     association; ``handlers`` binds it to the SCP."""
 
-    def __init__(self, transfer_syntaxes: Iterable[str], unknown_sop_class_accepted: bool) -> None:
+    def __init__(self, transfer_syntaxes: Iterable[str], unknown_sop_class_accepted: bool, *,
+                 worklists: bool = False) -> None:
         self.transfer_syntaxes = tuple(transfer_syntaxes)
         self.unknown_sop_class_accepted = unknown_sop_class_accepted
+        self.worklists = worklists
 
     @property
     def handlers(self) -> list[EventHandlerType]:
@@ -88,7 +95,8 @@ class AcceptedContexts:
             uid = str(proposed.abstract_syntax)
             if uid in contexts:
                 continue
-            if uid == Verification or uid in FIND_SOP_CLASSES or uid in MOVE_SOP_CLASSES + GET_SOP_CLASSES:
+            if uid == Verification or uid in FIND_SOP_CLASSES or uid in MOVE_SOP_CLASSES + GET_SOP_CLASSES \
+                    or (self.worklists and uid == WORKLIST_SOP_CLASS):
                 contexts[uid] = build_context(uid, list(VERIFICATION_TRANSFER_SYNTAXES))
             elif transfer_syntaxes and (uid in STORAGE_SOP_CLASSES or self._accept_unknown(uid)):
                 contexts[uid] = build_context(uid, transfer_syntaxes)
@@ -105,7 +113,8 @@ class AcceptedContexts:
         title = "DICOM Conformance Statement of luabroker"
         lines = ["=" * len(title), title, "=" * len(title)]
         lines += section("Echo SCP Conformance", [f"  Verification | {Verification}"])
-        lines += section("Find SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in FIND_SOP_CLASSES])
+        find = FIND_SOP_CLASSES + ((WORKLIST_SOP_CLASS,) if self.worklists else ())
+        lines += section("Find SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in find])
         lines += section("Move SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in MOVE_SOP_CLASSES])
         lines += section("Get SCP Conformance", [f"  {uid_to_keyword(uid)} | {uid}" for uid in GET_SOP_CLASSES])
         lines += section("Store SCP Conformance", [f"  {keyword} | {uid}" for keyword, uid in storage])

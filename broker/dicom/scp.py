@@ -1,5 +1,5 @@
-"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort`` (and C-FIND: ``broker.dicom.find_scp``; C-MOVE
-and C-GET: ``broker.dicom.retrieve_scp``).
+"""C-ECHO and C-STORE SCP on ``DicomAet``/``DicomPort`` (and C-FIND: ``broker.dicom.find_scp``, on the
+worklists ``broker.dicom.worklist_scp``; C-MOVE and C-GET: ``broker.dicom.retrieve_scp``).
 
 The C-STORE handler rebuilds the Part-10 file from the received bytes and hands it to the same
 ``Store`` as ``POST /instances``, with origin ``DicomProtocol``; errors become DIMSE statuses
@@ -21,14 +21,15 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.origin import Origin
-from broker.dicom.find_scp import FindScp
 from broker.dicom.received import store_received
 from broker.dicom.retrieve_scp import RetrieveScp
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.worklist_scp import c_find_handler
 from broker.services import Services
 
 log = logging.getLogger("luabroker.dicom")
+
 
 class StoreScp:
     def __init__(self, services: Services) -> None:
@@ -54,7 +55,7 @@ class StoreScp:
         ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
         # The slot is taken first: a refused association needs no contexts.
         handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store),
-                                            (evt.EVT_C_FIND, FindScp(self.services).handle_find), *slots.handlers,
+                                            (evt.EVT_C_FIND, c_find_handler(self.services)), *slots.handlers,
                                             *self.services.dicom_contexts.handlers,
                                             *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
+from tests.broker.dicom.test_find_scp import findscu, needs_dcmtk
 from tests.support.factory import make_instances, to_bytes
+from tests.support.worklist_samples import two_stations
 
 MR_ONLY = """
 function ReceivedInstanceFilter(dicom, origin, info)
@@ -35,6 +37,20 @@ function OnStoredInstance(instanceId, tags, metadata, origin)
   RestApiPut('/instances/' .. instanceId .. '/metadata/Seen',
              simplified['PatientName'] .. '|' .. origin['RequestOrigin'] .. '|' .. metadata['Origin']
              .. '|' .. tags['Modality'])
+end
+"""
+
+#: "Fixing C-Find requests": the worklist filter that implements FilterIssuerAet, as the seed writes it.
+WORKLIST_ISSUER_AET = """
+function IncomingWorklistRequestFilter(query, origin)
+PrintRecursive(query)
+PrintRecursive(origin)
+
+-- Implements the same behavior as the "FilterIssuerAet"
+-- option of the sample worklist plugin
+query['0040,0100'][1]['0040,0001'] = origin['RemoteAet']
+
+return query
 end
 """
 
@@ -158,3 +174,18 @@ def test_get_orthanc_configuration_returns_the_file_as_written(luabroker):
       print(c.Name, c.Custom.Answer, c.Custom.Nothing, c.Custom.List[2], c.StableAge)
     """).text
     assert printed == "test, 42.0, nil, two, nil\n"  # numbers are floats, as Orthanc pushes them
+
+
+@needs_dcmtk
+def test_worklist_filter_restricts_the_matches_to_the_calling_aet(luabroker, tmp_path):
+    """Orthanc's ``test_filter_issuer_aet_from_lua``: two worklists for two stations, a query that names
+    none; with the seed's filter only the calling AET's worklist matches."""
+    folder = tmp_path / "worklists"
+    folder.mkdir()
+    two_stations(folder)
+    options = {"Worklists": {"Enable": True, "Database": str(folder)}, "DicomAlwaysAllowFindWorklist": True}
+    keys = ["PatientID", "(0040,0100)[0].ScheduledStationAETitle", "(0040,0100)[0].Modality"]
+    for scripts, expected in (({}, ["P7814", "P7815"]), ({"worklist.lua": WORKLIST_ISSUER_AET}, ["P7815"])):
+        server = luabroker(scripts, **options)
+        found = findscu(server.dicom_port, server.aet, keys, model="-W", calling="ORTHANCTEST")
+        assert (found.status, found.values("(0010,0020)")) == ("Success", expected)

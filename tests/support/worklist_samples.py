@@ -18,7 +18,7 @@ def worklist(patient_id: str, patient_name: str, station_aet: str, *, accession:
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient_name, patient_id, "19700101", "M"
     ds.AccessionNumber = accession
-    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.77.{patient_id.encode().hex()}"
+    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.77.{int.from_bytes(patient_id.encode(), 'big')}"
     ds.RequestedProcedureDescription = procedure
     ds.ReferencedStudySequence = Sequence([])
     step = Dataset()

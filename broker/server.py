@@ -96,7 +96,9 @@ class Server:
         store.event_backlog_limit = config.event_backlog_limit or None
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.attachments = Attachments(store, ContentTypes(config.user_content_types))
-        services.network = NetworkRegistry(config.network.modalities, config.network.peers)
+        services.network = NetworkRegistry(config.network.modalities, config.network.peers,
+                                           strict_aet_comparison=config.network.strict_aet_comparison,
+                                           check_modality_host=config.network.check_modality_host)
         services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted,
                                                    worklists=config.worklists.enabled)
         services.scu = StoreScu(services.network, config.network.dicom)

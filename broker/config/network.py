@@ -16,7 +16,12 @@
 entry. The tables read here are the initial content of ``broker.network.NetworkRegistry``, which REST
 changes at run time.
 
-The options of the clients: ``DicomAssociationCloseDelay`` and ``DicomScuTimeout`` (``DicomOptions``),
+How a caller is matched with its modalities, and whether it must call ``DicomAet``:
+``StrictAetComparison``, ``DicomCheckModalityHost`` and ``DicomCheckCalledAet`` (``NetworkOptions``,
+applied by ``broker.network`` and ``broker.dicom.permissions``).
+
+The options of the clients: ``DicomAssociationCloseDelay``, ``DicomScuTimeout`` and
+``TranscodeDicomProtocol`` (``DicomOptions``),
 ``HttpTimeout``, ``HttpProxy``, ``HttpsVerifyPeers``, ``HttpsCACertificates`` and
 ``LuaHttpAllowedHosts`` (``HttpOptions``, shared by the peer client and the Lua ``Http*`` built-ins).
 """
@@ -279,6 +284,9 @@ class DicomOptions:
     query_retrieve_size: int = 100
     #: ``DicomEchoChecksFind``: whether ``/echo`` also sends a C-FIND when the body does not say.
     echo_checks_find: bool = False
+    #: ``TranscodeDicomProtocol``: an instance a receiver does not accept in its stored syntax may be
+    #: transcoded (C-STORE SCU, C-MOVE, C-GET), if its modality's ``AllowTranscoding`` lets it too.
+    transcode: bool = True
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,13 @@ class NetworkOptions:
     peers: Mapping[str, Peer] = field(default_factory=dict)
     dicom: DicomOptions = field(default_factory=DicomOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
+    #: ``StrictAetComparison``: AETs are compared with their case (``broker.network``).
+    strict_aet_comparison: bool = False
+    #: ``DicomCheckModalityHost``: a caller must also come from its modality's ``Host``
+    #: (``broker.dicom.permissions``).
+    check_modality_host: bool = False
+    #: ``DicomCheckCalledAet``: an association must call ``DicomAet`` (``broker.dicom.permissions``).
+    check_called_aet: bool = False
 
 
 def read_network_options(options: Section, base_dir: Path, local_aet: str) -> NetworkOptions:
@@ -343,12 +358,16 @@ def read_network_options(options: Section, base_dir: Path, local_aet: str) -> Ne
                            scu_timeout=options.option("DicomScuTimeout", float, 10.0, *at_least_0),
                            query_retrieve_size=options.option("QueryRetrieveSize", int, 100,
                                                               lambda v: v >= 1, ">= 1"),
-                           echo_checks_find=options.option("DicomEchoChecksFind", bool, False)),
+                           echo_checks_find=options.option("DicomEchoChecksFind", bool, False),
+                           transcode=options.option("TranscodeDicomProtocol", bool, True)),
         http=HttpOptions(timeout=options.option("HttpTimeout", float, 60.0),
                          proxy=_text(options, "HttpProxy"),
                          verify_peers=options.option("HttpsVerifyPeers", bool, True),
                          ca_certificates=ca,
                          lua_allowed_hosts=None if hosts is None else tuple(h.lower() for h in hosts)),
+        strict_aet_comparison=options.option("StrictAetComparison", bool, False),
+        check_modality_host=options.option("DicomCheckModalityHost", bool, False),
+        check_called_aet=options.option("DicomCheckCalledAet", bool, False),
     )
 
 

@@ -74,7 +74,7 @@ class FindScp:
         assoc = event.assoc
         remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
         if not is_allowed(self.services.network, remote_aet, "allow_find",
-                          always=self.services.config.dicom_always_allow_find):
+                          always=self.services.config.dicom_always_allow_find, remote_ip=remote_ip):
             log.warning("C-FIND from AET %s on IP %s refused: not allowed by DicomModalities "
                         "(nor DicomAlwaysAllowFind); aborting the association", remote_aet, remote_ip)
             assoc.abort()

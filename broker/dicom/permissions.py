@@ -1,14 +1,73 @@
 """Which peers may ask the DICOM server for what, as Orthanc's ``IsAllowedRequest``.
 
-A kind of request (C-MOVE, C-GET, ...) is allowed from any calling AET when its ``DicomAlwaysAllow*``
-option is on; otherwise only from a modality of ``DicomModalities`` with that AET whose ``Allow*``
-permission is on. Orthanc refuses a request that is not allowed by aborting the association.
+A kind of request (C-FIND, C-MOVE, C-GET, ...) is allowed from any caller when its ``DicomAlwaysAllow*``
+option is on. Otherwise the modalities of ``DicomModalities`` with the calling AET decide (the AETs compared
+by ``NetworkRegistry.same_aet``):
+
+- none: refused;
+- one: its ``Allow*`` permission, and, with ``DicomCheckModalityHost``, the caller's IP address must be its
+  ``Host`` as written (a host name never matches, as in Orthanc);
+- several: allowed when every one of them allows it, or, with ``DicomCheckModalityHost``, when one that
+  allows it has the caller's address as ``Host``.
+
+Orthanc refuses a request that is not allowed by aborting the association.
+
+Before any request, ``DicomCheckCalledAet`` (``CalledAetCheck``) rejects an association that does not call
+``DicomAet``, as Orthanc's ``IsMyAETitle``.
 """
 from __future__ import annotations
 
+import logging
+
+from pynetdicom import evt
+from pynetdicom.events import EventHandlerType
+
 from broker.network import NetworkRegistry
 
+log = logging.getLogger("luabroker.dicom")
 
-def is_allowed(network: NetworkRegistry, calling_aet: str, permission: str, *, always: bool) -> bool:
-    """``permission`` is the ``Modality`` attribute (``"allow_move"``, ``"allow_get"``, ...)."""
-    return always or any(getattr(modality, permission) for _, modality in network.modalities_with_aet(calling_aet))
+#: A-ASSOCIATE-RJ: rejected permanent, by the service user, called AE title not recognised (Orthanc's).
+_CALLED_AET_NOT_RECOGNISED = (0x01, 0x01, 0x07)
+
+
+def is_allowed(network: NetworkRegistry, calling_aet: str, permission: str, *, always: bool,
+               remote_ip: str = "") -> bool:
+    """``permission`` is the ``Modality`` attribute (``"allow_move"``, ``"allow_get"``, ...); ``remote_ip``
+    the caller's address, without which a ``DicomCheckModalityHost`` check fails."""
+    if always:
+        return True
+    modalities = [modality for _, modality in network.modalities_with_aet(calling_aet)]
+    check_host = network.check_modality_host
+    if len(modalities) == 1:
+        only = modalities[0]
+        return (not check_host or only.host == remote_ip) and bool(getattr(only, permission))
+    allowing = [modality for modality in modalities if getattr(modality, permission)]
+    if check_host and any(modality.host == remote_ip for modality in allowing):
+        return True
+    return bool(modalities) and len(allowing) == len(modalities)
+
+
+class CalledAetCheck:
+    """``DicomCheckCalledAet``: the association request must call ``aet`` (compared by ``same_aet``);
+    ``handlers`` is empty when the option is off."""
+
+    def __init__(self, network: NetworkRegistry, aet: str, enabled: bool) -> None:
+        self.network = network
+        self.aet = aet
+        self.enabled = enabled
+
+    @property
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_REQUESTED, self.on_requested)] if self.enabled else []
+
+    def on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        if request is None or assoc.is_rejected or assoc.is_aborted:  # refused already (no slot)
+            return
+        if self.network.same_aet(str(request.called_ae_title), self.aet):
+            return
+        log.warning("Association from %s at %s rejected: it calls %s, not %s (DicomCheckCalledAet)",
+                    request.calling_ae_title, assoc.requestor.address, request.called_ae_title, self.aet)
+        assoc.acse.send_reject(*_CALLED_AET_NOT_RECOGNISED)
+        assoc.kill()

@@ -45,7 +45,7 @@ from pynetdicom.presentation import PresentationContext
 from broker.core.dicom_file import read_part10
 from broker.core.retrieve import NothingToRetrieve, Retrieval, instances_of, resolve_get, resolve_move
 from broker.dicom.negotiation import GET_SOP_CLASSES, MOVE_SOP_CLASSES
-from broker.dicom.permissions import is_allowed
+from broker.dicom.permissions import CalledAetCheck, is_allowed
 from broker.dicom.scu import DicomNetworkError, sendable
 from broker.errors import OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob
@@ -132,7 +132,11 @@ class RetrieveScp:
 
     @property
     def handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_ACCEPTED, self.on_accepted)]
+        """``on_accepted``, and the check of ``DicomCheckCalledAet``, which these handlers carry because
+        the server binds them to every association it is asked for."""
+        config = self.services.config
+        check = CalledAetCheck(self.services.network, config.dicom_aet, config.network.check_called_aet)
+        return [(evt.EVT_ACCEPTED, self.on_accepted), *check.handlers]
 
     def on_accepted(self, event: evt.Event) -> None:
         """Serve this association's C-MOVE and C-GET requests here, everything else as pynetdicom does.
@@ -164,7 +168,8 @@ class RetrieveScp:
         is_move = isinstance(request.primitive, C_MOVE)
         permission, always = (("allow_move", config.dicom_always_allow_move) if is_move
                               else ("allow_get", config.dicom_always_allow_get))
-        if not is_allowed(self.services.network, request.calling_aet, permission, always=always):
+        if not is_allowed(self.services.network, request.calling_aet, permission, always=always,
+                          remote_ip=request.assoc.requestor.address):
             log.error("%s requests are not allowed for the application entity %s",
                       "C-MOVE" if is_move else "C-GET", request.calling_aet)
             request.assoc.abort()
@@ -217,7 +222,8 @@ class RetrieveScp:
     # C-GET.
     def _get(self, request: Request, retrieval: Retrieval) -> None:
         known = self.services.network.modalities_with_aet(request.calling_aet)
-        allow_transcoding = known[0][1].allow_transcoding if known else True
+        allow_transcoding = self.services.config.network.dicom.transcode and (
+            known[0][1].allow_transcoding if known else True)
         instances = instances_of(self.services.store, retrieval)
         progress = Progress(len(instances))
         for index, instance in enumerate(instances):

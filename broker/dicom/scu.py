@@ -9,9 +9,10 @@ Presentation contexts. For each SOP class, one context per stored transfer synta
 Implicit VR Little Endian, so the receiver can accept the stored syntax or an uncompressed one. An
 instance whose SOP class or syntax the open association did not propose makes the association be
 re-opened with both sets. An instance goes out in its stored syntax when the receiver accepted it;
-otherwise (if the modality's ``AllowTranscoding`` is on, the default) it is transcoded with pydicom to an
-accepted uncompressed syntax, decompressing pixel data through pydicom's pixel handlers when needed;
-its SOP Instance UID is kept. An instance that cannot be transcoded fails alone, with a message.
+otherwise (if the modality's ``AllowTranscoding`` and ``TranscodeDicomProtocol`` are on, the
+defaults) it is transcoded with pydicom to an accepted uncompressed syntax, decompressing pixel data
+through pydicom's pixel handlers when needed; its SOP Instance UID is kept. An instance that cannot be
+transcoded fails alone, with a message.
 
 Every socket has TCP_NODELAY (``broker.dicom.sockets``). Failures of the association (connection
 refused, rejected, aborted, no answer) raise ``DicomNetworkError`` (Orthanc's ``NetworkProtocol``,
@@ -180,7 +181,7 @@ def sendable(dataset: Dataset, syntax: str, accepted: Sequence[str], *, allow_tr
         return dataset, syntax
     if not allow_transcoding:
         raise ValueError(f'AET "{receiver}" does not accept {UID(syntax).name} and transcoding is '
-                         "disabled for this modality (AllowTranscoding)")
+                         "disabled (AllowTranscoding of the modality, or TranscodeDicomProtocol)")
     uid = dataset.get("SOPInstanceUID", "")
     try:
         transcoded, target = transcode_to_accepted(dataset, syntax, accepted)
@@ -320,7 +321,8 @@ class StoreScu:
             return result
         try:
             dataset, syntax = sendable(instance.dataset, instance.transfer_syntax, accepted,
-                                       allow_transcoding=remote.allow_transcoding, receiver=remote.aet)
+                                       allow_transcoding=remote.allow_transcoding and self.options.transcode,
+                                       receiver=remote.aet)
         except ValueError as exc:
             result.error = str(exc)
             return result

@@ -162,6 +162,8 @@ class TestOptions:
     def test_defaults_are_orthancs(self):
         options = network({})
         assert options.dicom == DicomOptions("ME", 5, 10)
+        assert (options.dicom.transcode, options.strict_aet_comparison, options.check_modality_host) == \
+            (True, False, False)
         http = options.http
         assert (http.timeout, http.proxy, http.verify_peers, http.ca_certificates) == (60, "", True, "")
         assert http.lua_allowed_hosts is None
@@ -169,8 +171,11 @@ class TestOptions:
     def test_values_and_rules(self):
         options = network({"DicomAssociationCloseDelay": 0, "HttpTimeout": 0, "HttpProxy": "proxy:3128",
                            "HttpsVerifyPeers": False, "HttpsCACertificates": "ca.pem",
-                           "LuaHttpAllowedHosts": ["*.Example.org"]})
+                           "LuaHttpAllowedHosts": ["*.Example.org"], "TranscodeDicomProtocol": False,
+                           "StrictAetComparison": True, "DicomCheckModalityHost": True})
         assert options.dicom.association_close_delay == 0
+        assert (options.dicom.transcode, options.strict_aet_comparison, options.check_modality_host) == \
+            (False, True, True)
         http = options.http
         assert http.effective_timeout() == 60  # <= 0 means 60, as Orthanc
         assert http.proxy_url() == "http://proxy:3128"
@@ -181,6 +186,7 @@ class TestOptions:
     @pytest.mark.parametrize("raw", [
         {"DicomAssociationCloseDelay": -1}, {"DicomScuTimeout": "10"}, {"HttpTimeout": "x"},
         {"HttpsVerifyPeers": "yes"}, {"LuaHttpAllowedHosts": "localhost"}, {"LuaHttpAllowedHosts": [""]},
+        {"StrictAetComparison": 1}, {"DicomCheckModalityHost": "true"}, {"TranscodeDicomProtocol": None},
     ])
     def test_bad_values_are_refused(self, raw):
         with pytest.raises(ConfigError, match=list(raw)[0]):

@@ -332,9 +332,11 @@ def test_c_get_answers_as_orthanc(luabroker: Callable[..., Running]) -> None:
 
 
 @needs_orthanc
-def test_c_get_transcodes_as_orthanc(luabroker: Callable[..., Running]) -> None:
+@pytest.mark.parametrize("transcode", [True, False])
+def test_c_get_transcodes_as_orthanc(luabroker: Callable[..., Running], transcode: bool) -> None:
     """A JPEG instance asked for in Explicit VR Little Endian only: transcoded, unless the calling
-    modality has ``AllowTranscoding`` false, where the C-GET ends with 0xC000 (one failed)."""
+    modality has ``AllowTranscoding`` false, or ``TranscodeDicomProtocol`` is false, where the C-GET ends
+    with 0xC000 (one failed)."""
     jpeg = pydicom.dcmread(samples.TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm")
     query = identifier("STUDY", StudyInstanceUID=jpeg.StudyInstanceUID)
     table = modalities(strict={"AET": "STRICT", "Host": "127.0.0.1", "Port": 1, "AllowTranscoding": False})
@@ -347,15 +349,15 @@ def test_c_get_transcodes_as_orthanc(luabroker: Callable[..., Running]) -> None:
             answers.append((responses_, [(str(ds.SOPInstanceUID), syntax) for ds, syntax in received]))
         return answers
 
-    orthanc = OrthancPeer.create(DicomModalities=table).start()
+    orthanc = OrthancPeer.create(DicomModalities=table, TranscodeDicomProtocol=transcode).start()
     try:
         orthanc.upload(to_bytes(jpeg))
         expected = scenarios(orthanc.dicom_port, orthanc.aet)
     finally:
         orthanc.stop()
-    server = loaded(luabroker, [jpeg], DicomModalities=table)
+    server = loaded(luabroker, [jpeg], DicomModalities=table, TranscodeDicomProtocol=transcode)
     assert scenarios(server.dicom_port, server.aet) == expected
-    assert expected[0][1] == [(str(jpeg.SOPInstanceUID), ExplicitVRLittleEndian)]
+    assert expected[0][1] == ([(str(jpeg.SOPInstanceUID), ExplicitVRLittleEndian)] if transcode else [])
 
 
 def test_the_conformance_statement_lists_move_and_get(luabroker: Callable[..., Running]) -> None:

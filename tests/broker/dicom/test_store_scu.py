@@ -23,9 +23,10 @@ from tests.support.factory import make_instances, to_bytes
 from tests.support.ports import free_port
 
 
-def scu_for(modalities: dict[str, Modality], *, close_delay: float = 5, aet: str = "LUABROKER") -> StoreScu:
+def scu_for(modalities: dict[str, Modality], *, close_delay: float = 5, aet: str = "LUABROKER",
+            transcode: bool = True) -> StoreScu:
     return StoreScu(NetworkRegistry(modalities), DicomOptions(default_aet=aet, association_close_delay=close_delay,
-                                                              scu_timeout=5))
+                                                              scu_timeout=5, transcode=transcode))
 
 
 @pytest.fixture
@@ -227,6 +228,13 @@ class TestTransferSyntax:
         scu = scus({"scp": Modality(receiver.aet, "127.0.0.1", receiver.port, allow_transcoding=False)})
         report = scu.store("scp", [to_bytes(make_instances(1)[0])])
         assert not report.ok and "AllowTranscoding" in report.failures[0].error
+
+    def test_transcoding_can_be_disabled_for_every_modality(self, storescp, scus):
+        """``TranscodeDicomProtocol`` false, as Orthanc's ``StoreWithTranscoding``: sent as stored, or not."""
+        receiver = storescp("+xi")
+        scu = scus({"scp": Modality(receiver.aet, "127.0.0.1", receiver.port)}, transcode=False)
+        report = scu.store("scp", [to_bytes(make_instances(1)[0])])
+        assert not report.ok and "TranscodeDicomProtocol" in report.failures[0].error
 
 
 class TestFailures:

@@ -15,6 +15,11 @@ The handler of ``EVT_C_FIND`` follows Orthanc 1.10's ``FindScp`` and ``OrthancFi
 
 Any failure (no or a bad ``QueryRetrieveLevel``, a filter that fails or times out, an unreadable
 file) answers 0xC000, ``Failed: Unable to process``, as Orthanc does; the association stays open.
+
+C-CANCEL (``honour_cancel``), as DCMTK's ``DIMSE_findProvider`` under Orthanc: before each response it looks
+for a C-CANCEL of the request, the first time before the query runs; once it saw one, the response it was
+about to send becomes the last one, 0xFE00 (DCMTK also attaches that response's answer, a slip it makes
+freeing the wrong dataset; here, as the standard says, a Cancel response has no identifier).
 """
 from __future__ import annotations
 
@@ -38,9 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("luabroker.dicom")
 
+SUCCESS = 0x0000
 PENDING = 0xFF00
 MATCHING_TERMINATED = 0xFE00  # "Cancel: matching terminated due to cancel request", Orthanc's "too many answers"
 UNABLE_TO_PROCESS = 0xC000
+
+#: A C-FIND response: its status and its identifier (an answer, with Pending only).
+Response = tuple[int, Dataset | None]
 
 
 def query_text(element: DataElement) -> str:
@@ -48,6 +57,19 @@ def query_text(element: DataElement) -> str:
     if element.VR in BINARY_VRS or isinstance(element.value, bytes):
         return ""
     return element_text(element)
+
+
+def honour_cancel(event: evt.Event, responses: Iterator[Response]) -> Iterator[Response]:
+    """``responses``, cut by a C-CANCEL of the request (pynetdicom keeps the C-CANCELs it receives aside;
+    ``event.is_cancelled`` takes this request's). Each response is computed after the check, as DCMTK
+    calls Orthanc's handler after its check: the first check precedes the query."""
+    for_next_response = event.is_cancelled
+    for status, identifier in responses:
+        if for_next_response:
+            yield MATCHING_TERMINATED, None
+            return
+        yield status, identifier
+        for_next_response = event.is_cancelled
 
 
 def read_query(identifier: Dataset) -> tuple[dict[int, str], tuple[int, ...]]:
@@ -70,7 +92,7 @@ class FindScp:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def handle_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+    def handle_find(self, event: evt.Event) -> Iterator[Response]:
         assoc = event.assoc
         remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
         if not is_allowed(self.services.network, remote_aet, "allow_find",
@@ -80,6 +102,10 @@ class FindScp:
             assoc.abort()
             yield UNABLE_TO_PROCESS, None
             return
+        yield from honour_cancel(event, self.responses(event, remote_aet, remote_ip))
+
+    def responses(self, event: evt.Event, remote_aet: str, remote_ip: str) -> Iterator[Response]:
+        """Every response, the final one included; the query runs when the first is asked for."""
         try:
             found = self.find(event, remote_aet, remote_ip)
         except Exception as exc:  # every failure is Orthanc's status, never a dropped association
@@ -92,7 +118,7 @@ class FindScp:
             yield PENDING, dataset_of(answer, encoding, permissive=True)
         if not found.complete:
             log.warning("Too many results for an incoming C-FIND query")
-            yield MATCHING_TERMINATED, None
+        yield (SUCCESS if found.complete else MATCHING_TERMINATED), None
 
     def find(self, event: evt.Event, remote_aet: str, remote_ip: str) -> FindAnswers:
         services, config = self.services, self.services.config

@@ -8,8 +8,9 @@ C-MOVE. The destination is the modality of ``DicomModalities`` whose AET is the 
 sub-operations are C-STOREs of ``StoreScu`` (``services.scu``: the modality's ``LocalAet`` or ``DicomAet``
 as calling AET, transcoding as for ``/modalities/{name}/store``), each carrying the Move Originator (the
 calling AET and the C-MOVE's message id). With ``SynchronousCMove`` (the default) the instances are sent
-one per response; otherwise they go in a ``DicomModalityStore`` job (description ``C-MOVE``, with the
-retries and ``OnJob*`` events of every job) and the responses come at once. Either way the responses are
+one per response, in one call of the SCU and so on one association, as Orthanc opens one connection per
+C-MOVE; otherwise they go in a ``DicomModalityStore`` job (description ``C-MOVE``, with the retries and
+``OnJob*`` events of every job) and the responses come at once. Either way the responses are
 Orthanc's: after the n-th sub-operation, Pending with n completed and the rest remaining, the last one
 Success; 0xC000 (*unable to process*) with no counts when the identifier names nothing, the destination
 is unknown (Orthanc does not answer 0xA801 there), or a sub-operation fails.
@@ -20,6 +21,13 @@ uncompressed one (if the calling modality allows transcoding). Responses are Ort
 after each sub-operation, then Success, 0xB000 when some failed or had a warning, 0xA702 when all failed
 (without a Failed SOP Instance UID List, as Orthanc); 0xC000 when the identifier names nothing, or an
 instance has no context it can go in (which ends the request).
+
+C-CANCEL, as DCMTK's providers under Orthanc: before each response the request looks for a C-CANCEL of
+its message id (``Request.cancelled``). Once it saw one, Orthanc's handlers (which ignore DCMTK's flag)
+still perform that step's sub-operation; its response is then 0xFE00 (*Cancel*) with the counts and the
+remaining count, and the last. A C-GET also notices a C-CANCEL that came during its C-STORE (DCMTK reads
+it while waiting for the C-STORE response): that sub-operation is not counted, and 0xFE00 ends the C-GET.
+An asynchronous C-MOVE's job goes on: only the responses stop.
 
 pynetdicom serves C-MOVE by opening its own association to the destination, with its own AE, and C-GET
 with its own counting; neither is Orthanc's. So on each association this module takes the C-MOVE and
@@ -42,11 +50,12 @@ from pynetdicom.dsutils import decode
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 
+from broker.config.network import Modality
 from broker.core.dicom_file import read_part10
 from broker.core.retrieve import NothingToRetrieve, Retrieval, instances_of, resolve_get, resolve_move
 from broker.dicom.negotiation import GET_SOP_CLASSES, MOVE_SOP_CLASSES
 from broker.dicom.permissions import CalledAetCheck, is_allowed
-from broker.dicom.scu import DicomNetworkError, sendable
+from broker.dicom.scu import DicomNetworkError, InstanceResult, sendable
 from broker.errors import OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob
 
@@ -61,6 +70,7 @@ PENDING = 0xFF00
 SUB_OPERATIONS_FAILED = 0xB000  # Warning: sub-operations complete, one or more failures (or warnings)
 ALL_SUB_OPERATIONS_FAILED = 0xA702  # Refused: out of resources, unable to perform sub-operations
 UNABLE_TO_PROCESS = 0xC000
+CANCEL = 0xFE00  # Cancel: sub-operations terminated due to cancel indication
 
 
 @dataclass
@@ -75,6 +85,11 @@ class Progress:
     @property
     def remaining(self) -> int:
         return self.total - self.completed - self.failed - self.warning
+
+    def move_status(self, cancelled: bool) -> int:
+        """The response of a C-MOVE after a sub-operation: Cancel when a C-CANCEL was seen before it,
+        else Pending while some remain, else Success."""
+        return CANCEL if cancelled else PENDING if self.remaining else SUCCESS
 
 
 class Request:
@@ -105,15 +120,21 @@ class Request:
                 values[element.keyword] = str(value)
         return values
 
+    def cancelled(self) -> bool:
+        """Whether a C-CANCEL of this request came since the last time this was asked (DCMTK's
+        ``DIMSE_checkForCancelRQ``; pynetdicom keeps the C-CANCELs it receives aside by message id)."""
+        return self.assoc.dimse.cancel_req.pop(cast(int, self.primitive.MessageID), None) is not None
+
     def respond(self, status: int, progress: Progress | None = None) -> None:
-        """One response with the counts of ``progress`` (none: zeros); the remaining count in a Pending
-        response only, and no Failed SOP Instance UID List, as Orthanc 1.10.1 (through DCMTK) answers."""
+        """One response with the counts of ``progress`` (none: zeros); the remaining count in a Pending or
+        Cancel response only, and no Failed SOP Instance UID List, as Orthanc 1.10.1 (through DCMTK)
+        answers."""
         response = C_MOVE() if isinstance(self.primitive, C_MOVE) else C_GET()
         response.MessageIDBeingRespondedTo = self.primitive.MessageID
         response.AffectedSOPClassUID = self.primitive.AffectedSOPClassUID
         response.Status = status
         progress = progress or Progress(0)
-        if status == PENDING:
+        if status in (PENDING, CANCEL):
             response.NumberOfRemainingSuboperations = progress.remaining
         response.NumberOfCompletedSuboperations = progress.completed
         response.NumberOfFailedSuboperations = progress.failed
@@ -201,23 +222,48 @@ class RetrieveScp:
         if not instances:
             request.respond(SUCCESS)
             return
-        if not synchronous:
-            job = DicomModalityStoreJob(name, modality.aet, None, instances, retrieval.resources,
-                                        default_local_aet=modality.local_aet or self.services.config.dicom_aet,
-                                        move_originator=originator, description="C-MOVE")
-            self.services.jobs.submit(job)
+        if synchronous:
+            self._send_now(request, modality, instances, originator)
+            return
+        job = DicomModalityStoreJob(name, modality.aet, None, instances, retrieval.resources,
+                                    default_local_aet=modality.local_aet or self.services.config.dicom_aet,
+                                    move_originator=originator, description="C-MOVE")
+        self.services.jobs.submit(job)
         progress = Progress(len(instances))
-        for instance in instances:
-            if synchronous:
-                try:
-                    data, _ = self.services.store.read_instance(instance)
-                    self.services.scu.store(modality, [data], move_originator=originator).check()
-                except (DicomNetworkError, OrthancError) as exc:  # Orthanc ends the C-MOVE at its first failure
-                    log.error("C-MOVE from %s to %s: %s", request.calling_aet, destination, exc)
-                    request.respond(UNABLE_TO_PROCESS)
-                    return
-            progress.completed += 1  # asynchronous: counted as Orthanc does, before the job has sent it
-            request.respond(SUCCESS if progress.remaining == 0 else PENDING, progress)
+        status = PENDING
+        while status == PENDING:  # counted as Orthanc does, before the job has sent anything
+            cancelled = request.cancelled()
+            progress.completed += 1
+            status = progress.move_status(cancelled)
+            request.respond(status, progress)
+
+    def _send_now(self, request: Request, modality: Modality, instances: list[str],
+                  originator: tuple[str, int]) -> None:
+        """A synchronous C-MOVE: one call of the SCU for every instance, a response after each; the first
+        failed sub-operation ends it with 0xC000 and no counts, as Orthanc."""
+        progress = Progress(len(instances))
+        cancelled = request.cancelled()
+        failures: list[InstanceResult] = []
+
+        def each(result: InstanceResult) -> bool:
+            nonlocal cancelled
+            if not result.ok:
+                failures.append(result)
+                return False
+            progress.completed += 1
+            status = progress.move_status(cancelled)
+            request.respond(status, progress)
+            cancelled = request.cancelled()  # before the next sub-operation, where DCMTK looks
+            return status == PENDING
+
+        files = (self.services.store.read_instance(instance)[0] for instance in instances)
+        try:
+            self.services.scu.store(modality, files, move_originator=originator, each=each)
+            if failures:
+                raise DicomNetworkError(failures[0].error)
+        except (DicomNetworkError, OrthancError) as exc:
+            log.error("C-MOVE from %s to %s: %s", request.calling_aet, modality.aet, exc)
+            request.respond(UNABLE_TO_PROCESS)
 
     # C-GET.
     def _get(self, request: Request, retrieval: Retrieval) -> None:
@@ -227,6 +273,7 @@ class RetrieveScp:
         instances = instances_of(self.services.store, retrieval)
         progress = Progress(len(instances))
         for index, instance in enumerate(instances):
+            cancelled = request.cancelled()
             data, _ = self.services.store.read_instance(instance)
             dataset = read_part10(data)
             accepted = [str(cx.transfer_syntax[0]) for cx in request.assoc.accepted_contexts
@@ -247,16 +294,21 @@ class RetrieveScp:
             code = status.get("Status") if status else None
             if not request.assoc.is_established:
                 return
+            if not cancelled and request.cancelled():  # during the C-STORE: that one is not counted
+                request.respond(CANCEL, progress)
+                return
             if code == SUCCESS:
                 progress.completed += 1
             elif code is not None and code & 0xF000 == 0xB000:
                 progress.warning += 1
             else:
                 progress.failed += 1
-            request.respond(PENDING, progress)
+            request.respond(CANCEL if cancelled else PENDING, progress)
+            if cancelled:
+                return
         final = SUCCESS
         if progress.failed or progress.warning:
             final = SUB_OPERATIONS_FAILED
         if progress.failed and progress.failed == progress.total:
             final = ALL_SUB_OPERATIONS_FAILED
-        request.respond(final, progress)
+        request.respond(CANCEL if request.cancelled() else final, progress)

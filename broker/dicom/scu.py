@@ -26,7 +26,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,11 +206,14 @@ class StoreScu:
 
     # Public API.
     def store(self, modality: str | Modality, files: Iterable[bytes], local_aet: str | None = None,
-              move_originator: tuple[str, int] | None = None) -> StoreReport:
+              move_originator: tuple[str, int] | None = None,
+              each: Callable[[InstanceResult], bool] | None = None) -> StoreReport:
         """Send each Part-10 file of ``files``, in order, to ``modality`` (a symbolic name or a
         ``Modality``), calling as ``local_aet``, else the modality's ``LocalAet``, else ``DicomAet``.
 
-        ``move_originator`` = (AET, message id) of the C-MOVE this store answers, if any. Returns a
+        ``move_originator`` = (AET, message id) of the C-MOVE this store answers, if any. ``each`` is told
+        the result of every instance as it comes, and stops the sending by answering False: a synchronous
+        C-MOVE answers each sub-operation with it, on one association whatever the close delay. Returns a
         ``StoreReport`` (use ``.check()`` to raise on refused instances). Raises ``DicomNetworkError``
         when the association fails (with ``.report`` of what was sent before), ``OrthancError``
         ``InexistentItem`` for an unknown modality name."""
@@ -225,6 +228,8 @@ class StoreScu:
                 for data in (files if planned is None else planned[0]):
                     link = self._store_one(remote, local, link, data, report, move_originator,
                                            planned[1] if planned else {})
+                    if each is not None and not each(report.results[-1]):
+                        break
             except DicomNetworkError as exc:
                 exc.report = report
                 if link is not None:

@@ -188,6 +188,32 @@ def test_who_may_move(luabroker: Callable[..., Running], recording_scp: Any) -> 
     assert c_move(lenient.dicom_port, lenient.aet, "DEST", study, calling="STRANGER") == progress(1)
 
 
+@needs_orthanc
+def test_a_synchronous_move_uses_one_association(luabroker: Callable[..., Running], recording_scp: Any) -> None:
+    """One association per C-MOVE for all its sub-operations, even with ``DicomAssociationCloseDelay`` 0,
+    as Orthanc (one connection per C-MOVE)."""
+    instances = make_instances(3)
+    study = identifier("STUDY", StudyInstanceUID=instances[0].StudyInstanceUID)
+
+    def associations(port: int, aet: str, receiver: RecordingScp) -> tuple[list[str], int]:
+        for _ in range(2):
+            assert c_move(port, aet, "DEST", study) == progress(3)
+        return [calling == aet for calling in receiver.requested], len(receiver.stored)
+
+    options = {"DicomAssociationCloseDelay": 0}
+    receiver = recording_scp(aet="DEST")
+    orthanc = OrthancPeer.create(DicomModalities=modalities(receiver), **options).start()
+    try:
+        for ds in instances:
+            orthanc.upload(to_bytes(ds))
+        expected = associations(orthanc.dicom_port, orthanc.aet, receiver)
+    finally:
+        orthanc.stop()
+    receiver = recording_scp(aet="DEST")
+    server = loaded(luabroker, instances, DicomModalities=modalities(receiver), **options)
+    assert associations(server.dicom_port, server.aet, receiver) == expected == ([True, True], 6)
+
+
 def test_asynchronous_move_is_a_job(luabroker: Callable[..., Running], recording_scp: Any) -> None:
     """With ``SynchronousCMove`` false the C-MOVE answers at once; its job retries a refused C-STORE
     (the destination first answers 0xA700, out of resources) and runs the ``OnJob*`` callbacks."""

@@ -1,5 +1,5 @@
 # `make run` and `make test` set everything up on a fresh Debian machine: system packages (lua5.4, bubblewrap,
-# DCMTK, Orthanc for the peer tests and benchmarks), a virtualenv, the Python packages.
+# DCMTK, Orthanc for the peer tests and benchmarks, wrk), a virtualenv, the Python packages.
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?=
@@ -8,7 +8,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (on 2 cores, 4 workers ran a 400-test subset in 145 s, 2 workers in 176 s). `make test JOBS=0`: serial, no workers.
 JOBS    ?= $(shell echo $$(( $$(nproc) * 2 )))
 # command:package pairs checked on PATH
-SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc bwrap:bubblewrap prlimit:util-linux
+SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc bwrap:bubblewrap prlimit:util-linux wrk:wrk
 
 .PHONY: setup system-packages run test bench clean
 
@@ -37,8 +37,9 @@ test: setup
 	$(PY) -m ruff check . && $(PY) -m mypy
 	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q -n $(JOBS)
 
+# every row of issue 12 against Orthanc, table into docs/benchmarks.md; options: make bench BENCH="--rows http --rounds 5"
 bench: setup
-	PATH="$$PATH:/usr/sbin" $(PY) -m bench.ingest
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.run $(BENCH)
 
 clean:
 	rm -rf $(VENV) luabroker-data .pytest_cache

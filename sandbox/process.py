@@ -23,8 +23,10 @@ layers it was planned with.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -45,6 +47,8 @@ DEFAULT_INTERPRETERS = ("lua5.4", "lua5.3", "lua")
 DEFAULT_SHIM = Path(__file__).resolve().parent.parent / "lua-runtime" / "shim.lua"
 #: Bytes of the child's stderr kept for error messages and status.
 STDERR_TAIL_BYTES = 8192
+#: How long ``kill`` lets bubblewrap exit by itself after its interpreter, to keep the real status.
+WRAPPER_EXIT_S = 0.1
 #: PATH of trusted processes (untrusted ones get an empty environment).
 TRUSTED_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -274,11 +278,13 @@ class ChildProcess:
         """Find the interpreter, hold a pidfd on it, and run the layers' parent-side steps."""
         if spec.locate is not None:
             self.interpreter_pid = spec.locate(self.pid)
-            try:
-                # The interpreter is not our child: a pidfd signals exactly it, never a reused pid.
-                self._pidfd = os.pidfd_open(self.interpreter_pid)
-            except OSError:
-                self._pidfd = None
+        try:
+            # Under bubblewrap the interpreter is not our child: a pidfd signals exactly it, never a
+            # reused pid. In every case it becomes readable the moment the interpreter exits, which is
+            # how the supervisor sees an idle process die without polling (``wait_any``).
+            self._pidfd = os.pidfd_open(self.interpreter_pid)
+        except OSError:
+            self._pidfd = None
         spawned = Spawned(self.pid, self.interpreter_pid)
         for step in spec.after_spawn:
             step(spawned)
@@ -347,19 +353,29 @@ class ChildProcess:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.exited():
-            if deadline is not None and time.monotonic() >= deadline:
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 return None
-            time.sleep(0.005)
+            wait_any([self], min(remaining, 1.0 if self._pidfd is not None else 0.005))
         return self.kill()
 
     def exited(self) -> bool:
-        """Has the child exited? Does not reap it."""
+        """Has the interpreter (or the process Popen started) exited? Does not reap it."""
         if self._popen.returncode is not None:
             return True
+        with self._lock:
+            if self._pidfd is not None and _readable([self._pidfd], 0):
+                return True
         try:
             return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
         except ChildProcessError:
             return True
+
+    def watch_fd(self) -> int | None:
+        """A duplicate of the interpreter's pidfd (readable once it exits), owned by the caller; None
+        when the kernel gave none or the child is already reaped."""
+        with self._lock:
+            return os.dup(self._pidfd) if self._pidfd is not None else None
 
     def kill(self) -> int:
         """SIGKILL the whole process group and reap the child. Idempotent, safe from any thread.
@@ -373,6 +389,19 @@ class ChildProcess:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             except OSError:
                 pass
+            if self.wrapper is not None and self._popen.returncode is None:
+                # bubblewrap exits right after its interpreter with the interpreter's status (128 + the
+                # signal); killed first, it would report its own SIGKILL instead. Not reaped yet, so
+                # its pid is still ours to open.
+                try:
+                    wrapper = os.pidfd_open(self.pid)
+                except OSError:
+                    pass
+                else:
+                    try:
+                        _readable([wrapper], WRAPPER_EXIT_S)
+                    finally:
+                        os.close(wrapper)
         if self._popen.returncode is None:
             # Not reaped yet, so the group id cannot have been reused by another process.
             try:
@@ -390,7 +419,7 @@ class ChildProcess:
         if code < 0:
             return f"was killed by {_signal_name(-code)}"
         if self.wrapper is not None and 128 < code < 128 + 65:
-            # bubblewrap's init exits with 128 + n when the interpreter died of signal n.
+            # bubblewrap exits with 128 + n when the interpreter died of signal n.
             return f"was killed by {_signal_name(code - 128)} (exit status {code} from {self.wrapper})"
         return f"exited with status {code}"
 
@@ -403,6 +432,26 @@ class ChildProcess:
         # Whatever is left in the pipe arrives within a moment of the exit; keep the tail complete.
         self._stderr.join(0.2)
         _remove_workdir(self._workdir)
+
+
+def wait_any(processes: Sequence[ChildProcess], timeout_s: float) -> None:
+    """Return once any of ``processes`` has exited, or after ``timeout_s``; sleeps the whole timeout
+    when one of them cannot be watched (no pidfd), so callers check ``exited()`` afterwards anyway."""
+    fds = [process.watch_fd() for process in processes]
+    try:
+        if fds and all(fd is not None for fd in fds):
+            _readable([fd for fd in fds if fd is not None], timeout_s)
+        else:
+            time.sleep(timeout_s)
+    finally:
+        _close_fds([fd for fd in fds if fd is not None])
+
+
+def _readable(fds: Sequence[int], timeout_s: float) -> bool:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return bool(poller.poll(math.ceil(timeout_s * 1000)))
 
 
 #: Children not yet reaped, killed when the broker exits so no process or directory is left behind.

@@ -25,11 +25,14 @@ released, the process is killed and the channel is dead, so the owner restarts i
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import math
 import os
 import select
 import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -99,6 +102,9 @@ class _Active:
     prints: list[str] = field(default_factory=list)
     log_lines: int = 0
     dropped_lines: int = 0
+    #: The whole call frame is in the pipe / the child answered anything to it (a frame of any kind).
+    delivered: bool = False
+    heard: bool = False
 
 
 class _FrameReader:
@@ -283,7 +289,7 @@ class SandboxChannel:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            if self._failure is not None or not self.process.exited():
+            if self._stack or self._failure is not None or not self.process.exited():
                 return False
             process = self.process
             process.kill()  # reaps it, and whatever is left of its group
@@ -335,8 +341,10 @@ class SandboxChannel:
         self._stack.append(active)
         try:
             self._write(frame, active)
+            active.delivered = True
             while True:
                 message = self._read(active)
+                active.heard = True
                 match message:
                     case Result(id=result_id) if result_id == call_id:
                         if message.functions is not None:
@@ -488,6 +496,10 @@ class SandboxChannel:
             self._write_poll.poll(math.ceil(remaining * 1000))
 
     def _fail_exited(self, active: _Active) -> NoReturn:
+        """The child is gone. Its failure is a crash; but when it died before it read the top-level
+        call's frame (killed while idle, just before the call), the call itself raises
+        ``ChannelClosed``, as if nothing had been sent, so the owner runs it on the next process."""
+        unread = self._unread_input()
         code = self.process.wait(1.0)
         if code is None:
             self.process.kill()
@@ -495,9 +507,30 @@ class SandboxChannel:
         else:
             what = self.process.describe_exit()
         process = self.process
+        untouched = (self._failure is None and self._stack and active is self._stack[0] and active.call_id > 0
+                     and not active.heard and (not active.delivered or unread > 0))
+        if untouched:
+            self._mark_failed(lambda: SandboxCrashed(
+                f"sandbox {self.name!r}: process {process.interpreter_pid} {what} while idle",
+                process.returncode, process.stderr_tail()))
+            self.process.release_pipes()
+            raise ChannelClosed(f"sandbox {self.name!r}: process {process.interpreter_pid} {what} before it read "
+                                f"{active.function}")
         self._fail(lambda: SandboxCrashed(
             f"sandbox {self.name!r}: process {process.interpreter_pid} {what} during {active.function}",
             process.returncode, process.stderr_tail()))
+
+    def _unread_input(self) -> int:
+        """Bytes written to the child's stdin that it has not read (0 when unknown)."""
+        fd = self.process.stdin_fd
+        if fd is None:
+            return 0
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, count, True)  # on a pipe, either end tells
+        except OSError:
+            return 0
+        return count[0]
 
     def _protocol_error(self, detail: str) -> NoReturn:
         pid = self.process.interpreter_pid

@@ -325,6 +325,11 @@ class Sandbox:
         wait_until = time.monotonic() + self.config.backoff.max_call_wait_s
         while True:
             channel = self._acquire(wait_until)
+            if channel.reap_if_exited():
+                # Died while idle, before the supervisor noticed: nothing was sent, so the call is not
+                # lost; it moves on to the next process.
+                self._on_channel_failure(channel, channel.failure())
+                continue
             try:
                 result = operation(channel)
             except ChannelClosed:

@@ -6,6 +6,11 @@ to BACKOFF and a new process is started (spawn, ``ready``, scripts reloaded, ``I
 ``next_delay``: proactively by a small supervisor thread, or by the next call if its time has come.
 Too many failures within the window open the circuit (QUARANTINED) until the cooldown ends.
 
+A restart takes the warm spare (``sandbox/spare.py``) when there is one: a process already spawned and
+past its ``ready``, so only the scripts are loaded. The supervisor thread watches the serving process
+and the spare through pidfds, so a process killed while idle is replaced at once, and prepares the
+next spare after each restart.
+
 The decisions (when to restart, when to quarantine) live in ``RestartSchedule``, which takes the time as
 an argument so tests drive it without sleeping; ``Sandbox`` only applies them. Every state change goes
 through ``Sandbox._change_state``, which logs it and counts it.
@@ -23,11 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from sandbox import memory
 from sandbox.channel import CallInfo, ChannelClosed, LogHandler, RpcHandler, SandboxChannel
 from sandbox.errors import LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable, ScriptLoadError
 from sandbox.isolation import Isolation, IsolationPlan, LayerReport, plan
 from sandbox.limits import BackoffPolicy, Limits, next_delay
-from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter
+from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter, wait_any
+from sandbox.spare import Prepared, Spare, prepare
 from sandbox.states import RESTARTABLE_STATES, STARTABLE_STATES, STOPPED_STATES, TRANSITIONS, State
 
 log = logging.getLogger("sandbox.supervisor")
@@ -39,6 +46,8 @@ LOAD_FRAME_OVERHEAD = 64
 #: How often the supervisor looks whether an idle READY process is still there (killed from outside:
 #: restarted before the next call needs it, and the status page does not show a dead pid as ready).
 LIVENESS_CHECK_S = 1.0
+#: States in which the supervisor keeps a warm spare (once the sandbox has been READY).
+SPARE_STATES = frozenset({State.READY, State.BACKOFF, State.QUARANTINED})
 
 T = TypeVar("T")
 
@@ -60,6 +69,8 @@ class SandboxConfig:
     is not empty the whole process runs trusted: the scripts get ``io``, ``os.execute``,
     ``os.getenv``, ``os.remove``, ``os.rename``, ``os.tmpname``, a writable working directory and
     file output up to ``isolation.trusted_file_size_mb``, and lose bubblewrap, Landlock and unshare.
+    ``spare``: keep one warm spare process, so that a restart only loads the scripts
+    (``sandbox/spare.py``); it costs one more idle process per sandbox.
     """
 
     name: str
@@ -72,6 +83,7 @@ class SandboxConfig:
     initialize: str | None = None
     isolation: Isolation = Isolation()
     trusted: tuple[str, ...] = ()
+    spare: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.trusted, tuple) or not all(isinstance(p, str) for p in self.trusted):
@@ -169,6 +181,9 @@ class Sandbox:
         self._restarts = 0
         self._failures_total = 0
         self._last_error: tuple[str, float] | None = None
+        self._failed_at: float | None = None  # monotonic time of the last failure
+        self._last_start: dict[str, Any] | None = None
+        self._spare = Spare(config.name)
         self._transitions: collections.Counter[str] = collections.Counter()
         self._supervisor: threading.Thread | None = None
 
@@ -267,13 +282,14 @@ class Sandbox:
         return frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) else frozenset()
 
     def status(self) -> dict[str, Any]:
-        """A snapshot for REST and logs: state, pid, restarts, last error, layers, limits, uptime."""
+        """A snapshot for REST and logs: state, pid, restarts, last error, layers, limits, uptime, the
+        memory of the processes, the last (re)start and the spare."""
         with self._cond:
             channel = self._channel
             now = time.monotonic()
             process = channel.process if channel is not None else None
             retry_in = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
-            return {
+            snapshot = {
                 "name": self.name,
                 "role": self.config.role,
                 "state": self._state.value,
@@ -296,7 +312,11 @@ class Sandbox:
                 "started_at": _iso(process.started_at) if process else None,
                 "uptime_s": round(now - process.started_monotonic, 3) if process else None,
                 "transitions": dict(self._transitions),
+                "last_start": None if self._last_start is None else dict(self._last_start),
             }
+        # /proc is read outside the lock: a status page never holds up a restart.
+        return {**snapshot, "memory": memory.of(process),
+                "spare": self._spare.status() if self.config.spare else None}
 
     def stop(self) -> None:
         """Clean stop: close the child's stdin, wait briefly, then kill. Calls after it are refused."""
@@ -308,6 +328,7 @@ class Sandbox:
             starting, self._starting = self._starting, None
             self._change_state(State.STOPPING, "stop requested", channel)
             supervisor, self._supervisor = self._supervisor, None
+        self._spare.close()
         if starting is not None:
             starting[1].process.kill()
         if channel is not None:
@@ -327,7 +348,7 @@ class Sandbox:
             channel = self._acquire(wait_until)
             if channel.reap_if_exited():
                 # Died while idle, before the supervisor noticed: nothing was sent, so the call is not
-                # lost; it moves on to the next process.
+                # lost; it moves on to the next process (the spare, when one is warm).
                 self._on_channel_failure(channel, channel.failure())
                 continue
             try:
@@ -409,6 +430,7 @@ class Sandbox:
         now = time.monotonic()
         text = str(exc) or type(exc).__name__
         self._failures_total += 1
+        self._failed_at = now
         self._last_error = (text, time.time())
         new_state = self._schedule.record_failure(now)
         if new_state is State.QUARANTINED:
@@ -471,8 +493,8 @@ class Sandbox:
 
     # -------------------------------------------------------------------------------- (re)starting
 
-    def _bring_up(self, generation: int) -> None:
-        """Spawn and prepare a process, then install it as READY. State is STARTING. Raises on failure."""
+    def _spawn(self) -> SandboxChannel:
+        """A new process under the planned layers, with its channel; nothing sent to it yet."""
         limits = self.config.limits
         assert self._interpreter is not None and self._plan is not None
         # --cpu is the shim's budget for loads (a call carries its own in opts.cpu).
@@ -482,17 +504,31 @@ class Sandbox:
             flags.append("--trusted")
         process = ChildProcess.spawn(self._interpreter, self._plan.shim or self._shim, flags, self._plan.layers,
                                      trusted=bool(self.config.trusted))
-        channel = SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
-                                 on_log=self._on_log, max_frame=limits.max_frame,
-                                 max_log_lines=limits.max_log_lines, on_functions=self._on_functions,
-                                 bounds=limits.bounds)
-        with self._cond:
-            if generation != self._generation:
-                process.kill()
-                raise SandboxUnavailable(f"sandbox {self.name!r} was stopped while starting", self._state.value)
-            self._starting = (threading.get_ident(), channel)
+        return SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
+                              on_log=self._on_log, max_frame=limits.max_frame, max_log_lines=limits.max_log_lines,
+                              on_functions=self._on_functions, bounds=limits.bounds)
+
+    def _bring_up(self, generation: int, restart: bool = False) -> None:
+        """Prepare a process (the warm spare, else a new one), load the scripts, run ``initialize``,
+        then install it as READY. State is STARTING. Raises on failure."""
+        began = time.monotonic()
+
+        def starting(channel: SandboxChannel) -> None:
+            with self._cond:
+                if generation == self._generation:
+                    self._starting = (threading.get_ident(), channel)
+                    return
+            channel.kill("stopped while starting")
+            raise SandboxUnavailable(f"sandbox {self.name!r} was stopped while starting", self._state.value)
+
+        spare = self._spare.take()
+        if spare is not None:
+            starting(spare.channel)
+            prepared = spare
+        else:
+            prepared = prepare(self._spawn, self.config.limits.hard_timeout_s, starting)
+        channel = prepared.channel
         try:
-            info = channel.wait_ready(limits.hard_timeout_s)
             defined = self._load_scripts(channel)
             if self.config.initialize and self.config.initialize in defined:
                 self._run_initialize(channel)
@@ -510,12 +546,32 @@ class Sandbox:
         with self._cond:
             if generation == self._generation:
                 self._channel = channel
-                self._info = info
+                self._info = prepared.info
                 self._defined = defined
-                self._change_state(State.READY, f"{len(self.config.scripts)} script(s) loaded", channel)
+                self._last_start = self._start_figures(prepared, began, spare is not None, restart)
+                self._change_state(State.READY, f"{len(self.config.scripts)} script(s) loaded"
+                                   + (" into the warm spare" if spare is not None else ""), channel)
+                if self.config.spare:
+                    self._spare.open()
                 return
         channel.kill("stopped while starting")
         raise SandboxUnavailable(f"sandbox {self.name!r} was stopped while starting", State.STOPPED.value)
+
+    def _start_figures(self, prepared: Prepared, began: float, from_spare: bool, restart: bool) -> dict[str, Any]:
+        """``last_start`` of the status: how long the (re)start took. Caller holds the lock.
+
+        ``ready_s``: from STARTING to READY (the scripts and ``Initialize``, plus the spawn when no
+        spare was warm); ``spawn_to_ready_s``: the process's own spawn to its ``ready`` frame (done
+        ahead for a spare); ``recovery_s``: from the failure to READY, backoff included."""
+        now = time.monotonic()
+        return {
+            "at": _iso(time.time()),
+            "restart": restart,
+            "from_spare": from_spare,
+            "ready_s": round(now - began, 4),
+            "spawn_to_ready_s": round(prepared.ready_s, 4),
+            "recovery_s": round(now - self._failed_at, 4) if restart and self._failed_at is not None else None,
+        }
 
     def _load_scripts(self, channel: SandboxChannel) -> frozenset[str]:
         defined: frozenset[str] = frozenset()
@@ -551,7 +607,7 @@ class Sandbox:
     def _restart(self, generation: int) -> None:
         """Bring a process up (state already STARTING); a failure is recorded, not raised."""
         try:
-            self._bring_up(generation)
+            self._bring_up(generation, restart=True)
         except BaseException as exc:
             with self._cond:
                 if generation == self._generation and self._state is State.STARTING:
@@ -571,30 +627,45 @@ class Sandbox:
             self._supervisor.start()
 
     def _supervise(self, generation: int) -> None:
-        """Restart proactively when the schedule says so, and notice an idle process that died; exits
+        """Restart when the schedule says so, prepare the warm spare, and watch the serving process
+        (and the spare) through their pidfds, so one that dies while idle is replaced at once; exits
         when the sandbox is stopped."""
         while True:
             watched: SandboxChannel | None = None
+            fill = False
             with self._cond:
                 if generation != self._generation:
                     return
                 now = time.monotonic()
                 restart = (self._state in RESTARTABLE_STATES
                            and self._schedule.transition(self._state, now) is State.STARTING)
+                spare_in = self._spare.wanted_in(now) if self._state in SPARE_STATES else None
                 if restart:
                     self._change_state(State.STARTING, f"restart after {self._last_error_text()}")
+                elif spare_in == 0:
+                    fill = True
+                elif self._state is State.READY and self._channel is not None:
+                    watched = self._channel
                 else:
-                    if self._state is State.READY:
-                        wait: float | None = LIVENESS_CHECK_S
-                    else:
-                        wait = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
-                    self._cond.wait(wait)
-                    if self._state is State.READY and generation == self._generation:
-                        watched = self._channel
+                    retry_in = self._schedule.seconds_until_retry(now) if self._state in RESTARTABLE_STATES else None
+                    waits = [w for w in (retry_in, spare_in) if w is not None]
+                    self._cond.wait(min(waits) if waits else None)
             if restart:
                 self._restart(generation)
-            elif watched is not None and watched.reap_if_exited():
-                self._on_channel_failure(watched, watched.failure())
+            elif fill:
+                self._spare.fill(self._spawn, self.config.limits.hard_timeout_s)
+            elif watched is not None:
+                # Leaving READY means losing the process (or stopping, which ends it): its pidfd wakes us.
+                wait_any([watched.process, *self._spare.watched()],
+                         LIVENESS_CHECK_S if spare_in is None else min(spare_in, LIVENESS_CHECK_S))
+                if watched.reap_if_exited():
+                    self._on_channel_failure(watched, watched.failure())
+                elif watched.process.exited():
+                    # A call holds the dead process: it records the failure itself, which wakes us.
+                    with self._cond:
+                        if self._channel is watched:
+                            self._cond.wait(LIVENESS_CHECK_S)
+                self._spare.drop_if_dead()
 
 
 def _iso(wall: float) -> str:

@@ -12,7 +12,8 @@ The handler follows Orthanc's ``FindScp`` for worklists, its ``WorklistHandler``
    the query restricted to the worklists scheduled for the calling AET, while the answers keep the tags
    of the query before that restriction, as in Orthanc;
 5. the answers are sent as pending responses in the server's ``DefaultEncoding``; the last response
-   is Success, or 0xFE00 when ``LimitAnswers`` cut them.
+   is Success, or 0xFE00 when ``LimitAnswers`` cut them, or when a C-CANCEL of the request arrived
+   (``honour_cancel``, as for the other C-FINDs).
 
 Any failure (a filter that fails, times out or returns something that is not a query; a query Orthanc
 refuses; a missing folder or a worklist that is not DICOM) answers 0xC000. The filter runs in the main
@@ -27,13 +28,20 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from broker.core.elements import dataset_of
 from broker.core.worklist_query import WorklistMatcher, fix_query, restricted_to_issuer
 from broker.core.worklists import WorklistAnswers, WorklistFolder
-from broker.dicom.find_scp import MATCHING_TERMINATED, PENDING, UNABLE_TO_PROCESS, FindScp
+from broker.dicom.find_scp import (
+    MATCHING_TERMINATED,
+    PENDING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+    FindScp,
+    Response,
+    honour_cancel,
+)
 from broker.dicom.negotiation import WORKLIST_SOP_CLASS
 from broker.dicom.permissions import is_allowed
 from broker.errors import OrthancError
@@ -44,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("luabroker.dicom")
 
-FindHandler = Callable[[evt.Event], Iterator[tuple[int, Dataset | None]]]
+FindHandler = Callable[[evt.Event], Iterator[Response]]
 
 
 class WorklistScp:
@@ -53,16 +61,20 @@ class WorklistScp:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def handle_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+    def handle_find(self, event: evt.Event) -> Iterator[Response]:
         assoc = event.assoc
         remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
         if not is_allowed(self.services.network, remote_aet, "allow_find_worklist",
-                          always=self.services.config.dicom_always_allow_find_worklist):
+                          always=self.services.config.dicom_always_allow_find_worklist, remote_ip=remote_ip):
             log.warning("Worklist C-FIND from AET %s on IP %s refused: not allowed by DicomModalities "
                         "(nor DicomAlwaysAllowFindWorklist); aborting the association", remote_aet, remote_ip)
             assoc.abort()
             yield UNABLE_TO_PROCESS, None
             return
+        yield from honour_cancel(event, self.responses(event, remote_aet, remote_ip))
+
+    def responses(self, event: evt.Event, remote_aet: str, remote_ip: str) -> Iterator[Response]:
+        """Every response, the final one included; the query runs when the first is asked for."""
         try:
             found = self.find(event, remote_aet, remote_ip)
         except Exception as exc:  # every failure is Orthanc's status, never a dropped association
@@ -75,7 +87,7 @@ class WorklistScp:
             yield PENDING, dataset_of(answer, encoding, permissive=True)
         if not found.complete:
             log.warning("Too many results for an incoming worklist C-FIND query")
-            yield MATCHING_TERMINATED, None
+        yield (SUCCESS if found.complete else MATCHING_TERMINATED), None
 
     def find(self, event: evt.Event, remote_aet: str, remote_ip: str) -> WorklistAnswers:
         services, config = self.services, self.services.config
@@ -102,7 +114,7 @@ def c_find_handler(services: Services) -> FindHandler:
     (the worklist model is negotiated only when the worklists are enabled)."""
     find, worklists = FindScp(services).handle_find, WorklistScp(services).handle_find
 
-    def handle_find(event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+    def handle_find(event: evt.Event) -> Iterator[Response]:
         return worklists(event) if str(event.context.abstract_syntax) == WORKLIST_SOP_CLASS else find(event)
 
     return handle_find

@@ -10,9 +10,18 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from broker.dicom.sockets import NODELAY_HANDLERS
+from tests.broker.dicom.test_cancel import (
+    MESSAGE_ID,
+    Holder,
+    Target,
+    associate,
+    cancelled_while_held,
+    luabroker_has_cancel,
+    orthanc_has_cancel,
+)
 from tests.broker.dicom.test_find_scp import DCMTK_ENV, findscu, needs_dcmtk, needs_orthanc, pynetdicom_find
 from tests.support.factory import make_instances
-from tests.support.orthanc_peer import OrthancPeer
+from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 from tests.support.worklist_samples import query, two_stations, worklist, write_worklist
 
 WORKLIST_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
@@ -365,3 +374,46 @@ def test_answers_are_in_the_default_encoding_as_orthanc(serving, folder):
     finally:
         orthanc.stop()
 
+
+
+#: Holds the worklist C-FIND in its filter, after the first look for a C-CANCEL (test_cancel.py).
+HOLDING_FILTER = """
+function IncomingWorklistRequestFilter(query, origin)
+  RestApiPost('/modalities/holder/echo', '{}')
+  return query
+end
+"""
+
+
+def test_a_c_cancel_during_the_query_ends_the_answers_as_in_orthanc(serving, folder, tmp_path):
+    """As for the other C-FINDs: the C-CANCEL comes while the query runs, the first answer goes, then
+    0xFE00; Orthanc with its plugin answers the same, when it is installed."""
+    two_stations(folder)
+    holder = Holder("HOLDER").start()
+
+    def scenario(target: Target) -> list[int]:
+        assoc = associate(target, ModalityWorklistInformationFind, calling="ORTHANCTEST",
+                          evt_handlers=NODELAY_HANDLERS)
+        return cancelled_while_held(target, holder, assoc, lambda: [
+            status.Status for status, _ in
+            assoc.send_c_find(query(), ModalityWorklistInformationFind, msg_id=MESSAGE_ID)],
+            ModalityWorklistInformationFind)
+
+    try:
+        modalities = {"holder": holder.modality()}
+        server = serving(scripts={"hold.lua": HOLDING_FILTER}, DicomModalities=modalities)
+        assert scenario(Target(server.dicom_port, server.aet, luabroker_has_cancel)) == [0xFF00, 0xFE00]
+        if ORTHANC_BINARY is None or not WORKLIST_PLUGIN.exists():
+            return
+        script = tmp_path / "hold.lua"
+        script.write_text(HOLDING_FILTER)
+        section = {"Enable": True, "Database": str(folder)}
+        orthanc = OrthancPeer.create(Plugins=[str(WORKLIST_PLUGIN)], Worklists=section, LuaScripts=[str(script)],
+                                     DicomModalities=modalities, DicomAlwaysAllowFindWorklist=True).start()
+        try:
+            target = Target(orthanc.dicom_port, orthanc.aet, orthanc_has_cancel(orthanc.dicom_port))
+            assert scenario(target) == [0xFF00, 0xFE00]
+        finally:
+            orthanc.stop()
+    finally:
+        holder.stop()

@@ -482,6 +482,11 @@ def _close_fds(fds: Sequence[int]) -> None:
 
 def _remove_workdir(path: str) -> None:
     try:
+        os.rmdir(path)  # the usual case, one system call: an untrusted child cannot write in it
+        return
+    except OSError:
+        pass
+    try:
         os.chmod(path, 0o700)
     except OSError:
         pass

@@ -13,12 +13,15 @@ import os
 import platform
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 from bench.rows import Row, cell, percent, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## make bench: every row of issue 12"
+#: Line width of the prose in docs/benchmarks.md.
+WIDTH = 104
 
 
 def _first_line(command: list[str]) -> str:
@@ -91,7 +94,7 @@ def describe_code(before: tuple[str, bool, str], after: tuple[str, bool, str]) -
         text += (f"; **broker/ or sandbox/ changed during the run** (then at `{after[0]}`, content hash "
                  f"`{after[2]}`): rounds may mix versions")
     elif after[0] != commit:
-        text += f" (HEAD moved to `{after[0]}` during the run, broker/ and sandbox/ unchanged)"
+        text += f"; HEAD moved to `{after[0]}` during the run, broker/ and sandbox/ unchanged"
     return text
 
 
@@ -121,8 +124,14 @@ def text_table(rows: list[Row]) -> str:
     return "\n".join(out + notes)
 
 
+def wrap(text: str, indent: str = "") -> str:
+    """A paragraph (or a list item, ``indent`` for its next lines) wrapped as the rest of the docs are."""
+    return textwrap.fill(text, width=WIDTH, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def markdown_section(rows: list[Row], *, date: str, machine_text: str, versions_text: str, code_text: str,
-                     settings: str) -> str:
+                     settings: str, caveat: str = "") -> str:
     """The whole section, from ``HEADING`` to just before the next ``## ``."""
     table = ["| work | luabroker | Orthanc | ratio luabroker / Orthanc | storescp (limit) "
              "| share of the limit: luabroker / Orthanc | target | met |",
@@ -130,24 +139,8 @@ def markdown_section(rows: list[Row], *, date: str, machine_text: str, versions_
     for r in rows:
         table.append(f"| {r.work} | {cell(r.luabroker, r.unit)} | {cell(r.orthanc, r.unit)} | {ratio_cell(r)} "
                      f"| {limit_cell(r)} | {share_cell(r)} | {r.target.text} | {verdict(r.met)} |")
-    notes = [f"- {r.work}: {r.note}" for r in rows if r.note]
-    return "\n".join([
-        HEADING, "",
-        "```sh",
-        "make bench                                  # every row, defaults below (a few minutes on 2 cores)",
-        ".venv/bin/python -m bench.run --help        # pick rows (--rows), counts, rounds; --no-write",
-        "```", "",
-        f"Written by `python -m bench.run` on {date}. Machine: {machine_text}. {versions_text}. {code_text}.",
-        f"Settings: {settings}.", "",
-        *table, "",
-        "Each cell is the median over the rounds, with the range in brackets. The ratio divides the medians; "
-        "for the µs row it is how many times slower luabroker is. The share of the limit is a server's rate "
-        "divided by storescp's on the same files, client and disk.",
-        *([""] + notes if notes else []), "",
-        "How each row is measured (each server started fresh as a separate process for every round, both with "
-        "the same Lua script and storage in a temporary directory on the local disk, Orthanc with its default "
-        "configuration plus ports, storage, the script and `ExecuteLuaEnabled` where needed; rounds alternate "
-        "between the servers, and the limit, in a rotating order):",
+    notes = [wrap(f"- {r.work}: {r.note}.", "  ") for r in rows if r.note]
+    method = [
         "- C-STORE: `bench.ingest.measure` (the script, warm-up, clock and check described in the next "
         "section); storescp: `storescp --fork -od <tmp>` receiving the same files after the same warm-up "
         "(`bench/storescp_limit.py`).",
@@ -159,6 +152,26 @@ def markdown_section(rows: list[Row], *, date: str, machine_text: str, versions_
         "`IncomingHttpRequestFilter` returning `true`; any non-2xx answer or socket error fails the run "
         "(`bench/http_load.py`).",
         "- kill -9: `bench/sandbox_recovery.py` (see its section), read by `bench/recovery.py`.",
+    ]
+    return "\n".join([
+        HEADING, "",
+        "```sh",
+        "make bench                                  # every row, defaults below (a few minutes on 2 cores)",
+        'make bench BENCH="--rows http,http-filter"  # some rows (printed only, unless --write)',
+        ".venv/bin/python -m bench.run --help        # rows, counts, rounds, --write/--no-write",
+        "```", "",
+        wrap(f"Written by `python -m bench.run` on {date}. Machine: {machine_text}. {versions_text}. "
+             f"{code_text}. Settings: {settings}.{' ' + caveat if caveat else ''}"), "",
+        *table, "",
+        wrap("Each cell is the median over the rounds, with the range in brackets. The ratio divides the "
+             "medians; for the µs row it is how many times slower luabroker is. The share of the limit is a "
+             "server's rate divided by storescp's on the same files, client and disk."),
+        *([""] + notes if notes else []), "",
+        wrap("How each row is measured: each server is started fresh as a separate process for every round, "
+             "both with the same Lua script and storage in a temporary directory on the local disk, Orthanc "
+             "with its default configuration plus ports, storage, the script and `ExecuteLuaEnabled` where "
+             "needed; rounds alternate between the servers (and the limit) in a rotating order."),
+        *(wrap(item, "  ") for item in method),
         "",
     ])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -145,10 +146,15 @@ def main(argv: list[str] | None = None) -> None:
     after = code_state()
     measured = list(rows.values())
     code_text = describe_code(before, after)
-    load_text = f"load average (1 min) {load_before:.1f} at the start, {load_average():.1f} at the end"
+    load_after = load_average()
+    load_text = f"load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end"
+    cores = os.cpu_count() or 1
+    caveat = (f"**The machine was busy** (load average above its {cores} cores: other work ran beside the "
+              "benchmark), so every figure is lower and noisier than on a quiet machine; the rounds alternate, "
+              "so the ratios suffer less than the rates." if max(load_before, load_after) > cores else "")
     print()
     print(text_table(measured))
-    print(f"\n{machine()}; {load_text}\n{versions(load)}\n{code_text}")
+    print(f"\n{machine()}; {load_text}\n{versions(load)}\n{code_text}\n{caveat}".rstrip())
     if not (args.write if args.write is not None else len(rows) == len(every)):
         print("not written to the docs (a subset of the rows, or --no-write)")
         return
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"--repeats {args.repeats} --seconds {args.seconds:g} --recovery-rounds {args.recovery_rounds}`")
     section = markdown_section(measured, date=started.strftime("%Y-%m-%d %H:%M UTC"),
                                machine_text=f"{machine()}; {load_text}", versions_text=versions(load),
-                               code_text=code_text, settings=settings)
+                               code_text=code_text, settings=settings, caveat=caveat)
     write_section(args.docs, section)
     print(f"written to {args.docs}")
 

@@ -31,9 +31,9 @@ _CALLED_AET_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 
 
 def is_allowed(network: NetworkRegistry, calling_aet: str, permission: str, *, always: bool,
-               remote_ip: str = "") -> bool:
+               remote_ip: str) -> bool:
     """``permission`` is the ``Modality`` attribute (``"allow_move"``, ``"allow_get"``, ...); ``remote_ip``
-    the caller's address, without which a ``DicomCheckModalityHost`` check fails."""
+    the caller's address."""
     if always:
         return True
     modalities = [modality for _, modality in network.modalities_with_aet(calling_aet)]

@@ -61,13 +61,23 @@ def table_rows(count: int) -> list[Row]:
 
 
 def alternate(row: Row, rounds: int, sides: dict[str, Callable[[], float]]) -> None:
-    """Run each side once per round, the order rotating every round; append the samples to ``row``."""
+    """Run each side once per round, the order rotating every round; append the samples to ``row``.
+
+    A side that fails (a server that does not start, an error answer under load) empties the row and says
+    why in its note, and the run goes on with the other rows: one broken row must not cost the table."""
     samples = {"luabroker": row.luabroker, "orthanc": row.orthanc, "storescp": row.limit}
     names = list(sides)
     for index in range(rounds):
         order = names[index % len(names):] + names[:index % len(names)]
         for name in order:
-            value = sides[name]()
+            try:
+                value = sides[name]()
+            except Exception as error:  # reported in the table, the other rows still run
+                for values in samples.values():
+                    values.clear()
+                row.note = f"not measured: {name} failed in round {index + 1}: {str(error)[:300]}"
+                print(f"  {row.key}: {row.note}", flush=True)
+                return
             samples[name].append(value)
             print(f"  {row.key} round {index + 1}/{rounds}: {name} {value:.1f} {row.unit}", flush=True)
 
@@ -88,9 +98,9 @@ def run_ingest(rows: dict[str, Row], args: argparse.Namespace) -> None:
 
 
 def run_lua_rest(row: Row, args: argparse.Namespace) -> None:
+    row.note = f"{args.calls} calls per script, median of {args.repeats} pairs per round"
     alternate(row, args.rounds, {kind: partial(per_call, kind, args.calls, args.repeats)
                                  for kind in ("luabroker", "orthanc")})
-    row.note = f"{args.calls} calls per script, median of {args.repeats} pairs per round"
 
 
 def run_http(row: Row, args: argparse.Namespace, with_filter: bool) -> None:
@@ -99,7 +109,10 @@ def run_http(row: Row, args: argparse.Namespace, with_filter: bool) -> None:
 
 
 def run_recovery(row: Row, args: argparse.Namespace) -> None:
-    median, row.note = recovery_ms(args.recovery_rounds)
+    try:
+        median, row.note = recovery_ms(args.recovery_rounds)
+    except Exception as error:  # a timeout of the module: reported, the table still written
+        median, row.note = None, f"not measured: bench/sandbox_recovery.py failed: {str(error)[:300]}"
     if median is not None:
         row.luabroker.append(median)
     print(f"  recovery: {row.note}", flush=True)

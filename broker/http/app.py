@@ -1,21 +1,23 @@
 """The HTTP application, assembled in plain sight.
 
-Middleware, outermost first: remote access → HTTP Basic authentication → ``IncomingHttpRequestFilter``
-→ one catch-all endpoint that turns the starlette request into a ``RestRequest`` and runs
-``RestApi.handle`` in the thread pool (handlers are plain blocking functions over the core). The
-body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``broker.http.body``).
+A plain ASGI chain, outermost first: starlette's ``ServerErrorMiddleware`` (an unexpected exception is a
+500) → remote access → HTTP Basic authentication → ``IncomingHttpRequestFilter`` → ``endpoint``, which
+turns the request into a ``RestRequest``, routes it (``RestApi.resolve``) and runs its handler: in a
+worker thread (``broker.http.threads``; handlers are plain blocking functions over the core), or on the
+event loop for the few routes marked ``inline`` (answered from memory). No starlette router: there is
+one endpoint, and its routing, exception and request layers cost as much as a small request.
+
+The body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``broker.http.body``).
 A JSON answer is turned into XML when the client asks for it (``broker.http.xml``).
 """
 from __future__ import annotations
 
 import json
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
@@ -28,17 +30,18 @@ from broker.http.auth import (
 )
 from broker.http.body import decoded_body, read_body
 from broker.http.errors import error_response
+from broker.http.threads import in_thread
 from broker.http.xml import json_to_xml, wants_xml
-from broker.rest.types import RestRequest
+from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
-METHODS = ["GET", "POST", "PUT", "DELETE"]
+METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
-def build_app(services: Services) -> Starlette:
+def build_app(services: Services) -> ASGIApp:
     config = services.config
 
-    async def endpoint(request: Request) -> Response:
+    async def answer(request: Request) -> Response:
         method = effective_method(request.scope)
         if method is None:
             return Response(b"", 400)
@@ -55,19 +58,25 @@ def build_app(services: Services) -> Starlette:
                                   request.headers.get("content-encoding", ""), services.store.bounds.inflate),
                 origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
             )
-            answer = await run_in_threadpool(services.rest.handle, rest_request)
+            call = services.rest.resolve(rest_request)
+            result: RestResponse = call.run() if call.inline else await in_thread(call.run)
         except (OrthancError, BareHttpStatus) as exc:
             return error_response(request, exc, config.http_describe_errors)
-        if answer.content_type == "application/json" and wants_xml(request.headers.get("accept", "")):
-            return Response(json_to_xml(json.loads(answer.body)), answer.status, headers=answer.headers,
+        if result.content_type == "application/json" and wants_xml(request.headers.get("accept", "")):
+            return Response(json_to_xml(json.loads(result.body)), result.status, headers=result.headers,
                             media_type="application/xml")
-        return Response(answer.body, answer.status, headers=answer.headers, media_type=answer.content_type)
+        return Response(result.body, result.status, headers=result.headers, media_type=result.content_type)
 
-    return Starlette(
-        routes=[Route("/{path:path}", endpoint, methods=METHODS)],
-        middleware=[
-            Middleware(RemoteAccessMiddleware, allowed=config.remote_access_allowed),
-            Middleware(BasicAuthMiddleware, enabled=config.authentication_enabled, users=config.registered_users),
-            Middleware(LuaHttpFilterMiddleware, scripts=services.scripts),
-        ],
-    )
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; there are no websockets
+            return
+        if scope["method"] not in METHODS:
+            response: Response = PlainTextResponse("Method Not Allowed", 405, headers={"Allow": ", ".join(METHODS)})
+        else:
+            response = await answer(Request(scope, receive))
+        await response(scope, receive, send)
+
+    app: ASGIApp = LuaHttpFilterMiddleware(endpoint, scripts=services.scripts)
+    app = BasicAuthMiddleware(app, enabled=config.authentication_enabled, users=config.registered_users)
+    app = RemoteAccessMiddleware(app, allowed=config.remote_access_allowed)
+    return ServerErrorMiddleware(app)

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
+from broker.http.threads import in_thread
 from broker.rest.router import routed_path
 from broker.scripting.filters import http_request_allowed
 
@@ -119,7 +119,7 @@ class LuaHttpFilterMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            allowed = await run_in_threadpool(
+            allowed = await in_thread(
                 http_request_allowed, self.scripts, method, path, client_ip(scope),
                 scope.get("state", {}).get("username", ""), headers.items())
         except (OrthancError, BareHttpStatus) as exc:
@@ -138,9 +138,11 @@ def effective_method(scope: Scope) -> str | None:
     way), or on a GET the ``_method`` argument (Ruby on Rails'). Only PUT and DELETE can be faked
     (any case); None for another value, which Orthanc answers with 400."""
     method: str = scope["method"]
-    override = Headers(scope=scope).get("x-http-method-override")
-    if not override and method == "GET":
-        arguments = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    override = next((value.decode("latin-1") for name, value in scope["headers"]
+                     if name.lower() == b"x-http-method-override"), None)
+    query: bytes = scope.get("query_string", b"")
+    if not override and method == "GET" and b"_method" in query:
+        arguments = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         override = next((value for key, value in arguments if key == "_method"), None)
     if not override:
         return method

@@ -4,19 +4,20 @@ starlette's ``Request.body()`` keeps every chunk, then joins them: two copies of
 (a 200 MiB upload peaked at 516 MiB; issue 7, finding 3). Here a body larger than
 ``MaximumHttpBodySize`` is refused with 413 as soon as that is known: from ``Content-Length`` before
 anything is read (a client that sent ``Expect: 100-continue`` then never sends the body), or when the
-bytes received pass it. The chunks go to a ``SpooledTemporaryFile`` that moves to disk past
-``SPOOL_THRESHOLD``, so the handler gets the one copy read back from it.
+bytes received pass it. The chunks are kept in memory up to ``SPOOL_THRESHOLD``, then go to a temporary
+file as they arrive, so the handler of a large body gets the one copy read back from it (and a request
+without a body creates no file).
 """
 from __future__ import annotations
 
 import tempfile
 import zlib
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from broker.core.bounds import MIB, InflateBound, InputTooLarge, inflate
 from broker.errors import ErrorCode, OrthancError
+from broker.http.threads import in_thread
 
 #: Bodies up to this size stay in memory (every JSON body, most single instances); larger ones are
 #: written to a temporary file (``TMPDIR``) as they arrive.
@@ -28,18 +29,29 @@ async def read_body(request: Request, maximum: int | None) -> bytes:
     declared = request.headers.get("content-length", "")
     if maximum is not None and declared.isdigit() and int(declared) > maximum:
         raise _too_large(int(declared), maximum)
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_THRESHOLD) as spool:
-        size = 0
+    chunks: list[bytes] = []
+    spool = None
+    size = 0
+    try:
         async for chunk in request.stream():
             size += len(chunk)
             if maximum is not None and size > maximum:
                 raise _too_large(None, maximum)
-            if size > SPOOL_THRESHOLD:
-                await run_in_threadpool(spool.write, chunk)  # on disk: not in the event loop
-            else:
-                spool.write(chunk)
+            if spool is None and size > SPOOL_THRESHOLD:
+                spool = tempfile.TemporaryFile()
+                await in_thread(spool.writelines, chunks)  # on disk: not in the event loop
+                chunks = []
+            if spool is not None:
+                await in_thread(spool.write, chunk)
+            elif chunk:
+                chunks.append(chunk)
+        if spool is None:
+            return b"".join(chunks)
         spool.seek(0)
-        return spool.read() if size <= SPOOL_THRESHOLD else await run_in_threadpool(spool.read)
+        return await in_thread(spool.read)
+    finally:
+        if spool is not None:
+            spool.close()
 
 
 def decoded_body(body: bytes, encoding: str, bound: InflateBound) -> bytes:

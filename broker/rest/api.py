@@ -1,40 +1,63 @@
 """``RestApi``: the one entry point of every REST call, from HTTP or from Lua."""
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
-from broker.rest.router import Route, RouteTable, join, routed_path
+from broker.rest.router import Route, RouteIndex, RouteTable, join, routed_path
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
+
+
+@dataclass(frozen=True)
+class Call:
+    """A routed request, ready to run: ``run()`` answers it. ``inline``: its handler answers from
+    memory, so the HTTP server may run it on its event loop rather than in a worker thread."""
+
+    run: Callable[[], RestResponse]
+    inline: bool = False
 
 
 class RestApi:
     def __init__(self, services: Services, tables: list[RouteTable]) -> None:
         self.services = services
         self.routes: list[Route] = join(tables)
+        self._index = RouteIndex(self.routes)
 
     def handle(self, request: RestRequest) -> RestResponse:
         """Route and run one call. Raises ``OrthancError`` or ``BareHttpStatus``; each door converts them
         its own way."""
+        return self.resolve(request).run()
+
+    def resolve(self, request: RestRequest) -> Call:
+        """The call that answers ``request``, found without running it: 405 when the path is served with
+        other methods, an automatic directory (``children``) for a GET that leads to routes, else 404."""
         allowed: list[str] = []
-        request = replace(request, path=routed_path(request.path))
-        for route in self.routes:
-            match = route.regex.match(request.path)
+        path = routed_path(request.path)
+        for route in self._index.candidates(path):
+            match = route.regex.match(path)
             if match is None:
                 continue
             if route.method != request.method:
                 allowed.append(route.method)
                 continue
-            result = route.handler(replace(request, params=match.groupdict()), self.services)
-            return result if isinstance(result, RestResponse) else RestResponse.json(result)
+            routed = RestRequest(request.method, path, request.query, request.headers, request.body, request.origin,
+                                 match.groupdict())
+            return Call(self._runner(route, routed), route.inline)
         if allowed:
-            raise BareHttpStatus(405, f"Method {request.method} not allowed on {request.path}",
+            raise BareHttpStatus(405, f"Method {request.method} not allowed on {path}",
                                  {"Allow": ",".join(dict.fromkeys(allowed))})
-        children = self.children(request.path) if request.method == "GET" else []
+        children = self.children(path) if request.method == "GET" else []
         if children:
-            return RestResponse.json(children)
+            return Call(lambda: RestResponse.json(children), inline=True)
         raise OrthancError(ErrorCode.UNKNOWN_RESOURCE)
+
+    def _runner(self, route: Route, request: RestRequest) -> Callable[[], RestResponse]:
+        def run() -> RestResponse:
+            result = route.handler(request, self.services)
+            return result if isinstance(result, RestResponse) else RestResponse.json(result)
+        return run
 
     def children(self, path: str) -> list[str]:
         """Orthanc's automatic directories: a GET of a path that is no resource but leads to some lists
@@ -49,4 +72,3 @@ class RestApi:
                 if not following.startswith("{"):
                     names.add(following)
         return sorted(names)
-

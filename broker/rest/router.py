@@ -4,6 +4,11 @@ Each REST module owns a ``RouteTable`` and registers its handlers with ``@routes
 A placeholder ``{name}`` matches one path segment, ``{name:path}`` the rest of the path.
 ``broker.rest.api.RestApi`` joins the tables. A handler is ``handler(request, services)`` and returns
 a ``RestResponse``, or a JSON-able value (answered as Orthanc-style JSON), or raises ``OrthancError``.
+A route registered ``inline=True`` answers from memory without blocking (``GET /system``): the HTTP
+server runs it on its event loop, without a worker thread.
+
+``RouteIndex`` finds the routes a path may match by its first segment, so a request tries a handful of
+regular expressions rather than every route's.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ class Route:
     pattern: str
     regex: re.Pattern[str]
     handler: Handler
+    inline: bool = False
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -37,17 +43,17 @@ class RouteTable:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self.routes.append(Route(method, pattern, compile_pattern(pattern), handler))
+    def add(self, method: str, pattern: str, handler: Handler, *, inline: bool = False) -> None:
+        self.routes.append(Route(method, pattern, compile_pattern(pattern), handler, inline))
 
-    def _decorator(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def _decorator(self, method: str, pattern: str, inline: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.add(method, pattern, handler)
+            self.add(method, pattern, handler, inline=inline)
             return handler
         return register
 
-    def get(self, pattern: str) -> Callable[[Handler], Handler]:
-        return self._decorator("GET", pattern)
+    def get(self, pattern: str, *, inline: bool = False) -> Callable[[Handler], Handler]:
+        return self._decorator("GET", pattern, inline)
 
     def post(self, pattern: str) -> Callable[[Handler], Handler]:
         return self._decorator("POST", pattern)
@@ -61,6 +67,31 @@ class RouteTable:
 
 def join(tables: Iterable[RouteTable]) -> list[Route]:
     return [route for table in tables for route in table.routes]
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
+class RouteIndex:
+    """The routes by the first segment of their pattern, each list in registration order (the routes
+    whose first segment is a placeholder are in every list, where they belong in that order)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        def first(route: Route) -> str:
+            return _first_segment(route.pattern)
+
+        self._variable = [route for route in routes if first(route).startswith("{")]
+        self._by_first = {name: [route for route in routes if first(route) == name or first(route).startswith("{")]
+                          for name in {first(route) for route in routes} if name and not name.startswith("{")}
+        self._root = [route for route in routes if not first(route) or first(route).startswith("{")]
+
+    def candidates(self, path: str) -> list[Route]:
+        """The routes that may match ``path`` (a routed path), in registration order."""
+        first = _first_segment(path)
+        if not first:
+            return self._root
+        return self._by_first.get(first, self._variable)
 
 
 def routed_path(path: str) -> str:

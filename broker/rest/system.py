@@ -27,7 +27,7 @@ DATABASE_VERSION = 6
 MEGA_BYTES = 1024 * 1024
 
 
-@routes.get("/system")
+@routes.get("/system", inline=True)
 def get_system(request: RestRequest, services: Services) -> dict[str, Any]:
     config = services.config
     return {

@@ -145,12 +145,12 @@ for _category in LOG_CATEGORIES:
     _category_routes(_category)
 
 
-@routes.get("/tools/now")
+@routes.get("/tools/now", inline=True)
 def get_now(request: RestRequest, services: Services) -> RestResponse:
     return RestResponse.text(datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
 
 
-@routes.get("/tools/now-local")
+@routes.get("/tools/now-local", inline=True)
 def get_now_local(request: RestRequest, services: Services) -> RestResponse:
     return RestResponse.text(datetime.now().strftime("%Y%m%dT%H%M%S"))
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from broker import __version__
 from broker.core.levels import Level
 from broker.core.modify_request import ModifyRequest, read_boolean
 from broker.core.tags import DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME
@@ -43,20 +44,11 @@ DEFAULT_DICOM_VERSION = "2021b"
 ANONYMIZATION_SEQUENCE = "AnonymizationSequence"
 
 
-def software_version() -> str:
-    try:
-        from importlib import metadata
-
-        return metadata.version("luabroker")
-    except Exception:
-        return "0"
-
-
 def deidentification_method(version: str) -> str:
     """The DeidentificationMethod written by a profile (Orthanc's text, with this software's name)."""
     if version == "2008":
-        return f"luabroker {software_version()} - PS 3.15-2008 Table E.1-1"
-    return f"luabroker {software_version()} - PS 3.15-{version} Table E.1-1 Basic Profile"
+        return f"luabroker {__version__} - PS 3.15-2008 Table E.1-1"
+    return f"luabroker {__version__} - PS 3.15-{version} Table E.1-1 Basic Profile"
 
 
 @functools.lru_cache(maxsize=1)

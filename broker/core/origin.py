@@ -29,7 +29,7 @@ class Origin:
 
     @classmethod
     def lua(cls) -> Origin:
-        return cls(RequestOrigin.LUA, remote_ip="127.0.0.1")
+        return _LUA
 
     @classmethod
     def rest(cls, remote_ip: str, username: str = "") -> Origin:
@@ -56,3 +56,7 @@ class Origin:
     def from_dict(cls, data: dict[str, str]) -> Origin:
         return cls(RequestOrigin(data["RequestOrigin"]), data.get("RemoteIp", ""), data.get("RemoteAet", ""),
                    data.get("CalledAet", ""), data.get("Username", ""))
+
+
+#: Every call of a script has the same origin (an immutable value: one is enough).
+_LUA = Origin(RequestOrigin.LUA, remote_ip="127.0.0.1")

@@ -118,7 +118,7 @@ def _path_and_query(method: str, uri: str) -> tuple[str, dict[str, str]] | None:
         components.pop()
     if not path.startswith("/") or any(component in ("", ".", "..") for component in components):
         return None
-    return path, dict(parse_qsl(query, keep_blank_values=True))
+    return path, dict(parse_qsl(query, keep_blank_values=True)) if query else {}
 
 
 def _rest_call(ctx: CallContext, name: str, method: str, uri: str, body: bytes,

@@ -119,7 +119,7 @@ def run_recovery(row: Row, args: argparse.Namespace) -> None:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join((__doc__ or "").split("\n\n")[0].split()))
     parser.add_argument("--rows", default="ingest1,ingest4,lua-rest,http,http-filter,recovery",
                         help="comma-separated rows to run (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per row (default 3)")
@@ -130,7 +130,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recovery-rounds", type=int, default=20, help="kills for the recovery row (default 20)")
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                         help="write the table into docs/benchmarks.md (default: only when every row ran)")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md",
+                        help="the Markdown file whose section is replaced (default docs/benchmarks.md)")
     return parser.parse_args(argv)
 
 

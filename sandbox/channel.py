@@ -283,13 +283,14 @@ class SandboxChannel:
             self.process.release_pipes()
 
     def reap_if_exited(self) -> bool:
-        """Between calls: if the process has exited (killed from outside, by the kernel's OOM killer),
-        mark the channel dead and return True, so its owner restarts it before the next call needs it.
-        Never waits: a call in progress finds out by itself."""
+        """Between calls: if the process has exited or is about to (killed from outside, by the
+        kernel's OOM killer: a SIGKILL is pending), reap it, mark the channel dead and return True, so
+        its owner restarts it before the next call needs it. Never waits for a call in progress: that
+        call finds out by itself."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            if self._stack or self._failure is not None or not self.process.exited():
+            if self._stack or self._failure is not None or not self.process.doomed():
                 return False
             process = self.process
             process.kill()  # reaps it, and whatever is left of its group

@@ -371,6 +371,12 @@ class ChildProcess:
         except ChildProcessError:
             return True
 
+    def doomed(self) -> bool:
+        """Has the interpreter exited, or is a SIGKILL pending for it? A process killed while idle on a
+        busy machine may not run for milliseconds; until it does, it would still take the next frame
+        from its pipe and die with it, failing a call it never ran. Costs one read of /proc."""
+        return self.exited() or _kill_pending(self.interpreter_pid)
+
     def watch_fd(self) -> int | None:
         """A duplicate of the interpreter's pidfd (readable once it exits), owned by the caller; None
         when the kernel gave none or the child is already reaped."""
@@ -445,6 +451,22 @@ def wait_any(processes: Sequence[ChildProcess], timeout_s: float) -> None:
             time.sleep(timeout_s)
     finally:
         _close_fds([fd for fd in fds if fd is not None])
+
+
+def _kill_pending(pid: int) -> bool:
+    """Whether SIGKILL is pending for ``pid``, from the pending-signal field of ``/proc/<pid>/stat``
+    (a fatal signal is queued on every thread: the field shows it)."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+        return bool(int(fields[28]) & 1 << (signal.SIGKILL - 1))  # field 31: after ")" comes field 3
+    except (OSError, IndexError, ValueError):
+        return False
+    finally:
+        os.close(fd)
 
 
 def _readable(fds: Sequence[int], timeout_s: float) -> bool:

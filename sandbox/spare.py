@@ -146,7 +146,7 @@ class Spare:
             spare, self._ready = self._ready, None
         if spare is None:
             return None
-        if spare.channel.alive and not spare.process.exited():
+        if spare.channel.alive and not spare.process.doomed():
             return spare
         self._dropped(spare)
         return None

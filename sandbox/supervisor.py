@@ -43,8 +43,10 @@ log = logging.getLogger("sandbox.supervisor")
 STOP_GRACE_S = 1.0
 #: Bytes of a load frame that are not the script's source or chunk name (the message envelope).
 LOAD_FRAME_OVERHEAD = 64
-#: How often the supervisor looks whether an idle READY process is still there (killed from outside:
-#: restarted before the next call needs it, and the status page does not show a dead pid as ready).
+#: The longest the supervisor waits before it looks again whether an idle READY process (and the
+#: spare) is still there; their pidfds wake it at once when they die, so this only matters where the
+#: kernel gives no pidfd. A process killed from outside is restarted before the next call needs it,
+#: and the status page does not show a dead pid as ready.
 LIVENESS_CHECK_S = 1.0
 #: States in which the supervisor keeps a warm spare (once the sandbox has been READY).
 SPARE_STATES = frozenset({State.READY, State.BACKOFF, State.QUARANTINED})

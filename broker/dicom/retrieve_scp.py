@@ -54,7 +54,7 @@ from broker.config.network import Modality
 from broker.core.dicom_file import read_part10
 from broker.core.retrieve import NothingToRetrieve, Retrieval, instances_of, resolve_get, resolve_move
 from broker.dicom.negotiation import GET_SOP_CLASSES, MOVE_SOP_CLASSES
-from broker.dicom.permissions import CalledAetCheck, is_allowed
+from broker.dicom.permissions import is_allowed
 from broker.dicom.scu import DicomNetworkError, InstanceResult, sendable
 from broker.errors import OrthancError
 from broker.jobs.transfers import DicomModalityStoreJob
@@ -153,11 +153,7 @@ class RetrieveScp:
 
     @property
     def handlers(self) -> list[EventHandlerType]:
-        """``on_accepted``, and the check of ``DicomCheckCalledAet``, which these handlers carry because
-        the server binds them to every association it is asked for."""
-        config = self.services.config
-        check = CalledAetCheck(self.services.network, config.dicom_aet, config.network.check_called_aet)
-        return [(evt.EVT_ACCEPTED, self.on_accepted), *check.handlers]
+        return [(evt.EVT_ACCEPTED, self.on_accepted)]
 
     def on_accepted(self, event: evt.Event) -> None:
         """Serve this association's C-MOVE and C-GET requests here, everything else as pynetdicom does.

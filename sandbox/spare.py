@@ -30,6 +30,8 @@ log = logging.getLogger("sandbox.supervisor")
 
 #: Seconds before another attempt once a spare could not be prepared (or died while waiting).
 RETRY_S = 5.0
+#: Seconds between a (re)start and the preparation of the next spare.
+REFILL_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,11 @@ class Spare:
         self.failures = 0
 
     def open(self) -> None:
+        """Allow spares again, the first one ``REFILL_DELAY_S`` from now: the calls that waited for a
+        restart run first, without a spawn (a fork of the broker) beside them."""
         with self._lock:
             self._open = True
-            self._retry_at = 0.0
+            self._retry_at = time.monotonic() + REFILL_DELAY_S
 
     def close(self) -> None:
         with self._lock:

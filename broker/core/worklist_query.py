@@ -14,7 +14,8 @@ items that match the query's item, each reduced the same way.
 The query as a Lua script sees it (``IncomingWorklistRequestFilter``) is Orthanc's "short" JSON of the
 dataset: keys ``gggg,eeee``, values strings (null for an empty number), sequences as lists of objects,
 no private or binary tags. ``dataset_from_json`` rebuilds a query from such a table (keys may also be
-names), as Orthanc's ``ParsedDicomFile::CreateFromJson``.
+names), as Orthanc's ``ParsedDicomFile::CreateFromJson``. ``worklist_json`` shows an answer received by
+the worklist C-FIND SCU as Orthanc's REST API does.
 """
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from broker.core.dicom_file import element_text
-from broker.core.dicom_json import STRING_VRS
+from broker.core.dicom_json import STRING_VRS, Charset, JsonFormat, dataset_to_json
+from broker.core.dicom_parse import parse_dicom
 from broker.core.dictionary import public_entry
 from broker.core.elements import BINARY_VRS, dataset_of
 from broker.core.encodings import Encoding, encoding_of_term
@@ -162,6 +166,20 @@ def dataset_json(ds: Dataset, *, keep_private: bool = False) -> dict[str, Any]:
         elif element.VR not in BINARY_VRS and not isinstance(element.value, bytes):
             result[format_tag(tag)] = leaf_text(element)
     return result
+
+
+def worklist_json(answer: Dataset, fmt: JsonFormat, default_encoding: Encoding) -> dict[str, Any]:
+    """A worklist answer in a REST format, as Orthanc's ``DicomFindAnswers::ToJson`` (without the flags:
+    the private and binary values are left out), sequences included."""
+    kept = Dataset()
+    for element in answer:
+        if not is_private(int(element.tag)) and element.VR not in BINARY_VRS:
+            kept.add(element)
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    write_dataset(out, kept)
+    elements = parse_dicom(out.getvalue()).elements
+    return dataset_to_json(elements, fmt, Charset.of(elements, default_encoding))
 
 
 def dataset_from_json(table: Any, default_encoding: Encoding) -> Dataset:

@@ -30,7 +30,7 @@ modality's ``LocalAet``, else the one asked, else ``DicomAet``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -189,25 +189,58 @@ class FindScu:
         finally:
             scu.release(link)
 
+    def find_worklist(self, modality: Modality, query: Dataset, *, timeout: float | None = None) -> list[Dataset]:
+        """The answers of ``modality`` to a worklist ``query`` (Orthanc's ``FindWorklist``), whole: as
+        Orthanc keeps a worklist answer, with its sequences. The calling AET is the modality's
+        ``LocalAet``, else ``DicomAet``."""
+        scu = self.scu
+        remote = scu.remote(modality)
+        link = scu.associate(remote, remote.local_aet or scu.options.default_aet, CONTROL_PROPOSAL, timeout=timeout,
+                             operation="C-FIND")
+        answers: list[Dataset] = []
+        try:
+            if not any(cx.abstract_syntax == ModalityWorklistInformationFind for cx in link.assoc.accepted_contexts):
+                raise OrthancError(ErrorCode.DICOM_FIND_UNAVAILABLE, f"Remote AET is {remote.aet}")
+            pause_reactor(link.assoc)
+            responses = link.assoc.send_c_find(query, ModalityWorklistInformationFind)
+            check_find_status(final_status(responses, remote, "C-FIND", answers.append), remote)
+        finally:
+            scu.release(link)
+        return answers
+
     @staticmethod
     def _exchange(assoc: Association, remote: Modality, identifier: Dataset, model: str, level: Level,
                   encoding: Encoding) -> list[Answer]:
         answers: list[Answer] = []
         pause_reactor(assoc)
-        for status, found in assoc.send_c_find(identifier, model):
-            code = status.get("Status") if status else None
-            if code is None:
-                raise DicomNetworkError(f'DicomAssociation - C-FIND to AET "{remote.aet}": the association was '
-                                        "aborted, or no answer came within the timeout")
-            if code in _PENDING:
-                if found is not None:
-                    answers.append(_kept(read_answer(found, encoding), level, encoding))
-                continue
-            if code == 0x0000:
-                return answers
-            failed = f'C-FIND SCU to AET "{remote.aet}" has failed with DIMSE status 0x{code:04X}'
-            if code == _UNABLE_TO_PROCESS:
-                raise OrthancError(ErrorCode.NETWORK_PROTOCOL, failed + " (unable to process - invalid query ?)",
-                                   http_status=422)
-            raise OrthancError(ErrorCode.NETWORK_PROTOCOL, failed)
-        raise DicomNetworkError(f'C-FIND to AET "{remote.aet}": no final response')
+        check_find_status(final_status(assoc.send_c_find(identifier, model), remote, "C-FIND",
+                                       lambda found: answers.append(_kept(read_answer(found, encoding), level,
+                                                                         encoding))), remote)
+        return answers
+
+
+def final_status(responses: Iterator[tuple[Dataset, Dataset | None]], remote: Modality, operation: str,
+                 pending: Callable[[Dataset], object] | None = None) -> int:
+    """The final status of a C-FIND, C-MOVE or C-GET, each identifier of a pending response given to
+    ``pending``; ``DicomNetworkError`` when the association was lost or no answer came in time."""
+    for status, found in responses:
+        code = status.get("Status") if status else None
+        if code is None:
+            raise DicomNetworkError(f'DicomAssociation - {operation} to AET "{remote.aet}": the association was '
+                                    "aborted, or no answer came within the timeout")
+        if code not in _PENDING:
+            return int(code)
+        if found is not None and pending is not None:
+            pending(found)
+    raise DicomNetworkError(f'{operation} to AET "{remote.aet}": no final response')
+
+
+def check_find_status(code: int, remote: Modality) -> None:
+    """Orthanc's failure of a C-FIND that did not end in Success (0xC000: 422)."""
+    if code == 0x0000:
+        return
+    failed = f'C-FIND SCU to AET "{remote.aet}" has failed with DIMSE status 0x{code:04X}'
+    if code == _UNABLE_TO_PROCESS:
+        raise OrthancError(ErrorCode.NETWORK_PROTOCOL, failed + " (unable to process - invalid query ?)",
+                           http_status=422)
+    raise OrthancError(ErrorCode.NETWORK_PROTOCOL, failed)

@@ -53,11 +53,12 @@ from broker.dicom.find_scu import (
     CONTROL_PROPOSAL,
     GENERIC_SYNTAXES,
     LEVEL_NAMES,
+    final_status,
     identifier_of,
     without_universal_wildcards,
 )
 from broker.dicom.received import SUCCESS, store_received
-from broker.dicom.scu import DicomNetworkError, Link, StoreScu
+from broker.dicom.scu import Link, StoreScu
 from broker.dicom.sockets import pause_reactor
 from broker.errors import ErrorCode, OrthancError
 
@@ -71,8 +72,9 @@ log = logging.getLogger("luabroker.dicom")
 RETRIEVE_KEYS = {Level.PATIENT: (PATIENT_ID,), Level.STUDY: (STUDY_INSTANCE_UID,),
                  Level.SERIES: (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID),
                  Level.INSTANCE: (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
-_PENDING = (0xFF00, 0xFF01)
 _UNABLE_TO_PROCESS = 0xC000
+#: Orthanc accepts a final Pending (0xFF00) from a C-MOVE as well as Success.
+PENDING = 0xFF00
 _STORAGE_CLASSES = tuple(str(context.abstract_syntax) for context in StoragePresentationContexts)
 
 
@@ -135,8 +137,8 @@ class RetrieveScu:
             pause_reactor(link.assoc)
             responses = link.assoc.send_c_move(identifier, target_aet, StudyRootQueryRetrieveInformationModelMove,
                                                msg_id=link.next_message_id())
-            code = _final_status(responses, modality, "C-MOVE")
-        if code not in (SUCCESS, *_PENDING):
+            code = final_status(responses, modality, "C-MOVE")
+        if code not in (SUCCESS, PENDING):
             raise _failure("C-MOVE", modality, code, "resource not found ?")
         log.info('C-MOVE SCU: AET "%s" sent %s to AET "%s"', modality.aet, format_request(request), target_aet)
 
@@ -167,7 +169,7 @@ class RetrieveScu:
                                    f"remote SCP: Remote AET is {modality.aet}")
             pause_reactor(link.assoc)
             responses = link.assoc.send_c_get(identifier, model, msg_id=link.next_message_id())
-            code = _final_status(responses, modality, "C-GET")
+            code = final_status(responses, modality, "C-GET")
         if code != SUCCESS:
             raise _failure("C-GET", modality, code, "resource not found ?",
                            f"; {report.received} instance(s) received, {report.refused} refused here")
@@ -192,22 +194,6 @@ class RetrieveScu:
 
 def _accepts(link: Link, model: str) -> bool:
     return any(cx.abstract_syntax == model for cx in link.assoc.accepted_contexts)
-
-
-def _final_status(responses: Iterator[tuple[Dataset, Dataset | None]], modality: Modality, operation: str) -> int:
-    """The status of the last response; ``DicomNetworkError`` when the association was aborted or an
-    answer did not come within the timeout."""
-    code: int | None = None
-    for status, _ in responses:
-        code = status.get("Status") if status else None
-        if code is None:
-            raise DicomNetworkError(f'DicomAssociation - {operation} to AET "{modality.aet}": the association was '
-                                    "aborted, or no answer came within the timeout")
-        if code not in _PENDING:
-            return int(code)
-    if code is None:
-        raise DicomNetworkError(f'{operation} to AET "{modality.aet}": no response')
-    return int(code)
 
 
 def _failure(operation: str, modality: Modality, code: int, not_found: str, more: str = "") -> OrthancError:

@@ -17,6 +17,7 @@ from broker.core.dicom_json import JsonFormat
 from broker.core.origin import RequestOrigin
 from broker.core.tags import parse_tag
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
+from broker.json_fields import read_boolean
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse, dump_json
 from broker.services import Services
@@ -31,6 +32,14 @@ def json_format(request: RestRequest) -> JsonFormat:
     if "short" in request.query:
         return JsonFormat.SHORT
     return JsonFormat.FULL
+
+
+def body_format(body: dict[str, Any], default: JsonFormat) -> JsonFormat:
+    """Orthanc's ``GetDicomFormat`` of a POST body: ``Simplify``, ``Short`` or ``Full`` set to true."""
+    for name, fmt in (("Simplify", JsonFormat.HUMAN), ("Short", JsonFormat.SHORT), ("Full", JsonFormat.FULL)):
+        if name in body and read_boolean(body, name):
+            return fmt
+    return default
 
 
 def ignore_length(request: RestRequest) -> frozenset[int]:

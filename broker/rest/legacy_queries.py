@@ -10,6 +10,12 @@ is not run. A body that is not an object, or, below the patient level, a query t
 ``PatientID`` nor an ``AccessionNumber`` of more than 2 characters (and no ``StudyInstanceUID``, or no
 ``SeriesInstanceUID``, of more than 2), answers 400 with no body, as Orthanc (which answers nothing).
 The answers are listed by tag name, without their null, binary and private values.
+
+``POST /modalities/{name}/find-worklist``: a C-FIND on the worklist model with the query of the body
+(``{"Query": {tag: value}, "Full"|"Short"|"Simplify", "Timeout"}``, or the query itself, as before
+Orthanc 1.9.5), sequences as lists of objects, in the ``DefaultEncoding`` unless it names its
+``SpecificCharacterSet``. Each answer is shown whole, sequences included (by tag name unless asked),
+without its private and binary values.
 """
 from __future__ import annotations
 
@@ -33,8 +39,11 @@ from broker.core.tags import (
     is_private,
     parse_tag,
 )
+from broker.core.worklist_query import dataset_from_json, worklist_json
 from broker.dicom.find_scu import Answer
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
+from broker.json_fields import read_unsigned
+from broker.rest.instances import body_format
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
@@ -137,3 +146,20 @@ def _below(services: Services, name: str, body: dict[str, Any], answer: Answer, 
     tags = (PATIENT_ID,) if level is Level.STUDY else (PATIENT_ID, STUDY_INSTANCE_UID)
     fields = _merged(body, level) | {tag: value for tag in tags if (value := answer.get(tag)) is not None}
     return _find(services, name, level, fields)
+
+
+@routes.post("/modalities/{name}/find-worklist")
+def find_worklist(request: RestRequest, services: Services) -> Any:
+    body = request.json_object()
+    if body is None:
+        raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Must provide a JSON object")
+    encoding = services.store.default_encoding
+    fields = body["Query"] if "Query" in body else body
+    fmt = body_format(body, JsonFormat.HUMAN) if "Query" in body else JsonFormat.HUMAN
+    if isinstance(fields, dict) and encoding.term:  # Orthanc's CreateFromJson writes the encoding it uses
+        fields = {"SpecificCharacterSet": encoding.term, **fields}
+    query = dataset_from_json(fields, encoding)
+    modality = services.network.modality(request.params["name"])
+    timeout = read_unsigned(body, "Timeout") if "Timeout" in body else None
+    return [worklist_json(answer, fmt, encoding) for answer in
+            services.find_scu.find_worklist(modality, query, timeout=timeout or None)]

@@ -30,7 +30,8 @@ from broker.dicom.queries import StoredQuery
 from broker.dicom.retrieve_scu import RETRIEVE_KEYS
 from broker.errors import ErrorCode, OrthancError
 from broker.jobs.retrievals import DicomGetScuJob, DicomMoveScuJob, RetrieveJob
-from broker.json_fields import integer_field, read_boolean, read_unsigned, string_field
+from broker.json_fields import integer_field, read_unsigned, string_field
+from broker.rest.instances import body_format
 from broker.rest.job_options import job_mode
 from broker.rest.jobs import submit
 from broker.rest.router import RouteTable
@@ -42,14 +43,6 @@ routes = RouteTable()
 #: What Orthanc keeps of an answer to retrieve it (``DicomMoveScuJob::AddFindAnswer``).
 _ANSWER_KEYS = (QUERY_RETRIEVE_LEVEL, ACCESSION_NUMBER,
                 *dict.fromkeys(tag for keys in RETRIEVE_KEYS.values() for tag in keys))
-
-
-def body_format(body: dict[str, Any], default: JsonFormat) -> JsonFormat:
-    """Orthanc's ``GetDicomFormat`` of a POST body: ``Simplify``, ``Short`` or ``Full`` set to true."""
-    for name, fmt in (("Simplify", JsonFormat.HUMAN), ("Short", JsonFormat.SHORT), ("Full", JsonFormat.FULL)):
-        if name in body and read_boolean(body, name):
-            return fmt
-    return default
 
 
 def _resources(body: list[Any], level: Level) -> list[dict[int, str | None]]:

@@ -121,6 +121,37 @@ def file_meta(sop_class: str | None, sop_instance: str | None, transfer_syntax: 
     return meta
 
 
+def file_meta_bytes(sop_class: str | None, sop_instance: str, transfer_syntax: str) -> bytes:
+    """``file_meta(...)`` encoded as pydicom's ``write_file_meta_info`` encodes it (explicit VR little
+    endian, with its group length), byte for byte, without building a dataset: the C-STORE SCP writes one
+    per received instance, and pydicom took about a millisecond for it.
+
+    Raises ``ValueError`` for an empty ``sop_instance``, as ``write_file_meta_info`` does."""
+    if not sop_instance:
+        raise ValueError("The file meta information needs a Media Storage SOP Instance UID")
+    body = b"".join((
+        b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01",
+        _short_element(0x0002, "UI", _padded(sop_class or UNKNOWN_SOP_CLASS, b"\x00")),
+        _short_element(0x0003, "UI", _padded(sop_instance, b"\x00")),
+        _short_element(0x0010, "UI", _padded(transfer_syntax, b"\x00")),
+        _META_IMPLEMENTATION))
+    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    value = text.encode("ascii")
+    return value + pad if len(value) % 2 else value
+
+
+def _short_element(element: int, vr: str, value: bytes) -> bytes:
+    """A group 0002 element of a VR with a 2-byte length, explicit VR little endian."""
+    return struct.pack("<HH2sH", 0x0002, element, vr.encode(), len(value)) + value
+
+
+_META_IMPLEMENTATION = (_short_element(0x0012, "UI", _padded(IMPLEMENTATION_CLASS_UID, b"\x00"))
+                        + _short_element(0x0013, "SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")))
+
+
 def write_dataset(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     """The dataset as a DICOM file with a fresh file meta information group.
 

@@ -14,12 +14,10 @@ import logging
 from io import BytesIO
 from typing import TYPE_CHECKING, cast
 
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from broker.core.dicom_file import file_meta
+from broker.core.dicom_file import file_meta_bytes
 from broker.core.origin import Origin
 from broker.errors import ErrorCode, OrthancError, RefusedByFilter
 
@@ -31,6 +29,7 @@ log = logging.getLogger("luabroker.dicom")
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+_PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 def status_for(exc: Exception) -> int:
@@ -44,17 +43,14 @@ def status_for(exc: Exception) -> int:
 def part10_bytes(event: evt.Event) -> bytes:
     """The received instance as a DICOM file: preamble, ``DICM``, file meta, the raw dataset.
 
-    The file meta is this implementation's (``dicom_file.file_meta``), not pynetdicom's, so that a
-    file stored by C-STORE has the layout of the same file stored by Orthanc (``PixelDataOffset``).
+    The file meta is this implementation's (``dicom_file.file_meta_bytes``), not pynetdicom's
+    (``event.file_meta`` would build and deep-copy a dataset), so that a file stored by C-STORE has the
+    layout of the same file stored by Orthanc (``PixelDataOffset``).
     """
     request = cast(C_STORE, event.request)  # the handler of EVT_C_STORE only
-    meta = file_meta(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
-                     event.context.transfer_syntax)
-    buffer = DicomBytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    buffer.write(cast(BytesIO, request.DataSet).getvalue())
-    return buffer.getvalue()
+    meta = file_meta_bytes(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID or "",
+                           event.context.transfer_syntax)
+    return b"".join((_PREAMBLE, meta, cast(BytesIO, request.DataSet).getvalue()))
 
 
 def store_received(store: Store, event: evt.Event, origin: Origin) -> int:

@@ -47,8 +47,9 @@ def execute_script(request: RestRequest, services: Services) -> RestResponse:
 @routes.get("/lua/status")
 def lua_status(request: RestRequest, services: Services) -> Any:
     """The loaded version (SHA-256 of the sources), quarantine, failure policies, every sandbox
-    process (pid, role, state, restarts, last error, limits, ``Version``), replaced versions still
-    finishing their calls, the last reload, and the event queue."""
+    process (pid, role, state, restarts, last error, limits, ``Version``; its memory, its last
+    (re)start and its warm spare), replaced versions still finishing their calls, the last reload,
+    and the event queue."""
     return {**services.scripts.overview(), "Events": services.store.outbox.counts()}
 
 

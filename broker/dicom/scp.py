@@ -22,7 +22,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.origin import Origin
 from broker.dicom.permissions import CalledAetCheck
-from broker.dicom.received import store_received
+from broker.dicom.received import RECEIVER_HANDLERS, store_received
 from broker.dicom.retrieve_scp import RetrieveScp
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS
@@ -58,7 +58,7 @@ class StoreScp:
         handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store),
                                             (evt.EVT_C_FIND, c_find_handler(self.services)), *slots.handlers,
                                             *self.services.dicom_contexts.handlers,
-                                            *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS,
+                                            *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS, *RECEIVER_HANDLERS,
                                             *CalledAetCheck(self.services.network, config.dicom_aet,
                                                             config.network.check_called_aet).handlers]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)

@@ -23,6 +23,7 @@ import uvicorn
 from broker.config import Config
 from broker.core.attachments import Attachments, ContentTypes
 from broker.core.compression import NONE, ZLIB
+from broker.core.lease import CoordinatorLease
 from broker.core.stability import StabilityMonitor
 from broker.core.store import Store
 from broker.dicom.find_scu import FindScu
@@ -89,6 +90,9 @@ STARTER_JOIN_S = 90
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Before the index is opened: one server per storage directory (broker/core/lease.py).
+        self.lease = CoordinatorLease(config.storage_directory)
+        self.lease.acquire()
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
                       default_encoding=config.default_encoding, limits=config.storage_limits,
                       store_md5=config.store_md5, stable_age=config.stable_age)
@@ -241,6 +245,7 @@ class Server:
         self.services.peers.close()
         self.services.lua_http.close()
         self.services.store.close()
+        self.lease.release()
         log.warning("luabroker has stopped")
 
 

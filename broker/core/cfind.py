@@ -111,9 +111,11 @@ class FindRequest:
 
 @dataclass(frozen=True)
 class FindAnswers:
+    """What a C-FIND SCP answers, on the query/retrieve models or on the worklists."""
+
     #: Each answer: tag → text, or, for a sequence, its items (short JSON).
     answers: list[dict[int, Any]]
-    #: False when more resources matched than the limit let through.
+    #: False when more matched than the limit let through (``LimitFindResults``, ``LimitAnswers``...).
     complete: bool
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from broker.core.cfind import FindAnswers
 from broker.core.dicom_file import file_meta, read_dataset
 from broker.core.dicom_parse import DicomFormatError, parse_dicom
 from broker.core.encodings import ENCODINGS
@@ -33,14 +33,6 @@ MODALITY = 0x00080060
 SCHEDULED_PROCEDURE_STEP_START_DATE = 0x00400002
 
 log = logging.getLogger("luabroker.dicom")
-
-
-@dataclass(frozen=True)
-class WorklistAnswers:
-    #: Each answer: tag → text, or, for a sequence, its items (short JSON).
-    answers: list[dict[int, Any]]
-    #: False when ``LimitAnswers`` cut the answers.
-    complete: bool
 
 
 def check_id(worklist_id: str) -> str:
@@ -63,7 +55,7 @@ class WorklistFolder:
                                f"Inexistent folder while scanning for worklists: {self.folder} ({exc})") from None
         return [path for path in entries if path.suffix.lower() == EXTENSION and path.is_file()]
 
-    def find(self, matcher: WorklistMatcher, answers: WorklistMatcher, limit: int) -> WorklistAnswers:
+    def find(self, matcher: WorklistMatcher, answers: WorklistMatcher, limit: int) -> FindAnswers:
         """The worklists that ``matcher`` matches, each reduced to the tags of ``answers`` (the query
         before ``FilterIssuerAet`` restricted it, as in Orthanc), without SOPInstanceUID (Orthanc's
         ``DicomFindAnswers`` removes it to answer as DCMTK's ``wlmscpfs``). With a limit, as Orthanc's
@@ -77,9 +69,9 @@ class WorklistFolder:
             answer.pop(SOP_INSTANCE_UID, None)
             found.append(answer)
             if limit and len(found) > limit:
-                return WorklistAnswers(found, complete=False)
+                return FindAnswers(found, complete=False)
         log.info("Worklist C-FIND: %d match(es) in %s", len(found), self.folder)
-        return WorklistAnswers(found, complete=True)
+        return FindAnswers(found, complete=True)
 
     @staticmethod
     def _read(path: Path) -> Dataset | None:

@@ -87,7 +87,12 @@ def read_query(identifier: Dataset) -> tuple[dict[int, str], tuple[int, ...]]:
 
 
 class FindScp:
-    """The handler of ``EVT_C_FIND`` for the DICOM server."""
+    """The handler of ``EVT_C_FIND`` for the query/retrieve models; ``broker.dicom.worklist_scp`` serves
+    the worklist model with the same handler, another permission and another search (``find``)."""
+
+    #: The modality's permission, the option that allows every caller, and the name in the logs.
+    permission, always_option, always_name, label = ("allow_find", "dicom_always_allow_find",
+                                                      "DicomAlwaysAllowFind", "C-FIND")
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -95,10 +100,10 @@ class FindScp:
     def handle_find(self, event: evt.Event) -> Iterator[Response]:
         assoc = event.assoc
         remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
-        if not is_allowed(self.services.network, remote_aet, "allow_find",
-                          always=self.services.config.dicom_always_allow_find, remote_ip=remote_ip):
-            log.warning("C-FIND from AET %s on IP %s refused: not allowed by DicomModalities "
-                        "(nor DicomAlwaysAllowFind); aborting the association", remote_aet, remote_ip)
+        if not is_allowed(self.services.network, remote_aet, self.permission,
+                          always=getattr(self.services.config, self.always_option), remote_ip=remote_ip):
+            log.warning("%s from AET %s on IP %s refused: not allowed by DicomModalities (nor %s); aborting "
+                        "the association", self.label, remote_aet, remote_ip, self.always_name)
             assoc.abort()
             yield UNABLE_TO_PROCESS, None
             return
@@ -110,14 +115,14 @@ class FindScp:
             found = self.find(event, remote_aet, remote_ip)
         except Exception as exc:  # every failure is Orthanc's status, never a dropped association
             (log.warning if isinstance(exc, OrthancError) else log.exception)(
-                "C-FIND from %s failed with status 0x%04X: %s", remote_aet, UNABLE_TO_PROCESS, exc)
+                "%s from %s failed with status 0x%04X: %s", self.label, remote_aet, UNABLE_TO_PROCESS, exc)
             yield UNABLE_TO_PROCESS, None
             return
         encoding = self.services.store.default_encoding
         for answer in found.answers:
             yield PENDING, dataset_of(answer, encoding, permissive=True)
         if not found.complete:
-            log.warning("Too many results for an incoming C-FIND query")
+            log.warning("Too many results for an incoming %s query", self.label)
         yield (SUCCESS if found.complete else MATCHING_TERMINATED), None
 
     def find(self, event: evt.Event, remote_aet: str, remote_ip: str) -> FindAnswers:

@@ -30,21 +30,11 @@ from typing import TYPE_CHECKING
 
 from pynetdicom import evt
 
-from broker.core.elements import dataset_of
+from broker.core.cfind import FindAnswers
 from broker.core.worklist_query import WorklistMatcher, fix_query, restricted_to_issuer
-from broker.core.worklists import WorklistAnswers, WorklistFolder
-from broker.dicom.find_scp import (
-    MATCHING_TERMINATED,
-    PENDING,
-    SUCCESS,
-    UNABLE_TO_PROCESS,
-    FindScp,
-    Response,
-    honour_cancel,
-)
+from broker.core.worklists import WorklistFolder
+from broker.dicom.find_scp import FindScp, Response
 from broker.dicom.negotiation import WORKLIST_SOP_CLASS
-from broker.dicom.permissions import is_allowed
-from broker.errors import OrthancError
 from broker.scripting.filters import filtered_worklist_query
 
 if TYPE_CHECKING:
@@ -55,41 +45,13 @@ log = logging.getLogger("luabroker.dicom")
 FindHandler = Callable[[evt.Event], Iterator[Response]]
 
 
-class WorklistScp:
+class WorklistScp(FindScp):
     """The handler of ``EVT_C_FIND`` on the Modality Worklist model."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    permission, always_option, always_name, label = ("allow_find_worklist", "dicom_always_allow_find_worklist",
+                                                      "DicomAlwaysAllowFindWorklist", "Worklist C-FIND")
 
-    def handle_find(self, event: evt.Event) -> Iterator[Response]:
-        assoc = event.assoc
-        remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
-        if not is_allowed(self.services.network, remote_aet, "allow_find_worklist",
-                          always=self.services.config.dicom_always_allow_find_worklist, remote_ip=remote_ip):
-            log.warning("Worklist C-FIND from AET %s on IP %s refused: not allowed by DicomModalities "
-                        "(nor DicomAlwaysAllowFindWorklist); aborting the association", remote_aet, remote_ip)
-            assoc.abort()
-            yield UNABLE_TO_PROCESS, None
-            return
-        yield from honour_cancel(event, self.responses(event, remote_aet, remote_ip))
-
-    def responses(self, event: evt.Event, remote_aet: str, remote_ip: str) -> Iterator[Response]:
-        """Every response, the final one included; the query runs when the first is asked for."""
-        try:
-            found = self.find(event, remote_aet, remote_ip)
-        except Exception as exc:  # every failure is Orthanc's status, never a dropped association
-            (log.warning if isinstance(exc, OrthancError) else log.exception)(
-                "Worklist C-FIND from %s failed with status 0x%04X: %s", remote_aet, UNABLE_TO_PROCESS, exc)
-            yield UNABLE_TO_PROCESS, None
-            return
-        encoding = self.services.store.default_encoding
-        for answer in found.answers:
-            yield PENDING, dataset_of(answer, encoding, permissive=True)
-        if not found.complete:
-            log.warning("Too many results for an incoming worklist C-FIND query")
-        yield (SUCCESS if found.complete else MATCHING_TERMINATED), None
-
-    def find(self, event: evt.Event, remote_aet: str, remote_ip: str) -> WorklistAnswers:
+    def find(self, event: evt.Event, remote_aet: str, remote_ip: str) -> FindAnswers:
         services, config = self.services, self.services.config
         settings, encoding = config.worklists, services.store.default_encoding
         assert settings.database is not None  # the model is accepted only when the worklists are enabled

@@ -154,3 +154,26 @@ def test_status_shows_the_memory_of_every_process_and_the_last_start(make_sandbo
         assert status["wrapper_pid"] in [p["pid"] for p in memory["processes"]]
     spare = warm_spare(sandbox)
     assert spare["memory"]["processes"][0]["pid"] == spare["pid"] and spare["ready_s"] > 0
+
+
+def test_the_spare_is_isolated_and_limited_as_the_serving_process(make_sandbox):
+    sandbox = make_sandbox("x = 1", shim=SHIM)
+    sandbox.start()
+    spare = warm_spare(sandbox)
+    serving = sandbox.status()
+
+    def limits(pid: int) -> str:
+        with open(f"/proc/{pid}/limits") as f:
+            return f.read()
+
+    def view(pid: int) -> dict[str, str]:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        namespaces = {kind: os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+                      for kind in ("net", "mnt", "pid", "user", "ipc", "uts")}
+        return {"Uid": fields["Uid"], "Gid": fields["Gid"], "Seccomp": fields.get("Seccomp", ""),
+                "NoNewPrivs": fields.get("NoNewPrivs", ""), "CapEff": fields["CapEff"], **namespaces}
+
+    assert limits(spare["pid"]) == limits(serving["pid"])
+    assert view(spare["pid"]) == view(serving["pid"])
+    assert (spare["wrapper_pid"] is None) == (serving["wrapper_pid"] is None)

@@ -14,63 +14,34 @@ no answer) is a transient ``TransferError``, retried with backoff by an asynchro
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from broker.config.network import Modality
 from broker.core.dicom_json import JsonFormat, map_to_json
 from broker.core.tags import SPECIFIC_CHARACTER_SET, format_tag, parse_tag
-from broker.errors import OrthancError
-from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
+from broker.jobs.commands import CommandsJob
+from broker.jobs.model import JobContext, job_type
 
 #: A command: a map of tags (Orthanc's ``DicomMap``) that names one resource.
 Command = dict[int, str | None]
 
 
-class RetrieveJob(Job):
+class RetrieveJob(CommandsJob[Command]):
     """The commands of a C-MOVE or C-GET to ``modality``, calling as ``local_aet``."""
 
     def __init__(self, modality: Modality, local_aet: str, commands: Iterable[Mapping[int, str | None]], *,
                  timeout: float | None = None, query_format: JsonFormat = JsonFormat.SHORT,
-                 permissive: bool = False, position: int = 0, failed: int = 0,
+                 permissive: bool = False, position: int = 0, failed: Iterable[Command] = (),
                  description: str = "REST API") -> None:
-        self._lock = threading.Lock()
+        # Orthanc removes the SpecificCharacterSet its DicomMap → dataset conversion adds.
+        super().__init__([{tag: value for tag, value in command.items() if tag != SPECIFIC_CHARACTER_SET}
+                          for command in commands], permissive=permissive, position=position, failed=failed)
         self.modality = modality
         self.local_aet = local_aet
-        # Orthanc removes the SpecificCharacterSet its DicomMap → dataset conversion adds.
-        self.commands = [{tag: value for tag, value in command.items() if tag != SPECIFIC_CHARACTER_SET}
-                         for command in commands]
         self.timeout = timeout
         self.query_format = query_format
-        self.permissive = permissive
-        self.position = position
-        self.failed = failed
         self.description = description
-
-    def run(self, context: JobContext, command: Command) -> None:
-        raise NotImplementedError
-
-    def step(self, context: JobContext) -> StepResult:
-        with self._lock:
-            if self.position >= len(self.commands):
-                return StepResult.success()
-            command = self.commands[self.position]
-        try:
-            self.run(context, command)
-        except (OrthancError, TransferError):
-            if not self.permissive:
-                raise
-            with self._lock:
-                self.failed += 1
-        with self._lock:
-            self.position += 1
-            done = self.position >= len(self.commands)
-        return StepResult.success() if done else StepResult.proceed()
-
-    def progress(self) -> float:
-        with self._lock:
-            return 1.0 if not self.commands else self.position / len(self.commands)
 
     def content(self) -> dict[str, Any]:
         return {"Description": self.description, "LocalAet": self.local_aet, "RemoteAet": self.modality.aet,
@@ -79,19 +50,27 @@ class RetrieveJob(Job):
     def serialize(self) -> dict[str, Any]:
         with self._lock:
             return {"Remote": self.modality.to_json(), "LocalAet": self.local_aet, "Timeout": self.timeout,
-                    "Commands": [{format_tag(tag): value for tag, value in command.items()}
-                                 for command in self.commands],
+                    "Commands": [_saved(command) for command in self.commands],
                     "QueryFormat": self.query_format.value, "Permissive": self.permissive,
-                    "Position": self.position, "Failed": self.failed, "Description": self.description}
+                    "Position": self.position, "Failed": [_saved(command) for command in self.failed],
+                    "Description": self.description}
 
     @staticmethod
     def base_options(data: dict[str, Any]) -> dict[str, Any]:
         return {"modality": Modality.parse(data["Remote"]), "local_aet": data["LocalAet"],
-                "commands": [{parse_tag(key): value for key, value in command.items()}
-                             for command in data["Commands"]],
+                "commands": [_loaded(command) for command in data["Commands"]],
                 "timeout": data.get("Timeout"), "query_format": JsonFormat(data.get("QueryFormat", "short")),
                 "permissive": bool(data.get("Permissive", False)), "position": int(data.get("Position", 0)),
-                "failed": int(data.get("Failed", 0)), "description": data.get("Description", "REST API")}
+                "failed": [_loaded(command) for command in data.get("Failed", [])],
+                "description": data.get("Description", "REST API")}
+
+
+def _saved(command: Command) -> dict[str, str | None]:
+    return {format_tag(tag): value for tag, value in command.items()}
+
+
+def _loaded(saved: dict[str, str | None]) -> Command:
+    return {parse_tag(key): value for key, value in saved.items()}
 
 
 @job_type

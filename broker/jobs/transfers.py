@@ -2,77 +2,55 @@
 and the asynchronous C-MOVE of ``broker.dicom.retrieve_scp``) and ``OrthancPeerStore``
 (``POST /peers/{name}/store``). Each step sends one instance.
 
-As Orthanc's ``SetOfInstancesJob``: the named resources (patients, studies, series, instances) are
-expanded to their instances when the job is created; a failed instance fails the job, unless
-``Permissive`` (then it is counted in ``FailedInstancesCount`` and the job goes on). Unlike Orthanc,
-a transient failure is retried with backoff first (see ``broker.jobs.engine``), and a resubmitted
-job resumes at the instance that failed instead of sending everything again.
+As Orthanc's ``SetOfInstancesJob`` (``broker.jobs.commands``, an instance per command): the named
+resources (patients, studies, series, instances) are expanded to their instances when the job is
+created; a failed instance fails the job, unless ``Permissive`` (then it is counted in
+``FailedInstancesCount`` and the job goes on). Unlike Orthanc, a transient failure is retried with
+backoff first (see ``broker.jobs.engine``), and a resubmitted job resumes at the instance that failed
+instead of sending everything again.
 """
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from broker.core.dicom_file import CannotTranscode, transcoded
-from broker.errors import OrthancError
-from broker.jobs.model import Job, JobContext, StepResult, TransferError, job_type
+from broker.jobs.commands import CommandsJob
+from broker.jobs.model import JobContext, job_type
 
 MEGA_BYTES = 1024 * 1024
 log = logging.getLogger("luabroker.jobs")
 
 
-class InstancesJob(Job):
-    """Sends ``instances`` one per step; ``parents`` are the resources the request named."""
+class InstancesJob(CommandsJob[str]):
+    """Sends its commands, instance ids, one per step; ``parents`` are the resources the request named."""
 
     description = "REST API"
 
     def __init__(self, instances: Iterable[str], parents: Iterable[str] = (), *, permissive: bool = False,
                  position: int = 0, failed: Iterable[str] = (), description: str = "REST API") -> None:
-        self._lock = threading.Lock()
-        self.instances = list(instances)
+        super().__init__(instances, permissive=permissive, position=position, failed=failed)
         self.parents = list(parents)
-        self.permissive = permissive
-        self.position = position
-        self.failed = list(failed)
         self.description = description
 
     def send(self, context: JobContext, instance_id: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def step(self, context: JobContext) -> StepResult:
-        with self._lock:
-            if self.position >= len(self.instances):
-                return StepResult.success()
-            instance_id = self.instances[self.position]
-        try:
-            data, _ = context.services.store.read_instance(instance_id)
-            self.send(context, instance_id, data)
-        except (OrthancError, TransferError):
-            if not self.permissive:
-                raise
-            with self._lock:
-                self.failed.append(instance_id)
-        with self._lock:
-            self.position += 1
-            done = self.position >= len(self.instances)
-        return StepResult.success() if done else StepResult.proceed()
-
-    def progress(self) -> float:
-        with self._lock:
-            return 1.0 if not self.instances else self.position / len(self.instances)
+    def run(self, context: JobContext, instance_id: str) -> None:
+        data, _ = context.services.store.read_instance(instance_id)
+        self.send(context, instance_id, data)
 
     def base_content(self) -> dict[str, Any]:
         content: dict[str, Any] = {"Description": self.description, "FailedInstancesCount": len(self.failed),
-                                   "InstancesCount": len(self.instances)}
+                                   "InstancesCount": len(self.commands)}
         if self.parents:
             content["ParentResources"] = list(self.parents)
         return content
 
     def base_serialize(self) -> dict[str, Any]:
         with self._lock:
-            return {"Instances": list(self.instances), "ParentResources": list(self.parents),
+            return {"Instances": list(self.commands), "ParentResources": list(self.parents),
                     "Permissive": self.permissive, "Position": self.position, "FailedInstances": list(self.failed),
                     "Description": self.description}
 

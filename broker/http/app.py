@@ -1,10 +1,12 @@
 """The HTTP application, assembled in plain sight.
 
 A plain ASGI chain, outermost first: starlette's ``ServerErrorMiddleware`` (an unexpected exception is a
-500) → remote access → HTTP Basic authentication → ``IncomingHttpRequestFilter`` → ``endpoint``, which
-turns the request into a ``RestRequest``, routes it (``RestApi.resolve``) and runs its handler: in a
-worker thread (``broker.http.threads``; handlers are plain blocking functions over the core), or on the
-event loop for the few routes marked ``inline`` (answered from memory). No starlette router: there is
+500) → remote access → HTTP Basic authentication → ``endpoint``, which asks ``IncomingHttpRequestFilter``
+(``broker.http.auth.LuaHttpFilter``), turns the request into a ``RestRequest``, routes it
+(``RestApi.resolve``) and runs its handler: in a worker thread (``broker.http.threads``; handlers are
+plain blocking functions over the core), or on the event loop for the few routes marked ``inline``
+(answered from memory). The filter runs in the handler's worker thread, just before it, when the request
+has no body; before the body is read when it has one. No starlette router: there is
 one endpoint, and its routing, exception and request layers cost as much as a small request.
 
 The body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``broker.http.body``).
@@ -13,6 +15,7 @@ A JSON answer is turned into XML when the client asks for it (``broker.http.xml`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
@@ -23,7 +26,7 @@ from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.auth import (
     BasicAuthMiddleware,
-    LuaHttpFilterMiddleware,
+    LuaHttpFilter,
     RemoteAccessMiddleware,
     client_ip,
     effective_method,
@@ -32,6 +35,7 @@ from broker.http.body import decoded_body, read_body
 from broker.http.errors import error_response
 from broker.http.threads import in_thread
 from broker.http.xml import json_to_xml, wants_xml
+from broker.rest.api import RestApi
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
@@ -45,6 +49,12 @@ def build_app(services: Services) -> ASGIApp:
         method = effective_method(request.scope)
         if method is None:
             return Response(b"", 400)
+        gate = http_filter.gate(request.scope, method)
+        if gate is not None and _has_body(request):  # refused before its body is read
+            refused = await in_thread(gate)
+            if refused is not None:
+                return refused
+            gate = None
         query: dict[str, str] = {}
         for key, value in request.query_params.multi_items():
             query.setdefault(key, value)
@@ -58,8 +68,14 @@ def build_app(services: Services) -> ASGIApp:
                                   request.headers.get("content-encoding", ""), services.store.bounds.inflate),
                 origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
             )
-            call = services.rest.resolve(rest_request)
-            result: RestResponse = call.run() if call.inline else await in_thread(call.run)
+            if gate is not None:
+                outcome = await in_thread(_gated, gate, services.rest, rest_request)
+                if isinstance(outcome, Response):
+                    return outcome
+                result = outcome
+            else:
+                call = services.rest.resolve(rest_request)
+                result = call.run() if call.inline else await in_thread(call.run)
         except (OrthancError, BareHttpStatus) as exc:
             return error_response(request, exc, config.http_describe_errors)
         if result.content_type == "application/json" and wants_xml(request.headers.get("accept", "")):
@@ -76,7 +92,17 @@ def build_app(services: Services) -> ASGIApp:
             response = await answer(Request(scope, receive))
         await response(scope, receive, send)
 
-    app: ASGIApp = LuaHttpFilterMiddleware(endpoint, scripts=services.scripts)
-    app = BasicAuthMiddleware(app, enabled=config.authentication_enabled, users=config.registered_users)
+    http_filter = LuaHttpFilter(services.scripts)
+    app: ASGIApp = BasicAuthMiddleware(endpoint, enabled=config.authentication_enabled, users=config.registered_users)
     app = RemoteAccessMiddleware(app, allowed=config.remote_access_allowed)
     return ServerErrorMiddleware(app)
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    return headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+
+
+def _gated(gate: Callable[[], Response | None], rest: RestApi, request: RestRequest) -> Response | RestResponse:
+    """The filter's refusal, or the answer: the filter runs first, as for a request with a body."""
+    return gate() or rest.resolve(request).run()

@@ -1,7 +1,8 @@
 """Who may talk to the HTTP server: remote access, HTTP Basic users, then the Lua filter.
 
-Pure ASGI middleware, applied in this order by ``broker.http.app``. The authenticated user name is
-stored in ``scope["state"]["username"]`` for the Lua filter and for the instance ``origin``.
+Pure ASGI middleware, applied in this order by ``broker.http.app``, then the Lua filter, which the
+endpoint runs (``LuaHttpFilter``). The authenticated user name is stored in
+``scope["state"]["username"]`` for the Lua filter and for the instance ``origin``.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import binascii
 import hmac
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -20,7 +21,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.errors import BareHttpStatus, OrthancError
 from broker.http.errors import orthanc_error_body
-from broker.http.threads import in_thread
 from broker.rest.router import routed_path
 from broker.scripting.filters import http_request_allowed
 
@@ -94,43 +94,38 @@ class BasicAuthMiddleware:
 OPERATOR_PATHS = re.compile(r"/lua/(status|reload|reset|events/parked|events/parked/[0-9]+/requeue)")
 
 
-class LuaHttpFilterMiddleware:
+class LuaHttpFilter:
     """``IncomingHttpRequestFilter``: false → 403 with an empty body; an error → Orthanc's 500 JSON.
 
     Whether the filter exists is known without asking the main process (``ScriptSet.defines``), so a
     request never waits on a process that does not define it, and does not even use a worker thread;
     when it is defined and the process is busy, the wait is bounded (``LuaSandbox.BusyTimeout``), then
-    the filter's failure policy answers."""
+    the filter's failure policy answers. ``gate`` gives the check of one request, which the endpoint
+    runs before anything else of the request: in the worker thread of its handler when the request has
+    no body (one thread hop for both), else before the body is read."""
 
-    def __init__(self, app: ASGIApp, scripts: ScriptSet) -> None:
-        self.app, self.scripts = app, scripts
+    def __init__(self, scripts: ScriptSet) -> None:
+        self.scripts = scripts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.scripts.defines("IncomingHttpRequestFilter"):
-            await self.app(scope, receive, send)
-            return
+    def gate(self, scope: Scope, method: str) -> Callable[[], Response | None] | None:
+        """The check of this request (its answer when refused, else None), or None when no filter
+        applies: none is defined, or the path is one of the operator's."""
+        if not self.scripts.defines("IncomingHttpRequestFilter"):
+            return None
         path = routed_path(scope["path"])  # the path that will be served
         if OPERATOR_PATHS.fullmatch(path):
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        method = effective_method(scope)
-        if method is None:  # refused by the endpoint
-            await self.app(scope, receive, send)
-            return
-        try:
-            allowed = await in_thread(
-                http_request_allowed, self.scripts, method, path, client_ip(scope),
-                scope.get("state", {}).get("username", ""), headers.items())
-        except (OrthancError, BareHttpStatus) as exc:
-            status = exc.http_status
-            body = orthanc_error_body(exc, method, path) if isinstance(exc, OrthancError) else b""
-            await Response(body, status, media_type="application/json")(scope, receive, send)
-            return
-        if not allowed:
-            await Response(b"", 403)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return None
+        headers = Headers(scope=scope).items()
+        ip, username = client_ip(scope), scope.get("state", {}).get("username", "")
+
+        def check() -> Response | None:
+            try:
+                allowed = http_request_allowed(self.scripts, method, path, ip, username, headers)
+            except (OrthancError, BareHttpStatus) as exc:
+                body = orthanc_error_body(exc, method, path) if isinstance(exc, OrthancError) else b""
+                return Response(body, exc.http_status, media_type="application/json")
+            return None if allowed else Response(b"", 403)
+        return check
 
 
 def effective_method(scope: Scope) -> str | None:

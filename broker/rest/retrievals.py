@@ -19,7 +19,6 @@ The jobs take ``Synchronous``/``Asynchronous`` (synchronous by default: the answ
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from broker.core.dicom_json import JsonFormat
@@ -103,11 +102,8 @@ def get_from_modality(request: RestRequest, services: Services) -> Any:
 def _retrieve_body(request: RestRequest, default_aet: str) -> tuple[dict[str, Any], str]:
     """The body of ``/queries/{id}/retrieve``: a JSON object, else the target AET as text (Orthanc's
     ``SubmitRetrieveJob``); with the target AET."""
-    try:
-        body = json.loads(request.body) if request.body.strip() else None
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
+    body = request.json_object()
+    if body is not None:
         return body, string_field(body, "TargetAet", default_aet)
     text = request.body.decode("utf-8", "replace")
     return {}, text if text else default_aet

@@ -25,6 +25,11 @@ def warm_spare(sandbox: Any) -> dict[str, Any]:
     return sandbox.status()["spare"]
 
 
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 def kill_and_wait(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not process_exists(pid))
@@ -71,6 +76,8 @@ def test_a_call_the_dead_process_never_read_runs_on_the_next_process(make_sandbo
     assert sandbox.call("Inc", []).value == 1
     pid = sandbox.status()["pid"]
     os.kill(pid, signal.SIGSTOP)  # alive, so the call is written; stopped, so it is never read
+    # Stopped for real (state T): a process still on its way out of read() would take the frame.
+    wait_until(lambda: process_state(pid) == "T")
     answers: list[Any] = []
     caller = threading.Thread(target=lambda: answers.append(sandbox.call("Inc", []).value))
     caller.start()

@@ -25,7 +25,7 @@ from broker.dicom.permissions import CalledAetCheck
 from broker.dicom.received import RECEIVER_HANDLERS, store_received
 from broker.dicom.retrieve_scp import RetrieveScp
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
-from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.sockets import NODELAY_HANDLERS, WAKEUP_HANDLERS
 from broker.dicom.worklist_scp import c_find_handler
 from broker.services import Services
 
@@ -59,6 +59,7 @@ class StoreScp:
                                             (evt.EVT_C_FIND, c_find_handler(self.services)), *slots.handlers,
                                             *self.services.dicom_contexts.handlers,
                                             *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS, *RECEIVER_HANDLERS,
+                                            *WAKEUP_HANDLERS,
                                             *CalledAetCheck(self.services.network, config.dicom_aet,
                                                             config.network.check_called_aet).handlers]
         self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
@@ -55,18 +56,23 @@ def build_app(services: Services) -> ASGIApp:
             if refused is not None:
                 return refused
             gate = None
+        scope = request.scope
+        # Read off the ASGI scope as starlette's Request would (names lowercase, latin-1), without
+        # building its URL and query objects.
         query: dict[str, str] = {}
-        for key, value in request.query_params.multi_items():
-            query.setdefault(key, value)
+        if scope["query_string"]:
+            for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+                query.setdefault(key, value)
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         try:
             rest_request = RestRequest(
                 method=method,
-                path=request.url.path,
+                path=scope["path"],
                 query=query,
-                headers={k.lower(): v for k, v in request.headers.items()},
+                headers=headers,
                 body=decoded_body(await read_body(request, services.store.bounds.max_body),
-                                  request.headers.get("content-encoding", ""), services.store.bounds.inflate),
-                origin=Origin.rest(client_ip(request.scope), request.scope.get("state", {}).get("username", "")),
+                                  headers.get("content-encoding", ""), services.store.bounds.inflate),
+                origin=Origin.rest(client_ip(scope), scope.get("state", {}).get("username", "")),
             )
             if gate is not None:
                 outcome = await in_thread(_gated, gate, services.rest, rest_request)

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from bench.ingest import start
+from sandbox.memory import figures, parent_pid
 
 #: Seconds between rounds: longer than the quarantine window, so each kill starts a new burst.
 PAUSE_S = 1.5
@@ -36,24 +37,8 @@ WINDOW_S = 1.0
 
 def memory_kib(pid: int | None) -> str:
     """``VmRSS/RssAnon KiB`` of ``pid`` (all resident pages / the pages only it holds), or "gone"."""
-    found = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "RssAnon"):
-                    found[key] = value.split()[0]
-    except (OSError, TypeError):
-        pass
-    return f"{found['VmRSS']}/{found.get('RssAnon', '?')} KiB" if "VmRSS" in found else "gone"
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+    found = figures(pid) if pid else None
+    return f"{found['rss_kib']}/{found['anon_kib']} KiB" if found else "gone"
 
 
 def main_sandbox(client: httpx.Client) -> dict[str, Any]:
@@ -96,13 +81,13 @@ def rss_report(client: httpx.Client) -> list[str]:
         pid, wrapper = sandbox["pid"], sandbox.get("wrapper_pid")
         parts = [f"lua {memory_kib(pid)}"]
         if wrapper:
-            reaper = parent_of(pid)
+            reaper = parent_pid(pid)
             if reaper != wrapper:
                 parts.append(f"bwrap pid 1 {memory_kib(reaper)}")
             parts.append(f"bwrap outer {memory_kib(wrapper)}")
         spare = sandbox.get("spare") or {}
         if spare.get("pid"):
-            parts.append(f"spare: lua {memory_kib(spare['pid'])}, bwrap pid 1 {memory_kib(parent_of(spare['pid']))}, "
+            parts.append(f"spare: lua {memory_kib(spare['pid'])}, bwrap pid 1 {memory_kib(parent_pid(spare['pid']))}, "
                          f"bwrap outer {memory_kib(spare.get('wrapper_pid'))}")
         lines.append(f"  {sandbox['role']:<7} " + ", ".join(parts))
     return lines

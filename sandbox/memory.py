@@ -28,7 +28,8 @@ def figures(pid: int) -> dict[str, int] | None:
     return {"rss_kib": found["VmRSS"], "anon_kib": found.get("RssAnon", 0)}
 
 
-def _parent(pid: int) -> int | None:
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid``, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -43,7 +44,7 @@ def of(process: ChildProcess | None) -> dict[str, Any] | None:
         return None
     pids = [("lua", process.interpreter_pid)]
     if process.wrapper is not None and process.pid != process.interpreter_pid:
-        reaper = _parent(process.interpreter_pid)
+        reaper = parent_pid(process.interpreter_pid)
         if reaper not in (None, process.pid):  # a bubblewrap without --as-pid-1 keeps its own pid 1
             pids.append((f"{process.wrapper} pid 1", reaper))
         pids.append((process.wrapper, process.pid))

@@ -56,6 +56,9 @@ class ScriptOptions:
     lua_filter_failure_policy: dict[str, str] = field(default_factory=dict)
     #: ``LuaSandbox.Isolation``: the OS layers of the sandbox processes (docs/security.md).
     lua_isolation: Isolation = field(default_factory=Isolation)
+    #: ``LuaSandbox.WarmSpare``: each sandbox keeps a spare process, so a restart only loads the scripts
+    #: (a few ms instead of a spawn); false halves the idle processes (docs/operations.md).
+    lua_warm_spare: bool = True
     #: ``LuaSandbox.LogRateLimit`` and ``LuaSandbox.LogLineMaxLength``: the bounds of the scripts' log.
     lua_log_limits: ScriptLogLimits = field(default_factory=ScriptLogLimits)
 
@@ -78,6 +81,7 @@ def read_script_options(options: Section, base_dir: Path) -> ScriptOptions:
         lua_heartbeat_period=options.option("LuaHeartBeatPeriod", float, 0.0, lambda v: v >= 0, ">= 0"),
         lua_filter_failure_policy=_filter_failure_policy(sandbox),
         lua_isolation=_isolation(sandbox.section("Isolation")),
+        lua_warm_spare=sandbox.option("WarmSpare", bool, True),
         lua_log_limits=_log_limits(sandbox),
     )
 

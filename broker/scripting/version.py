@@ -71,7 +71,7 @@ class ScriptVersion:
                 SandboxConfig(name=f"{tenant}/{role.value}@{self.digest[:12]}", role=role.value, scripts=scripts,
                               interpreter=config.lua_interpreter, limits=config.lua_limits,
                               backoff=config.lua_backoff, isolation=config.lua_isolation, trusted=trusted,
-                              initialize="Initialize" if role is Role.MAIN else None),
+                              initialize="Initialize" if role is Role.MAIN else None, spare=config.lua_warm_spare),
                 rpc_handler, on_log)
             for role in Role
         }

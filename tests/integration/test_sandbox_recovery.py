@@ -37,3 +37,16 @@ def test_a_kill_is_answered_by_the_warm_spare_and_status_shows_the_figures(luabr
 
     assert metric(server, "luabroker_lua_sandbox_memory_bytes", role="main", process="serving", kind="rss") > 0
     wait_until(lambda: metric(server, "luabroker_lua_spare_warm", role="main") == 1, timeout=60)
+
+
+def test_without_a_warm_spare_a_kill_spawns_a_new_process(luabroker):
+    """``LuaSandbox.WarmSpare: false``: no spare is kept, and a restart spawns its process as before."""
+    server = luabroker({"scripts.lua": "function Get() return kept end"}, ExecuteLuaEnabled=True,
+                       LuaSandbox={"WarmSpare": False, "CallTimeout": 2, "HardTimeout": 6})
+    main = main_sandbox(server)
+    assert all(s["spare"] is None for s in server.http.get("/lua/status").json()["Sandboxes"])
+    os.kill(main["pid"], signal.SIGKILL)
+    wait_until(lambda: not process_exists(main["pid"]))
+    assert server.execute("print(kept)").text == "nil\n"
+    after = main_sandbox(server)
+    assert after["restarts"] == 1 and after["last_start"]["from_spare"] is False and after["spare"] is None

@@ -161,11 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     measured = list(rows.values())
     code_text = describe_code(before, after)
     load_after = load_average()
-    load_text = f"load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end"
+    load_text = (f"load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end (which "
+                 "counts the benchmark's own servers and clients)")
     cores = os.cpu_count() or 1
-    caveat = (f"**The machine was busy** (load average above its {cores} cores: other work ran beside the "
-              "benchmark), so every figure is lower and noisier than on a quiet machine; the rounds alternate, "
-              "so the ratios suffer less than the rates." if max(load_before, load_after) > cores else "")
+    # Only the load before the run says whether other work shared the machine: at the end, the 1-minute
+    # average is mostly the benchmark's own.
+    caveat = (f"**The machine was busy** (load average above its {cores} cores before the run: other work ran "
+              "beside the benchmark), so every figure is lower and noisier than on a quiet machine; the rounds "
+              "alternate, so the ratios suffer less than the rates." if load_before > cores else "")
     print()
     print(text_table(measured))
     print(f"\n{machine()}; {load_text}\n{versions(load)}\n{code_text}\n{caveat}".rstrip())

@@ -257,7 +257,9 @@ def _input_bounds(options: Section) -> InputBounds:
     elements = options.option("MaximumDicomElements", int, base.max_elements or 0, lambda v: v >= 0, ">= 0")
     ratio = options.option("MaximumCompressionRatio", float, inflate.max_ratio or 0.0, lambda v: v == 0 or v >= 1,
                            "(0, or >= 1)")
-    return InputBounds(max_body=size_mb("MaximumHttpBodySize", base.max_body), max_elements=elements or None,
+    return InputBounds(max_body=size_mb("MaximumHttpBodySize", base.max_body),
+                       max_dicom_message=size_mb("MaximumDicomMessageSize", base.max_dicom_message),
+                       max_elements=elements or None,
                        inflate=InflateBound(max_size=size_mb("MaximumInflatedSize", inflate.max_size),
                                             max_ratio=ratio or None))
 

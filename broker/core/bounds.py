@@ -100,6 +100,9 @@ class InputBounds:
 
     #: ``MaximumHttpBodySize``: bytes of one HTTP request body; None: no limit.
     max_body: int | None = 4096 * MIB
+    #: ``MaximumDicomMessageSize``: bytes of the dataset of one DIMSE message received (a C-STORE's
+    #: instance, a query); None: no limit.
+    max_dicom_message: int | None = 4096 * MIB
     #: ``MaximumDicomElements``: elements and sequence items of one DICOM file (more for large files,
     #: see ``element_budget``); None: no limit.
     max_elements: int | None = 1_000_000
@@ -119,7 +122,8 @@ def zip_directory_budget(archive_size: int) -> int:
 
 
 #: For files already stored: they passed the bounds in force when they came in.
-UNBOUNDED = InputBounds(max_body=None, max_elements=None, inflate=InflateBound(max_size=None, max_ratio=None))
+UNBOUNDED = InputBounds(max_body=None, max_dicom_message=None, max_elements=None,
+                        inflate=InflateBound(max_size=None, max_ratio=None))
 
 
 def _mib(size: int | None) -> str:

@@ -21,6 +21,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from broker.core.origin import Origin
+from broker.dicom.message_bound import bounded_messages
 from broker.dicom.permissions import CalledAetCheck
 from broker.dicom.received import RECEIVER_HANDLERS, store_received
 from broker.dicom.retrieve_scp import RetrieveScp
@@ -59,6 +60,7 @@ class StoreScp:
                                             (evt.EVT_C_FIND, c_find_handler(self.services)), *slots.handlers,
                                             *self.services.dicom_contexts.handlers,
                                             *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS, *RECEIVER_HANDLERS,
+                                            *bounded_messages(self.services.store.bounds.max_dicom_message),
                                             *WAKEUP_HANDLERS,
                                             *CalledAetCheck(self.services.network, config.dicom_aet,
                                                             config.network.check_called_aet).handlers]

@@ -18,9 +18,12 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from broker.core.dicom_json import STRING_VRS
+from broker.core.dicom_parse import Element, parse_dicom
 from broker.core.dictionary import private_entry
 from broker.core.encodings import Encoding
 from broker.core.tags import PIXEL_DATA, SPECIFIC_CHARACTER_SET, format_tag, is_private, parse_tag
@@ -190,3 +193,13 @@ def dataset_of(values: Mapping[int, str | None], encoding: Encoding, *, permissi
                 raise
             log.debug("Tag %s left out of a C-FIND dataset: %s", format_tag(tag), exc)
     return ds
+
+
+def elements_of(ds: Dataset) -> list[Element]:
+    """A pydicom dataset (a C-FIND identifier received) as this project's parser reads a file, so that
+    the one set of readers (``summary``, ``dataset_to_json``) shows it: written in Explicit VR Little
+    Endian, then parsed."""
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    write_dataset(out, ds)
+    return parse_dicom(out.getvalue()).elements

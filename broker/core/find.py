@@ -36,11 +36,10 @@ from broker.core.dictionary import public_entry
 from broker.core.index import IndexTransaction, ResourceRow
 from broker.core.levels import Level
 from broker.core.maintags import MAIN_DICOM_TAGS
-from broker.core.tags import parse_tag
+from broker.core.tags import MODALITY, parse_tag
 from broker.errors import ErrorCode, OrthancError
 
 MODALITIES_IN_STUDY = 0x00080061
-MODALITY = 0x00080060
 _RANGE_VRS = frozenset({"DA", "DT", "TM"})
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 #: The identifiers ``/tools/lookup`` searches, per level (Orthanc's ``DicomIdentifiers``).

@@ -25,33 +25,28 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from broker.core.dicom_file import element_text
 from broker.core.dicom_json import STRING_VRS, Charset, JsonFormat, dataset_to_json
-from broker.core.dicom_parse import parse_dicom
-from broker.core.dictionary import public_entry
-from broker.core.elements import BINARY_VRS, dataset_of
+from broker.core.dictionary import dictionary_vr
+from broker.core.elements import BINARY_VRS, dataset_of, elements_of
 from broker.core.encodings import Encoding, encoding_of_term
 from broker.core.find import Constraint
-from broker.core.tags import SPECIFIC_CHARACTER_SET, format_tag, is_private, parse_tag
+from broker.core.tags import (
+    PREGNANCY_STATUS,
+    REFERENCED_PATIENT_SEQUENCE,
+    REFERENCED_SOP_CLASS_UID,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_STUDY_SEQUENCE,
+    SCHEDULED_PROCEDURE_STEP_SEQUENCE,
+    SCHEDULED_STATION_AE_TITLE,
+    SPECIFIC_CHARACTER_SET,
+    format_tag,
+    is_private,
+    parse_tag,
+)
 from broker.errors import ErrorCode, OrthancError
-
-REFERENCED_STUDY_SEQUENCE = 0x00081110
-REFERENCED_PATIENT_SEQUENCE = 0x00081120
-REFERENCED_SOP_CLASS_UID = 0x00081150
-REFERENCED_SOP_INSTANCE_UID = 0x00081155
-SCHEDULED_PROCEDURE_STEP_SEQUENCE = 0x00400100
-SCHEDULED_STATION_AE_TITLE = 0x00400001
-PREGNANCY_STATUS = 0x001021C0
-
-
-def dictionary_vr(tag: int) -> str:
-    """The VR the dictionary gives a tag (Orthanc's ``LookupValueRepresentation``), ``""`` if unknown."""
-    entry = public_entry(tag)
-    return entry[1] if entry else ""
 
 
 def leaf_text(element: DataElement) -> str | None:
@@ -96,7 +91,7 @@ class WorklistMatcher:
             tag = int(element.tag)
             if tag == SPECIFIC_CHARACTER_SET or tag & 0xFFFF == 0:
                 continue
-            if dictionary_vr(tag) == "SQ" or element.VR == "SQ":
+            if dictionary_vr(tag, None) == "SQ" or element.VR == "SQ":
                 items = list(element.value or []) if element.VR == "SQ" else []
                 if len(items) > 1:
                     raise OrthancError(ErrorCode.BAD_REQUEST,
@@ -107,7 +102,7 @@ class WorklistMatcher:
             tags.append(tag)
             value = leaf_text(element)
             if value:
-                case_sensitive = case_sensitive_pn if dictionary_vr(tag) == "PN" else True
+                case_sensitive = case_sensitive_pn if dictionary_vr(tag, None) == "PN" else True
                 constraints.append(Constraint(tag, value, case_sensitive).check())
         return cls(tuple(constraints), tuple(tags), sequences)
 
@@ -175,10 +170,7 @@ def worklist_json(answer: Dataset, fmt: JsonFormat, default_encoding: Encoding) 
     for element in answer:
         if not is_private(int(element.tag)) and element.VR not in BINARY_VRS:
             kept.add(element)
-    out = DicomBytesIO()
-    out.is_little_endian, out.is_implicit_VR = True, False
-    write_dataset(out, kept)
-    elements = parse_dicom(out.getvalue()).elements
+    elements = elements_of(kept)
     return dataset_to_json(elements, fmt, Charset.of(elements, default_encoding))
 
 

@@ -24,13 +24,17 @@ from broker.core.cfind import FindAnswers
 from broker.core.dicom_file import file_meta, read_dataset
 from broker.core.dicom_parse import DicomFormatError, parse_dicom
 from broker.core.encodings import ENCODINGS
-from broker.core.tags import SOP_INSTANCE_UID, STUDY_INSTANCE_UID
-from broker.core.worklist_query import SCHEDULED_PROCEDURE_STEP_SEQUENCE, WorklistMatcher, dataset_from_json
+from broker.core.tags import (
+    MODALITY,
+    SCHEDULED_PROCEDURE_STEP_SEQUENCE,
+    SCHEDULED_PROCEDURE_STEP_START_DATE,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+)
+from broker.core.worklist_query import WorklistMatcher, dataset_from_json
 from broker.errors import ErrorCode, OrthancError
 
 EXTENSION = ".wl"
-MODALITY = 0x00080060
-SCHEDULED_PROCEDURE_STEP_START_DATE = 0x00400002
 
 log = logging.getLogger("luabroker.dicom")
 

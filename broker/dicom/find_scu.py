@@ -33,8 +33,6 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -49,9 +47,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from broker.config.network import Modality
 from broker.core.cfind import COUNTERS
 from broker.core.dicom_json import Charset, summary
-from broker.core.dicom_parse import parse_dicom
 from broker.core.dictionary import dictionary_vr
-from broker.core.elements import dataset_of
+from broker.core.elements import dataset_of, elements_of
 from broker.core.encodings import Encoding, encoding_of_term
 from broker.core.levels import Level
 from broker.core.modules import MODULE_TAGS
@@ -123,10 +120,7 @@ def read_answer(identifier: Dataset, encoding: Encoding) -> Answer:
     top-level leaves, binary values null, no length limit."""
     if not len(identifier):
         return {}
-    out = DicomBytesIO()
-    out.is_little_endian, out.is_implicit_VR = True, False
-    write_dataset(out, identifier)
-    elements = parse_dicom(out.getvalue()).elements
+    elements = elements_of(identifier)
     return summary(elements, charset=Charset.of(elements, encoding), truncate=False)
 
 

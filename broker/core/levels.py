@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import enum
 
+from broker.errors import ErrorCode, OrthancError
+
 
 class Level(enum.IntEnum):
     PATIENT = 0
@@ -46,6 +48,15 @@ class Level(enum.IntEnum):
         """Orthanc's ``StringToResourceType``: case-insensitive, singular or plural (``IMAGE`` too);
         ``KeyError`` otherwise."""
         return _BY_NAME[name.upper()]
+
+    @classmethod
+    def parse(cls, name: str) -> Level:
+        """``from_name`` with the error of Orthanc's ``StringToResourceType``: 400
+        ``ParameterOutOfRange``, "Unknown resource type"."""
+        try:
+            return cls.from_name(name)
+        except KeyError:
+            raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource type: {name}") from None
 
 
 _LABELS = {Level.PATIENT: "Patient", Level.STUDY: "Study", Level.SERIES: "Series", Level.INSTANCE: "Instance"}

@@ -83,10 +83,7 @@ def level_of(request: Mapping[int, str | None]) -> Level:
     value = request.get(QUERY_RETRIEVE_LEVEL)
     if not value:
         raise OrthancError(ErrorCode.INTERNAL_ERROR, "A retrieve request without QueryRetrieveLevel")
-    try:
-        return Level.from_name(value.strip())
-    except KeyError:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource type: {value}") from None
+    return Level.parse(value.strip())
 
 
 def retrieve_keys(request: Mapping[int, str | None], level: Level) -> dict[int, str]:

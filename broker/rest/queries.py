@@ -96,10 +96,7 @@ def query_modality(request: RestRequest, services: Services) -> Any:
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "The field LocalAet must contain a string")
     name = request.params["name"]
     modality = services.network.modality(name)
-    try:
-        level = Level.from_name(body["Level"])
-    except KeyError:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource type: {body['Level']}") from None
+    level = Level.parse(body["Level"])
     query = _map_of_tags(body, "Query") if "Query" in body else {}
     return _run(services, name, modality, level, query, normalize=body.get("Normalize", True),
                 local_aet=body.get("LocalAet"), timeout=_timeout(body))

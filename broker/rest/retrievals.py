@@ -67,10 +67,7 @@ def _modality_request(request: RestRequest, services: Services, *, move: bool) -
     if body is None or not isinstance(body.get("Resources"), list) or not isinstance(body.get("Level"), str):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT,
                            "Must provide a JSON body containing fields Resources and Level")
-    try:
-        level = Level.from_name(body["Level"])
-    except KeyError:
-        raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown resource type: {body['Level']}") from None
+    level = Level.parse(body["Level"])
     default_aet = services.config.dicom_aet
     local_aet = string_field(body, "LocalAet", default_aet)
     target_aet = string_field(body, "TargetAet", default_aet) if move else ""

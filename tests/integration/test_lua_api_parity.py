@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pynetdicom import AE
 
+from broker.dicom.sockets import pause_reactor
 from tests.support import dicom_samples as samples
 from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 from tests.support.receivers import WebService
@@ -198,6 +199,7 @@ def c_store(port: int, aet: str, patient_id: str) -> int:
     assoc = ae.associate("127.0.0.1", port, ae_title=aet)
     assert assoc.is_established
     try:
+        pause_reactor(assoc)  # else, on a loaded machine, pynetdicom can lose the response
         return assoc.send_c_store(ds).Status
     finally:
         assoc.release()

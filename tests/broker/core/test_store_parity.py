@@ -15,6 +15,7 @@ from pynetdicom import AE
 from broker.core.levels import Level
 from broker.core.origin import Origin
 from broker.core.store import Store
+from broker.dicom.sockets import pause_reactor
 from tests.support import dicom_samples as samples
 from tests.support.orthanc_peer import ORTHANC_BINARY, OrthancPeer
 
@@ -46,6 +47,7 @@ def c_store(peer: OrthancPeer, data: bytes, calling_aet: str) -> None:
     assoc = ae.associate("127.0.0.1", peer.dicom_port, ae_title=peer.aet)
     assert assoc.is_established
     try:
+        pause_reactor(assoc)  # else, on a loaded machine, pynetdicom can lose the response
         assert assoc.send_c_store(ds).Status == 0
     finally:
         assoc.release()

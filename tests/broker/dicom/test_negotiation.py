@@ -13,7 +13,7 @@ from pynetdicom import AE
 
 from broker.config import Config, ConfigError
 from broker.core.transfer_syntaxes import ORTHANC_TRANSFER_SYNTAXES
-from broker.dicom.sockets import NODELAY_HANDLERS
+from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from tests.broker.rest.test_orthanc_parity import peer_call
 from tests.support import dicom_samples as samples
 from tests.support.orthanc_peer import OrthancPeer
@@ -103,6 +103,7 @@ def send_private_sop_class(port: int, aet: str) -> int | None:
     if not assoc.is_established:  # pynetdicom aborts when no context is accepted
         return None
     try:
+        pause_reactor(assoc)  # else, on a loaded machine, pynetdicom can lose the response
         return int(assoc.send_c_store(ds).Status)
     finally:
         assoc.release()

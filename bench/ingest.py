@@ -80,9 +80,11 @@ def store(dicom: int, aet: str, groups: list[list[Path]]) -> float:
     return time.perf_counter() - began
 
 
-def measure(kind: str, files: list[Path], associations: int, warmup: list[Path]) -> float:
+def measure(kind: str, files: list[Path], associations: int, warmup: list[Path], workers: int = 1) -> float:
+    """Instances per second into a fresh server; ``workers``: luabroker's ``Workers`` option."""
+    options = {"Workers": workers} if kind == "luabroker" else {}
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
-        process, http, dicom, aet = start(kind, Path(tmp))
+        process, http, dicom, aet = start(kind, Path(tmp), **options)
         try:
             store(dicom, aet, [warmup])
             groups = [files[i::associations] for i in range(associations)]

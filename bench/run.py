@@ -7,7 +7,7 @@ without and with a Lua ``IncomingHttpRequestFilter``), ``recovery`` (kill -9 of 
 Rounds alternate between the servers (and storescp) in a rotating order, so that both see the same
 machine load, and every round starts each server fresh. Tests never assert timings; this only reports.
 
-    python -m bench.run [--rows ingest1,http] [--rounds 3] [--count 500] [--no-write]
+    python -m bench.run [--rows ingest1,http] [--rounds 3] [--count 500] [--workers N] [--no-write]
 
 Run from the repository root with Orthanc, DCMTK and wrk installed (``make bench`` sees to it).
 """
@@ -90,8 +90,9 @@ def run_ingest(rows: dict[str, Row], args: argparse.Namespace) -> None:
         files = write_files(make_instances(args.count, series=5), Path(tmp) / "data")
         warmup = write_files(make_instances(20, patient_id="WARMUP"), Path(tmp) / "warmup")
         for key, associations in wanted:
+            rows[key].note = f"luabroker with `Workers: {args.workers}`"
             alternate(rows[key], args.rounds, {
-                "luabroker": partial(measure, "luabroker", files, associations, warmup),
+                "luabroker": partial(measure, "luabroker", files, associations, warmup, args.workers),
                 "orthanc": partial(measure, "orthanc", files, associations, warmup),
                 "storescp": partial(measure_storescp, files, associations, warmup),
             })
@@ -124,6 +125,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated rows to run (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per row (default 3)")
     parser.add_argument("--count", type=int, default=500, help="CT instances per ingest round (default 500)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="luabroker's Workers in the ingest rows (default: one per core)")
     parser.add_argument("--calls", type=int, default=2000, help="RestApiGet calls per script (default 2000)")
     parser.add_argument("--repeats", type=int, default=7, help="script pairs per Lua round (default 7)")
     parser.add_argument("--seconds", type=float, default=5, help="seconds of wrk per HTTP round (default 5)")
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.write if args.write is not None else len(rows) == len(every)):
         print("not written to the docs (a subset of the rows, or --no-write)")
         return
-    settings = (f"`--rows {','.join(rows)} --rounds {args.rounds} --count {args.count} --calls {args.calls} "
+    settings = (f"`--rows {','.join(rows)} --rounds {args.rounds} --count {args.count} --workers {args.workers} "
+                f"--calls {args.calls} "
                 f"--repeats {args.repeats} --seconds {args.seconds:g} --recovery-rounds {args.recovery_rounds}`")
     section = markdown_section(measured, date=started.strftime("%Y-%m-%d %H:%M UTC"),
                                machine_text=f"{machine()}; {load_text}", versions_text=versions(load),

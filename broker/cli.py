@@ -9,10 +9,12 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from broker.config import Config, ConfigError
 from broker.scripting.script_log import EscapeControlCharacters
 from broker.server import Server
+from broker.workers.supervisor import CANNOT_START, RESET_EXIT, SHUTDOWN_EXIT, Supervisor
 from sandbox import ScriptLoadError
 
 log = logging.getLogger("luabroker")
@@ -22,19 +24,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="luabroker", description=__doc__)
     parser.add_argument("config", nargs="?", help="Orthanc JSON configuration file or directory")
     parser.add_argument("--verbose", action="store_true", help="log at INFO level")
+    # Set by the supervisor of the worker processes (broker.workers.supervisor), not by operators.
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dicom-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        config = Config.load(args.config)
+    except ConfigError as exc:
+        print(f"luabroker: cannot start: {exc}", file=sys.stderr)
+        return CANNOT_START
+    # With several processes, each line says which one wrote it.
+    process = " [%(process)d]" if config.workers > 1 else ""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname).1s{process} %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # one record, one line: script text may be in any record
         handler.addFilter(EscapeControlCharacters())
     try:
-        reset = Server(Config.load(args.config)).run()
+        if args.worker is not None:
+            return run_worker(replace(config, dicom_port=args.dicom_port, http_port=args.http_port))
+        if config.workers > 1:
+            reset = Supervisor(config, args.config, args.verbose).run()
+        else:
+            reset = Server(config).run()
     except (ConfigError, ScriptLoadError, OSError) as exc:
         print(f"luabroker: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return CANNOT_START
     if reset:
         return restart(argv)
     return 0
+
+
+def run_worker(config: Config) -> int:
+    """One worker process: its exit status tells the supervisor how it ended."""
+    server = Server(config, worker=True)
+    if server.run_worker():
+        return RESET_EXIT
+    return SHUTDOWN_EXIT if server.shutdown_requested else 0
 
 
 def restart(argv: list[str] | None) -> int:

@@ -10,10 +10,17 @@ SIGHUP (when the server runs in the main thread) reloads the scripts, as ``POST 
 SIGTERM, SIGINT and ``POST /tools/shutdown`` all take that one stop path; ``POST /tools/reset`` takes it
 too, and ``run()`` then returns True: starting again is its caller's part (``broker.cli`` re-executes
 the process; see there why).
+
+With ``Workers`` above 1 (docs/workers.md) each worker process runs a ``Server`` through ``run_worker()``:
+the store, the filter sandbox and the DICOM front end (on a port the workers share) from the start;
+the coordinator role (HTTP, the main sandbox and ``Initialize``, the event dispatcher, the stability
+monitor, the heartbeat, the persistent jobs engine) once it holds the coordinator lease, which it waits
+for in a thread: the role moves to another worker as soon as its holder dies.
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -23,7 +30,7 @@ import uvicorn
 from broker.config import Config
 from broker.core.attachments import Attachments, ContentTypes
 from broker.core.compression import NONE, ZLIB
-from broker.core.lease import CoordinatorLease
+from broker.core.lease import CoordinatorLease, ServerLock
 from broker.core.stability import StabilityMonitor
 from broker.core.store import Store
 from broker.dicom.find_scu import FindScu
@@ -34,7 +41,7 @@ from broker.dicom.scp import StoreScp
 from broker.dicom.scu import StoreScu
 from broker.events import EventDispatcher
 from broker.http.app import build_app
-from broker.jobs import create_engine
+from broker.jobs import JobsEngine, create_engine
 from broker.jobs.archives import ArchiveOutputs
 from broker.metrics import Metrics, StateCollector
 from broker.network import NetworkRegistry
@@ -73,6 +80,7 @@ from broker.scripting.lifecycle import ReloadError
 from broker.scripting.lua_jobs import LuaJobs
 from broker.scripting.script_log import ScriptLog
 from broker.services import Services
+from broker.workers.wakeup import WakeupListener, WakeupSender
 
 log = logging.getLogger("luabroker")
 
@@ -88,11 +96,16 @@ STARTER_JOIN_S = 90
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: bool = False) -> None:
         self.config = config
-        # Before the index is opened: one server per storage directory (broker/core/lease.py).
+        self.worker = worker
+        # Before the index is opened: one server per storage directory (broker/core/lease.py). A worker
+        # process waits for the coordinator lease once it serves (``run_worker``).
+        self.server_lock = ServerLock(config.storage_directory)
         self.lease = CoordinatorLease(config.storage_directory)
-        self.lease.acquire()
+        if not worker:
+            self.server_lock.acquire()
+            self.lease.acquire()
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
                       default_encoding=config.default_encoding, limits=config.storage_limits,
                       store_md5=config.store_md5, stable_age=config.stable_age)
@@ -119,18 +132,25 @@ class Server:
                                            server_control.routes, queries.routes,
                                            legacy_queries.routes, retrievals.routes,
                                            *([worklists.routes] if config.worklists.enabled else [])])
-        services.jobs = create_engine(services)
+        # A worker runs the jobs submitted in it (by a filter's RestApiPost, an asynchronous C-MOVE)
+        # without saving them; the saved jobs are the coordinator's, which resumes them.
+        services.jobs = create_engine(services, persistent=not worker)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services)
-        services.stop_server = lambda reset: self.request_stop(reset=reset)
+        services.stop_server = lambda reset: self.request_stop(reset=reset, asked=True)
+        if worker:
+            services.reload_other_workers = ask_supervisor_to_reload
         services.metrics.registry.register(StateCollector(services, services.metrics.started))
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
                                           metrics=services.metrics, park_lua_errors=config.event_lua_errors_park)
         self.stability = StabilityMonitor(store)
         self.heartbeat = HeartBeat(services.scripts, config.lua_heartbeat_period)
-        store.on_event = self.dispatcher.wake
+        # Who is told of a committed event: the dispatcher, in the coordinator; otherwise the coordinator.
+        self.wakeup = WakeupSender(config.storage_directory) if worker else None
+        store.on_event = self.dispatcher.wake if self.wakeup is None else self.wakeup
+        self.wakeup_listener: WakeupListener | None = None
         services.scripts.on_change(self.dispatcher.wake)
         self.dicom = StoreScp(services)
         self.http = uvicorn.Server(uvicorn.Config(
@@ -139,7 +159,12 @@ class Server:
         self.ready = threading.Event()
         self.failure: BaseException | None = None
         self.reset_requested = False  # POST /tools/reset: run() returns True
+        self.shutdown_requested = False  # POST /tools/shutdown (a worker's exit status tells its supervisor)
         self._starter: threading.Thread | None = None
+        self._stopping = threading.Event()  # a worker's main thread waits on it
+        self._role_lock = threading.Lock()  # taking the coordinator role, or stopping: one or the other
+        self._http_thread: threading.Thread | None = None
+        self._worker_jobs: JobsEngine | None = None  # a worker's own engine, once it is the coordinator
 
     def run(self) -> bool:
         """Start everything, serve until SIGINT/SIGTERM (or ``request_stop``), then stop cleanly.
@@ -168,6 +193,73 @@ class Server:
             raise OSError(f"The HTTP server could not listen on {self.config.http_bind}:{self.config.http_port}")
         return self.reset_requested
 
+    def run_worker(self) -> bool:
+        """Serve as one of several worker processes (``Workers``; started by ``broker.workers``) until
+        SIGTERM/SIGINT or, as coordinator, ``request_stop``; then stop cleanly. Returns True for a reset,
+        as ``run()``. Raises what made start-up or the taking of the coordinator role fail."""
+        scripts = self.services.scripts
+        scripts.start_filter()
+        self.services.store.instance_filter = InstanceFilter(scripts)
+        self.services.jobs.start()  # this worker's own jobs (not saved)
+        previous = self._catch_signals()
+        try:
+            if self.config.dicom_server_enabled:
+                self.dicom.start()
+            self._starter = threading.Thread(target=self._elect, name="coordinator-election", daemon=True)
+            self._starter.start()
+            log.warning("luabroker worker %d serves DICOM %s on port %d", os.getpid(), self.config.dicom_aet,
+                        self.config.dicom_port)
+            self._stopping.wait()
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+            self._stop()
+        if self.failure is not None:
+            raise self.failure
+        return self.reset_requested
+
+    @property
+    def coordinating(self) -> bool:
+        return self.lease.held
+
+    def _elect(self) -> None:
+        """Wait for the coordinator lease, then take the role: the roles that must run once, and HTTP
+        (its state, such as the jobs and the queries, lives in the coordinator's memory)."""
+        try:
+            self.lease.wait()
+        except OSError as exc:
+            log.error("Cannot wait for the coordinator role: %s", exc)
+            return
+        with self._role_lock:
+            if self._stopping.is_set():
+                self.lease.release()
+                return
+            log.warning("luabroker worker %d takes the coordinator role", os.getpid())
+            services = self.services
+            self._worker_jobs = services.jobs
+            services.jobs = create_engine(services)
+            services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
+            services.jobs.start()  # the saved jobs resume
+            self.services.store.on_event = self.dispatcher.wake
+            self.wakeup_listener = WakeupListener(self.config.storage_directory, self.dispatcher.wake)
+            self.wakeup_listener.start()
+            self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
+            self._http_thread.start()
+        self._finish_start()
+
+    def _serve_http(self) -> None:
+        """The HTTP front end of a worker that took the coordinator role; its end ends the worker."""
+        try:
+            self.http.run()
+            if not self.http.started and self.failure is None:
+                self.failure = OSError(f"The HTTP server could not listen on {self.config.http_bind}:"
+                                       f"{self.config.http_port}")
+        except BaseException as exc:  # uvicorn exits (SystemExit) when it cannot bind
+            self.failure = self.failure or OSError(f"The HTTP server could not start: {exc!r}")
+        finally:
+            self._stopping.set()
+
     def _finish_start(self) -> None:
         while not self.http.started and not self.http.should_exit:
             threading.Event().wait(0.01)
@@ -186,15 +278,21 @@ class Server:
                     self.config.http_port, self.config.dicom_aet, self.config.dicom_port)
         self.ready.set()
 
-    def request_stop(self, reset: bool = False) -> None:
+    def request_stop(self, reset: bool = False, asked: bool = False) -> None:
         """Ask for the clean stop (SIGTERM, ``POST /tools/shutdown``); with ``reset``, ask ``run()`` to
         return True once stopped (``POST /tools/reset``). Returns at once, from any thread: the stop runs
         in the thread of ``run()`` after uvicorn has let the requests in progress finish, the one that
         asked included, so a REST handler or a Lua ``RestApiPost`` gets its answer and never waits on
-        the stop. A reset asked once stays asked, as in Orthanc."""
+        the stop. A reset asked once stays asked, as in Orthanc. ``asked``: by ``POST /tools/shutdown``
+        or ``/tools/reset``, not by a signal."""
         if reset:
             self.reset_requested = True
+        elif asked:
+            self.shutdown_requested = True
+        if asked and self.worker:  # the whole server stops: the supervisor stops the other workers now
+            os.kill(os.getppid(), signal.SIGUSR2)
         self.http.should_exit = True
+        self._stopping.set()
 
     def reload_scripts(self, reason: str = "reload") -> bool:
         """Reload the scripts (``POST /lua/reload`` and SIGHUP); False (and a logged error) if the new
@@ -229,24 +327,42 @@ class Server:
         return previous
 
     def _stop(self) -> None:
+        self._stopping.set()
+        with self._role_lock:  # the coordinator role is taken before, or not at all
+            self.http.should_exit = True
         self.dicom.stop()
-        if self._starter is not None:
+        if self._starter is not None and self.coordinating:
             # A stop asked during start-up (a script's Initialize calling /tools/reset, a SIGTERM then):
             # the rest of the start (main sandbox, dispatcher) must be over before its parts are stopped.
-            # Initialize is bounded by the sandbox's own deadlines.
+            # Initialize is bounded by the sandbox's own deadlines. (A worker still waiting for the
+            # coordinator role is not waited for.)
             self._starter.join(STARTER_JOIN_S)
+        if self._http_thread is not None:
+            self._http_thread.join(HTTP_SHUTDOWN_GRACE_S + 5)
         if self.ready.is_set():
             self.heartbeat.stop()
             self.stability.stop()
             self.dispatcher.stop()
+        if self.wakeup_listener is not None:
+            self.wakeup_listener.stop()
         self.services.jobs.stop()  # after the events, which submit Lua jobs
+        if self._worker_jobs is not None:
+            self._worker_jobs.stop()
+        if self.wakeup is not None:
+            self.wakeup.close()
         self.services.scripts.stop()
         self.services.scu.close()  # releases the kept associations
         self.services.peers.close()
         self.services.lua_http.close()
         self.services.store.close()
         self.lease.release()
+        self.server_lock.release()
         log.warning("luabroker has stopped")
+
+
+def ask_supervisor_to_reload() -> None:
+    """Ask the supervisor of the workers to have the others reload (``broker.workers.supervisor``)."""
+    os.kill(os.getppid(), signal.SIGUSR1)
 
 
 def run_in_thread(server: Server, timeout: float = 30.0) -> threading.Thread:

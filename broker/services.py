@@ -55,3 +55,6 @@ class Services:
     #: Ask the server to stop (``POST /tools/shutdown``), or with ``reset=True`` to stop and start again
     #: (``POST /tools/reset``). Returns at once: the stop runs after the caller's answer (broker/server.py).
     stop_server: Callable[[bool], None] = field(init=False)
+    #: After ``POST /lua/reload`` succeeded here: have the other worker processes reload their scripts
+    #: too (docs/workers.md); nothing to do in a single process.
+    reload_other_workers: Callable[[], None] = field(default=lambda: None)

@@ -23,6 +23,7 @@ frozen dataclass and its reader, and one field of ``Config`` that holds it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Config(ScriptOptions):
     dicom_port: int = 4242
     dicom_aet: str = "ORTHANC"
     dicom_server_enabled: bool = True
+    #: ``Workers``: how many processes serve DICOM (docs/workers.md); 1 is one process, as Orthanc.
+    workers: int = 1
     storage_directory: Path = Path("luabroker-data")
     execute_lua_enabled: bool = False
     #: ``RestApiWriteToFileSystemEnabled`` (Orthanc 1.12): ``POST /instances/{id}/export`` writes files
@@ -150,6 +153,7 @@ class Config(ScriptOptions):
             dicom_port=options.option("DicomPort", int, 4242, *port),
             dicom_aet=aet,
             dicom_server_enabled=options.option("DicomServerEnabled", bool, True),
+            workers=_workers(options.option("Workers", int, 1, lambda v: v >= 0, ">= 0 (0: one per core)")),
             storage_directory=storage if storage.is_absolute() else base_dir / storage,
             execute_lua_enabled=options.option("ExecuteLuaEnabled", bool, False),
             rest_api_write_to_file_system_enabled=options.option("RestApiWriteToFileSystemEnabled", bool, False),
@@ -262,6 +266,11 @@ def _input_bounds(options: Section) -> InputBounds:
                        max_elements=elements or None,
                        inflate=InflateBound(max_size=size_mb("MaximumInflatedSize", inflate.max_size),
                                             max_ratio=ratio or None))
+
+
+def _workers(count: int) -> int:
+    """``Workers``: 0 means one process per core."""
+    return count if count > 0 else (os.cpu_count() or 1)
 
 
 def _stable_age(seconds: float) -> float:

@@ -1,16 +1,18 @@
-"""The coordinator lease of a storage directory: which process runs what must run once over one index
-(the event dispatcher and the main sandbox, stable-resource detection, the jobs engine).
+"""The locks of a storage directory: which process serves it (``ServerLock``), and which one runs what
+must run once over its index (``CoordinatorLease``: the event dispatcher and the main sandbox,
+stable-resource detection, the jobs engine, the HTTP front end).
 
-An exclusive ``flock`` on ``coordinator.lock`` in the storage directory, which the kernel releases when
-its holder exits, however it exits (kill -9 included): so the role is never held by a dead process, and
-no file needs cleaning up. The holder writes its pid in the file, for the message of whoever finds it
+Each is an exclusive ``flock`` on a file in the storage directory, which the kernel releases when its
+holder exits, however it exits (kill -9 included): so no role is ever held by a dead process, and no
+file needs cleaning up. The holder writes its pid in the file, for the message of whoever finds it
 taken.
 
-luabroker runs as one process today, which holds the lease from start to stop: a second server started
-on a storage directory that one already serves refuses to start, instead of running a second dispatcher
+With one process (``Workers: 1``) the server takes both at start and refuses to start when either is
+taken: a second server on a storage directory that one already serves would run a second dispatcher
 and jobs engine over the same index (each event delivered twice, each job run twice). With several
-worker processes on one machine (docs/architecture.md, "Scaling"), every worker will ask for it and the
-one that gets it takes the coordinator role; when it dies, the next one that gets it takes over.
+(docs/workers.md) the supervisor holds the server lock, and every worker waits for the coordinator
+lease (``wait``): the one that gets it takes the coordinator role, and when it dies the next one in
+line takes over at once.
 """
 from __future__ import annotations
 
@@ -19,16 +21,18 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-FILE_NAME = "coordinator.lock"
-
 
 class StorageInUse(OSError):
-    """Another process holds the lease of this storage directory."""
+    """Another process holds this lock of the storage directory."""
 
 
-class CoordinatorLease:
+class StorageLock:
+    """One exclusive lock file of a storage directory (see the module's docstring)."""
+
+    file_name = "server.lock"
+
     def __init__(self, directory: Path) -> None:
-        self.path = directory / FILE_NAME
+        self.path = directory / self.file_name
         # A file object rather than a bare descriptor: if its owner is dropped without a clean stop
         # (a constructor that failed half-way), collecting it closes the file, which releases the lock.
         self._file: BinaryIO | None = None
@@ -38,26 +42,49 @@ class CoordinatorLease:
         return self._file is not None
 
     def acquire(self) -> None:
-        """Take the lease, or raise ``StorageInUse`` naming the process that holds it."""
-        if self._file is not None:
-            return
+        """Take the lock now, or raise ``StorageInUse`` naming the process that holds it."""
+        if self._file is None:
+            self._take(fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def wait(self) -> None:
+        """Take the lock, waiting as long as another process holds it (the kernel wakes the waiter
+        when the holder releases it or dies: no polling)."""
+        if self._file is None:
+            self._take(fcntl.LOCK_EX)
+
+    def _take(self, operation: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = open(self.path, "a+b")  # held until release
         try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file.fileno(), operation)
         except BlockingIOError:
             file.seek(0)
             holder = file.read(32).decode("ascii", "replace").strip() or "unknown"
             file.close()
             raise StorageInUse(f"the storage directory {self.path.parent} is used by another luabroker "
                                f"(pid {holder}); one server per storage directory") from None
+        except BaseException:
+            file.close()
+            raise
         file.truncate(0)
         file.write(f"{os.getpid()}\n".encode())
         file.flush()
         self._file = file
 
     def release(self) -> None:
-        """Give the lease up (the clean stop); closing the file releases the lock."""
+        """Give the lock up (the clean stop); closing the file releases it."""
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class ServerLock(StorageLock):
+    """Held by the one server (or supervisor of workers) that serves the storage directory."""
+
+    file_name = "server.lock"
+
+
+class CoordinatorLease(StorageLock):
+    """Held by the process that has the coordinator role."""
+
+    file_name = "coordinator.lock"

@@ -14,11 +14,14 @@ transfer syntaxes) is decided for each request (``broker.dicom.negotiation``).
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from broker.core.origin import Origin
 from broker.dicom.message_bound import bounded_messages
@@ -31,6 +34,16 @@ from broker.dicom.worklist_scp import c_find_handler
 from broker.services import Services
 
 log = logging.getLogger("luabroker.dicom")
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """The association server of a worker process: binds with ``SO_REUSEPORT``, so that every worker
+    listens on ``DicomPort`` and the kernel hands each new connection to one of them."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 class StoreScp:
@@ -64,7 +77,13 @@ class StoreScp:
                                             *WAKEUP_HANDLERS,
                                             *CalledAetCheck(self.services.network, config.dicom_aet,
                                                             config.network.check_called_aet).handlers]
-        self.server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
+        address = ("0.0.0.0", config.dicom_port)
+        if config.workers == 1:
+            self.server = ae.start_server(address, block=False, evt_handlers=handlers)
+        else:  # every worker process listens on the port; the kernel spreads the connections
+            self.server = ae.make_server(address, evt_handlers=handlers, server_class=SharedPortServer)
+            ae._servers.append(self.server)  # as start_server does: shutdown() takes it out
+            threading.Thread(target=self.server.serve_forever, name="dicom-acceptor", daemon=True).start()
         log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
 
     def stop(self) -> None:

@@ -508,11 +508,13 @@ def _orthanc_error(code: int, details: str) -> OrthancError:
         return OrthancError(ErrorCode.INTERNAL_ERROR, f"{text}: {details}" if details else text)
 
 
-def create_engine(services: Services) -> JobsEngine:
+def create_engine(services: Services, *, persistent: bool = True) -> JobsEngine:
     """The engine of a server: settings from the configuration, ``<StorageDirectory>/jobs.sqlite``
-    (unless ``SaveJobs`` is false), the network clients of ``services``, events into the outbox."""
+    (unless ``SaveJobs`` is false, or not ``persistent``: the engine of a worker process that is not
+    the coordinator, whose jobs nobody else may resume), the network clients of ``services``, events
+    into the outbox."""
     settings = services.config.jobs
-    store = JobStore(services.store.root / FILE_NAME) if settings.persist else None
+    store = JobStore(services.store.root / FILE_NAME) if settings.persist and persistent else None
 
     def announce(kind: str, job_id: str) -> None:
         services.store.outbox.append(kind, job_id)

@@ -64,6 +64,7 @@ def lua_reload(request: RestRequest, services: Services) -> Any:
     except ReloadError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The scripts were not reloaded, version {previous} "
                            f"stays: {exc}", http_status=exc.http_status) from exc
+    services.reload_other_workers()
     return {"Version": version.digest, "Previous": previous, "Changed": version.digest != previous,
             "Scripts": version.names}
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from broker.scripting import status
-from broker.scripting.callbacks import CALLBACKS
+from broker.scripting.callbacks import roles
 from broker.scripting.dispatch import BuiltinDispatcher
 from broker.scripting.invoke import CallbackRunner
 from broker.scripting.lifecycle import Lifecycle
@@ -28,7 +28,8 @@ class ScriptSet:
         self.services = services
         self.tenant = tenant
         meter = status.Meter(services)
-        self.runner = CallbackRunner(tenant, meter, services.config.lua_filter_failure_policy)
+        self.runner = CallbackRunner(tenant, meter, services.config.lua_filter_failure_policy,
+                                     roles(services.config.workers))
         self.lifecycle = Lifecycle(services, tenant, BuiltinDispatcher(services, tenant, meter), self.runner, meter)
 
     # -- the current version -------------------------------------------------------------------------
@@ -60,7 +61,7 @@ class ScriptSet:
     def defines(self, name: str) -> bool:
         """Whether the current version may define the callback: the fast path that skips a round
         trip per instance (see ``ScriptVersion.defines``)."""
-        return self.lifecycle.current.defines(name, CALLBACKS[name].role)
+        return self.lifecycle.current.defines(name, self.runner.roles[name])
 
     def notify(self, name: str, args: list[Any], *, delivery: Hashable | None = None,
                attempt: int | None = None) -> CallResult | None:

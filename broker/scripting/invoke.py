@@ -40,9 +40,11 @@ class CallbackRunner:
     """Calls into the processes of a version for one script set: its filter policies, the journals of
     its deliveries, its metrics."""
 
-    def __init__(self, tenant: str, meter: Meter, configured_policy: Mapping[str, str]) -> None:
+    def __init__(self, tenant: str, meter: Meter, configured_policy: Mapping[str, str],
+                 roles: Mapping[str, Role]) -> None:
         self.tenant = tenant
         self.meter = meter
+        self.roles = roles  # which process runs each callback (``callbacks.roles``)
         self.failure_policy: dict[str, str] = {
             name: configured_policy.get(name, CLOSED)
             for name, callback in CALLBACKS.items() if callback.kind is Kind.FILTER}
@@ -51,8 +53,9 @@ class CallbackRunner:
     def call(self, version: ScriptVersion, name: str, args: list[Any], *, keep_strings: bool = False) -> CallResult:
         """One call into the version's process for ``name``, counted and timed."""
         callback = CALLBACKS[name]
-        sandbox = version.sandboxes[callback.role]
-        with self.observed(version, callback.role, name):
+        role = self.roles[name]
+        sandbox = version.sandboxes[role]
+        with self.observed(version, role, name):
             if not callback.job:
                 return sandbox.call(name, to_lua(args), keep_strings=keep_strings or callback.keep_strings)
             # Orthanc's [J] callbacks: _InitializeJob(), the callback, then _AccessJob() as the value
@@ -91,7 +94,7 @@ class CallbackRunner:
         forgets them (the dispatcher calls it once the event is done or parked).
         ``attempt``: which attempt at the delivery this is (1 = the first), for ``GetCurrentEvent()``."""
         assert CALLBACKS[name].kind is Kind.NOTIFY, f"{name} is not a notification"
-        if not version.defines(name, CALLBACKS[name].role):
+        if not version.defines(name, self.roles[name]):
             self.end_delivery(delivery)
             return None
         journal = None if delivery is None else self._deliveries.setdefault(delivery, Journal(name, delivery))
@@ -122,7 +125,7 @@ class CallbackRunner:
         A Lua error, or a process that could not run it under the ``closed`` policy, becomes an
         ``OrthancError`` (the caller refuses the input)."""
         assert CALLBACKS[name].kind is Kind.FILTER, f"{name} is not a filter"
-        if not version.defines(name, CALLBACKS[name].role):
+        if not version.defines(name, self.roles[name]):
             return None
         journal = Journal(name)
         try:

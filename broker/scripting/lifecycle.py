@@ -52,7 +52,7 @@ class Lifecycle:
         self._current = self._new_version(services.config)
         self._retiring: dict[ScriptVersion, threading.Thread] = {}
         self._stopped_counts = no_process_counts()  # restarts and failures of the versions that stopped
-        self._started = False
+        self._roles: list[Role] = []  # the processes this server process runs, in start order
         self._stopping = False
         self.last_reload: dict[str, Any] | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -90,12 +90,16 @@ class Lifecycle:
         """Load the scripts into the filter process; a script that fails to load raises
         ``ScriptLoadError`` (the server refuses to start, as Orthanc does)."""
         self._current.sandboxes[Role.FILTER].start()
+        self._roles.append(Role.FILTER)
 
     def start_main(self) -> None:
         """Load the scripts into the main process and run ``Initialize``: called once the front ends
-        are up, as Orthanc queues ``Initialize`` once the server is up."""
-        self._current.sandboxes[Role.MAIN].start()
-        self._started = True
+        are up, as Orthanc queues ``Initialize`` once the server is up; in a worker process, once it
+        takes the coordinator role. Under the reload lock: a reload in progress ends first, so the main
+        process started is the current version's."""
+        with self._exclusive(wait=True):
+            self._current.sandboxes[Role.MAIN].start()
+            self._roles.append(Role.MAIN)
 
     def stop(self) -> None:
         """Run ``Finalize`` (the caller drained the events first), then stop every process, those of
@@ -121,7 +125,7 @@ class Lifecycle:
         with self._exclusive(wait):
             if self._stopping:
                 raise ReloadError("the server is stopping", 503)
-            if not self._started:
+            if not self._roles:
                 raise ReloadError("the scripts are not started yet; try again once the server is up", 503)
             started = time.monotonic()
             try:
@@ -130,7 +134,7 @@ class Lifecycle:
                 self._reload_failed(reason, str(exc))
                 raise ReloadError(str(exc), 400) from exc
             try:
-                version.start()
+                version.start(self._roles)
             except Exception as exc:
                 from sandbox import ScriptLoadError
 

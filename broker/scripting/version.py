@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,15 @@ class ScriptVersion:
         return [script.path for script in self.scripts]
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Load into fresh processes, filter first, then main (which runs ``Initialize``). If either
-        fails, both are stopped and the error (``ScriptLoadError`` names file and line) is raised."""
+    def start(self, roles: Iterable[Role] = (Role.FILTER, Role.MAIN)) -> None:
+        """Load into fresh processes, filter first, then main (which runs ``Initialize``): those of
+        ``roles``, the roles this server process runs (a worker without the coordinator role has no
+        main process). If any fails, all are stopped and the error (``ScriptLoadError`` names file and
+        line) is raised."""
         try:
-            self.sandboxes[Role.FILTER].start()
-            self.sandboxes[Role.MAIN].start()
+            for role in (Role.FILTER, Role.MAIN):
+                if role in roles:
+                    self.sandboxes[role].start()
         except BaseException:
             self.stop()
             raise

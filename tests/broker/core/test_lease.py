@@ -75,4 +75,6 @@ def test_a_second_server_on_the_same_storage_refuses_to_start(tmp_path: Path, lu
     assert first.http.get("/system").status_code == 200  # the first one is not disturbed
     first.server.request_stop()
     first.thread.join(30)
-    Server(Config.load(config)).lease.release()  # free once the first has stopped
+    second = Server(Config.load(config))  # free once the first has stopped
+    second.lease.release()
+    second.server_lock.release()

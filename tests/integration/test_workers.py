@@ -1,0 +1,237 @@
+"""Several worker processes (``Workers: 2``) on a real ``luabroker`` (``python -m broker.cli``): they share
+the DICOM port, one of them holds the coordinator role, and the role moves when its holder dies; no
+acknowledged instance is lost and every ``OnStoredInstance`` is delivered, whichever process is killed;
+a reload over HTTP reaches every worker's filter; shutdown, SIGTERM and reset end or restart them all."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from broker.core.lease import StorageInUse
+from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
+from tests.support.factory import make_instances
+from tests.support.process import START_S, LuabrokerProcess, write_config
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+RECORDER = """
+function ReceivedInstanceFilter(tags, origin, info)
+  return tags.Modality == 'CT'
+end
+
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  local previous = RestApiGet('/instances/' .. instanceId .. '/metadata/Delivered')
+  local count = (previous and tonumber(previous) or 0) + 1
+  RestApiPut('/instances/' .. instanceId .. '/metadata/Delivered', tostring(count))
+end
+"""
+
+REFUSE_ALL = """
+function ReceivedInstanceFilter(tags, origin, info)
+  return false
+end
+"""
+
+
+def start(processes: Any, tmp_path: Path, script: str = RECORDER, **options: Any) -> LuabrokerProcess:
+    (tmp_path / "recorder.lua").write_text(script)
+    write_config(tmp_path, Workers=2, LuaScripts=["recorder.lua"], UserMetadata={"Delivered": 1024}, **options)
+    server: LuabrokerProcess = processes(tmp_path)
+    server.wait_ready()
+    wait_until(lambda: server.lines("serves DICOM") >= 2, START_S, message="two workers serving")
+    return server
+
+
+def workers(server: LuabrokerProcess) -> list[int]:
+    """The pids of the worker processes of the supervisor ``server``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server.process.pid and b"--worker" in command:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def coordinator(server: LuabrokerProcess) -> int:
+    """The pid written in the coordinator lease (whoever holds it now)."""
+    return int((server.root / "storage" / "coordinator.lock").read_text().strip())
+
+
+def associate(server: LuabrokerProcess) -> Any:
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER", evt_handlers=NODELAY_HANDLERS)
+    assert assoc.is_established
+    return assoc
+
+
+def store_one(server: LuabrokerProcess, ds: Any) -> int | None:
+    """C-STORE on a new association: the status, or None when no answer came (the server was killed)."""
+    try:
+        assoc = associate(server)
+    except AssertionError:
+        return None
+    try:
+        pause_reactor(assoc)
+        status = assoc.send_c_store(ds)
+        return int(status.Status) if "Status" in status else None
+    finally:
+        assoc.release()
+
+
+def holders(pids: list[int], port: int) -> dict[int, int]:
+    """For each pid, how many established TCP connections to ``port`` it holds (``/proc``)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = pid
+    counts = dict.fromkeys(pids, 0)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                counts[inodes[fields[9]]] += 1
+    return counts
+
+
+def delivered(server: LuabrokerProcess, ids: list[str]) -> bool:
+    return all(server.http.get(f"/instances/{i}/metadata/Delivered").status_code == 200 for i in ids)
+
+
+def test_the_workers_share_the_dicom_port_and_every_instance_is_delivered(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    pids = workers(server)
+    # 16 associations open at once: the kernel spreads them over both workers (all on one: 2 in 65536).
+    associations = [associate(server) for _ in range(16)]
+    try:
+        wait_until(lambda: sum(holders(pids, server.config["DicomPort"]).values()) == 16,
+                   message="the 16 associations accepted")
+        assert all(count > 0 for count in holders(pids, server.config["DicomPort"]).values())
+        statuses = []
+        for assoc, ds in zip(associations, make_instances(16), strict=True):
+            pause_reactor(assoc)
+            statuses.append(assoc.send_c_store(ds).Status)
+    finally:
+        for assoc in associations:
+            assoc.release()
+    assert statuses == [0] * 16
+    ids = server.http.get("/instances").json()
+    assert len(ids) == 16
+    # The events written by the worker that is not the coordinator reach the coordinator's dispatcher.
+    wait_until(lambda: delivered(server, ids), message="every OnStoredInstance delivered")
+    assert server.get("/lua/status")["Events"]["pending"] == 0
+    # Each line of the log says which process wrote it.
+    assert all(any(f"[{pid}]" in line for line in server.output) for pid in pids)
+
+
+@pytest.mark.parametrize("victim", ["coordinator", "worker"])
+def test_kill9_of_a_worker_during_c_store_loses_nothing(processes: Any, tmp_path: Path, victim: str) -> None:
+    server = start(processes, tmp_path)
+    first = coordinator(server)
+    target = first if victim == "coordinator" else next(pid for pid in workers(server) if pid != first)
+    instances = make_instances(60)
+    acknowledged: list[str] = []
+    killed = threading.Event()
+
+    def ingest() -> None:
+        for index, ds in enumerate(instances):
+            if index == 20:
+                os.kill(target, signal.SIGKILL)
+                killed.set()
+            if store_one(server, ds) == 0:
+                acknowledged.append(ds.SOPInstanceUID)
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    thread.join(START_S * 3)
+    assert killed.is_set() and not thread.is_alive()
+    # The supervisor starts a worker again; with the coordinator dead, the other worker took its role.
+    wait_until(lambda: len(workers(server)) == 2 and target not in workers(server), START_S,
+               message="the killed worker started again")
+    wait_until(lambda: server.get("/system") is not None and coordinator(server) != target, START_S,
+               message="a coordinator answering HTTP")
+    if victim == "coordinator":
+        assert server.lines("takes the coordinator role") == 2
+    else:
+        assert coordinator(server) == first
+    assert len(acknowledged) >= 40  # the stores after the kill went to the survivors
+    stored = {server.http.get(f"/instances/{i}").json()["MainDicomTags"]["SOPInstanceUID"]: i
+              for i in server.http.get("/instances").json()}
+    assert set(acknowledged) <= set(stored)
+    wait_until(lambda: delivered(server, [stored[uid] for uid in acknowledged]), START_S,
+               message="every acknowledged instance delivered to OnStoredInstance")
+
+
+def test_a_reload_over_http_reaches_the_filter_of_every_worker(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    (tmp_path / "recorder.lua").write_text(REFUSE_ALL)
+    answer = server.http.post("/lua/reload")
+    assert answer.status_code == 200 and answer.json()["Changed"], answer.text
+    wait_until(lambda: server.lines("Lua scripts reloaded") == 2, START_S, message="both workers reloaded")
+    assert server.lines("Lua scripts reloaded (POST /lua/reload)") == 1
+    assert server.lines("Lua scripts reloaded (SIGHUP)") == 1
+    # 16 associations: both workers answer (see above), and both filter out now (with a success status,
+    # as Orthanc answers an instance its filter refused).
+    statuses = [store_one(server, ds) for ds in make_instances(16)]
+    assert statuses == [0] * 16
+    assert server.http.get("/instances").json() == []
+
+
+def test_a_shutdown_over_http_stops_every_worker(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    pids = workers(server)
+    assert server.http.post("/tools/shutdown").json() == {}
+    assert server.wait_exit() == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+    # The other worker was stopped before the coordinator let the role go: nobody took it over.
+    assert server.lines("takes the coordinator role") == 1
+
+
+def test_sigterm_to_the_supervisor_stops_every_worker_cleanly(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    pids = workers(server)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+    assert server.lines("luabroker has stopped") == 3  # both workers, then the supervisor
+
+
+def test_a_reset_starts_new_workers_in_the_same_supervisor(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    before = workers(server)
+    assert server.http.post("/tools/reset").json() == {}
+    server.wait_ready(2)
+    wait_until(lambda: len(workers(server)) == 2, START_S, message="two new workers")
+    assert server.process.poll() is None
+    assert not set(workers(server)) & set(before)
+
+
+def test_a_second_server_on_the_same_storage_refuses_to_start(processes: Any, tmp_path: Path) -> None:
+    from broker.config import Config
+    from broker.server import Server
+
+    server = start(processes, tmp_path)
+    with pytest.raises(StorageInUse, match="one server per storage directory"):
+        Server(Config.load(tmp_path / "config.json"))
+    assert server.get("/system") is not None

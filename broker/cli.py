@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(EscapeControlCharacters())
     try:
         if args.worker is not None:
-            return run_worker(replace(config, dicom_port=args.dicom_port, http_port=args.http_port))
+            return run_worker(replace(config, dicom_port=args.dicom_port, http_port=args.http_port), args.worker)
         if config.workers > 1:
             reset = Supervisor(config, args.config, args.verbose).run()
         else:
@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_worker(config: Config) -> int:
+def run_worker(config: Config, index: int) -> int:
     """One worker process: its exit status tells the supervisor how it ended."""
-    server = Server(config, worker=True)
+    server = Server(config, worker=index)
     if server.run_worker():
         return RESET_EXIT
     return SHUTDOWN_EXIT if server.shutdown_requested else 0

@@ -13,11 +13,12 @@ docs/operations.md lists every metric.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker.core.store import Store
 from broker.services import Services
@@ -85,18 +86,23 @@ class Metrics:
 class StateCollector:
     """Values read from the server at each scrape (no bookkeeping of our own to drift)."""
 
-    def __init__(self, services: Services, started: float) -> None:
+    def __init__(self, services: Services, started: float, with_index: Callable[[], bool] = lambda: True) -> None:
         self.services = services
         self.started = started
+        #: Whether this process reports the figures of the whole index (the counts, the event queue):
+        #: with several workers, only the coordinator does, so that they appear once.
+        self.with_index = with_index
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected lazily: the registry must not call collect() at registration
 
     def collect(self) -> Iterable[Metric]:
         services = self.services
-        yield from _store_metrics(services.store, self.started)
         if services.scripts is not None:
             yield from _sandbox_metrics(services.scripts)
+        if not self.with_index():
+            return
+        yield from _store_metrics(services.store, self.started)
         counts = services.store.outbox.counts()
         pending = GaugeMetricFamily("luabroker_events_pending", "Events waiting for delivery (queue depth)")
         pending.add_metric([], counts.get("pending", 0))
@@ -104,6 +110,39 @@ class StateCollector:
         parked.add_metric([], counts.get("parked", 0))
         yield pending
         yield parked
+
+
+def merged(expositions: Iterable[tuple[int, str]]) -> bytes:
+    """The metrics of several worker processes, given as ``(pid, text)``, in one exposition: each
+    sample gets a ``worker`` label (its process), except those of the whole index, which only the
+    coordinator reports (``StateCollector.with_index``) and which keep their labels."""
+    families: dict[str, Metric] = {}
+    for pid, text in expositions:
+        for family in text_string_to_metric_families(text):
+            into = families.setdefault(family.name, Metric(family.name, family.documentation, family.type,
+                                                           family.unit))
+            for sample in family.samples:
+                labels = sample.labels if family.name in INDEX_WIDE else {**sample.labels, "worker": str(pid)}
+                into.add_sample(sample.name, labels, sample.value, sample.timestamp)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of families already built (``merged``)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+#: The families of the whole index (``_store_metrics`` and the event queue).
+INDEX_WIDE = frozenset({"orthanc_count_patients", "orthanc_count_studies", "orthanc_count_series",
+                        "orthanc_count_instances", "orthanc_disk_size_mb", "orthanc_uncompressed_size_mb",
+                        "orthanc_up_time_s", "luabroker_events_pending", "luabroker_events_parked"})
 
 
 def _store_metrics(store: Store, started: float) -> Iterable[Metric]:

@@ -80,6 +80,7 @@ from broker.scripting.lifecycle import ReloadError
 from broker.scripting.lua_jobs import LuaJobs
 from broker.scripting.script_log import ScriptLog
 from broker.services import Services
+from broker.workers.siblings import Siblings, StatusServer
 from broker.workers.wakeup import WakeupListener, WakeupSender
 
 log = logging.getLogger("luabroker")
@@ -96,14 +97,15 @@ STARTER_JOIN_S = 90
 
 
 class Server:
-    def __init__(self, config: Config, *, worker: bool = False) -> None:
+    def __init__(self, config: Config, *, worker: int | None = None) -> None:
+        """``worker``: the number of this worker process (``run_worker``); None for a single process."""
         self.config = config
         self.worker = worker
         # Before the index is opened: one server per storage directory (broker/core/lease.py). A worker
         # process waits for the coordinator lease once it serves (``run_worker``).
         self.server_lock = ServerLock(config.storage_directory)
         self.lease = CoordinatorLease(config.storage_directory)
-        if not worker:
+        if worker is None:
             self.server_lock.acquire()
             self.lease.acquire()
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
@@ -134,21 +136,23 @@ class Server:
                                            *([worklists.routes] if config.worklists.enabled else [])])
         # A worker runs the jobs submitted in it (by a filter's RestApiPost, an asynchronous C-MOVE)
         # without saving them; the saved jobs are the coordinator's, which resumes them.
-        services.jobs = create_engine(services, persistent=not worker)
+        services.jobs = create_engine(services, persistent=worker is None)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services)
         services.stop_server = lambda reset: self.request_stop(reset=reset, asked=True)
-        if worker:
-            services.reload_other_workers = ask_supervisor_to_reload
-        services.metrics.registry.register(StateCollector(services, services.metrics.started))
+        if worker is not None:
+            services.siblings = Siblings(config.storage_directory, self.worker_status)
+        # The figures of the whole index are the coordinator's to report (one process, not each).
+        services.metrics.registry.register(StateCollector(services, services.metrics.started,
+                                                          with_index=lambda: self.coordinating))
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
                                           metrics=services.metrics, park_lua_errors=config.event_lua_errors_park)
         self.stability = StabilityMonitor(store)
         self.heartbeat = HeartBeat(services.scripts, config.lua_heartbeat_period)
         # Who is told of a committed event: the dispatcher, in the coordinator; otherwise the coordinator.
-        self.wakeup = WakeupSender(config.storage_directory) if worker else None
+        self.wakeup = WakeupSender(config.storage_directory) if worker is not None else None
         store.on_event = self.dispatcher.wake if self.wakeup is None else self.wakeup
         self.wakeup_listener: WakeupListener | None = None
         services.scripts.on_change(self.dispatcher.wake)
@@ -201,6 +205,8 @@ class Server:
         scripts.start_filter()
         self.services.store.instance_filter = InstanceFilter(scripts)
         self.services.jobs.start()  # this worker's own jobs (not saved)
+        status = StatusServer(self.config.storage_directory, self.worker_status)
+        status.start()
         previous = self._catch_signals()
         try:
             if self.config.dicom_server_enabled:
@@ -214,10 +220,18 @@ class Server:
             for signum, handler in previous.items():
                 if handler is not None:
                     signal.signal(signum, handler)
+            status.stop()
             self._stop()
         if self.failure is not None:
             raise self.failure
         return self.reset_requested
+
+    def worker_status(self) -> dict[str, Any]:
+        """What this worker says of itself to the coordinator (``GET /lua/status``, the metrics)."""
+        services = self.services
+        return {"Pid": os.getpid(), "Worker": self.worker, "Coordinator": self.coordinating,
+                "Sandboxes": services.scripts.status(),
+                "Metrics": services.metrics.render().decode() if self.config.metrics_enabled else ""}
 
     @property
     def coordinating(self) -> bool:
@@ -289,8 +303,8 @@ class Server:
             self.reset_requested = True
         elif asked:
             self.shutdown_requested = True
-        if asked and self.worker:  # the whole server stops: the supervisor stops the other workers now
-            os.kill(os.getppid(), signal.SIGUSR2)
+        if asked and self.services.siblings is not None:  # the whole server stops: the others now
+            self.services.siblings.stop()
         self.http.should_exit = True
         self._stopping.set()
 
@@ -358,11 +372,6 @@ class Server:
         self.lease.release()
         self.server_lock.release()
         log.warning("luabroker has stopped")
-
-
-def ask_supervisor_to_reload() -> None:
-    """Ask the supervisor of the workers to have the others reload (``broker.workers.supervisor``)."""
-    os.kill(os.getppid(), signal.SIGUSR1)
 
 
 def run_in_thread(server: Server, timeout: float = 30.0) -> threading.Thread:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from broker.scripting.http_client import LuaHttpClient
     from broker.scripting.lua_jobs import LuaJobs
     from broker.scripting.script_log import ScriptLog
+    from broker.workers.siblings import Siblings
 
 
 @dataclass
@@ -55,6 +56,6 @@ class Services:
     #: Ask the server to stop (``POST /tools/shutdown``), or with ``reset=True`` to stop and start again
     #: (``POST /tools/reset``). Returns at once: the stop runs after the caller's answer (broker/server.py).
     stop_server: Callable[[bool], None] = field(init=False)
-    #: After ``POST /lua/reload`` succeeded here: have the other worker processes reload their scripts
-    #: too (docs/workers.md); nothing to do in a single process.
-    reload_other_workers: Callable[[], None] = field(default=lambda: None)
+    #: The other worker processes (docs/workers.md): to have them reload, to read their status. None
+    #: in a single process.
+    siblings: Siblings | None = None

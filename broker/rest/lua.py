@@ -49,8 +49,13 @@ def lua_status(request: RestRequest, services: Services) -> Any:
     """The loaded version (SHA-256 of the sources), quarantine, failure policies, every sandbox
     process (pid, role, state, restarts, last error, limits, ``Version``; its memory, its last
     (re)start and its warm spare), replaced versions still finishing their calls, the last reload,
-    and the event queue."""
-    return {**services.scripts.overview(), "Events": services.store.outbox.counts()}
+    and the event queue. With several worker processes, ``Workers``: each one's pid, number, whether
+    it is the coordinator, and its sandboxes (docs/workers.md)."""
+    status = {**services.scripts.overview(), "Events": services.store.outbox.counts()}
+    if services.siblings is not None:
+        status["Workers"] = [{key: value for key, value in worker.items() if key != "Metrics"}
+                             for worker in services.siblings.statuses()]
+    return status
 
 
 @routes.post("/lua/reload")
@@ -64,7 +69,8 @@ def lua_reload(request: RestRequest, services: Services) -> Any:
     except ReloadError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The scripts were not reloaded, version {previous} "
                            f"stays: {exc}", http_status=exc.http_status) from exc
-    services.reload_other_workers()
+    if services.siblings is not None:
+        services.siblings.reload()
     return {"Version": version.digest, "Previous": previous, "Changed": version.digest != previous,
             "Scripts": version.names}
 

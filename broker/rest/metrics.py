@@ -3,7 +3,7 @@ answers them (``MetricsEnabled: false`` gives an empty answer, as Orthanc's disa
 The metrics are listed in docs/operations.md."""
 from __future__ import annotations
 
-from broker.metrics import CONTENT_TYPE
+from broker.metrics import CONTENT_TYPE, merged
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
@@ -13,7 +13,14 @@ routes = RouteTable()
 
 @routes.get("/tools/metrics-prometheus")
 def metrics_prometheus(request: RestRequest, services: Services) -> RestResponse:
-    body = services.metrics.render() if services.config.metrics_enabled and services.metrics is not None else b""
+    """With several worker processes, every worker's metrics, each sample labelled with its ``worker``
+    (docs/workers.md)."""
+    if not services.config.metrics_enabled or services.metrics is None:
+        body = b""
+    elif services.siblings is not None:
+        body = merged((status["Pid"], status.get("Metrics", "")) for status in services.siblings.statuses())
+    else:
+        body = services.metrics.render()
     return RestResponse(200, body, CONTENT_TYPE)
 
 

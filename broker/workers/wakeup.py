@@ -19,10 +19,14 @@ from pathlib import Path
 log = logging.getLogger("luabroker.workers")
 
 
+def storage_key(storage_directory: Path) -> bytes:
+    """What names the local sockets of the processes serving ``storage_directory``."""
+    return hashlib.sha1(str(storage_directory.resolve()).encode()).hexdigest()[:20].encode()
+
+
 def address(storage_directory: Path) -> bytes:
     """The abstract socket name of the coordinator of ``storage_directory``."""
-    digest = hashlib.sha1(str(storage_directory.resolve()).encode()).hexdigest()[:20]
-    return b"\0luabroker-wake-" + digest.encode()
+    return b"\0luabroker-wake-" + storage_key(storage_directory)
 
 
 class WakeupSender:

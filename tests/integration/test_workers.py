@@ -143,6 +143,22 @@ def test_the_workers_share_the_dicom_port_and_every_instance_is_delivered(proces
     assert server.get("/lua/status")["Events"]["pending"] == 0
     # Each line of the log says which process wrote it.
     assert all(any(f"[{pid}]" in line for line in server.output) for pid in pids)
+    # The coordinator shows every worker: in /lua/status, and in the metrics (each sample labelled with
+    # its worker, but the figures of the whole index once).
+    status = server.get("/lua/status")["Workers"]
+    assert [worker["Pid"] for worker in status] == pids
+    assert [worker["Pid"] for worker in status if worker["Coordinator"]] == [coordinator(server)]
+    for worker in status:
+        roles = {sandbox["role"]: sandbox["state"] for sandbox in worker["Sandboxes"]}
+        assert roles["filter"] == "READY"
+        assert (roles["main"] == "READY") == worker["Coordinator"]
+    metrics = server.http.get("/tools/metrics-prometheus").text
+    filter_calls = [line for line in metrics.splitlines()
+                    if line.startswith('luabroker_lua_calls_total{callback="ReceivedInstanceFilter"')]
+    assert {line.split('worker="')[1].split('"')[0] for line in filter_calls} == {str(pid) for pid in pids}
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in filter_calls) == 16
+    assert [line for line in metrics.splitlines() if line.startswith("orthanc_count_instances")] == [
+        "orthanc_count_instances 16.0"]
 
 
 @pytest.mark.parametrize("victim", ["coordinator", "worker"])

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -175,24 +176,12 @@ class Server:
         Returns True when the stop was a reset (``POST /tools/reset``): the caller starts a server again
         with the configuration read anew, as Orthanc's ``main`` loops on ``StartOrthanc``. Raises what
         made start-up fail (``ScriptLoadError``, a port in use, ...)."""
-        scripts = self.services.scripts
-        scripts.start_filter()
-        self.services.store.instance_filter = InstanceFilter(scripts)
-        self.services.jobs.start()  # saved jobs resume
-        previous = self._catch_signals()
-        try:
-            if self.config.dicom_server_enabled:
-                self.dicom.start()
+        def serve() -> None:
             self._starter = threading.Thread(target=self._finish_start, name="start", daemon=True)
             self._starter.start()
             self.http.run()
-        finally:
-            for signum, handler in previous.items():
-                if handler is not None:  # None: a handler installed outside Python, cannot be restored
-                    signal.signal(signum, handler)
-            self._stop()
-        if self.failure is not None:
-            raise self.failure
+
+        self._serve(serve)
         if not self.http.started:
             raise OSError(f"The HTTP server could not listen on {self.config.http_bind}:{self.config.http_port}")
         return self.reset_requested
@@ -201,30 +190,41 @@ class Server:
         """Serve as one of several worker processes (``Workers``; started by ``broker.workers``) until
         SIGTERM/SIGINT or, as coordinator, ``request_stop``; then stop cleanly. Returns True for a reset,
         as ``run()``. Raises what made start-up or the taking of the coordinator role fail."""
-        scripts = self.services.scripts
-        scripts.start_filter()
-        self.services.store.instance_filter = InstanceFilter(scripts)
-        self.services.jobs.start()  # this worker's own jobs (not saved)
-        status = StatusServer(self.config.storage_directory, self.worker_status)
-        status.start()
-        previous = self._catch_signals()
-        try:
-            if self.config.dicom_server_enabled:
-                self.dicom.start()
+        def serve() -> None:
             self._starter = threading.Thread(target=self._elect, name="coordinator-election", daemon=True)
             self._starter.start()
             log.warning("luabroker worker %d serves DICOM %s on port %d", os.getpid(), self.config.dicom_aet,
                         self.config.dicom_port)
             self._stopping.wait()
+
+        status = StatusServer(self.config.storage_directory, self.worker_status)
+        status.start()
+        try:
+            self._serve(serve)
+        finally:
+            status.stop()
+        return self.reset_requested
+
+    def _serve(self, serve: Callable[[], None]) -> None:
+        """Start the filter sandbox, the jobs engine (a single process resumes the saved jobs; a worker
+        runs only those submitted in it) and the DICOM server, run ``serve()`` with the signals caught,
+        then stop cleanly; raise what made the start or the serving fail."""
+        scripts = self.services.scripts
+        scripts.start_filter()
+        self.services.store.instance_filter = InstanceFilter(scripts)
+        self.services.jobs.start()
+        previous = self._catch_signals()
+        try:
+            if self.config.dicom_server_enabled:
+                self.dicom.start()
+            serve()
         finally:
             for signum, handler in previous.items():
-                if handler is not None:
+                if handler is not None:  # None: a handler installed outside Python, cannot be restored
                     signal.signal(signum, handler)
-            status.stop()
             self._stop()
         if self.failure is not None:
             raise self.failure
-        return self.reset_requested
 
     def worker_status(self) -> dict[str, Any]:
         """What this worker says of itself to the coordinator (``GET /lua/status``, the metrics)."""

@@ -15,11 +15,11 @@ import logging
 import os
 import signal
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from broker.workers.local_socket import LocalSocketServer
 from broker.workers.wakeup import storage_key
 
 log = logging.getLogger("luabroker.workers")
@@ -83,38 +83,18 @@ class Siblings:
             return {"Pid": pid, "Error": f"no status: {exc}"}
 
 
-class StatusServer:
+class StatusServer(LocalSocketServer):
     """A worker's end: answers each connection with ``snapshot()`` as JSON."""
 
     def __init__(self, storage_directory: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(socket.SOCK_STREAM, status_address(storage_directory, os.getpid()), "worker-status")
         self.snapshot = snapshot
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(status_address(storage_directory, os.getpid()))
-        self._socket.listen(8)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="worker-status", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping:
+    def serve_once(self) -> None:
+        connection, _ = self.socket.accept()
+        with connection:
             try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return  # closed: stopping
-            with connection:
-                try:
-                    connection.settimeout(STATUS_TIMEOUT_S)
-                    connection.sendall(json.dumps(self.snapshot(), default=str).encode())
-                except Exception:  # a reader that went away, or a snapshot that failed: next one
-                    log.exception("Cannot send this worker's status")
-
-    def stop(self) -> None:
-        self._stopping = True
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._socket.close()
-        self._thread.join(5)
+                connection.settimeout(STATUS_TIMEOUT_S)
+                connection.sendall(json.dumps(self.snapshot(), default=str).encode())
+            except Exception:  # a reader that went away, or a snapshot that failed: next one
+                log.exception("Cannot send this worker's status")

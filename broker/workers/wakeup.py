@@ -10,13 +10,11 @@ directory, so the processes of one server find each other and those of another s
 from __future__ import annotations
 
 import hashlib
-import logging
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("luabroker.workers")
+from broker.workers.local_socket import LocalSocketServer
 
 
 def storage_key(storage_directory: Path) -> bytes:
@@ -47,45 +45,22 @@ class WakeupSender:
         self._socket.close()
 
 
-class WakeupListener:
+class WakeupListener(LocalSocketServer):
     """The coordinator's end: calls ``on_wake()`` for each datagram (many at once: once)."""
 
     def __init__(self, storage_directory: Path, on_wake: Callable[[], None]) -> None:
+        super().__init__(socket.SOCK_DGRAM, address(storage_directory), "wakeup")
         self.on_wake = on_wake
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(address(storage_directory))
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="wakeup", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            try:
-                self._socket.recv(64)
-                self._socket.setblocking(False)
-                try:  # drain what else arrived: one wake-up for all of them
-                    while self._socket.recv(64):
-                        pass
-                except BlockingIOError:
-                    pass
-                finally:
-                    self._socket.setblocking(True)
-            except OSError:
-                if self._stopping:
-                    return
-                log.exception("The coordinator's wake-up socket failed")
-                return
-            if not self._stopping:
-                self.on_wake()
-
-    def stop(self) -> None:
-        self._stopping = True
-        try:
-            # Wake the thread out of recv, then close.
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
+    def serve_once(self) -> None:
+        if not self.socket.recv(64) and self._stopping:
+            raise OSError("the wake-up socket was shut down")
+        self.socket.setblocking(False)
+        try:  # drain what else arrived: one wake-up for all of them
+            while self.socket.recv(64):
+                pass
+        except BlockingIOError:
             pass
-        self._socket.close()
-        self._thread.join(5)
+        finally:
+            self.socket.setblocking(True)
+        self.on_wake()

@@ -69,6 +69,11 @@ class NetworkRegistry:
         with self._lock:
             self._modalities[name] = modality
 
+    def replace_modalities(self, modalities: Mapping[str, Modality]) -> None:
+        """All the modalities at once (another worker process changed them: docs/workers.md)."""
+        with self._lock:
+            self._modalities = dict(modalities)
+
     def delete_modality(self, name: str) -> None:
         with self._lock:
             if self._modalities.pop(name, None) is None:

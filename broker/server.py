@@ -81,7 +81,9 @@ from broker.scripting.lifecycle import ReloadError
 from broker.scripting.lua_jobs import LuaJobs
 from broker.scripting.script_log import ScriptLog
 from broker.services import Services
-from broker.workers.siblings import Siblings, StatusServer
+from broker.workers import settings
+from broker.workers.jobs_handoff import JobsHandoff, JobsListener
+from broker.workers.siblings import ControlServer, Siblings
 from broker.workers.wakeup import WakeupListener, WakeupSender
 
 log = logging.getLogger("luabroker")
@@ -138,13 +140,15 @@ class Server:
         # A worker runs the jobs submitted in it (by a filter's RestApiPost, an asynchronous C-MOVE)
         # without saving them; the saved jobs are the coordinator's, which resumes them.
         services.jobs = create_engine(services, persistent=worker is None)
+        if worker is not None:
+            services.jobs.handoff = JobsHandoff(config.storage_directory)
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services)
         services.stop_server = lambda reset: self.request_stop(reset=reset, asked=True)
         if worker is not None:
-            services.siblings = Siblings(config.storage_directory, self.worker_status)
+            services.siblings = Siblings(services, self.worker_status)
         # The figures of the whole index are the coordinator's to report (one process, not each).
         services.metrics.registry.register(StateCollector(services, services.metrics.started,
                                                           with_index=lambda: self.coordinating))
@@ -156,6 +160,7 @@ class Server:
         self.wakeup = WakeupSender(config.storage_directory) if worker is not None else None
         store.on_event = self.dispatcher.wake if self.wakeup is None else self.wakeup
         self.wakeup_listener: WakeupListener | None = None
+        self.jobs_listener: JobsListener | None = None
         services.scripts.on_change(self.dispatcher.wake)
         self.dicom = StoreScp(services)
         self.http = uvicorn.Server(uvicorn.Config(
@@ -197,12 +202,15 @@ class Server:
                         self.config.dicom_port)
             self._stopping.wait()
 
-        status = StatusServer(self.config.storage_directory, self.worker_status)
-        status.start()
+        changed = settings.load(self.config.storage_directory)  # by the REST API before this worker started
+        if changed is not None:
+            settings.apply(self.services, changed)
+        control = ControlServer(self.services, self.worker_status)
+        control.start()
         try:
             self._serve(serve)
         finally:
-            status.stop()
+            control.stop()
         return self.reset_requested
 
     def _serve(self, serve: Callable[[], None]) -> None:
@@ -258,6 +266,8 @@ class Server:
             self.services.store.on_event = self.dispatcher.wake
             self.wakeup_listener = WakeupListener(self.config.storage_directory, self.dispatcher.wake)
             self.wakeup_listener.start()
+            self.jobs_listener = JobsListener(self.config.storage_directory, services.jobs)
+            self.jobs_listener.start()
             self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
             self._http_thread.start()
         self._finish_start()
@@ -357,8 +367,9 @@ class Server:
             self.heartbeat.stop()
             self.stability.stop()
             self.dispatcher.stop()
-        if self.wakeup_listener is not None:
-            self.wakeup_listener.stop()
+        for listener in (self.wakeup_listener, self.jobs_listener):
+            if listener is not None:
+                listener.stop()
         self.services.jobs.stop()  # after the events, which submit Lua jobs
         if self._worker_jobs is not None:
             self._worker_jobs.stop()

@@ -59,3 +59,9 @@ class Services:
     #: The other worker processes (docs/workers.md): to have them reload, to read their status. None
     #: in a single process.
     siblings: Siblings | None = None
+
+    def settings_changed(self) -> None:
+        """A ``PUT``/``DELETE`` changed a runtime setting (accepted transfer syntaxes, unknown SOP
+        classes, default encoding, modalities): every other worker process applies it too."""
+        if self.siblings is not None:
+            self.siblings.share_settings()

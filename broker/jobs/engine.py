@@ -97,6 +97,9 @@ class JobsEngine:
         self._workers: list[threading.Thread] = []
         self._started = False
         self._stopping = False
+        #: Set in a worker process that is not the coordinator: takes an asynchronous job to the
+        #: coordinator's engine and returns its id there (``broker.workers.jobs_handoff``).
+        self.handoff: Callable[[Job, int], str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,6 +135,8 @@ class JobsEngine:
     # -- submission --------------------------------------------------------------------------------
     def submit(self, job: Job, priority: int = 0, *, synchronous: bool = False) -> str:
         """Queue a job; returns its id. ``OnJobSubmitted`` is written before any worker can run it."""
+        if self.handoff is not None and not synchronous:
+            return self.handoff(job, priority)
         now = self._wall()
         with self._cond:
             if self._stopping:

@@ -80,12 +80,14 @@ def get_modality_configuration(request: RestRequest, services: Services) -> Any:
 @routes.put("/modalities/{name}")
 def put_modality(request: RestRequest, services: Services) -> RestResponse:
     services.network.put_modality(request.params["name"], _parse_body(request, Modality.parse))
+    services.settings_changed()
     return _empty()
 
 
 @routes.delete("/modalities/{name}")
 def delete_modality(request: RestRequest, services: Services) -> RestResponse:
     services.network.delete_modality(request.params["name"])
+    services.settings_changed()
     return _empty()
 
 

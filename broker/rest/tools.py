@@ -47,6 +47,7 @@ def put_default_encoding(request: RestRequest, services: Services) -> RestRespon
     """Files stored before keep the main tags they were indexed with."""
     encoding = encoding_named(_text(request))
     services.store.default_encoding = encoding
+    services.settings_changed()
     return RestResponse.text(encoding.name)
 
 
@@ -74,6 +75,7 @@ def put_accepted_transfer_syntaxes(request: RestRequest, services: Services) -> 
     if not isinstance(patterns, list) or not all(isinstance(pattern, str) for pattern in patterns):
         raise OrthancError(ErrorCode.BAD_FILE_FORMAT, "Expected a string or a list of strings")
     services.dicom_contexts.transfer_syntaxes = matching_transfer_syntaxes(patterns)
+    services.settings_changed()
     return list(services.dicom_contexts.transfer_syntaxes)
 
 
@@ -85,6 +87,7 @@ def get_unknown_sop_class_accepted(request: RestRequest, services: Services) -> 
 @routes.put("/tools/unknown-sop-class-accepted")
 def put_unknown_sop_class_accepted(request: RestRequest, services: Services) -> RestResponse:
     services.dicom_contexts.unknown_sop_class_accepted = boolean_body(request)
+    services.settings_changed()
     return RestResponse.text("")
 
 

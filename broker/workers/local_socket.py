@@ -1,12 +1,39 @@
 """A thread serving one Unix socket of the abstract namespace until stopped: the coordinator's wake-up
-datagrams (``wakeup``) and each worker's status (``siblings``)."""
+datagrams (``wakeup``), each worker's status (``siblings``), the jobs handed to the coordinator
+(``jobs_handoff``).
+
+A socket of the abstract namespace is open to every process of the machine's network namespace (it
+has no file, hence no permissions): a stream server answers only a peer that ``is_sibling``, checked
+with ``SO_PEERCRED``. A wake-up datagram carries nothing, so anyone may send one.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
+import struct
 import threading
+from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("luabroker.workers")
+
+#: The largest request or answer on a stream socket (a status with its metrics, a serialized job).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def is_sibling(connection: socket.socket) -> bool:
+    """Whether the peer runs as this user and has this process's parent (the supervisor)."""
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", credentials)
+    if uid != os.getuid():
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == os.getppid()
 
 
 class LocalSocketServer:
@@ -45,3 +72,59 @@ class LocalSocketServer:
             pass
         self.socket.close()
         self._thread.join(5)
+
+
+def read_all(connection: socket.socket) -> bytes:
+    """What the peer sends until it shuts its side down (``MAX_MESSAGE_BYTES`` at most)."""
+    chunks, size = [], 0
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError("message too large")
+    return b"".join(chunks)
+
+
+def ask(address: bytes, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One JSON request and its JSON answer on the stream socket ``address``; raises ``OSError``
+    (nobody listening, timeout) or ``ValueError`` (not JSON)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout)
+        connection.connect(address)
+        connection.sendall(json.dumps(request, default=str).encode())
+        connection.shutdown(socket.SHUT_WR)
+        answer = json.loads(read_all(connection))
+    if not isinstance(answer, dict):
+        raise ValueError("the answer is not a JSON object")
+    return answer
+
+
+class RequestServer(LocalSocketServer):
+    """A stream server of one JSON request and one JSON answer per connection, for siblings only."""
+
+    def __init__(self, address: bytes, name: str, timeout: float) -> None:
+        super().__init__(socket.SOCK_STREAM, address, name)
+        self.timeout = timeout
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def serve_once(self) -> None:
+        connection, _ = self.socket.accept()
+        with connection:
+            if not is_sibling(connection):
+                log.warning("%s: refused a process that is not a worker of this server", self._thread.name)
+                return
+            try:
+                connection.settimeout(self.timeout)
+                request = json.loads(read_all(connection))
+                answer = self.answer(request) if isinstance(request, dict) else {"Error": "not a JSON object"}
+            except OSError:
+                return  # the peer went away
+            except Exception as exc:  # a bad request, or a failure to answer it: said to the peer
+                log.exception("%s: cannot answer a request", self._thread.name)
+                answer = {"Error": str(exc)}
+            try:
+                connection.sendall(json.dumps(answer, default=str).encode())
+            except OSError:
+                pass

@@ -1,44 +1,42 @@
 """The other worker processes of a server, as one worker sees them: what it asks of them (through the
-supervisor, by signal) and what it learns from them (their status, on a local socket).
+supervisor, by signal; or directly, on their control socket) and what it learns from them.
 
 Every worker answers on a Unix stream socket of the abstract namespace named after the storage
-directory and its pid (``StatusServer``): one JSON document per connection, then the connection
-closes. The coordinator reads them for ``GET /lua/status`` and the metrics, so that an operator sees
-every process through the one HTTP front end. The siblings are the children of the supervisor
+directory and its pid (``ControlServer``): one JSON request per connection, one JSON answer. ``{}``
+asks for its status (for ``GET /lua/status`` and the metrics, so that an operator sees every process
+through the one HTTP front end); ``{"Settings": {...}}`` has it apply the runtime settings
+(``broker.workers.settings``). The siblings are the children of the supervisor
 (``/proc/<supervisor>/task/<supervisor>/children``), so a worker that died and was started again is
 found under its new pid, and a dead one is not looked for.
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
 import signal
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from broker.workers.local_socket import LocalSocketServer
+from broker.services import Services
+from broker.workers import settings
+from broker.workers.local_socket import RequestServer, ask
 from broker.workers.wakeup import storage_key
 
-log = logging.getLogger("luabroker.workers")
-
-#: How long the coordinator waits for one worker's status: a worker busy ingesting answers in
-#: milliseconds (a thread of its own), a stuck one must not hold ``GET /lua/status``.
-STATUS_TIMEOUT_S = 2.0
-MAX_STATUS_BYTES = 16 * 1024 * 1024
+#: How long a worker waits for another one's answer: a worker busy ingesting answers in milliseconds
+#: (a thread of its own), a stuck one must not hold ``GET /lua/status`` or a ``PUT``.
+CONTROL_TIMEOUT_S = 2.0
 
 
-def status_address(storage_directory: Path, pid: int) -> bytes:
-    return b"\0luabroker-status-" + storage_key(storage_directory) + f"-{pid}".encode()
+def control_address(storage_directory: Path, pid: int) -> bytes:
+    return b"\0luabroker-control-" + storage_key(storage_directory) + f"-{pid}".encode()
 
 
 class Siblings:
     """What one worker asks of the others, and reads from them."""
 
-    def __init__(self, storage_directory: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
-        self.storage_directory = storage_directory
+    def __init__(self, services: Services, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.services = services
+        self.storage_directory = services.config.storage_directory
         self.snapshot = snapshot  # this worker's own status
 
     def reload(self) -> None:
@@ -49,6 +47,14 @@ class Siblings:
         """The whole server stops (``/tools/shutdown``, ``/tools/reset``): the supervisor stops every
         other worker at once, before this one lets the coordinator role go."""
         os.kill(os.getppid(), signal.SIGUSR2)
+
+    def share_settings(self) -> None:
+        """After a ``PUT`` changed a runtime setting here: every other worker applies them before this
+        returns (one that does not answer in time gets them at its next start)."""
+        current = settings.current(self.services)
+        settings.save(self.storage_directory, current)
+        for pid in self.pids():
+            self._ask(pid, {"Settings": current})
 
     def pids(self) -> list[int]:
         """The other workers now running (the supervisor's children)."""
@@ -62,39 +68,27 @@ class Siblings:
     def statuses(self) -> list[dict[str, Any]]:
         """The status of every worker, this one included, by pid (``{"Pid": n, "Error": ...}`` for one
         that did not answer)."""
-        return sorted([self.snapshot(), *(self._status(pid) for pid in self.pids())],
+        return sorted([self.snapshot(), *(self._ask(pid, {}) for pid in self.pids())],
                       key=lambda status: status["Pid"])
 
-    def _status(self, pid: int) -> dict[str, Any]:
+    def _ask(self, pid: int, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-                connection.settimeout(STATUS_TIMEOUT_S)
-                connection.connect(status_address(self.storage_directory, pid))
-                chunks = []
-                size = 0
-                while chunk := connection.recv(65536):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_STATUS_BYTES:
-                        raise ValueError("status too large")
-            status: dict[str, Any] = json.loads(b"".join(chunks))
-            return status
+            return ask(control_address(self.storage_directory, pid), request, CONTROL_TIMEOUT_S)
         except (OSError, ValueError) as exc:  # starting, stopping, or stuck: say so, do not fail
-            return {"Pid": pid, "Error": f"no status: {exc}"}
+            return {"Pid": pid, "Error": f"no answer: {exc}"}
 
 
-class StatusServer(LocalSocketServer):
-    """A worker's end: answers each connection with ``snapshot()`` as JSON."""
+class ControlServer(RequestServer):
+    """A worker's end: its status, or the runtime settings applied."""
 
-    def __init__(self, storage_directory: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
-        super().__init__(socket.SOCK_STREAM, status_address(storage_directory, os.getpid()), "worker-status")
+    def __init__(self, services: Services, snapshot: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(control_address(services.config.storage_directory, os.getpid()), "worker-control",
+                         CONTROL_TIMEOUT_S)
+        self.services = services
         self.snapshot = snapshot
 
-    def serve_once(self) -> None:
-        connection, _ = self.socket.accept()
-        with connection:
-            try:
-                connection.settimeout(STATUS_TIMEOUT_S)
-                connection.sendall(json.dumps(self.snapshot(), default=str).encode())
-            except Exception:  # a reader that went away, or a snapshot that failed: next one
-                log.exception("Cannot send this worker's status")
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        if "Settings" in request:
+            settings.apply(self.services, request["Settings"])
+            return {"Pid": os.getpid(), "Applied": True}
+        return self.snapshot()

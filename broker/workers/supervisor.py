@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from broker.config import Config
 from broker.core.lease import ServerLock
+from broker.workers import settings
 
 log = logging.getLogger("luabroker.workers")
 
@@ -82,6 +83,7 @@ class Supervisor:
         ``StorageInUse`` or ``OSError`` (a port in use) when the server cannot start, and
         ``SystemExit(CANNOT_START)`` when a worker could not."""
         self.lock.acquire()
+        settings.forget(self.config.storage_directory)  # the changes of the last run end with it
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             self._ports = self._reserve_ports()

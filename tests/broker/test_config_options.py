@@ -2,6 +2,7 @@
 section it belongs to: ``Option 'X' has value V; expected E``, a nested option named by its full path."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ def refused(raw: dict[str, Any]) -> str:
     ({"OrthancPeers": []}, "Option 'OrthancPeers' has value []; expected an object of symbolic names"),
     # Formerly read by the metrics endpoint.
     ({"MetricsEnabled": "false"}, "Option 'MetricsEnabled' has value 'false'; expected true or false"),
+    ({"Workers": -1}, "Option 'Workers' has value -1; expected an integer >= 0 (0: one per core)"),
     # Nested options of the LuaSandbox section.
     ({"LuaSandbox": {"LogRateLimit": {"Burst": 0}}},
      "Option 'LuaSandbox.LogRateLimit.Burst' has value 0; expected an integer >= 1"),
@@ -68,6 +70,12 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert config.network.http == HttpOptions(timeout=60, proxy="", verify_peers=True, ca_certificates="",
                                               lua_allowed_hosts=None)
     assert (config.metrics_enabled, config.check_revisions, config.ssl_enabled) == (True, False, False)
+
+
+def test_workers_is_one_process_by_default_and_0_means_one_per_core() -> None:
+    assert Config.from_json({}, BASE).workers == 1
+    assert Config.from_json({"Workers": 3}, BASE).workers == 3
+    assert Config.from_json({"Workers": 0}, BASE).workers == (os.cpu_count() or 1)
 
 
 def test_call_system_is_on_by_default_in_trusted_mode() -> None:

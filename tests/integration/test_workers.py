@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from broker.core.lease import StorageInUse
 from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from tests.integration.test_fault_drills import DELIVERY_RECORDER
-from tests.support.factory import make_instances
+from tests.support.factory import make_instances, to_bytes
 from tests.support.process import START_S, LuabrokerProcess, write_config
 from tests.support.waiting import wait_until
 
@@ -231,6 +238,122 @@ def test_a_reset_starts_new_workers_in_the_same_supervisor(processes: Any, tmp_p
     wait_until(lambda: len(workers(server)) == 2, START_S, message="two new workers")
     assert server.process.poll() is None
     assert not set(workers(server)) & set(before)
+
+
+FIND_FILTER = """
+function IncomingFindRequestFilter(query, origin)
+  query['0010,0020'] = 'P1'
+  return query
+end
+"""
+
+
+def test_the_find_filter_runs_in_the_filter_sandbox_of_whichever_worker_answers(processes: Any,
+                                                                                tmp_path: Path) -> None:
+    server = start(processes, tmp_path, FIND_FILTER, DicomAlwaysAllowFind=True)
+    pids = workers(server)
+    for patient in ("P1", "P2"):
+        assert server.http.post("/instances", content=to_bytes(make_instances(1, patient_id=patient)[0])).is_success
+    ae = AE(ae_title="FINDSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    associations = [ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER",
+                                 evt_handlers=NODELAY_HANDLERS) for _ in range(12)]
+    try:
+        assert all(assoc.is_established for assoc in associations)
+        found = []
+        for assoc in associations:
+            query = Dataset()
+            query.QueryRetrieveLevel, query.PatientID, query.StudyInstanceUID = "STUDY", "*", ""
+            pause_reactor(assoc)
+            found.append([identifier.PatientID for status, identifier in
+                          assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+                          if status.Status in (0xFF00, 0xFF01)])
+    finally:
+        for assoc in associations:
+            assoc.release()
+    assert found == [["P1"]] * 12  # the filter replaced the query on every association
+    calls = [line for line in server.http.get("/tools/metrics-prometheus").text.splitlines()
+             if line.startswith('luabroker_lua_calls_total{callback="IncomingFindRequestFilter"')]
+    assert {line.split('role="')[1].split('"')[0] for line in calls} == {"filter"}
+    assert {line.split('worker="')[1].split('"')[0] for line in calls} == {str(pid) for pid in pids}
+
+
+def test_an_asynchronous_c_move_on_any_worker_is_a_job_of_the_coordinator(processes: Any, tmp_path: Path,
+                                                                          recording_scp: Any) -> None:
+    receiver = recording_scp(aet="DEST")
+    server = start(processes, tmp_path, SynchronousCMove=False, JobsHistorySize=100,
+                   DicomModalities={"movescu": ["MOVESCU", "127.0.0.1", 1]})
+    pids = workers(server)
+    # A modality declared at run time is known to every worker: the destination of their C-MOVEs.
+    assert server.http.put("/modalities/dest", json=["DEST", "127.0.0.1", receiver.port]).is_success
+    ds = make_instances(1)[0]
+    assert server.http.post("/instances", content=to_bytes(ds)).is_success
+    ae = AE(ae_title="MOVESCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    associations = [ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER",
+                                 evt_handlers=NODELAY_HANDLERS) for _ in range(12)]
+    try:
+        assert all(assoc.is_established for assoc in associations)
+        served = holders(pids, server.config["DicomPort"])
+        assert all(count > 0 for count in served.values())  # both workers answer C-MOVEs
+        query = Dataset()
+        query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", ds.StudyInstanceUID
+        for assoc in associations:
+            pause_reactor(assoc)
+            statuses = [status.Status for status, _ in
+                        assoc.send_c_move(query, "DEST", StudyRootQueryRetrieveInformationModelMove)]
+            assert statuses[-1] == 0x0000
+    finally:
+        for assoc in associations:
+            assoc.release()
+    # Every move is a job the coordinator lists and runs, whichever worker received it.
+    jobs = server.http.get("/jobs?expand").json()
+    assert len(jobs) == 12 and {job["Type"] for job in jobs} == {"DicomModalityStore"}
+    wait_until(lambda: all(server.http.get(f"/jobs/{job['ID']}").json()["State"] == "Success" for job in jobs),
+               START_S, message="the jobs' success")
+    assert len(receiver.stored) == 12
+
+
+def refused_everywhere(server: LuabrokerProcess) -> bool:
+    """Whether 12 associations proposing CT in Explicit VR Little Endian only get no context accepted
+    (both workers: see above)."""
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    answers = []
+    for _ in range(12):
+        assoc = ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER",
+                             evt_handlers=NODELAY_HANDLERS)
+        answers.append(bool(assoc.is_established and assoc.accepted_contexts))
+        if assoc.is_established:
+            assoc.release()
+    return not any(answers)
+
+
+def test_a_setting_changed_over_http_applies_to_every_worker_and_to_a_restarted_one(processes: Any,
+                                                                                    tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    assert not refused_everywhere(server)
+    answer = server.http.put("/tools/accepted-transfer-syntaxes", json=["1.2.840.10008.1.2"])
+    assert answer.json() == ["1.2.840.10008.1.2"]
+    assert refused_everywhere(server)  # at once: the PUT answered once every worker had applied it
+    other = next(pid for pid in workers(server) if pid != coordinator(server))
+    os.kill(other, signal.SIGKILL)
+    wait_until(lambda: server.lines("serves DICOM") >= 3, START_S, message="the killed worker started again")
+    assert refused_everywhere(server)  # the new worker read the change at its start
+    assert server.http.put("/tools/accepted-transfer-syntaxes", json=["1.2.840.10008.1.2.1"]).is_success
+    assert not refused_everywhere(server)
+
+
+def test_a_port_in_use_stops_the_start_with_a_clear_error(processes: Any, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        (tmp_path / "recorder.lua").write_text(DELIVERY_RECORDER)
+        write_config(tmp_path, Workers=2, DicomPort=taken.getsockname()[1])
+        server: LuabrokerProcess = processes(tmp_path)
+        assert server.wait_exit() == 1
+    assert server.lines("luabroker: cannot start") == 1
+    assert server.lines("Address already in use") == 1
 
 
 def test_a_second_server_on_the_same_storage_refuses_to_start(processes: Any, tmp_path: Path) -> None:

@@ -1,0 +1,75 @@
+"""Asynchronous jobs submitted in a worker that is not the coordinator go to the coordinator's engine.
+
+The jobs registry lives in the coordinator (``GET /jobs`` is served there, the saved jobs are its),
+so a job that a worker creates (an asynchronous C-MOVE with ``SynchronousCMove: false``, a filter
+script's ``RestApiPost`` with ``Asynchronous``) is handed over as its serialized form, the form
+``jobs.sqlite`` keeps: the coordinator rebuilds it (``JOB_TYPES[type].unserialize``), submits it and
+answers its id. A synchronous job runs in the worker that waits for it, as before.
+
+The coordinator listens on a Unix stream socket of the abstract namespace named after the storage
+directory, and serves only another worker of this server (``local_socket.is_sibling``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ErrorCode, OrthancError
+from broker.jobs import JOB_TYPES, JobsEngine
+from broker.jobs.model import Job
+from broker.workers.local_socket import RequestServer, ask
+from broker.workers.wakeup import storage_key
+
+log = logging.getLogger("luabroker.workers")
+
+#: How long a worker tries to reach a coordinator (one is being elected after the last one died).
+HANDOFF_TIMEOUT_S = 30.0
+RETRY_S = 0.1
+
+
+def address(storage_directory: Path) -> bytes:
+    return b"\0luabroker-jobs-" + storage_key(storage_directory)
+
+
+class JobsHandoff:
+    """A worker's end (``JobsEngine.handoff``): hands an asynchronous job to the coordinator and
+    returns the id the coordinator gave it."""
+
+    def __init__(self, storage_directory: Path) -> None:
+        self.address = address(storage_directory)
+
+    def __call__(self, job: Job, priority: int) -> str:
+        request = {"Type": job.type, "Content": job.serialize(), "Priority": priority}
+        deadline = time.monotonic() + HANDOFF_TIMEOUT_S
+        while True:
+            try:
+                answer = ask(self.address, request, HANDOFF_TIMEOUT_S)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:  # no coordinator came up in time
+                    raise OrthancError(ErrorCode.INTERNAL_ERROR, "No coordinator process to run the job; "
+                                       "try again") from None
+                time.sleep(RETRY_S)  # a coordinator is being elected
+            except (OSError, ValueError) as exc:
+                raise OrthancError(ErrorCode.INTERNAL_ERROR, f"Cannot hand the job to the coordinator: {exc}") from exc
+        if "ID" not in answer:
+            raise OrthancError(ErrorCode.INTERNAL_ERROR, f"The coordinator refused the job: {answer.get('Error')}")
+        log.info("%s job handed to the coordinator: %s", job.type, answer["ID"])
+        return str(answer["ID"])
+
+
+class JobsListener(RequestServer):
+    """The coordinator's end: submits the jobs that the other workers hand over."""
+
+    def __init__(self, storage_directory: Path, engine: JobsEngine) -> None:
+        super().__init__(address(storage_directory), "jobs-handoff", HANDOFF_TIMEOUT_S)
+        self.engine = engine
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            job = JOB_TYPES[request["Type"]].unserialize(request["Content"])
+            return {"ID": self.engine.submit(job, int(request["Priority"]))}
+        except (OrthancError, KeyError, ValueError, TypeError) as exc:
+            return {"Error": str(exc)}

@@ -1,0 +1,60 @@
+"""The settings that the REST API changes while the server runs, and that every worker must apply:
+the transfer syntaxes and unknown SOP classes the DICOM server accepts
+(``/tools/accepted-transfer-syntaxes``, ``/tools/unknown-sop-class-accepted``), the default encoding
+(``/tools/default-encoding``) and the modalities (``PUT``/``DELETE /modalities/{name}``), which decide
+who may query and where a C-MOVE goes.
+
+The worker that changes one (the coordinator, which serves HTTP) pushes them to every other worker and
+waits for each to have applied them (``Siblings.share_settings``), so the next association, whichever
+worker takes it, sees the change. It also writes them to ``runtime-settings.json`` in the storage
+directory, which a worker started later (after a crash) applies at its start. The supervisor deletes
+that file when it starts: as in Orthanc, these changes last until the server stops.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from broker.config.network import Modality
+from broker.core.encodings import encoding_named
+from broker.services import Services
+
+FILE_NAME = "runtime-settings.json"
+
+
+def current(services: Services) -> dict[str, Any]:
+    contexts = services.dicom_contexts
+    return {"AcceptedTransferSyntaxes": list(contexts.transfer_syntaxes),
+            "UnknownSopClassAccepted": contexts.unknown_sop_class_accepted,
+            "DefaultEncoding": services.store.default_encoding.name,
+            "DicomModalities": {name: modality.to_json() for name, modality in services.network.modalities().items()}}
+
+
+def apply(services: Services, settings: dict[str, Any]) -> None:
+    services.dicom_contexts.transfer_syntaxes = tuple(settings["AcceptedTransferSyntaxes"])
+    services.dicom_contexts.unknown_sop_class_accepted = bool(settings["UnknownSopClassAccepted"])
+    services.store.default_encoding = encoding_named(settings["DefaultEncoding"])
+    services.network.replace_modalities({name: Modality.parse(value)
+                                         for name, value in settings["DicomModalities"].items()})
+
+
+def save(storage_directory: Path, settings: dict[str, Any]) -> None:
+    """Write the file whole, then rename it into place: a worker never reads half of it."""
+    path = storage_directory / FILE_NAME
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(settings))
+    temporary.replace(path)
+
+
+def load(storage_directory: Path) -> dict[str, Any] | None:
+    try:
+        settings: dict[str, Any] = json.loads((storage_directory / FILE_NAME).read_text())
+    except FileNotFoundError:
+        return None
+    return settings
+
+
+def forget(storage_directory: Path) -> None:
+    (storage_directory / FILE_NAME).unlink(missing_ok=True)

@@ -69,10 +69,11 @@ class NetworkRegistry:
         with self._lock:
             self._modalities[name] = modality
 
-    def replace_modalities(self, modalities: Mapping[str, Modality]) -> None:
-        """All the modalities at once (another worker process changed them: docs/workers.md)."""
+    def replace(self, modalities: Mapping[str, Modality], peers: Mapping[str, Peer]) -> None:
+        """All the modalities and peers at once (another worker process changed them: docs/workers.md)."""
         with self._lock:
             self._modalities = dict(modalities)
+            self._peers = dict(peers)
 
     def delete_modality(self, name: str) -> None:
         with self._lock:

@@ -62,6 +62,7 @@ class Services:
 
     def settings_changed(self) -> None:
         """A ``PUT``/``DELETE`` changed a runtime setting (accepted transfer syntaxes, unknown SOP
-        classes, default encoding, modalities): every other worker process applies it too."""
+        classes, default encoding, modalities, peers, log levels): every other worker process applies
+        it too (``broker.workers.settings``)."""
         if self.siblings is not None:
             self.siblings.share_settings()

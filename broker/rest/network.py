@@ -168,12 +168,14 @@ def get_peer_configuration(request: RestRequest, services: Services) -> Any:
 @routes.put("/peers/{name}")
 def put_peer(request: RestRequest, services: Services) -> RestResponse:
     services.network.put_peer(request.params["name"], _parse_body(request, Peer.parse))
+    services.settings_changed()
     return _empty()
 
 
 @routes.delete("/peers/{name}")
 def delete_peer(request: RestRequest, services: Services) -> RestResponse:
     services.network.delete_peer(request.params["name"])
+    services.settings_changed()
     return _empty()
 
 

@@ -112,7 +112,7 @@ def _verbosity_name(level: int) -> str:
     return "trace" if level <= logging.DEBUG else "verbose" if level <= logging.INFO else "default"
 
 
-def _set_verbosity(categories: list[str], request: RestRequest) -> RestResponse:
+def _set_verbosity(categories: list[str], request: RestRequest, services: Services) -> RestResponse:
     name = _text(request)
     if name not in _VERBOSITIES:
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,
@@ -120,6 +120,7 @@ def _set_verbosity(categories: list[str], request: RestRequest) -> RestResponse:
     for category in categories:
         for logger in LOG_CATEGORIES[category]:
             logging.getLogger(logger).setLevel(_VERBOSITIES[name])
+    services.settings_changed()
     return RestResponse.text("")
 
 
@@ -130,7 +131,7 @@ def get_log_level(request: RestRequest, services: Services) -> RestResponse:
 
 @routes.put("/tools/log-level")
 def put_log_level(request: RestRequest, services: Services) -> RestResponse:
-    return _set_verbosity(list(LOG_CATEGORIES), request)
+    return _set_verbosity(list(LOG_CATEGORIES), request, services)
 
 
 def _category_routes(category: str) -> None:
@@ -138,7 +139,7 @@ def _category_routes(category: str) -> None:
         return RestResponse.text(_verbosity_name(_verbosity(category)))
 
     def put_category(request: RestRequest, services: Services) -> RestResponse:
-        return _set_verbosity([category], request)
+        return _set_verbosity([category], request, services)
 
     routes.add("GET", f"/tools/log-level-{category}", get_category)
     routes.add("PUT", f"/tools/log-level-{category}", put_category)

@@ -8,6 +8,8 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,23 @@ def holders(pids: list[int], port: int) -> dict[int, int]:
     return counts
 
 
+@contextmanager
+def associations(server: LuabrokerProcess, context: str, calling: str, count: int = 12) -> Iterator[list[Any]]:
+    """``count`` associations open at once, released at the end: the kernel spreads them over both
+    workers (all on one: 2 chances in 2^count)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(context)
+    opened = [ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER",
+                           evt_handlers=NODELAY_HANDLERS) for _ in range(count)]
+    try:
+        assert all(assoc.is_established for assoc in opened)
+        yield opened
+    finally:
+        for assoc in opened:
+            if assoc.is_established:
+                assoc.release()
+
+
 def delivered(server: LuabrokerProcess, ids: list[str]) -> bool:
     return all(server.http.get(f"/instances/{i}/metadata/Delivered").status_code == 200 for i in ids)
 
@@ -118,19 +137,14 @@ def delivered(server: LuabrokerProcess, ids: list[str]) -> bool:
 def test_the_workers_share_the_dicom_port_and_every_instance_is_delivered(processes: Any, tmp_path: Path) -> None:
     server = start(processes, tmp_path)
     pids = workers(server)
-    # 16 associations open at once: the kernel spreads them over both workers (all on one: 2 in 65536).
-    associations = [associate(server) for _ in range(16)]
-    try:
+    statuses = []
+    with associations(server, CTImageStorage, "STORESCU", 16) as opened:
         wait_until(lambda: sum(holders(pids, server.config["DicomPort"]).values()) == 16,
                    message="the 16 associations accepted")
         assert all(count > 0 for count in holders(pids, server.config["DicomPort"]).values())
-        statuses = []
-        for assoc, ds in zip(associations, make_instances(16), strict=True):
+        for assoc, ds in zip(opened, make_instances(16), strict=True):
             pause_reactor(assoc)
             statuses.append(assoc.send_c_store(ds).Status)
-    finally:
-        for assoc in associations:
-            assoc.release()
     assert statuses == [0] * 16
     ids = server.http.get("/instances").json()
     assert len(ids) == 16
@@ -254,23 +268,15 @@ def test_the_find_filter_runs_in_the_filter_sandbox_of_whichever_worker_answers(
     pids = workers(server)
     for patient in ("P1", "P2"):
         assert server.http.post("/instances", content=to_bytes(make_instances(1, patient_id=patient)[0])).is_success
-    ae = AE(ae_title="FINDSCU")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    associations = [ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER",
-                                 evt_handlers=NODELAY_HANDLERS) for _ in range(12)]
-    try:
-        assert all(assoc.is_established for assoc in associations)
-        found = []
-        for assoc in associations:
+    found = []
+    with associations(server, StudyRootQueryRetrieveInformationModelFind, "FINDSCU") as opened:
+        for assoc in opened:
             query = Dataset()
             query.QueryRetrieveLevel, query.PatientID, query.StudyInstanceUID = "STUDY", "*", ""
             pause_reactor(assoc)
             found.append([identifier.PatientID for status, identifier in
                           assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
                           if status.Status in (0xFF00, 0xFF01)])
-    finally:
-        for assoc in associations:
-            assoc.release()
     assert found == [["P1"]] * 12  # the filter replaced the query on every association
     calls = [line for line in server.http.get("/tools/metrics-prometheus").text.splitlines()
              if line.startswith('luabroker_lua_calls_total{callback="IncomingFindRequestFilter"')]
@@ -288,24 +294,16 @@ def test_an_asynchronous_c_move_on_any_worker_is_a_job_of_the_coordinator(proces
     assert server.http.put("/modalities/dest", json=["DEST", "127.0.0.1", receiver.port]).is_success
     ds = make_instances(1)[0]
     assert server.http.post("/instances", content=to_bytes(ds)).is_success
-    ae = AE(ae_title="MOVESCU")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    associations = [ae.associate("127.0.0.1", server.config["DicomPort"], ae_title="LUABROKER",
-                                 evt_handlers=NODELAY_HANDLERS) for _ in range(12)]
-    try:
-        assert all(assoc.is_established for assoc in associations)
+    with associations(server, StudyRootQueryRetrieveInformationModelMove, "MOVESCU") as opened:
         served = holders(pids, server.config["DicomPort"])
         assert all(count > 0 for count in served.values())  # both workers answer C-MOVEs
         query = Dataset()
         query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", ds.StudyInstanceUID
-        for assoc in associations:
+        for assoc in opened:
             pause_reactor(assoc)
             statuses = [status.Status for status, _ in
                         assoc.send_c_move(query, "DEST", StudyRootQueryRetrieveInformationModelMove)]
             assert statuses[-1] == 0x0000
-    finally:
-        for assoc in associations:
-            assoc.release()
     # Every move is a job the coordinator lists and runs, whichever worker received it.
     jobs = server.http.get("/jobs?expand").json()
     assert len(jobs) == 12 and {job["Type"] for job in jobs} == {"DicomModalityStore"}

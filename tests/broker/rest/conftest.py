@@ -64,7 +64,8 @@ class Client:
 
 def make_services(store: Store) -> SimpleNamespace:
     config = Config.from_json({"Name": "luabroker-test", "DicomAet": "LUABROKER"}, Path("/etc/luabroker"))
-    return SimpleNamespace(store=store, config=config)
+    # A single process: a runtime setting changed has no other worker to reach.
+    return SimpleNamespace(store=store, config=config, settings_changed=lambda: None)
 
 
 @pytest.fixture

@@ -137,8 +137,9 @@ class Server:
                                            server_control.routes, queries.routes,
                                            legacy_queries.routes, retrievals.routes,
                                            *([worklists.routes] if config.worklists.enabled else [])])
-        # A worker runs the jobs submitted in it (by a filter's RestApiPost, an asynchronous C-MOVE)
-        # without saving them; the saved jobs are the coordinator's, which resumes them.
+        # The saved jobs are the coordinator's, which resumes them. A worker hands its asynchronous
+        # jobs (an asynchronous C-MOVE, a filter's RestApiPost) to the coordinator, and runs the
+        # synchronous ones a filter script waits for itself, unsaved.
         services.jobs = create_engine(services, persistent=worker is None)
         if worker is not None:
             services.jobs.handoff = JobsHandoff(config.storage_directory)

@@ -244,6 +244,17 @@ def test_sigterm_to_the_supervisor_stops_every_worker_cleanly(processes: Any, tm
     assert server.lines("luabroker has stopped") == 3  # both workers, then the supervisor
 
 
+def test_the_workers_stop_cleanly_when_the_supervisor_is_killed(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    pids = workers(server)
+    server.process.send_signal(signal.SIGKILL)
+    server.wait_exit()
+    wait_until(lambda: all(not Path(f"/proc/{pid}").exists() for pid in pids), START_S,
+               message="the workers' end")
+    # Each worker's clean stop (SIGTERM from the kernel), read from the pipe they still held.
+    wait_until(lambda: server.lines("luabroker has stopped") == 2, START_S, message="two clean stops")
+
+
 def test_a_reset_starts_new_workers_in_the_same_supervisor(processes: Any, tmp_path: Path) -> None:
     server = start(processes, tmp_path)
     before = workers(server)

@@ -258,11 +258,13 @@ def test_the_workers_stop_cleanly_when_the_supervisor_is_killed(processes: Any, 
 def test_a_reset_starts_new_workers_in_the_same_supervisor(processes: Any, tmp_path: Path) -> None:
     server = start(processes, tmp_path)
     before = workers(server)
+    assert server.lines("luabroker is ready") == 1, "".join(server.output)
     assert server.http.post("/tools/reset").json() == {}
+    wait_until(lambda: server.lines("luabroker is restarting (reset)") == 1, START_S, message="the re-execution")
     server.wait_ready(2)
     wait_until(lambda: len(workers(server)) == 2, START_S, message="two new workers")
     assert server.process.poll() is None
-    assert not set(workers(server)) & set(before)
+    assert not set(workers(server)) & set(before), "".join(server.output)
 
 
 FIND_FILTER = """

@@ -201,6 +201,8 @@ class Server:
             self._starter.start()
             log.warning("luabroker worker %d serves DICOM %s on port %d", os.getpid(), self.config.dicom_aet,
                         self.config.dicom_port)
+            assert self.services.siblings is not None
+            self.services.siblings.serving()
             self._stopping.wait()
 
         changed = settings.load(self.config.storage_directory)  # by the REST API before this worker started

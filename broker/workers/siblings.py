@@ -43,6 +43,11 @@ class Siblings:
         """After ``POST /lua/reload`` succeeded here: the supervisor has every other worker reload."""
         os.kill(os.getppid(), signal.SIGUSR1)
 
+    def serving(self) -> None:
+        """This worker serves: the server has started (the supervisor retries a worker that cannot
+        start from now on, instead of stopping the server)."""
+        os.kill(os.getppid(), signal.SIGRTMIN)
+
     def stop(self) -> None:
         """The whole server stops (``/tools/shutdown``, ``/tools/reset``): the supervisor stops every
         other worker at once, before this one lets the coordinator role go."""

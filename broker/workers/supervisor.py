@@ -9,8 +9,10 @@ polls:
 - SIGCHLD: a worker ended. Its exit status says why: ``SHUTDOWN_EXIT`` (the coordinator served
   ``POST /tools/shutdown``) stops the server, ``RESET_EXIT`` (``POST /tools/reset``) stops it and has
   the caller start it again, ``CANNOT_START`` (a configuration or a script that does not load, a port
-  in use) stops it with that status; anything else (kill -9, a crash, an operator's SIGTERM to one
-  worker) is a worker to start again, at once, or after a growing pause when it keeps dying young.
+  in use) stops it with that status while no worker has served yet (a server that cannot start
+  refuses to start, as Orthanc); anything else, and ``CANNOT_START`` once the server has served (a
+  worker killed while the scripts on disk were broken must not take the others down), is a worker to
+  start again, at once, or after a growing pause when it keeps dying young.
 - SIGTERM, SIGINT: every worker gets SIGTERM and stops cleanly (workers that do not within
   ``STOP_TIMEOUT_S`` are killed); exit status 0.
 - SIGHUP: passed on to every worker (each reloads its scripts).
@@ -19,6 +21,7 @@ polls:
 - SIGUSR2: from the coordinator, asked to shut down or reset: SIGTERM to every other worker at once,
   before the coordinator's own stop releases the lease (a worker must not take the role of a server
   that is stopping); its exit status then says which it was.
+- SIGRTMIN: from a worker that serves (its DICOM server listens): the server has started.
 
 A worker started here gets SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), so a kill -9 of
 the supervisor never leaves workers serving without one.
@@ -54,7 +57,8 @@ STOP_TIMEOUT_S = 150.0
 YOUNG_S = 10.0
 MAX_RESTART_PAUSE_S = 10.0
 
-SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
+SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+           signal.SIGRTMIN}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -77,6 +81,7 @@ class Supervisor:
         self._ports: tuple[int, int] = (config.dicom_port, config.http_port)
         self._dicom_guard: socket.socket | None = None
         self._stopping = False  # the coordinator asked for a stop: no worker is started again
+        self._served = False  # a worker has served: from now on, one that cannot start is retried
 
     def run(self) -> bool:
         """Serve until a stop; True when the stop was a reset (the caller starts again). Raises
@@ -163,6 +168,8 @@ class Supervisor:
             elif info.si_signo == signal.SIGUSR2:
                 self._stopping = True
                 self._signal_all(signal.SIGTERM, spare=info.si_pid)
+            elif info.si_signo == signal.SIGRTMIN:
+                self._served = True
 
     def _reap(self) -> int | None:
         """Handle the workers that ended; the exit status of the server when one ends it."""
@@ -178,7 +185,7 @@ class Supervisor:
             if status == RESET_EXIT:
                 log.warning("luabroker: the coordinator was asked to reset; stopping the workers")
                 return RESET_EXIT
-            if status == CANNOT_START:
+            if status == CANNOT_START and not self._served:
                 log.error("luabroker: worker %d could not start; stopping the server", worker.index)
                 return CANNOT_START
             if self._stopping:

@@ -355,6 +355,29 @@ def test_a_setting_changed_over_http_applies_to_every_worker_and_to_a_restarted_
     assert not refused_everywhere(server)
 
 
+def test_a_worker_that_cannot_start_again_does_not_stop_the_others(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path)
+    (tmp_path / "recorder.lua").write_text("function ReceivedInstanceFilter(")  # broken on disk
+    other = next(pid for pid in workers(server) if pid != coordinator(server))
+    os.kill(other, signal.SIGKILL)
+    wait_until(lambda: server.lines("luabroker: cannot start") >= 2, START_S, message="two failed restarts")
+    assert server.process.poll() is None and server.get("/system") is not None
+    assert store_one(server, make_instances(1)[0]) == 0  # the coordinator still receives
+    (tmp_path / "recorder.lua").write_text(DELIVERY_RECORDER)  # mended: the next attempt starts
+    wait_until(lambda: server.lines("serves DICOM") >= 3, START_S, message="the worker back")
+    assert len(workers(server)) == 2
+
+
+def test_a_script_that_does_not_load_stops_the_start(processes: Any, tmp_path: Path) -> None:
+    (tmp_path / "recorder.lua").write_text("function ReceivedInstanceFilter(")
+    write_config(tmp_path, Workers=2, LuaScripts=["recorder.lua"])
+    server: LuabrokerProcess = processes(tmp_path)
+    assert server.wait_exit() == 1
+    assert server.lines("luabroker: cannot start") >= 1
+    assert server.lines("recorder.lua:1") >= 1  # the file and line, as with one process
+    assert server.lines("could not start; stopping the server") == 1
+
+
 def test_a_port_in_use_stops_the_start_with_a_clear_error(processes: Any, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

@@ -94,6 +94,10 @@ log = logging.getLogger("luabroker")
 #: a SIGTERM for its whole wall-clock budget.
 HTTP_SHUTDOWN_GRACE_S = 10
 
+#: How long the coordinator of a server that stops waits for the other workers to end before it lets
+#: the coordinator role go (each stops cleanly within its own bounded stop).
+SIBLINGS_STOP_S = 60
+
 #: How long a stop waits for the end of a start-up still in progress (``Initialize``); past it, the stop
 #: goes on anyway. Larger than the longest call a sandbox allows by default (WallTimeout, 60 s).
 STARTER_JOIN_S = 90
@@ -383,6 +387,12 @@ class Server:
         self.services.peers.close()
         self.services.lua_http.close()
         self.services.store.close()
+        siblings = self.services.siblings
+        if siblings is not None and self.coordinating and (self.reset_requested or self.shutdown_requested):
+            # The whole server stops (request_stop told the others): none may take the role it leaves.
+            if not siblings.wait_alone(SIBLINGS_STOP_S):
+                log.error("Other workers still run %.0f s after the stop; letting the coordinator role go",
+                          SIBLINGS_STOP_S)
         self.lease.release()
         self.server_lock.release()
         log.warning("luabroker has stopped")

@@ -24,7 +24,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def is_sibling(connection: socket.socket) -> bool:
-    """Whether the peer runs as this user and has this process's parent (the supervisor)."""
+    """Whether the peer runs as this user and has this process's parent (the supervisor; not init,
+    which a worker whose supervisor died shares with every orphan)."""
     credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, _ = struct.unpack("3i", credentials)
     if uid != os.getuid():
@@ -33,7 +34,8 @@ def is_sibling(connection: socket.socket) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return int(stat.rsplit(")", 1)[1].split()[1]) == os.getppid()
+    parent = os.getppid()
+    return parent != 1 and int(stat.rsplit(")", 1)[1].split()[1]) == parent
 
 
 class LocalSocketServer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ from broker.workers.wakeup import storage_key
 #: How long a worker waits for another one's answer: a worker busy ingesting answers in milliseconds
 #: (a thread of its own), a stuck one must not hold ``GET /lua/status`` or a ``PUT``.
 CONTROL_TIMEOUT_S = 2.0
+STOP_POLL_S = 0.05
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not reaped yet, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def control_address(storage_directory: Path, pid: int) -> bytes:
@@ -38,20 +48,38 @@ class Siblings:
         self.services = services
         self.storage_directory = services.config.storage_directory
         self.snapshot = snapshot  # this worker's own status
+        self.supervisor = os.getppid()
+
+    def _tell_supervisor(self, signum: int) -> None:
+        """A signal to the supervisor, unless it died (this worker is then stopping: PR_SET_PDEATHSIG)
+        and the parent is now someone else."""
+        if os.getppid() == self.supervisor:
+            os.kill(self.supervisor, signum)
 
     def reload(self) -> None:
         """After ``POST /lua/reload`` succeeded here: the supervisor has every other worker reload."""
-        os.kill(os.getppid(), signal.SIGUSR1)
+        self._tell_supervisor(signal.SIGUSR1)
 
     def serving(self) -> None:
         """This worker serves: the server has started (the supervisor retries a worker that cannot
         start from now on, instead of stopping the server)."""
-        os.kill(os.getppid(), signal.SIGRTMIN)
+        self._tell_supervisor(signal.SIGRTMIN)
 
     def stop(self) -> None:
         """The whole server stops (``/tools/shutdown``, ``/tools/reset``): the supervisor stops every
         other worker at once, before this one lets the coordinator role go."""
-        os.kill(os.getppid(), signal.SIGUSR2)
+        self._tell_supervisor(signal.SIGUSR2)
+
+    def wait_alone(self, timeout: float) -> bool:
+        """Wait until no other worker runs (after ``stop``), ``timeout`` at most; whether they all
+        ended. The coordinator of a server that stops lets its role go only then: a worker whose
+        SIGTERM is not handled yet (a loaded machine) must not find the role free and take it."""
+        deadline = time.monotonic() + timeout
+        while any(_running(pid) for pid in self.pids()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(STOP_POLL_S)  # the supervisor reaps them; no event reaches this process
+        return True
 
     def share_settings(self) -> None:
         """After a ``PUT`` changed a runtime setting here: every other worker applies them before this
@@ -63,7 +91,9 @@ class Siblings:
 
     def pids(self) -> list[int]:
         """The other workers now running (the supervisor's children)."""
-        supervisor = os.getppid()
+        supervisor = self.supervisor
+        if os.getppid() != supervisor:  # the supervisor died: its children are no longer known here
+            return []
         try:
             children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
         except OSError:

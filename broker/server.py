@@ -94,6 +94,10 @@ log = logging.getLogger("luabroker")
 #: a SIGTERM for its whole wall-clock budget.
 HTTP_SHUTDOWN_GRACE_S = 10
 
+#: How often a worker's idle main thread wakes, so that a signal delivered to another thread gets its
+#: Python handler run (a blocking wait in the main thread would never run it).
+SIGNAL_CHECK_S = 0.5
+
 #: How long the coordinator of a server that stops waits for the other workers to end before it lets
 #: the coordinator role go (each stops cleanly within its own bounded stop).
 SIBLINGS_STOP_S = 60
@@ -207,7 +211,11 @@ class Server:
                         self.config.dicom_port)
             assert self.services.siblings is not None
             self.services.siblings.serving()
-            self._stopping.wait()
+            # With a timeout: Python runs a signal handler in the main thread only, and a SIGTERM that
+            # the kernel delivered to another thread does not interrupt a wait without one, so the
+            # handler (the stop) would wait for ever.
+            while not self._stopping.wait(SIGNAL_CHECK_S):
+                pass
 
         changed = settings.load(self.config.storage_directory)  # by the REST API before this worker started
         if changed is not None:

@@ -197,7 +197,7 @@ class Server:
 
         self._serve(serve)
         if not self.http.started:
-            raise OSError(f"The HTTP server could not listen on {self.config.http_bind}:{self.config.http_port}")
+            raise self._not_listening()
         return self.reset_requested
 
     def run_worker(self) -> bool:
@@ -249,12 +249,14 @@ class Server:
         if self.failure is not None:
             raise self.failure
 
-    def worker_status(self) -> dict[str, Any]:
-        """What this worker says of itself to the coordinator (``GET /lua/status``, the metrics)."""
-        services = self.services
-        return {"Pid": os.getpid(), "Worker": self.worker, "Coordinator": self.coordinating,
-                "Sandboxes": services.scripts.status(),
-                "Metrics": services.metrics.render().decode() if self.config.metrics_enabled else ""}
+    def worker_status(self, metrics: bool) -> dict[str, Any]:
+        """What this worker says of itself to the coordinator: for ``GET /lua/status``, and with
+        ``metrics`` its metrics' exposition too (``/tools/metrics-prometheus``)."""
+        status: dict[str, Any] = {"Pid": os.getpid(), "Worker": self.worker, "Coordinator": self.coordinating,
+                                  "Sandboxes": self.services.scripts.status()}
+        if metrics:
+            status["Metrics"] = self.services.metrics.render().decode()
+        return status
 
     @property
     def coordinating(self) -> bool:
@@ -292,12 +294,14 @@ class Server:
         try:
             self.http.run()
             if not self.http.started and self.failure is None:
-                self.failure = OSError(f"The HTTP server could not listen on {self.config.http_bind}:"
-                                       f"{self.config.http_port}")
+                self.failure = self._not_listening()
         except BaseException as exc:  # uvicorn exits (SystemExit) when it cannot bind
             self.failure = self.failure or OSError(f"The HTTP server could not start: {exc!r}")
         finally:
             self._stopping.set()
+
+    def _not_listening(self) -> OSError:
+        return OSError(f"The HTTP server could not listen on {self.config.http_bind}:{self.config.http_port}")
 
     def _finish_start(self) -> None:
         while not self.http.started and not self.http.should_exit:

@@ -37,6 +37,7 @@ from typing import TypeVar
 from sandbox import landlock, seccomp
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
+from sandbox.memory import parent_pid
 from sandbox.process import Layer, Spawned, SpawnSpec
 
 #: RLIMIT_NPROC for trusted scripts (``io.popen``/``os.execute``) when they run under a dedicated uid.
@@ -323,7 +324,7 @@ def _locate_interpreter(info_fd: int, bwrap_pid: int) -> int:
     except (ValueError, KeyError, TypeError):
         raise SandboxError("bubblewrap exited before it set up the sandbox") from None
     while True:
-        children = _children(init_pid)
+        children = child_pids(init_pid)
         if children:
             return children[0]
         if not os.path.exists(f"/proc/{init_pid}"):
@@ -333,7 +334,8 @@ def _locate_interpreter(info_fd: int, bwrap_pid: int) -> int:
         time.sleep(0.0005)
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The children of ``pid`` (none when it is gone)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
@@ -346,16 +348,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _children_by_scan(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and parent_pid(int(entry)) == parent]
 
 
 def find_bwrap() -> str | None:

@@ -53,8 +53,7 @@ def lua_status(request: RestRequest, services: Services) -> Any:
     it is the coordinator, and its sandboxes (docs/workers.md)."""
     status = {**services.scripts.overview(), "Events": services.store.outbox.counts()}
     if services.siblings is not None:
-        status["Workers"] = [{key: value for key, value in worker.items() if key != "Metrics"}
-                             for worker in services.siblings.statuses()]
+        status["Workers"] = services.siblings.statuses()
     return status
 
 

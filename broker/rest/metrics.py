@@ -18,7 +18,8 @@ def metrics_prometheus(request: RestRequest, services: Services) -> RestResponse
     if not services.config.metrics_enabled or services.metrics is None:
         body = b""
     elif services.siblings is not None:
-        body = merged((status["Pid"], status.get("Metrics", "")) for status in services.siblings.statuses())
+        body = merged((status["Pid"], status.get("Metrics", ""))
+                      for status in services.siblings.statuses(metrics=True))
     else:
         body = services.metrics.render()
     return RestResponse(200, body, CONTENT_TYPE)

@@ -14,8 +14,9 @@ import os
 import socket
 import struct
 import threading
-from pathlib import Path
 from typing import Any
+
+from sandbox.memory import parent_pid
 
 log = logging.getLogger("luabroker.workers")
 
@@ -28,14 +29,8 @@ def is_sibling(connection: socket.socket) -> bool:
     which a worker whose supervisor died shares with every orphan)."""
     credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, _ = struct.unpack("3i", credentials)
-    if uid != os.getuid():
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
     parent = os.getppid()
-    return parent != 1 and int(stat.rsplit(")", 1)[1].split()[1]) == parent
+    return uid == os.getuid() and parent != 1 and parent_pid(pid) == parent
 
 
 class LocalSocketServer:

@@ -2,10 +2,10 @@
 supervisor, by signal; or directly, on their control socket) and what it learns from them.
 
 Every worker answers on a Unix stream socket of the abstract namespace named after the storage
-directory and its pid (``ControlServer``): one JSON request per connection, one JSON answer. ``{}``
-asks for its status (for ``GET /lua/status`` and the metrics, so that an operator sees every process
-through the one HTTP front end); ``{"Settings": {...}}`` has it apply the runtime settings
-(``broker.workers.settings``). The siblings are the children of the supervisor
+directory and its pid (``ControlServer``): one JSON request per connection, one JSON answer.
+``{"Metrics": false}`` asks for its status (for ``GET /lua/status``; with ``true``, its metrics too),
+so that an operator sees every process through the one HTTP front end; ``{"Settings": {...}}`` has
+it apply the runtime settings (``broker.workers.settings``). The siblings are the children of the supervisor
 (``/proc/<supervisor>/task/<supervisor>/children``), so a worker that died and was started again is
 found under its new pid, and a dead one is not looked for.
 """
@@ -22,6 +22,7 @@ from broker.services import Services
 from broker.workers import settings
 from broker.workers.local_socket import RequestServer, ask
 from broker.workers.wakeup import storage_key
+from sandbox.layers import child_pids
 
 #: How long a worker waits for another one's answer: a worker busy ingesting answers in milliseconds
 #: (a thread of its own), a stuck one must not hold ``GET /lua/status`` or a ``PUT``.
@@ -44,7 +45,7 @@ def control_address(storage_directory: Path, pid: int) -> bytes:
 class Siblings:
     """What one worker asks of the others, and reads from them."""
 
-    def __init__(self, services: Services, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, services: Services, snapshot: Callable[[bool], dict[str, Any]]) -> None:
         self.services = services
         self.storage_directory = services.config.storage_directory
         self.snapshot = snapshot  # this worker's own status
@@ -94,16 +95,12 @@ class Siblings:
         supervisor = self.supervisor
         if os.getppid() != supervisor:  # the supervisor died: its children are no longer known here
             return []
-        try:
-            children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-        except OSError:
-            return []
-        return [int(pid) for pid in children if int(pid) != os.getpid()]
+        return [pid for pid in child_pids(supervisor) if pid != os.getpid()]
 
-    def statuses(self) -> list[dict[str, Any]]:
+    def statuses(self, metrics: bool = False) -> list[dict[str, Any]]:
         """The status of every worker, this one included, by pid (``{"Pid": n, "Error": ...}`` for one
         that did not answer)."""
-        return sorted([self.snapshot(), *(self._ask(pid, {}) for pid in self.pids())],
+        return sorted([self.snapshot(metrics), *(self._ask(pid, {"Metrics": metrics}) for pid in self.pids())],
                       key=lambda status: status["Pid"])
 
     def _ask(self, pid: int, request: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +113,7 @@ class Siblings:
 class ControlServer(RequestServer):
     """A worker's end: its status, or the runtime settings applied."""
 
-    def __init__(self, services: Services, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, services: Services, snapshot: Callable[[bool], dict[str, Any]]) -> None:
         super().__init__(control_address(services.config.storage_directory, os.getpid()), "worker-control",
                          CONTROL_TIMEOUT_S)
         self.services = services
@@ -126,4 +123,4 @@ class ControlServer(RequestServer):
         if "Settings" in request:
             settings.apply(self.services, request["Settings"])
             return {"Pid": os.getpid(), "Applied": True}
-        return self.snapshot()
+        return self.snapshot(bool(request.get("Metrics")))

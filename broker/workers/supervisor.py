@@ -223,11 +223,11 @@ class Supervisor:
         Raises ``SystemExit(CANNOT_START)`` when a worker could not start."""
         self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(worker.process is not None for worker in self.workers):
+        while True:
             for worker in self.workers:
                 if worker.process is not None and worker.process.poll() is not None:
                     worker.process = None
-            if not any(worker.process is not None for worker in self.workers):
+            if all(worker.process is None for worker in self.workers):
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:

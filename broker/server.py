@@ -12,16 +12,18 @@ too, and ``run()`` then returns True: starting again is its caller's part (``bro
 the process; see there why).
 
 With ``Workers`` above 1 (docs/workers.md) each worker process runs a ``Server`` through ``run_worker()``:
-the store, the filter sandbox and the DICOM front end (on a port the workers share) from the start;
-the coordinator role (HTTP, the main sandbox and ``Initialize``, the event dispatcher, the stability
-monitor, the heartbeat, the persistent jobs engine) once it holds the coordinator lease, which it waits
-for in a thread: the role moves to another worker as soon as its holder dies.
+the store, the filter sandbox and the DICOM and HTTP front ends (on ports the workers share) from the
+start; the coordinator role (the main sandbox and ``Initialize``, the event dispatcher, the stability
+monitor, the heartbeat, the persistent jobs engine, the REST routes that answer from its memory) once
+it holds the coordinator lease, which it waits for in a thread: the role moves to another worker as
+soon as its holder dies.
 """
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +85,7 @@ from broker.scripting.script_log import ScriptLog
 from broker.services import Services
 from broker.workers import settings
 from broker.workers.jobs_handoff import JobsHandoff, JobsListener
+from broker.workers.rest_forward import RestForward, RestListener
 from broker.workers.siblings import ControlServer, Siblings
 from broker.workers.wakeup import WakeupListener, WakeupSender
 
@@ -158,6 +161,7 @@ class Server:
         services.stop_server = lambda reset: self.request_stop(reset=reset, asked=True)
         if worker is not None:
             services.siblings = Siblings(services, self.worker_status)
+            services.rest.forward = RestForward(config.storage_directory, held=lambda: self.coordinating)
         # The figures of the whole index are the coordinator's to report (one process, not each).
         services.metrics.registry.register(StateCollector(services, services.metrics.started,
                                                           with_index=lambda: self.coordinating))
@@ -170,6 +174,7 @@ class Server:
         store.on_event = self.dispatcher.wake if self.wakeup is None else self.wakeup
         self.wakeup_listener: WakeupListener | None = None
         self.jobs_listener: JobsListener | None = None
+        self.rest_listener: RestListener | None = None
         services.scripts.on_change(self.dispatcher.wake)
         self.dicom = StoreScp(services)
         self.http = uvicorn.Server(uvicorn.Config(
@@ -205,10 +210,16 @@ class Server:
         SIGTERM/SIGINT or, as coordinator, ``request_stop``; then stop cleanly. Returns True for a reset,
         as ``run()``. Raises what made start-up or the taking of the coordinator role fail."""
         def serve() -> None:
+            self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
+            self._http_thread.start()
+            while not self.http.started and not self._stopping.is_set():
+                threading.Event().wait(0.01)
+            if self._stopping.is_set():
+                return
             self._starter = threading.Thread(target=self._elect, name="coordinator-election", daemon=True)
             self._starter.start()
-            log.warning("luabroker worker %d serves DICOM %s on port %d", os.getpid(), self.config.dicom_aet,
-                        self.config.dicom_port)
+            log.warning("luabroker worker %d serves DICOM %s on port %d and HTTP on %s:%d", os.getpid(),
+                        self.config.dicom_aet, self.config.dicom_port, self.config.http_bind, self.config.http_port)
             assert self.services.siblings is not None
             self.services.siblings.serving()
             # With a timeout: Python runs a signal handler in the main thread only, and a SIGTERM that
@@ -263,8 +274,9 @@ class Server:
         return self.lease.held
 
     def _elect(self) -> None:
-        """Wait for the coordinator lease, then take the role: the roles that must run once, and HTTP
-        (its state, such as the jobs and the queries, lives in the coordinator's memory)."""
+        """Wait for the coordinator lease, then take the role: the roles that must run once, and the
+        REST routes that answer from the coordinator's memory (the jobs, the queries, ...), which the
+        other workers forward here."""
         try:
             self.lease.wait()
         except OSError as exc:
@@ -285,14 +297,17 @@ class Server:
             self.wakeup_listener.start()
             self.jobs_listener = JobsListener(self.config.storage_directory, services.jobs)
             self.jobs_listener.start()
-            self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
-            self._http_thread.start()
         self._finish_start()
 
     def _serve_http(self) -> None:
-        """The HTTP front end of a worker that took the coordinator role; its end ends the worker."""
+        """The HTTP front end of a worker, on the port every worker listens on (``SO_REUSEPORT``: the
+        kernel hands each new connection to one of them); its end ends the worker."""
         try:
-            self.http.run()
+            listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listening.bind((self.config.http_bind, self.config.http_port))
+            self.http.run(sockets=[listening])
             if not self.http.started and self.failure is None:
                 self.failure = self._not_listening()
         except BaseException as exc:  # uvicorn exits (SystemExit) when it cannot bind
@@ -317,6 +332,9 @@ class Server:
             self.failure = exc
             self.http.should_exit = True
             return
+        if self.worker is not None:  # the other workers' calls to the coordinator's routes, now answerable
+            self.rest_listener = RestListener(self.config.storage_directory, self.services.rest)
+            self.rest_listener.start()
         log.warning("luabroker is ready: HTTP on %s:%d, DICOM %s on port %d", self.config.http_bind,
                     self.config.http_port, self.config.dicom_aet, self.config.dicom_port)
         self.ready.set()
@@ -382,6 +400,8 @@ class Server:
             self._starter.join(STARTER_JOIN_S)
         if self._http_thread is not None:
             self._http_thread.join(HTTP_SHUTDOWN_GRACE_S + 5)
+        if self.rest_listener is not None:  # the calls the other workers' HTTP servers forward
+            self.rest_listener.stop()
         if self.ready.is_set():
             self.heartbeat.stop()
             self.stability.stop()

@@ -1,8 +1,10 @@
 """``RestApi``: the one entry point of every REST call, from HTTP or from Lua."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.router import Route, RouteIndex, RouteTable, join, routed_path
@@ -19,11 +21,23 @@ class Call:
     inline: bool = False
 
 
+class Forward(Protocol):
+    """Where the coordinator's routes run when this process does not hold the role
+    (``broker.workers.rest_forward``)."""
+
+    def needed(self) -> bool:
+        """Whether the coordinator is another process, now."""
+
+    def __call__(self, request: RestRequest) -> RestResponse:
+        """The coordinator's answer to ``request``; raises as ``RestApi.handle``."""
+
+
 class RestApi:
     def __init__(self, services: Services, tables: list[RouteTable]) -> None:
         self.services = services
         self.routes: list[Route] = join(tables)
         self._index = RouteIndex(self.routes)
+        self.forward: Forward | None = None  # set in a worker process of several
 
     def handle(self, request: RestRequest) -> RestResponse:
         """Route and run one call. Raises ``OrthancError`` or ``BareHttpStatus``; each door converts them
@@ -32,7 +46,8 @@ class RestApi:
 
     def resolve(self, request: RestRequest) -> Call:
         """The call that answers ``request``, found without running it: 405 when the path is served with
-        other methods, an automatic directory (``children``) for a GET that leads to routes, else 404."""
+        other methods, an automatic directory (``children``) for a GET that leads to routes, else 404.
+        A route of the coordinator's runs there when it is another process (``forward``)."""
         allowed: list[str] = []
         path = routed_path(request.path)
         for route in self._index.candidates(path):
@@ -42,6 +57,8 @@ class RestApi:
             if route.method != request.method:
                 allowed.append(route.method)
                 continue
+            if route.coordinator and self.forward is not None and self.forward.needed():
+                return Call(functools.partial(self.forward, request))
             routed = RestRequest(request.method, path, request.query, request.headers, request.body, request.origin,
                                  match.groupdict())
             return Call(self._runner(route, routed), route.inline)

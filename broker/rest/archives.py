@@ -51,7 +51,7 @@ def _answer(services: Services, options: dict[str, Any], media: bool, name: str,
     return response
 
 
-@routes.get("/jobs/{id}/archive")
+@routes.get("/jobs/{id}/archive", coordinator=True)
 def job_archive(request: RestRequest, services: Services) -> RestResponse:
     """The archive of an asynchronous job, while it is kept (``MediaArchiveSize``)."""
     job = services.jobs.job(request.params["id"])

@@ -29,7 +29,7 @@ from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
 
-routes = RouteTable()
+routes = RouteTable(coordinator=True)
 
 _ORTHANC_ID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){4}$")
 

@@ -12,7 +12,7 @@ from broker.scripting.lifecycle import ReloadError
 from broker.services import Services
 from sandbox import LuaError, SandboxBusy, SandboxError
 
-routes = RouteTable()
+routes = RouteTable(coordinator=True)
 
 
 def require_lua_admin(request: RestRequest, services: Services) -> None:

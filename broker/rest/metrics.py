@@ -8,7 +8,7 @@ from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
-routes = RouteTable()
+routes = RouteTable(coordinator=True)
 
 
 @routes.get("/tools/metrics-prometheus")

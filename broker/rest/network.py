@@ -77,14 +77,14 @@ def get_modality_configuration(request: RestRequest, services: Services) -> Any:
     return services.network.modality(request.params["name"]).to_json()
 
 
-@routes.put("/modalities/{name}")
+@routes.put("/modalities/{name}", coordinator=True)
 def put_modality(request: RestRequest, services: Services) -> RestResponse:
     services.network.put_modality(request.params["name"], _parse_body(request, Modality.parse))
     services.settings_changed()
     return _empty()
 
 
-@routes.delete("/modalities/{name}")
+@routes.delete("/modalities/{name}", coordinator=True)
 def delete_modality(request: RestRequest, services: Services) -> RestResponse:
     services.network.delete_modality(request.params["name"])
     services.settings_changed()
@@ -165,14 +165,14 @@ def get_peer_configuration(request: RestRequest, services: Services) -> Any:
     return shown_to(request.origin, services.config, services.network.peer(request.params["name"]).public_json())
 
 
-@routes.put("/peers/{name}")
+@routes.put("/peers/{name}", coordinator=True)
 def put_peer(request: RestRequest, services: Services) -> RestResponse:
     services.network.put_peer(request.params["name"], _parse_body(request, Peer.parse))
     services.settings_changed()
     return _empty()
 
 
-@routes.delete("/peers/{name}")
+@routes.delete("/peers/{name}", coordinator=True)
 def delete_peer(request: RestRequest, services: Services) -> RestResponse:
     services.network.delete_peer(request.params["name"])
     services.settings_changed()

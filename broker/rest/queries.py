@@ -35,7 +35,7 @@ from broker.rest.types import RestRequest, RestResponse
 from broker.scripting.filters import filtered_outgoing_query
 from broker.services import Services
 
-routes = RouteTable()
+routes = RouteTable(coordinator=True)
 
 
 

@@ -37,7 +37,7 @@ from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest
 from broker.services import Services
 
-routes = RouteTable()
+routes = RouteTable(coordinator=True)
 
 #: What Orthanc keeps of an answer to retrieve it (``DicomMoveScuJob::AddFindAnswer``).
 _ANSWER_KEYS = (QUERY_RETRIEVE_LEVEL, ACCESSION_NUMBER,

@@ -5,7 +5,10 @@ A placeholder ``{name}`` matches one path segment, ``{name:path}`` the rest of t
 ``broker.rest.api.RestApi`` joins the tables. A handler is ``handler(request, services)`` and returns
 a ``RestResponse``, or a JSON-able value (answered as Orthanc-style JSON), or raises ``OrthancError``.
 A route registered ``inline=True`` answers from memory without blocking (``GET /system``): the HTTP
-server runs it on its event loop, without a worker thread.
+server runs it on its event loop, without a worker thread. A route registered ``coordinator=True`` (or
+every route of a ``RouteTable(coordinator=True)``) answers from state that lives in the coordinator's
+memory (the jobs, the queries, the Lua sandboxes, the settings it pushes to every worker): with several
+worker processes, another worker forwards it there (``broker.workers.rest_forward``).
 
 ``RouteIndex`` finds the routes a path may match by its first segment, so a request tries a handful of
 regular expressions rather than every route's.
@@ -28,6 +31,7 @@ class Route:
     regex: re.Pattern[str]
     handler: Handler
     inline: bool = False
+    coordinator: bool = False
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -40,29 +44,34 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 class RouteTable:
-    def __init__(self) -> None:
+    def __init__(self, *, coordinator: bool = False) -> None:
+        """``coordinator``: every route of the table is the coordinator's."""
         self.routes: list[Route] = []
+        self.coordinator = coordinator
 
-    def add(self, method: str, pattern: str, handler: Handler, *, inline: bool = False) -> None:
-        self.routes.append(Route(method, pattern, compile_pattern(pattern), handler, inline))
+    def add(self, method: str, pattern: str, handler: Handler, *, inline: bool = False,
+            coordinator: bool = False) -> None:
+        self.routes.append(Route(method, pattern, compile_pattern(pattern), handler, inline,
+                                 coordinator or self.coordinator))
 
-    def _decorator(self, method: str, pattern: str, inline: bool = False) -> Callable[[Handler], Handler]:
+    def _decorator(self, method: str, pattern: str, inline: bool = False,
+                   coordinator: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.add(method, pattern, handler, inline=inline)
+            self.add(method, pattern, handler, inline=inline, coordinator=coordinator)
             return handler
         return register
 
-    def get(self, pattern: str, *, inline: bool = False) -> Callable[[Handler], Handler]:
-        return self._decorator("GET", pattern, inline)
+    def get(self, pattern: str, *, inline: bool = False, coordinator: bool = False) -> Callable[[Handler], Handler]:
+        return self._decorator("GET", pattern, inline, coordinator)
 
-    def post(self, pattern: str) -> Callable[[Handler], Handler]:
-        return self._decorator("POST", pattern)
+    def post(self, pattern: str, *, coordinator: bool = False) -> Callable[[Handler], Handler]:
+        return self._decorator("POST", pattern, coordinator=coordinator)
 
-    def put(self, pattern: str) -> Callable[[Handler], Handler]:
-        return self._decorator("PUT", pattern)
+    def put(self, pattern: str, *, coordinator: bool = False) -> Callable[[Handler], Handler]:
+        return self._decorator("PUT", pattern, coordinator=coordinator)
 
-    def delete(self, pattern: str) -> Callable[[Handler], Handler]:
-        return self._decorator("DELETE", pattern)
+    def delete(self, pattern: str, *, coordinator: bool = False) -> Callable[[Handler], Handler]:
+        return self._decorator("DELETE", pattern, coordinator=coordinator)
 
 
 def join(tables: Iterable[RouteTable]) -> list[Route]:

@@ -16,7 +16,7 @@ from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.services import Services
 
-routes = RouteTable()
+routes = RouteTable(coordinator=True)
 log = logging.getLogger("luabroker")
 
 #: Orthanc answers these two bytes (``AnswerBuffer("{}", MimeType_Json)``), not its indented JSON style.

@@ -42,7 +42,7 @@ def get_default_encoding(request: RestRequest, services: Services) -> RestRespon
     return RestResponse.text(services.store.default_encoding.name)
 
 
-@routes.put("/tools/default-encoding")
+@routes.put("/tools/default-encoding", coordinator=True)
 def put_default_encoding(request: RestRequest, services: Services) -> RestResponse:
     """Files stored before keep the main tags they were indexed with."""
     encoding = encoding_named(_text(request))
@@ -66,7 +66,7 @@ def _lenient_json(text: str) -> Any:
     return value
 
 
-@routes.put("/tools/accepted-transfer-syntaxes")
+@routes.put("/tools/accepted-transfer-syntaxes", coordinator=True)
 def put_accepted_transfer_syntaxes(request: RestRequest, services: Services) -> Any:
     """The body is read as Orthanc reads it: JSON if it starts with a JSON value, a plain pattern
     otherwise; a JSON value that is neither a string nor a list of strings is refused."""
@@ -84,7 +84,7 @@ def get_unknown_sop_class_accepted(request: RestRequest, services: Services) -> 
     return RestResponse.text("1" if services.dicom_contexts.unknown_sop_class_accepted else "0")
 
 
-@routes.put("/tools/unknown-sop-class-accepted")
+@routes.put("/tools/unknown-sop-class-accepted", coordinator=True)
 def put_unknown_sop_class_accepted(request: RestRequest, services: Services) -> RestResponse:
     services.dicom_contexts.unknown_sop_class_accepted = boolean_body(request)
     services.settings_changed()
@@ -129,7 +129,7 @@ def get_log_level(request: RestRequest, services: Services) -> RestResponse:
     return RestResponse.text(_verbosity_name(min(_verbosity(category) for category in LOG_CATEGORIES)))
 
 
-@routes.put("/tools/log-level")
+@routes.put("/tools/log-level", coordinator=True)
 def put_log_level(request: RestRequest, services: Services) -> RestResponse:
     return _set_verbosity(list(LOG_CATEGORIES), request, services)
 
@@ -142,7 +142,7 @@ def _category_routes(category: str) -> None:
         return _set_verbosity([category], request, services)
 
     routes.add("GET", f"/tools/log-level-{category}", get_category)
-    routes.add("PUT", f"/tools/log-level-{category}", put_category)
+    routes.add("PUT", f"/tools/log-level-{category}", put_category, coordinator=True)
 
 
 for _category in LOG_CATEGORIES:

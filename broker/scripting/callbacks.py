@@ -188,15 +188,16 @@ def for_event(event: OutboxEvent) -> Callback | None:
     return _BY_EVENT.get((event.kind, event.level)) or _BY_EVENT.get((event.kind, None))
 
 
-#: The filters of the DICOM doors that run in the main process of a single server process.
-DICOM_DOOR_FILTERS = ("IncomingFindRequestFilter", "IncomingWorklistRequestFilter")
+#: The filters of the doors that run in the main process of a single server process.
+DOOR_FILTERS = ("IncomingHttpRequestFilter", "IncomingFindRequestFilter", "IncomingWorklistRequestFilter")
 
 
 def roles(workers: int) -> dict[str, Role]:
-    """Which process runs each callback. With several worker processes (docs/workers.md) a C-FIND can
-    reach any of them, and only the coordinator has a main process: the filters of the DICOM doors run
-    in the filter process of the worker that received the association, in every worker alike."""
+    """Which process runs each callback. With several worker processes (docs/workers.md) an HTTP
+    request or a C-FIND can reach any of them, and only the coordinator has a main process: the filters
+    of the doors run in the filter process of the worker that received the request, in every worker
+    alike."""
     placed = {name: callback.role for name, callback in CALLBACKS.items()}
     if workers > 1:
-        placed.update(dict.fromkeys(DICOM_DOOR_FILTERS, Role.FILTER))
+        placed.update(dict.fromkeys(DOOR_FILTERS, Role.FILTER))
     return placed

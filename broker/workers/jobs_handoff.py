@@ -12,7 +12,6 @@ directory, and serves only another worker of this server (``local_socket.is_sibl
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ log = logging.getLogger("luabroker.workers")
 
 #: How long a worker tries to reach a coordinator (one is being elected after the last one died).
 HANDOFF_TIMEOUT_S = 30.0
-RETRY_S = 0.1
 
 
 def address(storage_directory: Path) -> bytes:
@@ -42,18 +40,12 @@ class JobsHandoff:
 
     def __call__(self, job: Job, priority: int) -> str:
         request = {"Type": job.type, "Content": job.serialize(), "Priority": priority}
-        deadline = time.monotonic() + HANDOFF_TIMEOUT_S
-        while True:
-            try:
-                answer = ask(self.address, request, HANDOFF_TIMEOUT_S)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:  # no coordinator came up in time
-                    raise OrthancError(ErrorCode.INTERNAL_ERROR, "No coordinator process to run the job; "
-                                       "try again") from None
-                time.sleep(RETRY_S)  # a coordinator is being elected
-            except (OSError, ValueError) as exc:
-                raise OrthancError(ErrorCode.INTERNAL_ERROR, f"Cannot hand the job to the coordinator: {exc}") from exc
+        try:
+            answer = ask(self.address, request, HANDOFF_TIMEOUT_S, patience=HANDOFF_TIMEOUT_S)
+        except ConnectionRefusedError:  # no coordinator came up in time
+            raise OrthancError(ErrorCode.INTERNAL_ERROR, "No coordinator process to run the job; try again") from None
+        except (OSError, ValueError) as exc:
+            raise OrthancError(ErrorCode.INTERNAL_ERROR, f"Cannot hand the job to the coordinator: {exc}") from exc
         if "ID" not in answer:
             raise OrthancError(ErrorCode.INTERNAL_ERROR, f"The coordinator refused the job: {answer.get('Error')}")
         log.info("%s job handed to the coordinator: %s", job.type, answer["ID"])

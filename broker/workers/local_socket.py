@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from sandbox.memory import parent_pid
@@ -71,26 +72,47 @@ class LocalSocketServer:
         self._thread.join(5)
 
 
-def read_all(connection: socket.socket) -> bytes:
-    """What the peer sends until it shuts its side down (``MAX_MESSAGE_BYTES`` at most)."""
+def read_all(connection: socket.socket, limit: int | None = MAX_MESSAGE_BYTES) -> bytes:
+    """What the peer sends until it shuts its side down (``limit`` bytes at most; None: no limit)."""
     chunks, size = [], 0
     while chunk := connection.recv(65536):
         chunks.append(chunk)
         size += len(chunk)
-        if size > MAX_MESSAGE_BYTES:
+        if limit is not None and size > limit:
             raise ValueError("message too large")
     return b"".join(chunks)
 
 
-def ask(address: bytes, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One JSON request and its JSON answer on the stream socket ``address``; raises ``OSError``
-    (nobody listening, timeout) or ``ValueError`` (not JSON)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(timeout)
-        connection.connect(address)
-        connection.sendall(json.dumps(request, default=str).encode())
-        connection.shutdown(socket.SHUT_WR)
-        answer = json.loads(read_all(connection))
+#: How often a peer tries again to connect while nobody listens (a coordinator is being elected).
+RETRY_S = 0.1
+
+
+def exchange(address: bytes, message: bytes, timeout: float | None, patience: float = 0.0,
+             limit: int | None = MAX_MESSAGE_BYTES) -> bytes:
+    """Send ``message`` on the stream socket ``address`` and return the answer. While nobody listens
+    there, try again for ``patience`` seconds; ``timeout`` bounds each wait of the socket (None: the
+    answer comes when it comes, or the peer's end ends the wait). Raises ``OSError`` (nobody listening
+    after ``patience``, a timeout, the peer gone) or ``ValueError`` (an answer over ``limit``)."""
+    deadline = time.monotonic() + patience
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(timeout)
+            try:
+                connection.connect(address)
+            except ConnectionRefusedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(RETRY_S)
+                continue
+            connection.sendall(message)
+            connection.shutdown(socket.SHUT_WR)
+            return read_all(connection, limit)
+
+
+def ask(address: bytes, request: dict[str, Any], timeout: float, patience: float = 0.0) -> dict[str, Any]:
+    """One JSON request and its JSON answer on the stream socket ``address`` (``exchange``); raises
+    ``OSError`` or ``ValueError`` (not a JSON object)."""
+    answer = json.loads(exchange(address, json.dumps(request, default=str).encode(), timeout, patience))
     if not isinstance(answer, dict):
         raise ValueError("the answer is not a JSON object")
     return answer

@@ -21,7 +21,7 @@ polls:
 - SIGUSR2: from the coordinator, asked to shut down or reset: SIGTERM to every other worker at once,
   before the coordinator's own stop releases the lease (a worker must not take the role of a server
   that is stopping); its exit status then says which it was.
-- SIGRTMIN: from a worker that serves (its DICOM server listens): the server has started.
+- SIGRTMIN: from a worker that serves (its DICOM and HTTP servers listen): the server has started.
 
 A worker started here gets SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), so a kill -9 of
 the supervisor never leaves workers serving without one.
@@ -79,7 +79,7 @@ class Supervisor:
         self.workers = [Worker(index) for index in range(config.workers)]
         self.lock = ServerLock(config.storage_directory)
         self._ports: tuple[int, int] = (config.dicom_port, config.http_port)
-        self._dicom_guard: socket.socket | None = None
+        self._guards: list[socket.socket] = []  # the ports reserved for the workers
         self._stopping = False  # the coordinator asked for a stop: no worker is started again
         self._served = False  # a worker has served: from now on, one that cannot start is retried
 
@@ -100,33 +100,30 @@ class Supervisor:
             return self._serve()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-            if self._dicom_guard is not None:
-                self._dicom_guard.close()
+            for guard in self._guards:
+                guard.close()
             self.lock.release()
 
     def _reserve_ports(self) -> tuple[int, int]:
         """The DICOM and HTTP ports, port 0 resolved (every worker must use the same ones), after a
-        check that nobody else uses them. The DICOM port stays bound here (with ``SO_REUSEPORT``, not
-        listening: it gets no connection), so that no other program takes it between two workers."""
-        dicom_port, http_port = self.config.dicom_port, self.config.http_port
+        check that nobody else uses them. Each stays bound here (with ``SO_REUSEPORT``, not listening:
+        it gets no connection), so that no other program takes it between two workers."""
+        dicom_port = self.config.dicom_port
         if self.config.dicom_server_enabled:
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("0.0.0.0", dicom_port))  # no SO_REUSEPORT: fails if anyone listens there
-                dicom_port = probe.getsockname()[1]
-            finally:
-                probe.close()
-            guard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            guard.bind(("0.0.0.0", dicom_port))
-            self._dicom_guard = guard
+            dicom_port = self._reserve("0.0.0.0", dicom_port)
+        return dicom_port, self._reserve(self.config.http_bind, self.config.http_port)
+
+    def _reserve(self, host: str, port: int) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((self.config.http_bind, http_port))
-            http_port = probe.getsockname()[1]
-        return dicom_port, http_port
+            probe.bind((host, port))  # no SO_REUSEPORT: fails if anyone listens there
+            port = probe.getsockname()[1]
+        guard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        guard.bind((host, port))
+        self._guards.append(guard)
+        return port
 
     def _command(self, worker: Worker) -> list[str]:
         command = [sys.executable, "-m", "broker.cli", "--worker", str(worker.index),

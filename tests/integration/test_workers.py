@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -130,6 +131,20 @@ def associations(server: LuabrokerProcess, context: str, calling: str, count: in
                 assoc.release()
 
 
+@contextmanager
+def connections(server: LuabrokerProcess, count: int = 12) -> Iterator[list[httpx.Client]]:
+    """``count`` HTTP clients, each with its own connection kept open (a first ``GET /system`` opens
+    it): the kernel spreads them over both workers (all on one: 2 chances in 2^count)."""
+    clients = [httpx.Client(base_url=f"http://127.0.0.1:{server.config['HttpPort']}", timeout=60)
+               for _ in range(count)]
+    try:
+        assert [client.get("/system").status_code for client in clients] == [200] * count
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
 def delivered(server: LuabrokerProcess, ids: list[str]) -> bool:
     return all(server.http.get(f"/instances/{i}/metadata/Delivered").status_code == 200 for i in ids)
 
@@ -208,6 +223,54 @@ def test_kill9_of_a_worker_during_c_store_loses_nothing(processes: Any, tmp_path
     assert set(acknowledged) <= set(stored)
     wait_until(lambda: delivered(server, [stored[uid] for uid in acknowledged]), START_S,
                message="every acknowledged instance delivered to OnStoredInstance")
+
+
+HTTP_FILTER = DELIVERY_RECORDER + """
+function IncomingHttpRequestFilter(method, uri, ip, username, headers)
+  return uri ~= '/tools/generate-uid'
+end
+"""
+
+
+def test_every_worker_serves_http_and_the_coordinators_routes_run_in_the_coordinator(processes: Any,
+                                                                                      tmp_path: Path) -> None:
+    server = start(processes, tmp_path, HTTP_FILTER, ExecuteLuaEnabled=True)
+    pids = workers(server)
+    with connections(server) as clients:
+        assert all(count > 0 for count in holders(pids, server.config["HttpPort"]).values())
+        # The routes of the index: each worker answers them itself, from the shared index.
+        ids = [client.post("/instances", content=to_bytes(ds)).json()["ID"]
+               for client, ds in zip(clients, make_instances(12), strict=True)]
+        assert all(sorted(client.get("/instances").json()) == sorted(ids) for client in clients)
+        wait_until(lambda: delivered(server, ids), message="every OnStoredInstance delivered")
+        # The coordinator's routes run in the coordinator, whichever worker received the call: one
+        # main sandbox counts every execute-script, one jobs registry, one answer of /lua/status.
+        counts = [client.post("/tools/execute-script", content="calls = (calls or 0) + 1 print(calls)").text
+                  for client in clients]
+        assert counts == [f"{n}\n" for n in range(1, 13)]
+        assert {client.get("/jobs/nope").status_code for client in clients} == {404}
+        assert {tuple(worker["Pid"] for worker in client.get("/lua/status").json()["Workers"]
+                      if worker["Coordinator"]) for client in clients} == {(coordinator(server),)}
+        # IncomingHttpRequestFilter runs in the filter sandbox of the worker that received the request.
+        assert {client.get("/tools/generate-uid?level=patient").status_code for client in clients} == {403}
+    metrics = server.http.get("/tools/metrics-prometheus").text
+    assert {line.split('worker="')[1].split('"')[0] for line in metrics.splitlines()
+            if line.startswith('luabroker_lua_calls_total{callback="IncomingHttpRequestFilter"')} == {
+        str(pid) for pid in pids}
+
+
+def test_http_goes_on_when_the_coordinator_is_killed(processes: Any, tmp_path: Path) -> None:
+    server = start(processes, tmp_path, ExecuteLuaEnabled=True)
+    first = coordinator(server)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: first not in workers(server), START_S, message="the killed coordinator gone")
+    with connections(server) as clients:
+        # A call to the coordinator's routes waits for the next coordinator, then is answered there.
+        answers = [client.post("/tools/execute-script", content="print(42)") for client in clients]
+        assert [(answer.status_code, answer.text) for answer in answers] == [(200, "42\n")] * 12
+        assert coordinator(server) != first
+        assert {client.get("/lua/status").json()["Workers"][0]["Pid"] for client in clients} == {
+            min(workers(server))}
 
 
 def test_a_reload_over_http_reaches_the_filter_of_every_worker(processes: Any, tmp_path: Path) -> None:

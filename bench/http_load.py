@@ -81,10 +81,12 @@ def rate(url: str, seconds: float) -> float:
     return wrk_rate(url, seconds) if shutil.which("wrk") else python_rate(url, seconds)
 
 
-def requests_per_second(kind: str, with_filter: bool, seconds: float) -> float:
-    """``GET /patients`` per second on a fresh, empty ``kind`` server (with the filter script or none)."""
+def requests_per_second(kind: str, with_filter: bool, seconds: float, workers: int = 1) -> float:
+    """``GET /patients`` per second on a fresh, empty ``kind`` server (with the filter script or none);
+    ``workers``: luabroker's ``Workers`` option."""
+    options = {"Workers": workers} if kind == "luabroker" else {}
     with tempfile.TemporaryDirectory(prefix=f"bench-http-{kind}-") as tmp:
-        process, http, _, _ = start(kind, Path(tmp), FILTER if with_filter else "")
+        process, http, _, _ = start(kind, Path(tmp), FILTER if with_filter else "", **options)
         try:
             url = f"http://127.0.0.1:{http}/patients"
             assert httpx.get(url, timeout=30).json() == [], "the archive is not empty"

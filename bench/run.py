@@ -105,8 +105,10 @@ def run_lua_rest(row: Row, args: argparse.Namespace) -> None:
 
 
 def run_http(row: Row, args: argparse.Namespace, with_filter: bool) -> None:
-    alternate(row, args.rounds, {kind: partial(requests_per_second, kind, with_filter, args.seconds)
-                                 for kind in ("luabroker", "orthanc")})
+    row.note = f"luabroker with `Workers: {args.workers}`"
+    alternate(row, args.rounds, {"luabroker": partial(requests_per_second, "luabroker", with_filter, args.seconds,
+                                                      args.workers),
+                                 "orthanc": partial(requests_per_second, "orthanc", with_filter, args.seconds)})
 
 
 def run_recovery(row: Row, args: argparse.Namespace) -> None:

@@ -42,14 +42,16 @@ end
 
 
 def start(kind: str, workdir: Path, script: str = SCRIPT, **options: object) -> tuple[subprocess.Popen, int, int, str]:
-    """A fresh server (``kind``: luabroker or orthanc) with ``script`` and ``options`` in its configuration;
-    returns the process, its HTTP and DICOM ports and its AET once ``/system`` answers."""
+    """A fresh server (``kind``: luabroker or orthanc) with ``script`` and ``options`` in its configuration
+    (luabroker: one process unless ``options`` set ``Workers``); returns the process, its HTTP and DICOM
+    ports and its AET once ``/system`` answers."""
     http, dicom, aet = free_port(), free_port(), "BENCH"
     (workdir / "bench.lua").write_text(script)
     config = {"Name": kind, "HttpPort": http, "DicomPort": dicom, "DicomAet": aet,
               "StorageDirectory": str(workdir / "storage"), "IndexDirectory": str(workdir / "storage"),
               "LuaScripts": [str(workdir / "bench.lua")], "RemoteAccessAllowed": True,
-              "AuthenticationEnabled": False, "Plugins": [], **options}
+              "AuthenticationEnabled": False, "Plugins": [], **({"Workers": 1} if kind == "luabroker" else {}),
+              **options}
     (workdir / "config.json").write_text(json.dumps(config))
     command = ([ORTHANC_BINARY] if kind == "orthanc" else [sys.executable, "-m", "broker.cli"])
     # Orthanc's DICOM stack is DCMTK, which reads TCP_NODELAY from the environment like storescu.

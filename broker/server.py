@@ -26,6 +26,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
@@ -112,7 +113,11 @@ STARTER_JOIN_S = 90
 
 class Server:
     def __init__(self, config: Config, *, worker: int | None = None) -> None:
-        """``worker``: the number of this worker process (``run_worker``); None for a single process."""
+        """``worker``: the number of this worker process (``run_worker``); None for a single process,
+        which runs as ``Workers: 1`` whatever the configuration says (starting several is
+        ``broker.cli``'s part, through the supervisor)."""
+        if worker is None:
+            config = replace(config, workers=1)
         self.config = config
         self.worker = worker
         # Before the index is opened: one server per storage directory (broker/core/lease.py). A worker

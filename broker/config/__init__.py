@@ -54,7 +54,8 @@ class Config(ScriptOptions):
     dicom_port: int = 4242
     dicom_aet: str = "ORTHANC"
     dicom_server_enabled: bool = True
-    #: ``Workers``: how many processes serve DICOM (docs/workers.md); 1 is one process, as Orthanc.
+    #: ``Workers``: how many processes serve DICOM and HTTP (docs/workers.md); 1 is one process, as
+    #: Orthanc. A configuration file without it gets one per core.
     workers: int = 1
     storage_directory: Path = Path("luabroker-data")
     execute_lua_enabled: bool = False
@@ -153,7 +154,7 @@ class Config(ScriptOptions):
             dicom_port=options.option("DicomPort", int, 4242, *port),
             dicom_aet=aet,
             dicom_server_enabled=options.option("DicomServerEnabled", bool, True),
-            workers=_workers(options.option("Workers", int, 1, lambda v: v >= 0, ">= 0 (0: one per core)")),
+            workers=_workers(options.option("Workers", int, 0, lambda v: v >= 0, ">= 0 (0: one per core)")),
             storage_directory=storage if storage.is_absolute() else base_dir / storage,
             execute_lua_enabled=options.option("ExecuteLuaEnabled", bool, False),
             rest_api_write_to_file_system_enabled=options.option("RestApiWriteToFileSystemEnabled", bool, False),
@@ -269,8 +270,8 @@ def _input_bounds(options: Section) -> InputBounds:
 
 
 def _workers(count: int) -> int:
-    """``Workers``: 0 means one process per core."""
-    return count if count > 0 else (os.cpu_count() or 1)
+    """``Workers``: 0 (the default) means one process per core this process may run on."""
+    return count if count > 0 else len(os.sched_getaffinity(0))
 
 
 def _stable_age(seconds: float) -> float:

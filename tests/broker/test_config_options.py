@@ -72,10 +72,12 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert (config.metrics_enabled, config.check_revisions, config.ssl_enabled) == (True, False, False)
 
 
-def test_workers_is_one_process_by_default_and_0_means_one_per_core() -> None:
-    assert Config.from_json({}, BASE).workers == 1
+def test_workers_is_one_per_core_by_default_and_1_is_one_process() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert Config.from_json({}, BASE).workers == cores
+    assert Config.from_json({"Workers": 0}, BASE).workers == cores
     assert Config.from_json({"Workers": 3}, BASE).workers == 3
-    assert Config.from_json({"Workers": 0}, BASE).workers == (os.cpu_count() or 1)
+    assert Config.from_json({"Workers": 1}, BASE).workers == 1
 
 
 def test_call_system_is_on_by_default_in_trusted_mode() -> None:

@@ -108,7 +108,7 @@ def test_infinite_loop_in_a_filter_refuses_the_instance_and_ingest_goes_on(luabr
 def test_script_that_fails_to_load_stops_start_up_naming_file_and_line(tmp_path):
     (tmp_path / "broken.lua").write_text("-- a comment\nfunction OnStoredInstance(\n  x = = 1\nend\n")
     (tmp_path / "config.json").write_text(json.dumps({
-        "HttpPort": 0, "DicomPort": 0, "LuaScripts": ["broken.lua"], "StorageDirectory": "storage"}))
+        "HttpPort": 0, "DicomPort": 0, "Workers": 1, "LuaScripts": ["broken.lua"], "StorageDirectory": "storage"}))
     run = subprocess.run([sys.executable, "-m", "broker.cli", str(tmp_path / "config.json")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
@@ -118,7 +118,7 @@ def test_script_that_fails_to_load_stops_start_up_naming_file_and_line(tmp_path)
 def test_script_that_errors_at_load_time_stops_start_up(tmp_path):
     (tmp_path / "fails.lua").write_text("local x = nil\nprint(x.field)\n")
     (tmp_path / "config.json").write_text(json.dumps({
-        "HttpPort": 0, "DicomPort": 0, "LuaScripts": "fails.lua", "StorageDirectory": "storage"}))
+        "HttpPort": 0, "DicomPort": 0, "Workers": 1, "LuaScripts": "fails.lua", "StorageDirectory": "storage"}))
     run = subprocess.run([sys.executable, "-m", "broker.cli", str(tmp_path / "config.json")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1

@@ -147,7 +147,7 @@ def test_sighup_reloads_the_scripts_of_a_running_server(tmp_path):
     http_port = free_port()
     (tmp_path / "hello.lua").write_text("function Initialize() print('one') end\n")
     (tmp_path / "config.json").write_text(json.dumps({
-        "HttpPort": http_port, "DicomPort": free_port(), "StorageDirectory": "storage",
+        "HttpPort": http_port, "DicomPort": free_port(), "StorageDirectory": "storage", "Workers": 1,
         "LuaScripts": ["hello.lua"]}))
     process = subprocess.Popen([sys.executable, "-m", "broker.cli", str(tmp_path / "config.json")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -86,8 +86,10 @@ def processes() -> Any:
 
 
 def write_config(root: Path, **options: Any) -> dict[str, Any]:
+    """A configuration of one process (``Workers: 1``) unless ``options`` say otherwise."""
     config = {"Name": "first", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "LUABROKER",
-              "StorageDirectory": "storage", "LuaSandbox": {"CallTimeout": 2, "HardTimeout": 6}, **options}
+              "StorageDirectory": "storage", "LuaSandbox": {"CallTimeout": 2, "HardTimeout": 6}, "Workers": 1,
+              **options}
     (root / "config.json").write_text(json.dumps(config))
     return config
 

@@ -182,9 +182,11 @@ class Server:
         self.rest_listener: RestListener | None = None
         services.scripts.on_change(self.dispatcher.wake)
         self.dicom = StoreScp(services)
+        # proxy_headers off: the client's address is the connection's peer, as in Orthanc; uvicorn would
+        # take X-Forwarded-For from any loopback client (RemoteAccessAllowed, the HTTP filter's ip).
         self.http = uvicorn.Server(uvicorn.Config(
             build_app(services), host=config.http_bind, port=config.http_port, log_level="warning",
-            lifespan="off", access_log=False, timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE_S))
+            lifespan="off", access_log=False, proxy_headers=False, timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE_S))
         self.ready = threading.Event()
         self.failure: BaseException | None = None
         self.reset_requested = False  # POST /tools/reset: run() returns True

@@ -51,7 +51,8 @@ def build_app(services: Services) -> ASGIApp:
         if method is None:
             return Response(b"", 400)
         gate = http_filter.gate(request.scope, method)
-        if gate is not None and _has_body(request):  # refused before its body is read
+        has_body = _has_body(request)
+        if gate is not None and has_body:  # refused before its body is read
             refused = await in_thread(gate)
             if refused is not None:
                 return refused
@@ -71,7 +72,8 @@ def build_app(services: Services) -> ASGIApp:
                 query=query,
                 headers=headers,
                 body=decoded_body(await read_body(request, services.store.bounds.max_body),
-                                  headers.get("content-encoding", ""), services.store.bounds.inflate),
+                                  headers.get("content-encoding", ""), services.store.bounds.inflate)
+                if has_body else b"",
                 origin=Origin.rest(client_ip(scope), scope.get("state", {}).get("username", "")),
             )
             if gate is not None:

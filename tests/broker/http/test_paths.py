@@ -15,10 +15,11 @@ import pytest
 from tests.support.factory import make_instances, to_bytes
 
 
-def send(server: Any, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+def send(server: Any, method: str, path: str, body: bytes = b"", headers: list[str] | None = None) -> tuple[int, bytes]:
     """Status and body of a request sent as written (an HTTP client may rewrite the path)."""
+    extra = "".join(f"{header}\r\n" for header in headers or [])
     with socket.create_connection((server.http.base_url.host, server.http.base_url.port), timeout=30) as sock:
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         answer = sock.makefile("rb").read()
     head, _, payload = answer.partition(b"\r\n\r\n")

@@ -36,9 +36,10 @@ WINDOW_S = 1.0
 
 
 def memory_kib(pid: int | None) -> str:
-    """``VmRSS/RssAnon KiB`` of ``pid`` (all resident pages / the pages only it holds), or "gone"."""
+    """``VmRSS/RssAnon/Pss KiB`` of ``pid`` (all resident pages / the pages only it holds / its share of
+    every page it maps), or "gone"."""
     found = figures(pid) if pid else None
-    return f"{found['rss_kib']}/{found['anon_kib']} KiB" if found else "gone"
+    return f"{found['rss_kib']}/{found['anon_kib']}/{found.get('pss_kib', '?')} KiB" if found else "gone"
 
 
 def main_sandbox(client: httpx.Client) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def main() -> None:
     print(f"  answers that failed in between: {len(failures)}; the last start: {last}")
     for text in sorted(set(failures)):
         print(f"    {failures.count(text)} x {text}")
-    print("idle memory (VmRSS/RssAnon):")
+    print("idle memory (VmRSS/RssAnon/Pss):")
     print("\n".join(rss))
 
 

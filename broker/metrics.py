@@ -180,8 +180,9 @@ def _sandbox_metrics(scripts: Any) -> Iterable[Metric]:
                                     labels=["role"])
     # Sandbox.status(): "memory" of the serving process and of the warm spare (docs/operations.md).
     memory = GaugeMetricFamily("luabroker_lua_sandbox_memory_bytes", "Memory of each current sandbox process and "
-                               "its bubblewrap monitor: rss (VmRSS, shared pages included) or anon (RssAnon, "
-                               "its own)", labels=["role", "process", "kind"])
+                               "its bubblewrap processes: rss (VmRSS, shared pages included), anon (RssAnon, "
+                               "its own) or pss (shared pages divided among their users)",
+                               labels=["role", "process", "kind"])
     spare = GaugeMetricFamily("luabroker_lua_spare_warm", "1 while the role's warm spare process is ready",
                               labels=["role"])
     for entry in scripts.status():
@@ -189,8 +190,8 @@ def _sandbox_metrics(scripts: Any) -> Iterable[Metric]:
             state.add_metric([entry["role"], candidate.value], 1 if entry["state"] == candidate.value else 0)
         quarantined.add_metric([entry["role"]], 1 if entry["state"] == State.QUARANTINED.value else 0)
         for process, figures in (("serving", entry["memory"]), ("spare", (entry["spare"] or {}).get("memory"))):
-            for kind in ("rss", "anon"):
-                if figures is not None:
+            for kind in ("rss", "anon", "pss"):
+                if figures is not None and f"{kind}_kib" in figures:
                     memory.add_metric([entry["role"], process, kind], figures[f"{kind}_kib"] * 1024)
         spare.add_metric([entry["role"]], 1 if (entry["spare"] or {}).get("warm") else 0)
     yield state

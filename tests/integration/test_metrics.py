@@ -55,6 +55,14 @@ def test_metrics_move_with_calls_in_orthancs_text_format(luabroker):
     assert after[("luabroker_lua_quarantined", frozenset({("role", "filter")}))] == 0
     version = server.http.get("/lua/status").json()["Version"]
     assert after[("luabroker_lua_scripts_info", frozenset({("version", version)}))] == 1
+    memory = {kind: after[("luabroker_lua_sandbox_memory_bytes",
+                           frozenset({("role", "main"), ("process", "serving"), ("kind", kind)}))]
+              for kind in ("rss", "anon", "pss")
+              if ("luabroker_lua_sandbox_memory_bytes",
+                  frozenset({("role", "main"), ("process", "serving"), ("kind", kind)})) in after}
+    assert 0 < memory["anon"] < memory["rss"]
+    if os.geteuid() == 0:  # smaps_rollup of a sandbox under another uid: readable by root only
+        assert 0 < memory["pss"] < memory["rss"]
 
     # Reloads and restarts are counted across versions (a replaced version's numbers are kept).
     pid = next(s["pid"] for s in server.http.get("/lua/status").json()["Sandboxes"] if s["role"] == "main")

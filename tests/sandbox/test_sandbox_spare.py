@@ -157,6 +157,9 @@ def test_status_shows_the_memory_of_every_process_and_the_last_start(make_sandbo
     lua = memory["processes"][0]
     assert lua["process"] == "lua" and lua["pid"] == status["pid"] and 0 < lua["anon_kib"] <= lua["rss_kib"]
     assert memory["rss_kib"] == sum(p["rss_kib"] for p in memory["processes"])
+    # What they cost together: under what they map (every shared page counted once per mapper).
+    if all("pss_kib" in p for p in memory["processes"]):  # readable here: the same user, or root
+        assert 0 < memory["pss_kib"] == sum(p["pss_kib"] for p in memory["processes"]) < memory["rss_kib"]
     if status["wrapper_pid"] is not None:  # bubblewrap: its processes are listed too
         assert status["wrapper_pid"] in [p["pid"] for p in memory["processes"]]
     spare = warm_spare(sandbox)

@@ -49,6 +49,8 @@ local POLICY = {
     xpcall = "built on pcall: Lua runs a handler with hooks off when a hook raised the error",
     coroutine = "new threads get the call's count hook; a yield cannot leave the call",
     print = "Orthanc's print: arguments joined with ', ' (none before the first non-empty one), sent as a log frame, capped per call",
+    require = "the Lua files of LuaModulesPath only, which the broker reads and sends as text when first "
+        .. "required (no file access, no native module, no binary chunk); each runs once, in the script environment",
   },
   --- What scripts do not get. `build` checks that none of it is reachable from the environment.
   removed = {
@@ -62,7 +64,6 @@ local POLICY = {
     ["os.setlocale"] = "changes number formatting for the whole process, the shim included",
     dofile = "runs files",
     loadfile = "loads files",
-    require = "loads Lua files and native modules",
     package = "the module system, package.loadlib loads native code (Redis CVE-2022-0543)",
     debug = "reads and rewrites locals, upvalues, hooks and metatables: defeats every other rule",
     ["string.dump"] = "makes binary chunks",
@@ -424,6 +425,35 @@ function sandbox.build(options)
       error('collectgarbage: only "count" is available in the sandbox', 2)
     end
     return collectgarbage("count")
+  end
+
+  -- A module's value is kept per process, as package.loaded would (package itself is removed).
+  local loaded = {}
+  function env.require(name)
+    if type(name) ~= "string" then
+      error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
+    end
+    local value = loaded[name]
+    if value ~= nil then
+      return value
+    end
+    if not limits.running() then
+      error("require can only be called while a script loads or a callback runs", 2)
+    end
+    local ok, module = limits.paused(options.rpc, "require", json.array({ name }))
+    if not ok then
+      error(module, 2)
+    end
+    local chunk, err = load(module.source, module.chunkname, "t", env)
+    if chunk == nil then
+      error("error loading module '" .. name .. "': " .. err, 2)
+    end
+    value = chunk(name, module.chunkname:sub(2))
+    if value == nil then
+      value = true
+    end
+    loaded[name] = value
+    return value
   end
 
   env.pcall, env.xpcall = limits.pcall, limits.xpcall

@@ -19,10 +19,10 @@ from sandbox.errors import (
 from sandbox.isolation import Isolation, IsolationError, IsolationPlan, LayerReport
 from sandbox.limits import BackoffPolicy, CallBounds, Limits, next_delay
 from sandbox.states import State
-from sandbox.supervisor import CallResult, Sandbox, SandboxConfig, ScriptSource
+from sandbox.supervisor import CallResult, LuaModule, Sandbox, SandboxConfig, ScriptSource
 
 __all__ = [
-    "Sandbox", "SandboxConfig", "ScriptSource", "CallResult", "CallInfo", "Limits", "BackoffPolicy",
+    "Sandbox", "SandboxConfig", "ScriptSource", "LuaModule", "CallResult", "CallInfo", "Limits", "BackoffPolicy",
     "next_delay", "State", "Isolation", "IsolationError", "IsolationPlan", "LayerReport",
     "SandboxError", "LuaError", "ScriptLoadError", "SandboxCrashed", "SandboxTimeout", "SandboxUnavailable",
     "SandboxBusy", "BuiltinError", "CallBounds", "bounded_by_budget",

@@ -30,7 +30,15 @@ from typing import Any, TypeVar
 
 from sandbox import memory
 from sandbox.channel import CallInfo, ChannelClosed, LogHandler, RpcHandler, SandboxChannel
-from sandbox.errors import LuaError, SandboxCrashed, SandboxError, SandboxTimeout, SandboxUnavailable, ScriptLoadError
+from sandbox.errors import (
+    BuiltinError,
+    LuaError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxTimeout,
+    SandboxUnavailable,
+    ScriptLoadError,
+)
 from sandbox.isolation import Isolation, IsolationPlan, LayerReport, plan
 from sandbox.limits import BackoffPolicy, Limits, next_delay
 from sandbox.process import DEFAULT_SHIM, ChildProcess, Layer, find_interpreter, wait_any
@@ -62,6 +70,22 @@ class ScriptSource:
     source: str | bytes
 
 
+#: The built-in call of the shim's ``require``: the sandbox answers it from ``SandboxConfig.modules``,
+#: without the broker's handler (it is no Orthanc built-in, and needs nothing of the broker's).
+REQUIRE = "require"
+
+
+@dataclass(frozen=True)
+class LuaModule:
+    """A module that the scripts' ``require(name)`` loads: its Lua source, sent as text when first
+    required, or None for a binary module (a ``.so``), which is named only to be refused clearly.
+    ``path`` names the chunk (``"@" + path``) in Lua's messages."""
+
+    name: str
+    path: str
+    source: bytes | None
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """What to run and how to bound it. ``initialize`` is a global function called after every (re)load.
@@ -72,7 +96,8 @@ class SandboxConfig:
     ``os.getenv``, ``os.remove``, ``os.rename``, ``os.tmpname``, a writable working directory and
     file output up to ``isolation.trusted_file_size_mb``, and lose bubblewrap, Landlock and unshare.
     ``spare``: keep one warm spare process, so that a restart only loads the scripts
-    (``sandbox/spare.py``); it costs one more idle process per sandbox.
+    (``sandbox/spare.py``); it costs one more idle process per sandbox. ``modules``: what ``require``
+    finds; the process has no file access, so a module is only ever one of these.
     """
 
     name: str
@@ -86,6 +111,7 @@ class SandboxConfig:
     isolation: Isolation = Isolation()
     trusted: tuple[str, ...] = ()
     spare: bool = True
+    modules: tuple[LuaModule, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.trusted, tuple) or not all(isinstance(p, str) for p in self.trusted):
@@ -165,6 +191,7 @@ class Sandbox:
                  *, layers: Sequence[Layer] | None = None) -> None:
         self.config = config
         self._rpc_handler = rpc_handler
+        self._modules = {module.name: module for module in config.modules}
         self._on_log = on_log
         self._plan: IsolationPlan | None = None
         if layers is not None:
@@ -506,7 +533,7 @@ class Sandbox:
             flags.append("--trusted")
         process = ChildProcess.spawn(self._interpreter, self._plan.shim or self._shim, flags, self._plan.layers,
                                      trusted=bool(self.config.trusted))
-        return SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._rpc_handler,
+        return SandboxChannel(process, name=self.name, role=self.config.role, rpc_handler=self._serve_builtin,
                               on_log=self._on_log, max_frame=limits.max_frame, max_log_lines=limits.max_log_lines,
                               on_functions=self._on_functions, bounds=limits.bounds)
 
@@ -574,6 +601,26 @@ class Sandbox:
             "spawn_to_ready_s": round(prepared.ready_s, 4),
             "recovery_s": round(now - self._failed_at, 4) if restart and self._failed_at is not None else None,
         }
+
+    def _serve_builtin(self, builtin: str, args: list[Any], info: CallInfo) -> Any:
+        """The built-in calls of the process: ``require`` answered here, the others by the broker."""
+        if builtin == REQUIRE:
+            return self._module(args)
+        return self._rpc_handler(builtin, args, info)
+
+    def _module(self, args: list[Any]) -> dict[str, Any]:
+        """What ``require(name)`` loads: the module's chunk name and source, or why it cannot."""
+        name = args[0] if args and isinstance(args[0], str) else None
+        module = self._modules.get(name) if name is not None else None
+        if module is None:
+            raise BuiltinError(f"module '{name}' not found: require loads the Lua files of LuaModulesPath only"
+                               + ("" if self._modules else " (none is configured)"))
+        if module.source is None:
+            raise BuiltinError(f"module '{name}' is a binary module ({module.path}): only Lua source is loaded")
+        if module.source.startswith(b"\x1bLua"):
+            raise BuiltinError(f"module '{name}' ({module.path}) is a precompiled binary chunk: only Lua source "
+                               "is loaded")
+        return {"chunkname": "@" + module.path, "source": module.source}
 
     def _load_scripts(self, channel: SandboxChannel) -> frozenset[str]:
         defined: frozenset[str] = frozenset()

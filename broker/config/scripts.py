@@ -1,5 +1,5 @@
-"""The options of one script set: ``LuaScripts``, ``LuaTrustedScripts``, ``LuaExposeSecrets`` and the
-``LuaSandbox`` section (limits, quarantine, failure policies, isolation, log bounds).
+"""The options of one script set: ``LuaScripts``, ``LuaTrustedScripts``, ``LuaModulesPath``,
+``LuaExposeSecrets`` and the ``LuaSandbox`` section (limits, quarantine, failure policies, isolation, log bounds).
 
 ``ScriptOptions`` groups them because they are what a tenant will set for itself. The next step, a
 ``Tenants`` section (not implemented), reads each tenant's ``ScriptOptions`` with ``read_script_options``
@@ -38,6 +38,8 @@ class ScriptOptions:
     lua_scripts: tuple[Path, ...] = ()
     #: ``LuaTrustedScripts``: scripts of ``LuaScripts`` run in trusted mode (io, os.execute, ...).
     lua_trusted_scripts: tuple[Path, ...] = ()
+    #: ``LuaModulesPath``: folders of the pure-Lua modules that ``require`` loads; read again by a reload.
+    lua_modules_path: tuple[Path, ...] = ()
     #: ``LuaExposeSecrets``: scripts read passwords and keys of the configuration as written (Orthanc).
     lua_expose_secrets: bool = False
     lua_limits: Limits = field(default_factory=Limits)
@@ -65,12 +67,13 @@ class ScriptOptions:
 
 def read_script_options(options: Section, base_dir: Path) -> ScriptOptions:
     """The options of a script set; paths are relative to ``base_dir`` (the configuration's directory)."""
-    scripts = _script_paths(options)
+    scripts = _paths(options, "LuaScripts")
     sandbox = options.section("LuaSandbox")
     limits = _limits(sandbox)
     return ScriptOptions(
         lua_scripts=tuple(_absolute(base_dir, path) for path in scripts),
         lua_trusted_scripts=_trusted(options, base_dir, scripts),
+        lua_modules_path=tuple(_absolute(base_dir, path) for path in _paths(options, "LuaModulesPath")),
         lua_expose_secrets=options.option("LuaExposeSecrets", bool, False),
         lua_limits=limits,
         lua_backoff=_backoff(sandbox),
@@ -99,13 +102,15 @@ def _absolute(base_dir: Path, path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else base_dir / path
 
 
-def _script_paths(options: Section) -> list[str]:
-    scripts = options.get("LuaScripts", [])
-    if isinstance(scripts, str):  # the seed: "A comma-separated list of paths can be specified"
-        scripts = [s.strip() for s in scripts.split(",") if s.strip()]
-    if not isinstance(scripts, list) or not all(isinstance(s, str) for s in scripts):
-        raise bad_value("LuaScripts", scripts, "a list of paths or a comma-separated string")
-    return scripts
+def _paths(options: Section, name: str) -> list[str]:
+    """``LuaScripts`` or ``LuaModulesPath``: a list of paths, or (the seed: "A comma-separated list of
+    paths can be specified") one string."""
+    paths = options.get(name, [])
+    if isinstance(paths, str):
+        paths = [p.strip() for p in paths.split(",") if p.strip()]
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise bad_value(name, paths, "a list of paths or a comma-separated string")
+    return paths
 
 
 def _trusted(options: Section, base_dir: Path, scripts: list[str]) -> tuple[Path, ...]:

@@ -17,7 +17,7 @@ from typing import Any
 from broker.scripting.callbacks import Role
 from broker.scripting.invoke import CallbackRunner
 from broker.scripting.status import Meter, add_process_counts, no_process_counts
-from broker.scripting.version import ScriptVersion, iso, read_scripts, script_name
+from broker.scripting.version import ScriptVersion, iso, read_modules, read_scripts, script_name
 from sandbox import CallInfo, State
 
 log = logging.getLogger("luabroker.scripting")
@@ -201,9 +201,10 @@ class Lifecycle:
         ``LuaTrustedScripts`` among them); limits and isolation always come from the running
         configuration."""
         scripts = read_scripts(scripts_config.lua_scripts, scripts_config.base_dir)
+        modules = read_modules(scripts_config.lua_modules_path, scripts_config.base_dir)
         trusted = tuple(script_name(path, scripts_config.base_dir) for path in scripts_config.lua_trusted_scripts)
         return ScriptVersion(scripts, tenant=self.tenant, config=self.services.config,
-                             rpc_handler=self.rpc_handler, on_log=self._on_log, trusted=trusted)
+                             rpc_handler=self.rpc_handler, on_log=self._on_log, trusted=trusted, modules=modules)
 
     def _fresh_config(self) -> Any:
         """The configuration file read again (the running one if it did not come from a file)."""

@@ -17,17 +17,23 @@ from typing import Any
 
 from broker.config import ConfigError
 from broker.scripting.callbacks import Role
-from sandbox import Sandbox, SandboxConfig, ScriptSource, State
+from sandbox import LuaModule, Sandbox, SandboxConfig, ScriptSource, State
+
+#: The most bytes of Lua source that the folders of ``LuaModulesPath`` may hold: each process keeps
+#: them in the broker's memory, and a module crosses to a process in one frame.
+MAX_MODULES_BYTES = 16 * 1024 * 1024
 
 
-def sources_digest(scripts: Sequence[ScriptSource]) -> str:
+def sources_digest(scripts: Sequence[ScriptSource], modules: Sequence[LuaModule] = ()) -> str:
     """SHA-256 of the scripts, in load order: for each, the length of its name, the name (UTF-8), the
-    length of its source and the source, lengths as 8-byte big-endian integers."""
+    length of its source and the source, lengths as 8-byte big-endian integers; then, when there
+    are modules, the same for each by name, named ``require:<name>:<path>`` (a binary module with an
+    empty source), so that a changed module makes a new version."""
     digest = hashlib.sha256()
-    for script in scripts:
-        name = script.path.encode("utf-8")
-        source = script.source if isinstance(script.source, bytes) else script.source.encode("utf-8")
-        for part in (name, source):
+    parts = [(script.path, script.source) for script in scripts]
+    parts += [(f"require:{module.name}:{module.path}", module.source or b"") for module in modules]
+    for name, source in parts:
+        for part in (name.encode("utf-8"), source if isinstance(source, bytes) else source.encode("utf-8")):
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
     return digest.hexdigest()
@@ -50,6 +56,36 @@ def _read_script(path: Path, base_dir: Path) -> ScriptSource:
         raise ConfigError(f"Cannot read the Lua script {path} listed in 'LuaScripts': {exc.strerror}") from exc
 
 
+def read_modules(folders: Sequence[Path], base_dir: Path) -> tuple[LuaModule, ...]:
+    """The modules that ``require`` finds in the folders of ``LuaModulesPath``, by name, in the order of
+    Lua's own search (``?.lua;?/init.lua`` then the C path): the first folder first; in a folder
+    ``a/b.lua`` is ``a.b``, ``a/init.lua`` is ``a`` when there is no ``a.lua``, and a ``.so`` is a
+    binary module, kept only to be refused by name. Hidden files and folders are skipped."""
+    found: dict[str, tuple[tuple[int, int], LuaModule]] = {}
+    total = 0
+    for rank, folder in enumerate(folders):
+        if not folder.is_dir():
+            raise ConfigError(f"Option 'LuaModulesPath' names {str(folder)!r}, which is not a folder")
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if any(part.startswith(".") for part in relative.parts) or path.suffix not in (".lua", ".so") \
+                    or not path.is_file():
+                continue
+            parts = relative.with_suffix("").parts
+            kind = {".so": 2}.get(path.suffix, 1 if parts[-1] == "init" and len(parts) > 1 else 0)
+            name = ".".join(parts[:-1] if kind == 1 else parts)
+            try:
+                source = path.read_bytes() if kind < 2 else None
+            except OSError as exc:
+                raise ConfigError(f"Cannot read the Lua module {path} (LuaModulesPath): {exc.strerror}") from exc
+            total += len(source or b"")
+            if total > MAX_MODULES_BYTES:
+                raise ConfigError(f"The folders of 'LuaModulesPath' hold more than {MAX_MODULES_BYTES} bytes of Lua")
+            if name not in found or (rank, kind) < found[name][0]:
+                found[name] = ((rank, kind), LuaModule(name, script_name(path, base_dir), source))
+    return tuple(module for _, (_, module) in sorted(found.items()))
+
+
 def iso(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")
 
@@ -59,10 +95,11 @@ class ScriptVersion:
 
     def __init__(self, scripts: tuple[ScriptSource, ...], *, tenant: str, config: Any,
                  rpc_handler: Callable[..., Any], on_log: Callable[[str, str, str], None],
-                 trusted: tuple[str, ...] = ()) -> None:
+                 trusted: tuple[str, ...] = (), modules: tuple[LuaModule, ...] = ()) -> None:
         self.scripts = scripts
+        self.modules = modules
         self.trusted = trusted
-        self.digest = sources_digest(scripts)
+        self.digest = sources_digest(scripts, modules)
         self.loaded_at = time.time()
         #: Roles whose quarantine was already reported (logged once per episode).
         self.reported_quarantine: set[Role] = set()
@@ -71,7 +108,8 @@ class ScriptVersion:
                 SandboxConfig(name=f"{tenant}/{role.value}@{self.digest[:12]}", role=role.value, scripts=scripts,
                               interpreter=config.lua_interpreter, limits=config.lua_limits,
                               backoff=config.lua_backoff, isolation=config.lua_isolation, trusted=trusted,
-                              initialize="Initialize" if role is Role.MAIN else None, spare=config.lua_warm_spare),
+                              initialize="Initialize" if role is Role.MAIN else None, spare=config.lua_warm_spare,
+                              modules=modules),
                 rpc_handler, on_log)
             for role in Role
         }

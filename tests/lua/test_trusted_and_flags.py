@@ -24,7 +24,7 @@ def test_trusted_scripts_get_io_and_os(start_shim, name):
 
 
 @pytest.mark.parametrize("name", ["io.read", "io.write", "io.input", "io.output", "io.stdin", "io.stdout",
-                                  "io.stderr", "os.exit", "os.setlocale", "debug", "package", "require",
+                                  "io.stderr", "os.exit", "os.setlocale", "debug", "package",
                                   "dofile", "loadfile", "string.dump"])
 def test_trusted_scripts_still_lack_what_would_break_the_shim(start_shim, name):
     shim = start_shim("--trusted")

@@ -88,9 +88,11 @@ CORPUS = [
          r"C stack overflow"),
     *[Case(13, name, f"return {name}{call}", "error", r"attempt to (call|index) a nil value")
       for name, call in (("os.execute", "('id')"), ("io.open", "('/etc/passwd')"), ("io.popen", "('id')"),
-                         ("require", "('os')"), ("package.loadlib", "('libc.so.6', '*')"),
+                         ("package.loadlib", "('libc.so.6', '*')"),
                          ("dofile", "('/etc/passwd')"), ("loadfile", "('/etc/passwd')"),
                          ("debug.sethook", "()"))],
+    Case(13, "require", "return require('os')", "error",
+         r"module 'os' not found: require loads the Lua files of LuaModulesPath only"),
     Case(14, "string.dump", "return load(string.dump(function() end))", "error",
          r"attempt to call a nil value \(field 'dump'\)"),
     Case(14, "('').dump", "return ('').dump == nil", "value", True),

@@ -54,9 +54,9 @@ def main() -> None:
                 spin.start()
                 time.sleep(0.5)
                 busy = client.get("/lua/status").json()["Sandboxes"]
-                assert any(s["busy_with"] == "line" for s in busy), "the spin did not start"
+                assert any(s["busy_with"] == "execute-script" for s in busy), "the spin did not start"
                 spinning = latencies(client, args.requests)
-                still = any(s["busy_with"] == "line" for s in client.get("/lua/status").json()["Sandboxes"])
+                still = any(s["busy_with"] == "execute-script" for s in client.get("/lua/status").json()["Sandboxes"])
                 assert still, "the spin ended before the measurement did; raise CallTimeout"
         finally:
             process.terminate()

@@ -33,6 +33,7 @@ import uvicorn
 
 from broker.config import Config
 from broker.core.attachments import Attachments, ContentTypes
+from broker.core.audit import AuditLog
 from broker.core.compression import NONE, ZLIB
 from broker.core.lease import CoordinatorLease, ServerLock
 from broker.core.stability import StabilityMonitor
@@ -53,6 +54,7 @@ from broker.peers import PeerClient
 from broker.rest import (
     archives,
     attachments,
+    audit,
     changes,
     create,
     exports,
@@ -134,6 +136,7 @@ class Server:
         store.event_backlog_limit = config.event_backlog_limit or None
         self.services = services = Services(config=config, store=store, metrics=Metrics())
         services.attachments = Attachments(store, ContentTypes(config.user_content_types))
+        services.audit = AuditLog(store.index)
         services.network = NetworkRegistry(config.network.modalities, config.network.peers,
                                            strict_aet_comparison=config.network.strict_aet_comparison,
                                            check_modality_host=config.network.check_modality_host)
@@ -150,7 +153,7 @@ class Server:
                                            exports.routes, changes.routes, tools.routes, instances.routes,
                                            find.routes, views.routes, attachments.routes,
                                            frames.routes, create.routes, archives.routes,
-                                           server_control.routes, queries.routes,
+                                           server_control.routes, queries.routes, audit.routes,
                                            legacy_queries.routes, retrievals.routes,
                                            *([worklists.routes] if config.worklists.enabled else [])])
         # The saved jobs are the coordinator's, which resumes them. A worker hands its asynchronous

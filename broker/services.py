@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
     from broker.config import Config
     from broker.core.attachments import Attachments
+    from broker.core.audit import AuditLog
     from broker.core.store import Store
     from broker.dicom.find_scu import FindScu
     from broker.dicom.negotiation import AcceptedContexts
@@ -39,6 +40,7 @@ class Services:
     store: Store
     metrics: Metrics
     attachments: Attachments = field(init=False)  # the attachments of every level (broker/core/attachments.py)
+    audit: AuditLog = field(init=False)  # deployments, reloads, quarantines, scripts' privileged actions
     network: NetworkRegistry = field(init=False)  # DicomModalities and OrthancPeers (broker/network.py)
     dicom_contexts: AcceptedContexts = field(init=False)  # what the DICOM server accepts (SOP classes, syntaxes)
     scu: StoreScu = field(init=False)  # C-STORE/C-ECHO SCU with association reuse

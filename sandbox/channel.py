@@ -241,10 +241,13 @@ class SandboxChannel:
                     return defined, rest.get("value"), active.prints
             self._protocol_error(f"malformed result of call {result.id}: {str(result.value)[:200]}")
 
-    def load(self, source: str | bytes, chunkname: str, timeout_s: float) -> tuple[list[str], list[str]]:
-        """Load and run a chunk; returns ``(global functions defined afterwards, prints)``."""
-        with self._locked(chunkname):
-            result, active = self._request(lambda call_id: load_message(call_id, source, chunkname), chunkname,
+    def load(self, source: str | bytes, chunkname: str, timeout_s: float,
+             label: str | None = None) -> tuple[list[str], list[str]]:
+        """Load and run a chunk; returns ``(global functions defined afterwards, prints)``. ``label``
+        names the call (``busy_with``, ``CallInfo.function``) when the chunk name would not."""
+        label = label or chunkname
+        with self._locked(label):
+            result, active = self._request(lambda call_id: load_message(call_id, source, chunkname), label,
                                            timeout_s)
             if not result.ok:
                 raise LuaError(_error_text(result.value), active.prints)

@@ -280,13 +280,15 @@ class Sandbox:
         return CallResult(defined, value, prints)
 
     def execute(self, source: str | bytes, chunkname: str = "line") -> list[str]:
-        """Load and run a chunk in the script environment (execute-script); returns the printed lines.
+        """Load and run a chunk in the script environment (execute-script, the name of the call: its
+        built-ins see ``CallInfo.function == "execute-script"``); returns the printed lines.
 
         Functions it defines are visible to later calls until the process is restarted (a restart
         reloads only the configured scripts). Raises ``LuaError`` if the chunk fails.
         """
         def run(channel: SandboxChannel) -> list[str]:
-            functions, prints = channel.load(source, chunkname, self.config.limits.hard_timeout_s)
+            functions, prints = channel.load(source, chunkname, self.config.limits.hard_timeout_s,
+                                             label="execute-script")
             with self._cond:
                 if channel is self._channel:
                     self._defined = frozenset(functions)

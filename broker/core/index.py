@@ -94,6 +94,13 @@ CREATE TABLE IF NOT EXISTS exports (
     identifiers TEXT NOT NULL                  -- JSON: PatientID, StudyInstanceUID, ... down to the level
 );
 
+CREATE TABLE IF NOT EXISTS audit (             -- the audit log (broker/core/audit.py): append-only, chained
+    seq    INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    entry  TEXT NOT NULL,                      -- the entry as canonical JSON
+    hash   TEXT NOT NULL                       -- SHA-256 of the previous entry's hash and this entry
+);
+
 CREATE TABLE IF NOT EXISTS global_properties (
     name  TEXT PRIMARY KEY,                    -- Orthanc's global properties, e.g. AnonymizationSequence
     value TEXT NOT NULL

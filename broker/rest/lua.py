@@ -2,6 +2,7 @@
 the sandbox status, reload, reset, and the parked events. docs/operations.md describes them."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from broker.core.origin import RequestOrigin
@@ -32,6 +33,9 @@ def execute_script(request: RestRequest, services: Services) -> RestResponse:
         raise BareHttpStatus(403, "The URI /tools/execute-script is disallowed for security reasons; "
                                   "set \"ExecuteLuaEnabled\": true in the configuration to enable it")
     require_lua_admin(request, services)
+    services.audit.record(services.scripts.tenant, "scripts.executed", "POST /tools/execute-script" + _by(request),
+                          SHA256=hashlib.sha256(request.body).hexdigest(), Bytes=len(request.body),
+                          Origin=request.origin.request_origin.value)
     try:
         lines = services.scripts.execute(request.body)
     except LuaError as exc:
@@ -64,7 +68,7 @@ def lua_reload(request: RestRequest, services: Services) -> Any:
     require_lua_admin(request, services)
     previous = services.scripts.version
     try:
-        version = services.scripts.reload("POST /lua/reload", wait=False)
+        version = services.scripts.reload("POST /lua/reload" + _by(request), wait=False)
     except ReloadError as exc:
         raise OrthancError(ErrorCode.CANNOT_EXECUTE_LUA, f"The scripts were not reloaded, version {previous} "
                            f"stays: {exc}", http_status=exc.http_status) from exc
@@ -106,3 +110,8 @@ def requeue_parked_event(request: RestRequest, services: Services) -> Any:
     if not services.store.outbox.requeue(seq):
         raise OrthancError(ErrorCode.UNKNOWN_RESOURCE, f"No parked event {seq}")
     return {}
+
+
+def _by(request: RestRequest) -> str:
+    """Who asked, for the log and the audit log: `` by <user>`` when the request was authenticated."""
+    return f" by {request.origin.username}" if request.origin.username else ""

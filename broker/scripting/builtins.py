@@ -42,15 +42,21 @@ BUILTINS: dict[str, BuiltinFunction] = {}
 #: Built-ins that change something (the store, a peer): journaled, so that the retry of a killed call
 #: does not apply them twice (``broker.scripting.journal``). Reads always run again.
 WRITING_BUILTINS: set[str] = set()
+#: Built-ins whose every call goes to the audit log (``broker.core.audit``): the privileged actions
+#: of a script, i.e. every write and every outbound HTTP request.
+AUDITED_BUILTINS: set[str] = set()
 
 
-def builtin(name: str, *, writes: bool = False) -> Callable[[BuiltinFunction], BuiltinFunction]:
-    """Register a built-in; ``writes=True`` for one that changes anything (see ``WRITING_BUILTINS``)."""
+def builtin(name: str, *, writes: bool = False, audited: bool = False) -> Callable[[BuiltinFunction], BuiltinFunction]:
+    """Register a built-in; ``writes=True`` for one that changes anything (see ``WRITING_BUILTINS``),
+    ``audited=True`` for one that is audited without writing (an outbound HTTP GET)."""
     def register(function: BuiltinFunction) -> BuiltinFunction:
         assert name not in BUILTINS, f"Built-in {name} is registered twice"
         BUILTINS[name] = function
         if writes:
             WRITING_BUILTINS.add(name)
+        if writes or audited:
+            AUDITED_BUILTINS.add(name)
         return function
     return register
 
@@ -290,7 +296,7 @@ def _get_or_delete_arguments(args: list[Any]) -> tuple[Any, dict[bytes, bytes]]:
     return args[0], _http_headers(headers) if headers is not None else {}
 
 
-@builtin("HttpGet")
+@builtin("HttpGet", audited=True)
 def http_get(ctx: CallContext, args: list[Any]) -> bytes | None:
     """``HttpGet(url [, headers])``: the body on 2xx, ``""`` on another status, nil on a transport error."""
     try:

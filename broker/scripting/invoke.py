@@ -81,7 +81,7 @@ class CallbackRunner:
         finally:
             self.meter.observe_call(name, role, None if outcome == "unavailable" else time.perf_counter() - started,
                                     outcome)
-            watch_quarantine(version, role, outcome, self.failure_policy, self.tenant)
+            watch_quarantine(version, role, outcome, self.failure_policy, self.tenant, self.meter)
 
     def notify(self, version: ScriptVersion, name: str, args: list[Any], *,
                delivery: Hashable | None = None, attempt: int | None = None) -> CallResult | None:

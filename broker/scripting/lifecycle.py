@@ -7,6 +7,7 @@ call. An event is delivered by exactly one version: the one current when its del
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -100,6 +101,7 @@ class Lifecycle:
         with self._exclusive(wait=True):
             self._current.sandboxes[Role.MAIN].start()
             self._roles.append(Role.MAIN)
+            self._audit_version("scripts.deployed", "server start", self._current)
 
     def stop(self) -> None:
         """Run ``Finalize`` (the caller drained the events first), then stop every process, those of
@@ -151,6 +153,8 @@ class Lifecycle:
                                 "Version": version.digest, "Previous": old.digest, "Error": None,
                                 "DurationS": round(time.monotonic() - started, 3)}
             self.meter.count("reloads", "ok")
+            if Role.MAIN in self._roles:  # the process that runs the events speaks for the server
+                self._audit_version("scripts.reloaded", reason, version, Previous=old.digest)
             log.warning("Lua scripts reloaded (%s): version %s replaces %s; scripts: %s", reason, version.short,
                         old.short, ", ".join(version.names) or "(none)",
                         extra={"tenant": self.tenant, "version": version.digest})
@@ -175,6 +179,8 @@ class Lifecycle:
                 sandbox.start()
                 reset.append(role.value)
                 self.meter.count("resets", role.value)
+                self.meter.audit(self.tenant, "sandbox.reset", "POST /lua/reset", Role=role.value,
+                                 Version=version.digest)
         if reset:
             self._changed()
         return reset
@@ -219,8 +225,17 @@ class Lifecycle:
         self.last_reload = {"At": iso(time.time()), "Reason": reason, "Succeeded": False,
                             "Version": None, "Previous": self._current.digest, "Error": message}
         self.meter.count("reloads", "failed")
+        if Role.MAIN in self._roles:
+            self.meter.audit(self.tenant, "scripts.reload_failed", reason, Version=self._current.digest, Error=message)
         log.error("Lua scripts NOT reloaded (%s), version %s stays: %s", reason, self._current.short, message,
                   extra={"tenant": self.tenant})
+
+    def _audit_version(self, action: str, actor: str, version: ScriptVersion, **fields: Any) -> None:
+        """A deployment in the audit log: the version's SHA-256 and each script's and module's."""
+        self.meter.audit(self.tenant, action, actor, Version=version.digest, **fields, Scripts=[
+            {"Path": script.path, "SHA256": _sha256(script.source)} for script in version.scripts], Modules=[
+            {"Name": module.name, "Path": module.path, "SHA256": _sha256(module.source or b"")}
+            for module in version.modules])
 
     def _retire(self, old: ScriptVersion) -> None:
         """Let the replaced version finish its calls, run its ``Finalize``, stop its processes."""
@@ -245,3 +260,7 @@ class Lifecycle:
     def _on_log(self, sandbox: str, level: str, text: str) -> None:
         """A line of a sandbox process (``print`` included): escaped, attributed, rate-limited."""
         self.services.script_log.line(self.tenant, sandbox, level, text)
+
+
+def _sha256(source: str | bytes) -> str:
+    return hashlib.sha256(source if isinstance(source, bytes) else source.encode("utf-8")).hexdigest()

@@ -108,6 +108,8 @@ class LuaJobs:
                 job, new = self._fresh(), True
                 with job.editing():
                     added = self._add(job, operations, source)
+            if added:
+                self._audit(operations[:added], source)
             if new and added:
                 try:
                     job_id = self.engine.submit(job, LUA_JOB_PRIORITY)
@@ -119,6 +121,16 @@ class LuaJobs:
             elif added and self._current_id is not None:
                 self.engine.touch(self._current_id)
             return self._current_id if added else None
+
+    def _audit(self, operations: list[Any], source: str) -> None:
+        """The operations in the audit log: what, on which resource, towards whom."""
+        audit = getattr(self.services, "audit", None)
+        if audit is None:
+            return
+        summary = [{"Operation": op.get("Operation"), "Resource": op.get("Resource"),
+                    "Target": op.get("Modality") or op.get("Peer") or op.get("Command")}
+                   for op in operations if isinstance(op, dict)]
+        audit.note(self.services.scripts.tenant, "script.job", f"script:{source}", Operations=summary)
 
     def _job(self) -> tuple[SequenceOfOperationsJob, bool]:
         job = self._current

@@ -37,6 +37,12 @@ class Meter:
         if metrics is not None:
             metrics.observe_call(name, role.value, seconds, outcome)
 
+    def audit(self, tenant: str, action: str, actor: str, **fields: Any) -> None:
+        """An entry of the audit log (``AuditLog.note``), when the server keeps one."""
+        audit = getattr(self.services, "audit", None)
+        if audit is not None:
+            audit.note(tenant, action, actor, **fields)
+
 
 def no_process_counts() -> dict[str, dict[str, int]]:
     """Restarts and failures per role, all zero: where the counts of stopped versions accumulate."""
@@ -67,8 +73,9 @@ def overview(current: ScriptVersion, retiring: Iterable[ScriptVersion], last_rel
 
 
 def watch_quarantine(version: ScriptVersion, role: Role, outcome: str, failure_policy: Mapping[str, str],
-                     tenant: str) -> None:
-    """Log once when a process of this version is quarantined, and once when it serves again."""
+                     tenant: str, meter: Meter) -> None:
+    """Log once when a process of this version is quarantined (and write it in the audit log), and
+    once when it serves again."""
     sandbox = version.sandboxes[role]
     if outcome in ("timeout", "crashed", "unavailable"):
         if sandbox.state is State.QUARANTINED and role not in version.reported_quarantine:
@@ -83,6 +90,8 @@ def watch_quarantine(version: ScriptVersion, role: Role, outcome: str, failure_p
                       version.short, role.value, status["retry_in_s"] or 0, policies,
                       (status["last_error"] or {}).get("text"),
                       extra={"tenant": tenant, "role": role.value, "version": version.digest})
+            meter.audit(tenant, "sandbox.quarantined", "server", Role=role.value, Version=version.digest,
+                        RetryInS=status["retry_in_s"], LastError=(status["last_error"] or {}).get("text"))
     elif outcome in ("ok", "lua_error") and role in version.reported_quarantine:
         version.reported_quarantine.discard(role)
         log.warning("Lua scripts %s: the %s process serves again after its quarantine", version.short, role.value,

@@ -72,6 +72,10 @@ def test_redos_filter_opens_the_circuit_and_the_filter_fails_closed_until_reset(
     assert server.http.get("/lua/status").json()["Quarantined"] is False
     assert server.c_store(make_instances(1, patient_id="FINE")) == [0x0000]
     assert server.http.post("/lua/reset").json()["Reset"] == []  # nothing left to reset
+    # The audit log has the quarantine and the operator's reset.
+    actions = [(entry["Action"], entry.get("Role")) for entry in server.http.get("/audit").json()]
+    assert ("sandbox.quarantined", "filter") in actions
+    assert actions.index(("sandbox.quarantined", "filter")) < actions.index(("sandbox.reset", "filter"))
 
 
 def test_open_policy_accepts_instances_while_the_filter_cannot_run(luabroker):

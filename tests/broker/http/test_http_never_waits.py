@@ -84,7 +84,8 @@ def raw_get(server: Any, path: str) -> str:
 
 def still_spinning(server: Any) -> bool:
     """The main process is in the spinner's call (as ``GET /lua/status`` shows an operator)."""
-    return any(s["role"] == "main" and s["busy_with"] == "line" for s in server.server.services.scripts.status())
+    return any(s["role"] == "main" and s["busy_with"] == "execute-script"
+               for s in server.server.services.scripts.status())
 
 
 def test_requests_do_not_wait_for_a_main_process_busy_in_execute_script(spinning):
@@ -93,7 +94,7 @@ def test_requests_do_not_wait_for_a_main_process_busy_in_execute_script(spinning
     assert server.http.get("/patients").json() == []
     status = server.http.get("/lua/status")
     assert status.status_code == 200
-    assert [s["busy_with"] for s in status.json()["Sandboxes"] if s["role"] == "main"] == ["line"]
+    assert [s["busy_with"] for s in status.json()["Sandboxes"] if s["role"] == "main"] == ["execute-script"]
     assert server.http.post("/lua/reset").json()["Reset"] == []
     assert still_spinning(server), "the answers must come while the script still holds the process"
 
@@ -120,7 +121,7 @@ def test_a_defined_filter_on_a_busy_process_waits_a_bounded_time_then_follows_it
     answer = server.http.get("/system")
     assert answer.status_code == status
     if policy == "closed":  # refused, as when the filter fails, and saying why
-        assert "is busy with line" in answer.json()["Details"]
+        assert "is busy with execute-script" in answer.json()["Details"]
         assert "failure policy: closed" in answer.json()["Details"]
     assert still_spinning(server)
 

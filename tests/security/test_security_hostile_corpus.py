@@ -427,7 +427,7 @@ def test_31_huge_sources_are_refused_by_the_broker(make_sandbox):
     huge = "x = '" + "y" * (20 * 1024 * 1024) + "'"
     sandbox = make_sandbox("function Ok() return 'ok' end")
     pid = sandbox.status()["pid"]
-    with pytest.raises(SandboxError, match=r"arguments of line are \d+ bytes; the maximum is 16777216"):
+    with pytest.raises(SandboxError, match=r"arguments of execute-script are \d+ bytes; the maximum is 16777216"):
         sandbox.execute(huge)
     assert sandbox.call("Ok", []).value == "ok" and sandbox.status()["pid"] == pid
     configured = make_sandbox(huge, start=False, name="huge-script")

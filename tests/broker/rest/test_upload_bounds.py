@@ -118,8 +118,10 @@ def http_app(store) -> Any:
 
 
 def post(app: Any, path: str, chunks: Iterable[bytes], length: int | None = None) -> tuple[int, bytes, int]:
-    """POST ``chunks`` to ``app``: (status, body, bytes of the request body the app read)."""
-    headers = [(b"host", b"localhost")] + ([(b"content-length", str(length).encode())] if length is not None else [])
+    """POST ``chunks`` to ``app``: (status, body, bytes of the request body the app read). Without
+    ``length``, the body is sent as HTTP/1.1 sends a body of unknown length: chunked."""
+    headers = [(b"host", b"localhost"),
+               (b"content-length", str(length).encode()) if length is not None else (b"transfer-encoding", b"chunked")]
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
              "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8042)}

@@ -502,8 +502,10 @@ class Index:
             self._writer.execute("ROLLBACK")
 
     @contextmanager
-    def read(self) -> Iterator[IndexTransaction]:
-        """A consistent snapshot for several queries (the writer's transaction in the writing thread)."""
+    def read(self, *, snapshot: bool = True) -> Iterator[IndexTransaction]:
+        """A consistent snapshot for several queries (the writer's transaction in the writing thread).
+        ``snapshot=False`` for a single query, which SQLite runs in a snapshot of its own: no
+        ``BEGIN``/``COMMIT`` round (half the cost of a small read, profiled on ``RestApiGet``)."""
         if self._write_owner == threading.get_ident():
             yield self._transaction
             return
@@ -511,11 +513,13 @@ class Index:
             transaction = self._readers.get_nowait()
         except queue.Empty:
             transaction = IndexTransaction(self._connect())
-        transaction.connection.execute("BEGIN")
+        if snapshot:
+            transaction.connection.execute("BEGIN")
         try:
             yield transaction
         finally:
-            transaction.connection.execute("COMMIT")
+            if snapshot:
+                transaction.connection.execute("COMMIT")
             self._release(transaction)
 
     def _release(self, transaction: IndexTransaction) -> None:

@@ -269,7 +269,7 @@ class Store:
         if instance_filter is not None and not _accepted(instance_filter, incoming):
             return StoreResult(FILTERED_OUT, ids.instance, ids.patient, ids.study, ids.series)
         tags = incoming.simplified_tags()
-        with self.index.read() as tx:
+        with self.index.read(snapshot=False) as tx:
             known = tx.find(ids.instance) is not None
         encoded = encode(incoming.data, self.compression, self.store_md5)
         written: list[str] = [] if known and not self.limits.overwrite else [self.storage.write(encoded.stored)]
@@ -390,11 +390,11 @@ class Store:
         return row
 
     def exists(self, level: Level, public_id: str) -> bool:
-        with self.index.read() as tx:
+        with self.index.read(snapshot=False) as tx:
             return tx.find_at(level, public_id) is not None
 
     def list_ids(self, level: Level, since: int = 0, limit: int | None = None) -> list[str]:
-        with self.index.read() as tx:
+        with self.index.read(snapshot=False) as tx:
             return [row.public_id for row in tx.list_level(level, since, limit)]
 
     def view(self, level: Level, public_id: str) -> ResourceView | None:

@@ -93,6 +93,10 @@ class Config(ScriptOptions):
     #: the modalities of ``DicomModalities`` that have ``AllowMove``, ``AllowGet``.
     dicom_always_allow_move: bool = False
     dicom_always_allow_get: bool = False
+    #: ``DicomAlwaysAllowEcho``, ``DicomAlwaysAllowStore``: any calling AET may C-ECHO, C-STORE (Orthanc's
+    #: default); false, only the modalities that have ``AllowEcho``, ``AllowStore``.
+    dicom_always_allow_echo: bool = True
+    dicom_always_allow_store: bool = True
     #: ``DefaultEncoding``: how files without a Specific Character Set are read.
     default_encoding: Encoding = LATIN1
     #: ``AcceptedTransferSyntaxes`` (patterns with ``*`` and ``?``, matched against the syntaxes Orthanc
@@ -127,6 +131,13 @@ class Config(ScriptOptions):
     jobs: JobsSettings = field(default_factory=JobsSettings)
     #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
     path: Path | None = None
+
+    @property
+    def dicom_allows_unknown_callers(self) -> bool:
+        """Whether an AET that no modality of ``DicomModalities`` has may associate at all: some
+        ``DicomAlwaysAllow*`` option is on (Orthanc's ``IsAllowedConnection``)."""
+        return any((self.dicom_always_allow_echo, self.dicom_always_allow_store, self.dicom_always_allow_find,
+                    self.dicom_always_allow_find_worklist, self.dicom_always_allow_move, self.dicom_always_allow_get))
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], base_dir: Path) -> Config:
@@ -177,6 +188,8 @@ class Config(ScriptOptions):
             synchronous_c_move=options.option("SynchronousCMove", bool, True),
             dicom_always_allow_move=options.option("DicomAlwaysAllowMove", bool, False),
             dicom_always_allow_get=options.option("DicomAlwaysAllowGet", bool, False),
+            dicom_always_allow_echo=options.option("DicomAlwaysAllowEcho", bool, True),
+            dicom_always_allow_store=options.option("DicomAlwaysAllowStore", bool, True),
             default_encoding=find_encoding(options.option("DefaultEncoding", str, LATIN1.name,
                                                           lambda name: find_encoding(name) is not None,
                                                           "one of " + ", ".join(ENCODINGS))) or LATIN1,

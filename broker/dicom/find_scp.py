@@ -34,7 +34,7 @@ from pynetdicom import evt
 from broker.core.cfind import FindAnswers, FindRequest
 from broker.core.dicom_file import element_text
 from broker.core.elements import BINARY_VRS, dataset_of
-from broker.dicom.permissions import is_allowed
+from broker.dicom.permissions import allowed_or_aborted
 from broker.errors import OrthancError
 from broker.scripting.filters import filtered_find_query
 
@@ -100,11 +100,9 @@ class FindScp:
     def handle_find(self, event: evt.Event) -> Iterator[Response]:
         assoc = event.assoc
         remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
-        if not is_allowed(self.services.network, remote_aet, self.permission,
-                          always=getattr(self.services.config, self.always_option), remote_ip=remote_ip):
-            log.warning("%s from AET %s on IP %s refused: not allowed by DicomModalities (nor %s); aborting "
-                        "the association", self.label, remote_aet, remote_ip, self.always_name)
-            assoc.abort()
+        if not allowed_or_aborted(event, self.services.network, self.permission,
+                                  always=getattr(self.services.config, self.always_option), option=self.always_name,
+                                  label=self.label):
             yield UNABLE_TO_PROCESS, None
             return
         yield from honour_cancel(event, self.responses(event, remote_aet, remote_ip))

@@ -10,10 +10,12 @@ by ``NetworkRegistry.same_aet``):
 - several: allowed when every one of them allows it, or, with ``DicomCheckModalityHost``, when one that
   allows it has the caller's address as ``Host``.
 
-Orthanc refuses a request that is not allowed by aborting the association.
+Orthanc refuses a request that is not allowed by aborting the association (``allowed_or_aborted``).
 
 Before any request, ``DicomCheckCalledAet`` (``CalledAetCheck``) rejects an association that does not call
-``DicomAet``, as Orthanc's ``IsMyAETitle``.
+``DicomAet``, as Orthanc's ``IsMyAETitle``; and when no ``DicomAlwaysAllow*`` option is on (``Echo`` and
+``Store`` are on by default), an association from an AET that no modality has is rejected
+(``KnownCallerCheck``, as Orthanc's ``IsAllowedConnection``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ log = logging.getLogger("luabroker.dicom")
 
 #: A-ASSOCIATE-RJ: rejected permanent, by the service user, called AE title not recognised (Orthanc's).
 _CALLED_AET_NOT_RECOGNISED = (0x01, 0x01, 0x07)
+#: A-ASSOCIATE-RJ: rejected permanent, by the service user, calling AE title not recognised (Orthanc's).
+_CALLING_AET_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 
 
 def is_allowed(network: NetworkRegistry, calling_aet: str, permission: str, *, always: bool,
@@ -45,6 +49,48 @@ def is_allowed(network: NetworkRegistry, calling_aet: str, permission: str, *, a
     if check_host and any(modality.host == remote_ip for modality in allowing):
         return True
     return bool(modalities) and len(allowing) == len(modalities)
+
+
+def allowed_or_aborted(event: evt.Event, network: NetworkRegistry, permission: str, *, always: bool,
+                       option: str, label: str) -> bool:
+    """Whether the request of ``event`` is allowed (``is_allowed``); when it is not, say why and abort
+    the association, as Orthanc does. ``option`` (``DicomAlwaysAllowFind``, ...) and ``label``
+    (``C-FIND``, ...) name the request in the log."""
+    assoc = event.assoc
+    remote_aet, remote_ip = assoc.requestor.ae_title, assoc.requestor.address
+    if is_allowed(network, remote_aet, permission, always=always, remote_ip=remote_ip):
+        return True
+    log.warning("%s from AET %s on IP %s refused: not allowed by DicomModalities (nor %s); aborting the association",
+                label, remote_aet, remote_ip, option)
+    assoc.abort()
+    return False
+
+
+class KnownCallerCheck:
+    """Orthanc's ``IsAllowedConnection``: with every ``DicomAlwaysAllow*`` option off (``enabled``), an
+    association from a calling AET that no modality of ``DicomModalities`` has is rejected before any
+    request; ``handlers`` is empty otherwise."""
+
+    def __init__(self, network: NetworkRegistry, enabled: bool) -> None:
+        self.network = network
+        self.enabled = enabled
+
+    @property
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_REQUESTED, self.on_requested)] if self.enabled else []
+
+    def on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        if request is None or assoc.is_rejected or assoc.is_aborted:  # refused already
+            return
+        calling = str(request.calling_ae_title)
+        if self.network.modalities_with_aet(calling):
+            return
+        log.warning("Association from %s at %s rejected: no modality of DicomModalities has this AET, and every "
+                    "DicomAlwaysAllow* option is off", calling, assoc.requestor.address)
+        assoc.acse.send_reject(*_CALLING_AET_NOT_RECOGNISED)
+        assoc.kill()
 
 
 class CalledAetCheck:

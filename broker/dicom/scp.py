@@ -25,8 +25,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from broker.core.origin import Origin
 from broker.dicom.message_bound import bounded_messages
-from broker.dicom.permissions import CalledAetCheck
-from broker.dicom.received import RECEIVER_HANDLERS, store_received
+from broker.dicom.permissions import CalledAetCheck, KnownCallerCheck, allowed_or_aborted
+from broker.dicom.received import RECEIVER_HANDLERS, SUCCESS, store_received
 from broker.dicom.retrieve_scp import RetrieveScp
 from broker.dicom.slots import UNCOUNTED, AssociationSlots
 from broker.dicom.sockets import NODELAY_HANDLERS, WAKEUP_HANDLERS
@@ -34,6 +34,10 @@ from broker.dicom.worklist_scp import c_find_handler
 from broker.services import Services
 
 log = logging.getLogger("luabroker.dicom")
+
+#: DIMSE "Refused: Not authorized", the status of a request refused by ``DicomAlwaysAllow*``; the
+#: association is aborted, as in Orthanc, so no peer receives it.
+NOT_AUTHORIZED = 0x0124
 
 
 class SharedPortServer(ThreadedAssociationServer):
@@ -52,11 +56,22 @@ class StoreScp:
         self.server: Any = None
 
     def handle_store(self, event: evt.Event) -> int:
+        config = self.services.config
+        if not allowed_or_aborted(event, self.services.network, "allow_store", always=config.dicom_always_allow_store,
+                                  option="DicomAlwaysAllowStore", label="C-STORE"):
+            return NOT_AUTHORIZED  # never sent: the association is aborted
         assoc = event.assoc
         # CalledAET is the title the peer called, which the server accepts whatever it is (as Orthanc).
         called = assoc.requestor.primitive.called_ae_title if assoc.requestor.primitive else assoc.acceptor.ae_title
         origin = Origin.dicom(assoc.requestor.address, assoc.requestor.ae_title, str(called).strip())
         return store_received(self.services.store, event, origin)
+
+    def handle_echo(self, event: evt.Event) -> int:
+        config = self.services.config
+        if not allowed_or_aborted(event, self.services.network, "allow_echo", always=config.dicom_always_allow_echo,
+                                  option="DicomAlwaysAllowEcho", label="C-ECHO"):
+            return NOT_AUTHORIZED  # never sent: the association is aborted
+        return SUCCESS
 
     def start(self) -> None:
         config = self.services.config
@@ -69,14 +84,16 @@ class StoreScp:
         slots = AssociationSlots(config.dicom_scp_maximum_associations)
         ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
         # The slot is taken first: a refused association needs no contexts.
-        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store),
+        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
                                             (evt.EVT_C_FIND, c_find_handler(self.services)), *slots.handlers,
                                             *self.services.dicom_contexts.handlers,
                                             *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS, *RECEIVER_HANDLERS,
                                             *bounded_messages(self.services.store.bounds.max_dicom_message),
                                             *WAKEUP_HANDLERS,
                                             *CalledAetCheck(self.services.network, config.dicom_aet,
-                                                            config.network.check_called_aet).handlers]
+                                                            config.network.check_called_aet).handlers,
+                                            *KnownCallerCheck(self.services.network,
+                                                              not config.dicom_allows_unknown_callers).handlers]
         address = ("0.0.0.0", config.dicom_port)
         if config.workers == 1:
             self.server = ae.start_server(address, block=False, evt_handlers=handlers)

@@ -273,6 +273,31 @@ def test_http_goes_on_when_the_coordinator_is_killed(processes: Any, tmp_path: P
             min(workers(server))}
 
 
+JOBS_FILTER = """
+function ReceivedCStoreInstanceFilter(tags, origin, info)
+  -- /jobs is the coordinator's: the filter of another worker gets it through the forward
+  if #ParseJson(RestApiGet('/jobs')) == 1 then return 0 end
+  return 0xA700
+end
+"""
+
+
+def test_a_filter_scripts_call_to_a_coordinator_route_is_answered_by_the_coordinator(processes: Any,
+                                                                                       tmp_path: Path) -> None:
+    server = start(processes, tmp_path, JOBS_FILTER)
+    first, *others = make_instances(13)
+    stored = server.http.post("/instances", content=to_bytes(first)).json()
+    assert server.http.post(f"/studies/{stored['ParentStudy']}/archive", json={"Synchronous": False}).is_success
+    pids = workers(server)
+    with associations(server, CTImageStorage, "STORESCU") as opened:
+        assert all(count > 0 for count in holders(pids, server.config["DicomPort"]).values())
+        statuses = []
+        for assoc, ds in zip(opened, others, strict=True):
+            pause_reactor(assoc)
+            statuses.append(assoc.send_c_store(ds).Status)
+    assert statuses == [0] * 12  # every worker's filter saw the coordinator's one job
+
+
 def test_a_reload_over_http_reaches_the_filter_of_every_worker(processes: Any, tmp_path: Path) -> None:
     server = start(processes, tmp_path)
     (tmp_path / "recorder.lua").write_text(REFUSE_ALL)

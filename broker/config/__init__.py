@@ -113,7 +113,8 @@ class Config(ScriptOptions):
     dicom_always_allow_find_worklist: bool = False
     #: The ``Worklists`` section: the modality worklist server.
     worklists: WorklistsSettings = field(default_factory=WorklistsSettings)
-    #: ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` (0: no limit) and ``OverwriteInstances``.
+    #: ``MaximumStorageSize`` (MB), ``MaximumPatientCount`` (0: no limit), ``MaximumStorageMode`` and
+    #: ``OverwriteInstances``.
     storage_limits: StorageLimits = field(default_factory=StorageLimits)
     #: ``StorageCompression``, ``StoreMD5ForAttachments`` and ``UserContentType`` (name → (number, MIME)).
     storage_compression: bool = False
@@ -204,7 +205,9 @@ class Config(ScriptOptions):
             storage_limits=StorageLimits(
                 max_size=options.option("MaximumStorageSize", int, 0, lambda v: v >= 0, ">= 0") * MIB or None,
                 max_patients=options.option("MaximumPatientCount", int, 0, lambda v: v >= 0, ">= 0") or None,
-                overwrite=options.option("OverwriteInstances", bool, False)),
+                overwrite=options.option("OverwriteInstances", bool, False),
+                reject=options.option("MaximumStorageMode", str, "Recycle", lambda v: v in ("Recycle", "Reject"),
+                                      '"Recycle" or "Reject"') == "Reject"),
             storage_compression=options.option("StorageCompression", bool, False),
             store_md5=options.option("StoreMD5ForAttachments", bool, True),
             stable_age=_stable_age(options.option("StableAge", float, 60.0)),

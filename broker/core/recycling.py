@@ -1,7 +1,9 @@
 """Recycling: when an instance makes the store pass ``MaximumStorageSize`` or ``MaximumPatientCount``,
 the patients that received an instance the longest ago are deleted, protected ones never, nor the
 patient of the new instance, in the transaction that stores it. When nothing more can go, the new
-instance is refused (Orthanc's ``FullStorage``, 500) and nothing is deleted.
+instance is refused (Orthanc's ``FullStorage``, 500) and nothing is deleted. With
+``MaximumStorageMode: Reject`` (Orthanc 1.11), nothing is ever deleted: the instance that would pass a
+limit is refused.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class StorageLimits:
     max_size: int | None = None      # bytes of attachments; None: no limit
     max_patients: int | None = None
     overwrite: bool = False          # ``OverwriteInstances``: a known instance replaces the stored one
+    reject: bool = False             # ``MaximumStorageMode: Reject``: refuse, never recycle
 
 
 NO_LIMITS = StorageLimits()
@@ -40,6 +43,9 @@ def recycle(tx: IndexTransaction, limits: StorageLimits, keep: int,
             delete: Callable[[IndexTransaction, ResourceRow, str], Deletion], now: str) -> list[str]:
     """Delete patients until the limits hold again; the files to remove once committed."""
     files: list[str] = []
+    if limits.reject and _over(tx, limits):
+        raise OrthancError(ErrorCode.FULL_STORAGE, "The storage is full: MaximumStorageSize or MaximumPatientCount "
+                           "is reached, and MaximumStorageMode is Reject (nothing is recycled)")
     while _over(tx, limits):
         victim = tx.oldest_unprotected_patient(other_than=keep)
         if victim is None:

@@ -20,6 +20,7 @@ Before any request, ``DicomCheckCalledAet`` (``CalledAetCheck``) rejects an asso
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.events import EventHandlerType
@@ -66,10 +67,9 @@ def allowed_or_aborted(event: evt.Event, network: NetworkRegistry, permission: s
     return False
 
 
-class KnownCallerCheck:
-    """Orthanc's ``IsAllowedConnection``: with every ``DicomAlwaysAllow*`` option off (``enabled``), an
-    association from a calling AET that no modality of ``DicomModalities`` has is rejected before any
-    request; ``handlers`` is empty otherwise."""
+class _AssociationCheck:
+    """A check of each association request before any request, which rejects it as Orthanc does;
+    ``handlers`` is empty when ``enabled`` is false."""
 
     def __init__(self, network: NetworkRegistry, enabled: bool) -> None:
         self.network = network
@@ -79,41 +79,44 @@ class KnownCallerCheck:
     def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_REQUESTED, self.on_requested)] if self.enabled else []
 
-    def on_requested(self, event: evt.Event) -> None:
-        assoc = event.assoc
-        request = assoc.requestor.primitive
-        if request is None or assoc.is_rejected or assoc.is_aborted:  # refused already
-            return
-        calling = str(request.calling_ae_title)
-        if self.network.modalities_with_aet(calling):
-            return
-        log.warning("Association from %s at %s rejected: no modality of DicomModalities has this AET, and every "
-                    "DicomAlwaysAllow* option is off", calling, assoc.requestor.address)
-        assoc.acse.send_reject(*_CALLING_AET_NOT_RECOGNISED)
-        assoc.kill()
-
-
-class CalledAetCheck:
-    """``DicomCheckCalledAet``: the association request must call ``aet`` (compared by ``same_aet``);
-    ``handlers`` is empty when the option is off."""
-
-    def __init__(self, network: NetworkRegistry, aet: str, enabled: bool) -> None:
-        self.network = network
-        self.aet = aet
-        self.enabled = enabled
-
-    @property
-    def handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_REQUESTED, self.on_requested)] if self.enabled else []
+    def refusal(self, request: Any) -> tuple[tuple[int, int, int], str] | None:
+        """The A-ASSOCIATE-RJ (result, source, reason) and why, for a request to refuse; else None."""
+        raise NotImplementedError
 
     def on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
         request = assoc.requestor.primitive
         if request is None or assoc.is_rejected or assoc.is_aborted:  # refused already (no slot)
             return
-        if self.network.same_aet(str(request.called_ae_title), self.aet):
+        refused = self.refusal(request)
+        if refused is None:
             return
-        log.warning("Association from %s at %s rejected: it calls %s, not %s (DicomCheckCalledAet)",
-                    request.calling_ae_title, assoc.requestor.address, request.called_ae_title, self.aet)
-        assoc.acse.send_reject(*_CALLED_AET_NOT_RECOGNISED)
+        log.warning("Association from %s at %s rejected: %s", request.calling_ae_title, assoc.requestor.address,
+                    refused[1])
+        assoc.acse.send_reject(*refused[0])
         assoc.kill()
+
+
+class KnownCallerCheck(_AssociationCheck):
+    """Orthanc's ``IsAllowedConnection``: with every ``DicomAlwaysAllow*`` option off (``enabled``), an
+    association from a calling AET that no modality of ``DicomModalities`` has is rejected before any
+    request."""
+
+    def refusal(self, request: Any) -> tuple[tuple[int, int, int], str] | None:
+        if self.network.modalities_with_aet(str(request.calling_ae_title)):
+            return None
+        return _CALLING_AET_NOT_RECOGNISED, "no modality of DicomModalities has this AET, and every " \
+                                            "DicomAlwaysAllow* option is off"
+
+
+class CalledAetCheck(_AssociationCheck):
+    """``DicomCheckCalledAet``: the association request must call ``aet`` (compared by ``same_aet``)."""
+
+    def __init__(self, network: NetworkRegistry, aet: str, enabled: bool) -> None:
+        super().__init__(network, enabled)
+        self.aet = aet
+
+    def refusal(self, request: Any) -> tuple[tuple[int, int, int], str] | None:
+        if self.network.same_aet(str(request.called_ae_title), self.aet):
+            return None
+        return _CALLED_AET_NOT_RECOGNISED, f"it calls {request.called_ae_title}, not {self.aet} (DicomCheckCalledAet)"

@@ -159,6 +159,7 @@ def _backoff(sandbox: Section) -> BackoffPolicy:
         max_failures=sandbox.option("QuarantineAfter", int, base.max_failures, lambda v: v >= 1, ">= 1"),
         window_s=sandbox.option("QuarantineWindow", float, base.window_s, lambda v: v > 0, "> 0"),
         cooldown_s=sandbox.option("QuarantineCooldown", float, base.cooldown_s, lambda v: v >= 0, ">= 0"),
+        max_call_wait_s=sandbox.option("RestartWait", float, base.max_call_wait_s, lambda v: v > 0, "> 0"),
     )
 
 

@@ -98,3 +98,10 @@ def test_the_options_of_a_script_set_are_one_group_a_tenant_can_replace() -> Non
 def test_the_filters_the_failure_policy_names_are_the_declared_filter_callbacks() -> None:
     assert sorted(FILTER_CALLBACKS) == sorted(name for name, callback in CALLBACKS.items()
                                               if callback.kind is Kind.FILTER)
+
+
+def test_restart_wait_bounds_the_wait_of_a_call_for_a_restarting_process() -> None:
+    assert Config.from_json({}, BASE).lua_backoff.max_call_wait_s == 2.0
+    assert Config.from_json({"LuaSandbox": {"RestartWait": 7.5}}, BASE).lua_backoff.max_call_wait_s == 7.5
+    with pytest.raises(ConfigError, match="RestartWait"):
+        Config.from_json({"LuaSandbox": {"RestartWait": 0}}, BASE)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.process import ChildProcess
+from sandbox.process import ChildProcess, stat_fields
 
 
 def figures(pid: int) -> dict[str, int] | None:
@@ -45,11 +45,11 @@ def _fields(path: str, names: tuple[str, ...]) -> dict[str, int] | None:
 
 
 def parent_pid(pid: int) -> int | None:
-    """The parent of ``pid``, or None when it is gone."""
+    """The parent of ``pid`` (field 4 of ``/proc/<pid>/stat``), or None when it is gone."""
+    fields = stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
+        return int(fields[1]) if fields is not None else None
+    except (ValueError, IndexError):
         return None
 
 

@@ -453,20 +453,30 @@ def wait_any(processes: Sequence[ChildProcess], timeout_s: float) -> None:
         _close_fds([fd for fd in fds if fd is not None])
 
 
-def _kill_pending(pid: int) -> bool:
-    """Whether SIGKILL is pending for ``pid``, from the pending-signal field of ``/proc/<pid>/stat``
-    (a fatal signal is queued on every thread: the field shows it)."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` from the third on (the state, the parent, ...: field ``n`` is
+    at index ``n - 3``; the command name before them may hold spaces and parentheses), or None when
+    ``pid`` is gone."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
-        fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
-        return bool(int(fields[28]) & 1 << (signal.SIGKILL - 1))  # field 31: after ")" comes field 3
-    except (OSError, IndexError, ValueError):
-        return False
+        return os.read(fd, 4096).rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
     finally:
         os.close(fd)
+
+
+def _kill_pending(pid: int) -> bool:
+    """Whether SIGKILL is pending for ``pid``, from the pending-signal field (31) of ``/proc/<pid>/stat``
+    (a fatal signal is queued on every thread: the field shows it)."""
+    fields = stat_fields(pid)
+    try:
+        return fields is not None and bool(int(fields[28]) & 1 << (signal.SIGKILL - 1))
+    except (IndexError, ValueError):
+        return False
 
 
 def _readable(fds: Sequence[int], timeout_s: float) -> bool:

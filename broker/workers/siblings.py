@@ -23,6 +23,7 @@ from broker.workers import settings
 from broker.workers.local_socket import RequestServer, ask
 from broker.workers.wakeup import storage_key
 from sandbox.layers import child_pids
+from sandbox.process import stat_fields
 
 #: How long a worker waits for another one's answer: a worker busy ingesting answers in milliseconds
 #: (a thread of its own), a stuck one must not hold ``GET /lua/status`` or a ``PUT``.
@@ -32,10 +33,8 @@ STOP_POLL_S = 0.05
 
 def _running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not reaped yet, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and b"Z" not in fields[:1]
 
 
 def control_address(storage_directory: Path, pid: int) -> bytes:

@@ -34,25 +34,27 @@ class BuiltinDispatcher:
         if function is None:
             raise BuiltinError(f"{name} is not a built-in of this server")
         context = CallContext(self.services, self.tenant, info.sandbox, info.function)
+        journal = journals.active()
+        # During an event the journal knows the callback (_CallWithJob runs several under its own name).
+        callback = journal.callback if journal is not None and journal.callback else info.function
 
         def run() -> Any:
             if name in AUDITED_BUILTINS:
-                return self._audited(name, function, args, info, context)
+                return self._audited(name, function, args, info.sandbox, callback, context)
             return function(context, args)
 
-        journal = journals.active()
         if journal is None or name not in WRITING_BUILTINS:
             return run()
 
         def replayed(write: Any) -> None:
-            callback = journal.callback or info.function
             self.meter.count("replayed_writes", callback)
             log.warning("%s: %s was applied by the attempt that was cut; not applied again", callback,
                         write.label, extra={"tenant": self.tenant, "sandbox": info.sandbox})
 
         return journal.run(name, args, run, replayed)
 
-    def _audited(self, name: str, function: Any, args: list[Any], info: CallInfo, context: CallContext) -> Any:
+    def _audited(self, name: str, function: Any, args: list[Any], sandbox: str, callback: str,
+                 context: CallContext) -> Any:
         """Run a privileged built-in and write it to the audit log: which, on what (a URL without its
         password), the size of the body, who (the callback, the process and its version), and how it
         ended (``ok``; ``failed`` when it answered nil or false, as a refused call does; ``error``)."""
@@ -63,8 +65,6 @@ class BuiltinDispatcher:
             return value
         finally:
             body = args[1] if len(args) > 1 and isinstance(args[1], (str, bytes)) and name not in _NO_BODY else None
-            journal = journals.active()  # during an event, it knows the callback (_CallWithJob runs many)
-            callback = journal.callback if journal is not None and journal.callback else info.function
             self.meter.audit(self.tenant, f"script.{name}", f"script:{callback}",
                              Target=redact(args[0]) if args and isinstance(args[0], str) else None,
-                             Bytes=len(body) if body is not None else None, Sandbox=info.sandbox, Outcome=outcome)
+                             Bytes=len(body) if body is not None else None, Sandbox=sandbox, Outcome=outcome)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -88,6 +87,7 @@ from broker.scripting.script_log import ScriptLog
 from broker.services import Services
 from broker.workers import settings
 from broker.workers.jobs_handoff import JobsHandoff, JobsListener
+from broker.workers.ports import shared_socket
 from broker.workers.rest_forward import RestForward, RestListener
 from broker.workers.siblings import ControlServer, Siblings
 from broker.workers.wakeup import WakeupListener, WakeupSender
@@ -313,11 +313,7 @@ class Server:
         """The HTTP front end of a worker, on the port every worker listens on (``SO_REUSEPORT``: the
         kernel hands each new connection to one of them); its end ends the worker."""
         try:
-            listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            listening.bind((self.config.http_bind, self.config.http_port))
-            self.http.run(sockets=[listening])
+            self.http.run(sockets=[shared_socket(self.config.http_bind, self.config.http_port)])
             if not self.http.started and self.failure is None:
                 self.failure = self._not_listening()
         except BaseException as exc:  # uvicorn exits (SystemExit) when it cannot bind

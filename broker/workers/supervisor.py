@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from broker.config import Config
 from broker.core.lease import ServerLock
 from broker.workers import settings
+from broker.workers.ports import shared_socket
 
 log = logging.getLogger("luabroker.workers")
 
@@ -118,11 +119,7 @@ class Supervisor:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))  # no SO_REUSEPORT: fails if anyone listens there
             port = probe.getsockname()[1]
-        guard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        guard.bind((host, port))
-        self._guards.append(guard)
+        self._guards.append(shared_socket(host, port))
         return port
 
     def _command(self, worker: Worker) -> list[str]:

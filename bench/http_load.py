@@ -84,9 +84,8 @@ def rate(url: str, seconds: float) -> float:
 def requests_per_second(kind: str, with_filter: bool, seconds: float, workers: int = 1) -> float:
     """``GET /patients`` per second on a fresh, empty ``kind`` server (with the filter script or none);
     ``workers``: luabroker's ``Workers`` option."""
-    options = {"Workers": workers} if kind == "luabroker" else {}
     with tempfile.TemporaryDirectory(prefix=f"bench-http-{kind}-") as tmp:
-        process, http, _, _ = start(kind, Path(tmp), FILTER if with_filter else "", **options)
+        process, http, _, _ = start(kind, Path(tmp), FILTER if with_filter else "", workers=workers)
         try:
             url = f"http://127.0.0.1:{http}/patients"
             assert httpx.get(url, timeout=30).json() == [], "the archive is not empty"

@@ -41,16 +41,17 @@ end
 """
 
 
-def start(kind: str, workdir: Path, script: str = SCRIPT, **options: object) -> tuple[subprocess.Popen, int, int, str]:
+def start(kind: str, workdir: Path, script: str = SCRIPT, workers: int = 1,
+          **options: object) -> tuple[subprocess.Popen, int, int, str]:
     """A fresh server (``kind``: luabroker or orthanc) with ``script`` and ``options`` in its configuration
-    (luabroker: one process unless ``options`` set ``Workers``); returns the process, its HTTP and DICOM
-    ports and its AET once ``/system`` answers."""
+    (``workers``: luabroker's ``Workers``); returns the process, its HTTP and DICOM ports and its AET
+    once ``/system`` answers."""
     http, dicom, aet = free_port(), free_port(), "BENCH"
     (workdir / "bench.lua").write_text(script)
     config = {"Name": kind, "HttpPort": http, "DicomPort": dicom, "DicomAet": aet,
               "StorageDirectory": str(workdir / "storage"), "IndexDirectory": str(workdir / "storage"),
               "LuaScripts": [str(workdir / "bench.lua")], "RemoteAccessAllowed": True,
-              "AuthenticationEnabled": False, "Plugins": [], **({"Workers": 1} if kind == "luabroker" else {}),
+              "AuthenticationEnabled": False, "Plugins": [], **({"Workers": workers} if kind == "luabroker" else {}),
               **options}
     (workdir / "config.json").write_text(json.dumps(config))
     command = ([ORTHANC_BINARY] if kind == "orthanc" else [sys.executable, "-m", "broker.cli"])
@@ -84,9 +85,8 @@ def store(dicom: int, aet: str, groups: list[list[Path]]) -> float:
 
 def measure(kind: str, files: list[Path], associations: int, warmup: list[Path], workers: int = 1) -> float:
     """Instances per second into a fresh server; ``workers``: luabroker's ``Workers`` option."""
-    options = {"Workers": workers} if kind == "luabroker" else {}
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
-        process, http, dicom, aet = start(kind, Path(tmp), **options)
+        process, http, dicom, aet = start(kind, Path(tmp), workers=workers)
         try:
             store(dicom, aet, [warmup])
             groups = [files[i::associations] for i in range(associations)]

@@ -99,6 +99,8 @@ class RlimitLayer:
         return wanted
 
     def apply(self, spec: SpawnSpec) -> SpawnSpec:
+        if self.limits.nice:  # coreutils' nice execs the rest: any uid may lower its own priority
+            spec = replace(spec, argv=(find_nice(), "-n", str(self.limits.nice), *spec.argv))
         wanted = self.rlimits()
         if self.via_command:
             command = find_prlimit()
@@ -126,13 +128,22 @@ class RlimitLayer:
     def describe(self) -> str:
         nproc = "" if self.processes is None else f", NPROC {self.processes}"
         how = "prlimit command before exec" if self.via_command else "prlimit() after spawn"
+        nice = f", nice {self.limits.nice}" if self.limits.nice else ""
         return (f"rlimits (AS {self.limits.address_space_mb} MiB, NOFILE {self.limits.open_files}, "
-                f"FSIZE {self.file_size_bytes}, CORE 0{nproc}; {how})")
+                f"FSIZE {self.file_size_bytes}, CORE 0{nproc}{nice}; {how})")
 
 
 _PRLIMIT_OPTIONS = {resource.RLIMIT_AS: "as", resource.RLIMIT_CPU: "cpu", resource.RLIMIT_NOFILE: "nofile",
                     resource.RLIMIT_FSIZE: "fsize", resource.RLIMIT_CORE: "core", resource.RLIMIT_NPROC: "nproc"}
 _CAP_SYS_RESOURCE = 24
+
+
+def find_nice() -> str:
+    """coreutils' ``nice``, which every Debian has (``Limits.nice``)."""
+    found = shutil.which("nice") or ("/usr/bin/nice" if os.access("/usr/bin/nice", os.X_OK) else None)
+    if found is None:
+        raise SandboxError("coreutils' nice command is not installed (LuaSandbox.Nice)")
+    return found
 
 
 def find_prlimit() -> str | None:

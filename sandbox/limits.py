@@ -48,6 +48,9 @@ class Limits:
     ``max_frame`` bounds frames in both directions: the broker checks it, and passes it to the shim
     (``--max-frame``, at least 4096 for the product's shim), which refuses a result that would not fit.
 
+    ``nice`` is the process's scheduling niceness (0..19): how much less CPU it gets than the broker's
+    own threads when both want it (``LuaSandbox.Nice``; a tenant's scripts can be made to yield).
+
     ``bounds`` adds what neither deadline sees: the wall-clock time, built-ins included, and the
     number of built-in and nested calls of one top-level call; and the wait for a busy process.
     """
@@ -60,6 +63,7 @@ class Limits:
     open_files: int = 32
     max_frame: int = DEFAULT_MAX_FRAME
     max_log_lines: int = 1000
+    nice: int = 0
     bounds: CallBounds = CallBounds()
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class Limits:
             raise ValueError(f"Limits: address_space_mb={self.address_space_mb}; lua5.4 needs at least 16")
         if self.open_files < 4:
             raise ValueError(f"Limits: open_files={self.open_files}; the shim needs at least 4")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"Limits: nice={self.nice}; expected 0 to 19")
 
     def hard_timeout_for(self, cpu_s: float | None) -> float:
         """Hard deadline of a call whose soft limit is ``cpu_s``.

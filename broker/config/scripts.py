@@ -137,6 +137,7 @@ def _limits(sandbox: Section) -> Limits:
         hard_timeout_s=hard,
         memory_kb=sandbox.option("MemoryLimitMB", int, base.memory_kb // 1024, lambda v: v > 0, "> 0") * 1024,
         address_space_mb=sandbox.option("AddressSpaceMB", int, base.address_space_mb, lambda v: v >= 64, ">= 64"),
+        nice=sandbox.option("Nice", int, base.nice, lambda v: 0 <= v <= 19, "in [0, 19]"),
         bounds=_bounds(sandbox, hard),
     )
 

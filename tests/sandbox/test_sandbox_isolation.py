@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -171,6 +172,26 @@ def test_prlimit_command_sets_the_limits_before_the_interpreter_starts():
             return f.read().split(b"\0")[0]
     try:
         wait_until(lambda: program() == find_interpreter().encode())  # prlimit exec'd the interpreter
+        assert limits_of(child.interpreter_pid)["Max address space"] == (str(512 << 20),) * 2
+    finally:
+        child.kill()
+        child.release_pipes()
+
+
+@pytest.mark.parametrize("via_command", [False, True])
+def test_a_nice_sandbox_runs_with_that_niceness_whichever_way_its_limits_are_set(via_command):
+    """``LuaSandbox.Nice`` (a tenant's CPU share): coreutils' nice execs the interpreter, which then
+    runs with the niceness, its limits set as usual."""
+    layer = RlimitLayer(replace(LIMITS, nice=7), via_command=via_command)
+    assert "nice 7" in layer.describe()
+    child = ChildProcess.spawn(find_interpreter(), SHIM, [], [layer])
+
+    def program() -> bytes:
+        with open(f"/proc/{child.interpreter_pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0]
+    try:
+        wait_until(lambda: program() == find_interpreter().encode())  # nice (and prlimit) exec'd it
+        assert os.getpriority(os.PRIO_PROCESS, child.interpreter_pid) == 7
         assert limits_of(child.interpreter_pid)["Max address space"] == (str(512 << 20),) * 2
     finally:
         child.kill()

@@ -59,7 +59,8 @@ def test_longer_soft_budget_pushes_the_hard_deadline_back():
     assert limits.hard_timeout_for(30) == 35
 
 
-@pytest.mark.parametrize("kwargs", [{"hard_timeout_s": 0}, {"address_space_mb": 4}, {"open_files": 2}])
+@pytest.mark.parametrize("kwargs", [{"hard_timeout_s": 0}, {"address_space_mb": 4}, {"open_files": 2}, {"nice": -1},
+                                    {"nice": 20}])
 def test_limits_reject_values_the_child_cannot_run_with(kwargs):
     with pytest.raises(ValueError):
         Limits(**kwargs)

@@ -1,11 +1,11 @@
-"""One server: the store, the script set, the event dispatcher and the two front ends, started and
-stopped in the order that keeps every instance and event safe.
+"""One server: its tenants (``broker.tenant``: each a store, a script set, an event dispatcher) and the
+two front ends they share, started and stopped in the order that keeps every instance and event safe.
 
 Start: store → filter sandbox (a script that fails to load stops here, as Orthanc refuses to start) →
 DICOM and HTTP → main sandbox and ``Initialize`` (Orthanc queues ``Initialize`` once the server is up)
 → event dispatcher, stability monitor, heartbeat. Stop: front ends → heartbeat and stability monitor →
 pending events delivered → ``Finalize`` → sandboxes → store.
-SIGHUP (when the server runs in the main thread) reloads the scripts, as ``POST /lua/reload`` does.
+SIGHUP (when the server runs in the main thread) reloads every tenant's scripts, as ``POST /lua/reload`` does its own.
 
 SIGTERM, SIGINT and ``POST /tools/shutdown`` all take that one stop path; ``POST /tools/reset`` takes it
 too, and ``run()`` then returns True: starting again is its caller's part (``broker.cli`` re-executes
@@ -31,66 +31,13 @@ from typing import Any
 import uvicorn
 
 from broker.config import Config
-from broker.core.attachments import Attachments, ContentTypes
-from broker.core.audit import AuditLog
-from broker.core.compression import NONE, ZLIB
+from broker.config.tenants import DEFAULT_TENANT
 from broker.core.lease import CoordinatorLease, ServerLock
-from broker.core.stability import StabilityMonitor
-from broker.core.store import Store
-from broker.dicom.find_scu import FindScu
-from broker.dicom.negotiation import AcceptedContexts
-from broker.dicom.queries import QueryArchive
-from broker.dicom.retrieve_scu import RetrieveScu
 from broker.dicom.scp import StoreScp
-from broker.dicom.scu import StoreScu
-from broker.events import EventDispatcher
 from broker.http.app import build_app
-from broker.jobs import JobsEngine, create_engine
-from broker.jobs.archives import ArchiveOutputs
-from broker.metrics import Metrics, StateCollector
-from broker.network import NetworkRegistry
-from broker.peers import PeerClient
-from broker.rest import (
-    archives,
-    attachments,
-    audit,
-    changes,
-    create,
-    exports,
-    find,
-    frames,
-    instances,
-    jobs,
-    legacy_queries,
-    lua,
-    metrics,
-    modification,
-    network,
-    preview,
-    queries,
-    resources,
-    retrievals,
-    server_control,
-    system,
-    tools,
-    views,
-    worklists,
-)
-from broker.rest.api import RestApi
-from broker.scripting.bridge import ScriptSet
-from broker.scripting.filters import InstanceFilter
-from broker.scripting.heartbeat import HeartBeat
-from broker.scripting.http_client import LuaHttpClient
 from broker.scripting.lifecycle import ReloadError
-from broker.scripting.lua_jobs import LuaJobs
-from broker.scripting.script_log import ScriptLog
-from broker.services import Services
-from broker.workers import settings
-from broker.workers.jobs_handoff import JobsHandoff, JobsListener
+from broker.tenant import Tenancy, Tenant
 from broker.workers.ports import shared_socket
-from broker.workers.rest_forward import RestForward, RestListener
-from broker.workers.siblings import ControlServer, Siblings
-from broker.workers.wakeup import WakeupListener, WakeupSender
 
 log = logging.getLogger("luabroker")
 
@@ -119,7 +66,8 @@ class Server:
         which runs as ``Workers: 1`` whatever the configuration says (starting several is
         ``broker.cli``'s part, through the supervisor)."""
         if worker is None:
-            config = replace(config, workers=1)
+            config = replace(config, workers=1, tenants=tuple(replace(tenant, config=replace(tenant.config, workers=1))
+                                                              for tenant in config.tenants))
         self.config = config
         self.worker = worker
         # Before the index is opened: one server per storage directory (broker/core/lease.py). A worker
@@ -129,66 +77,21 @@ class Server:
         if worker is None:
             self.server_lock.acquire()
             self.lease.acquire()
-        store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
-                      default_encoding=config.default_encoding, limits=config.storage_limits,
-                      store_md5=config.store_md5, stable_age=config.stable_age)
-        store.compression = ZLIB if config.storage_compression else NONE
-        store.event_backlog_limit = config.event_backlog_limit or None
-        self.services = services = Services(config=config, store=store, metrics=Metrics())
-        services.attachments = Attachments(store, ContentTypes(config.user_content_types))
-        services.audit = AuditLog(store.index)
-        services.network = NetworkRegistry(config.network.modalities, config.network.peers,
-                                           strict_aet_comparison=config.network.strict_aet_comparison,
-                                           check_modality_host=config.network.check_modality_host)
-        services.dicom_contexts = AcceptedContexts(config.accepted_transfer_syntaxes, config.unknown_sop_class_accepted,
-                                                   worklists=config.worklists.enabled)
-        services.scu = StoreScu(services.network, config.network.dicom)
-        services.find_scu = FindScu(services.scu)
-        services.retrieve_scu = RetrieveScu(services.scu, store, lambda: services.dicom_contexts.transfer_syntaxes)
-        services.queries = QueryArchive(config.network.dicom.query_retrieve_size)
-        services.peers = PeerClient(services.network, config.network.http)
-        services.lua_http = LuaHttpClient(config.network.http)
-        services.rest = RestApi(services, [resources.routes, system.routes, lua.routes, metrics.routes,
-                                           network.routes, jobs.routes, modification.routes, preview.routes,
-                                           exports.routes, changes.routes, tools.routes, instances.routes,
-                                           find.routes, views.routes, attachments.routes,
-                                           frames.routes, create.routes, archives.routes,
-                                           server_control.routes, queries.routes, audit.routes,
-                                           legacy_queries.routes, retrievals.routes,
-                                           *([worklists.routes] if config.worklists.enabled else [])])
-        # The saved jobs are the coordinator's, which resumes them. A worker hands its asynchronous
-        # jobs (an asynchronous C-MOVE, a filter's RestApiPost) to the coordinator, and runs the
-        # synchronous ones a filter script waits for itself, unsaved.
-        services.jobs = create_engine(services, persistent=worker is None)
-        if worker is not None:
-            services.jobs.handoff = JobsHandoff(config.storage_directory)
-        services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
-        services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
-        services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
-        services.scripts = ScriptSet(services)
-        services.stop_server = lambda reset: self.request_stop(reset=reset, asked=True)
-        if worker is not None:
-            services.siblings = Siblings(services, self.worker_status)
-            services.rest.forward = RestForward(config.storage_directory, held=lambda: self.coordinating)
-        # The figures of the whole index are the coordinator's to report (one process, not each).
-        services.metrics.registry.register(StateCollector(services, services.metrics.started,
-                                                          with_index=lambda: self.coordinating))
-        self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
-                                          metrics=services.metrics, park_lua_errors=config.event_lua_errors_park)
-        self.stability = StabilityMonitor(store)
-        self.heartbeat = HeartBeat(services.scripts, config.lua_heartbeat_period)
-        # Who is told of a committed event: the dispatcher, in the coordinator; otherwise the coordinator.
-        self.wakeup = WakeupSender(config.storage_directory) if worker is not None else None
-        store.on_event = self.dispatcher.wake if self.wakeup is None else self.wakeup
-        self.wakeup_listener: WakeupListener | None = None
-        self.jobs_listener: JobsListener | None = None
-        self.rest_listener: RestListener | None = None
-        services.scripts.on_change(self.dispatcher.wake)
-        self.dicom = StoreScp(services)
+
+        def stop_server(reset: bool) -> None:
+            self.request_stop(reset=reset, asked=True)
+
+        self.tenancy = Tenancy(config, [
+            Tenant(name, config.tenant(name), worker=worker, coordinating=lambda: self.coordinating,
+                   stop_server=stop_server)
+            for name in (DEFAULT_TENANT, *(tenant.name for tenant in config.tenants))])
+        #: The default tenant's services: the whole server's when there are no ``Tenants``.
+        self.services = self.tenancy.default.services
+        self.dicom = StoreScp(config, self.tenancy)
         # proxy_headers off: the client's address is the connection's peer, as in Orthanc; uvicorn would
         # take X-Forwarded-For from any loopback client (RemoteAccessAllowed, the HTTP filter's ip).
         self.http = uvicorn.Server(uvicorn.Config(
-            build_app(services), host=config.http_bind, port=config.http_port, log_level="warning",
+            build_app(self.tenancy), host=config.http_bind, port=config.http_port, log_level="warning",
             lifespan="off", access_log=False, proxy_headers=False, timeout_graceful_shutdown=HTTP_SHUTDOWN_GRACE_S))
         self.ready = threading.Event()
         self.failure: BaseException | None = None
@@ -198,7 +101,6 @@ class Server:
         self._stopping = threading.Event()  # a worker's main thread waits on it
         self._role_lock = threading.Lock()  # taking the coordinator role, or stopping: one or the other
         self._http_thread: threading.Thread | None = None
-        self._worker_jobs: JobsEngine | None = None  # a worker's own engine, once it is the coordinator
 
     def run(self) -> bool:
         """Start everything, serve until SIGINT/SIGTERM (or ``request_stop``), then stop cleanly.
@@ -231,34 +133,24 @@ class Server:
             log.warning("luabroker worker %d serves DICOM %s on port %d and HTTP on %s:%d", os.getpid(),
                         self.config.dicom_aet, self.config.dicom_port, self.config.http_bind, self.config.http_port)
             assert self.services.siblings is not None
-            self.services.siblings.serving()
+            self.services.siblings.serving()  # the supervisor's to know once, whichever tenant says it
             # With a timeout: Python runs a signal handler in the main thread only, and a SIGTERM that
             # the kernel delivered to another thread does not interrupt a wait without one, so the
             # handler (the stop) would wait for ever.
             while not self._stopping.wait(SIGNAL_CHECK_S):
                 pass
 
-        changed = settings.load(self.config.storage_directory)  # by the REST API before this worker started
-        if changed is not None:
-            settings.apply(self.services, changed)
-        control = ControlServer(self.services, self.worker_status)
-        control.start()
-        try:
-            self._serve(serve)
-        finally:
-            control.stop()
+        self._serve(serve)
         return self.reset_requested
 
     def _serve(self, serve: Callable[[], None]) -> None:
-        """Start the filter sandbox, the jobs engine (a single process resumes the saved jobs; a worker
-        runs only those submitted in it) and the DICOM server, run ``serve()`` with the signals caught,
-        then stop cleanly; raise what made the start or the serving fail."""
-        scripts = self.services.scripts
-        scripts.start_filter()
-        self.services.store.instance_filter = InstanceFilter(scripts)
-        self.services.jobs.start()
+        """Start each tenant's part (``Tenant.start``: its filter sandbox, its jobs engine) and the DICOM
+        server, run ``serve()`` with the signals caught, then stop cleanly; raise what made the start or
+        the serving fail."""
         previous = self._catch_signals()
         try:
+            for tenant in self.tenancy:
+                tenant.start()
             if self.config.dicom_server_enabled:
                 self.dicom.start()
             serve()
@@ -269,15 +161,6 @@ class Server:
             self._stop()
         if self.failure is not None:
             raise self.failure
-
-    def worker_status(self, metrics: bool) -> dict[str, Any]:
-        """What this worker says of itself to the coordinator: for ``GET /lua/status``, and with
-        ``metrics`` its metrics' exposition too (``/tools/metrics-prometheus``)."""
-        status: dict[str, Any] = {"Pid": os.getpid(), "Worker": self.worker, "Coordinator": self.coordinating,
-                                  "Sandboxes": self.services.scripts.status()}
-        if metrics:
-            status["Metrics"] = self.services.metrics.render().decode()
-        return status
 
     @property
     def coordinating(self) -> bool:
@@ -297,16 +180,8 @@ class Server:
                 self.lease.release()
                 return
             log.warning("luabroker worker %d takes the coordinator role", os.getpid())
-            services = self.services
-            self._worker_jobs = services.jobs
-            services.jobs = create_engine(services)
-            services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
-            services.jobs.start()  # the saved jobs resume
-            self.services.store.on_event = self.dispatcher.wake
-            self.wakeup_listener = WakeupListener(self.config.storage_directory, self.dispatcher.wake)
-            self.wakeup_listener.start()
-            self.jobs_listener = JobsListener(self.config.storage_directory, services.jobs)
-            self.jobs_listener.start()
+            for tenant in self.tenancy:
+                tenant.take_coordinator_role()
         self._finish_start()
 
     def _serve_http(self) -> None:
@@ -330,17 +205,12 @@ class Server:
         if self.http.should_exit:
             return
         try:
-            self.services.scripts.start_main()
-            self.dispatcher.start()
-            self.stability.start()
-            self.heartbeat.start()
+            for tenant in self.tenancy:
+                tenant.start_coordinating()
         except BaseException as exc:  # ScriptLoadError in the main process: refuse to run
             self.failure = exc
             self.http.should_exit = True
             return
-        if self.worker is not None:  # the other workers' calls to the coordinator's routes, now answerable
-            self.rest_listener = RestListener(self.config.storage_directory, self.services.rest)
-            self.rest_listener.start()
         log.warning("luabroker is ready: HTTP on %s:%d, DICOM %s on port %d", self.config.http_bind,
                     self.config.http_port, self.config.dicom_aet, self.config.dicom_port)
         self.ready.set()
@@ -362,13 +232,15 @@ class Server:
         self._stopping.set()
 
     def reload_scripts(self, reason: str = "reload") -> bool:
-        """Reload the scripts (``POST /lua/reload`` and SIGHUP); False (and a logged error) if the new
-        version did not load and the old one stays."""
-        try:
-            self.services.scripts.reload(reason)
-        except ReloadError:
-            return False  # ScriptSet logged why
-        return True
+        """Reload every tenant's scripts (SIGHUP; ``POST /lua/reload`` reloads its own tenant's); False
+        (and a logged error) if a new version did not load and its old one stays."""
+        reloaded = True
+        for tenant in self.tenancy:
+            try:
+                tenant.services.scripts.reload(reason)
+            except ReloadError:
+                reloaded = False  # ScriptSet logged why
+        return reloaded
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGHUP → reload, in a thread (a handler must not block the event loop). SIGINT/SIGTERM →
@@ -406,25 +278,8 @@ class Server:
             self._starter.join(STARTER_JOIN_S)
         if self._http_thread is not None:
             self._http_thread.join(HTTP_SHUTDOWN_GRACE_S + 5)
-        if self.rest_listener is not None:  # the calls the other workers' HTTP servers forward
-            self.rest_listener.stop()
-        if self.ready.is_set():
-            self.heartbeat.stop()
-            self.stability.stop()
-            self.dispatcher.stop()
-        for listener in (self.wakeup_listener, self.jobs_listener):
-            if listener is not None:
-                listener.stop()
-        self.services.jobs.stop()  # after the events, which submit Lua jobs
-        if self._worker_jobs is not None:
-            self._worker_jobs.stop()
-        if self.wakeup is not None:
-            self.wakeup.close()
-        self.services.scripts.stop()
-        self.services.scu.close()  # releases the kept associations
-        self.services.peers.close()
-        self.services.lua_http.close()
-        self.services.store.close()
+        for tenant in self.tenancy:
+            tenant.stop()
         siblings = self.services.siblings
         if siblings is not None and self.coordinating and (self.reset_requested or self.shutdown_requested):
             # The whole server stops (request_stop told the others): none may take the role it leaves.

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "broker.events": 5,
     # 6: start and stop
     "broker.server": 6,
+    "broker.tenant": 6,
     "broker.cli": 6,
     "broker.workers": 6,
 }

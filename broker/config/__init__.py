@@ -16,10 +16,11 @@ One module per section; each has its frozen value types and the function that re
 - ``worklists``: the modality worklist server (the ``Worklists`` section);
 - this module: ``Config``, the server's own options and the sections put together.
 
-The next sections fit the same shape (neither is implemented yet). ``Tenants``: each tenant overrides
-a subset of ``ScriptOptions``, the fields ``Config`` inherits from it (see ``broker.config.scripts``),
-and runs with ``dataclasses.replace(config, ...)``. ``PostgreSQL``: a module ``postgresql`` with its
-frozen dataclass and its reader, and one field of ``Config`` that holds it.
+- ``tenants``: the ``Tenants`` section; each tenant runs with a ``Config`` of its own, the server's
+  options with the tenant's object laid over them.
+
+The next section fits the same shape (not implemented yet). ``PostgreSQL``: a module ``postgresql``
+with its frozen dataclass and its reader, and one field of ``Config`` that holds it.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from broker.config.jobs import JobsSettings, read_jobs_settings
 from broker.config.network import NetworkOptions, read_network_options
 from broker.config.options import ConfigError, Section, bad_value
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
+from broker.config.tenants import DEFAULT_TENANT, TenantConfig, read_tenants
 from broker.config.worklists import WorklistsSettings, read_worklists
 from broker.core.bounds import MIB, InflateBound, InputBounds
 from broker.core.encodings import ENCODINGS, LATIN1, Encoding, find_encoding
@@ -130,6 +132,13 @@ class Config(ScriptOptions):
     network: NetworkOptions = field(default_factory=NetworkOptions)
     #: ``ConcurrentJobs``, ``JobsHistorySize``, ``SaveJobs`` and the ``Jobs`` section.
     jobs: JobsSettings = field(default_factory=JobsSettings)
+    #: ``MaximumIngestRate``: instances a second the store accepts (a token bucket of one second's worth);
+    #: past it, new instances are refused (C-STORE 0xA700, REST 429). 0: no bound.
+    maximum_ingest_rate: float = 0.0
+    #: ``Tenants`` (docs/tenants.md); empty: the server's options are the one, default, tenant.
+    tenants: tuple[TenantConfig, ...] = ()
+    #: ``TenantAdministrators``: users of ``RegisteredUsers`` who reach every tenant (``/tenants/{name}/...``).
+    tenant_administrators: tuple[str, ...] = ()
     #: The file (or directory) this configuration was read from; ``POST /lua/reload`` reads it again.
     path: Path | None = None
 
@@ -141,7 +150,8 @@ class Config(ScriptOptions):
                     self.dicom_always_allow_find_worklist, self.dicom_always_allow_move, self.dicom_always_allow_get))
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any], base_dir: Path) -> Config:
+    def from_json(cls, raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Config:
+        """The configuration of ``raw``; ``path``: the file or directory it was read from."""
         options = Section(raw)
         scripts = read_script_options(options, base_dir)
         users = options.option("RegisteredUsers", dict, {})
@@ -156,10 +166,11 @@ class Config(ScriptOptions):
         aet = options.option("DicomAet", str, "ORTHANC", lambda a: 0 < len(a) <= 16, "of 1 to 16 characters")
         storage = Path(options.option("StorageDirectory", str, "luabroker-data"))
         port = (lambda p: 0 <= p < 65536), "in [0, 65535]"
-        return cls(
+        config = cls(
             **{f.name: getattr(scripts, f.name) for f in fields(ScriptOptions)},
             raw=raw,
             base_dir=base_dir,
+            path=path,
             name=options.option("Name", str, "luabroker"),
             http_port=options.option("HttpPort", int, 8042, *port),
             http_bind="0.0.0.0" if remote else "127.0.0.1",
@@ -180,7 +191,8 @@ class Config(ScriptOptions):
             metrics_enabled=options.option("MetricsEnabled", bool, True),
             user_metadata=user_metadata,
             lua_interpreter=read_interpreter(options),
-            lua_admin_users=_admin_users(options, users, auth),
+            # LuaAdminUsers: only they may run execute-script and the operator's POST /lua/...; absent: anyone.
+            lua_admin_users=_user_names(options, "LuaAdminUsers", users, auth),
             input_bounds=_input_bounds(options),
             dicom_scp_timeout=options.option("DicomScpTimeout", float, 30.0, lambda v: v >= 0, ">= 0") or None,
             dicom_scp_acse_timeout=options.option("DicomScpAcseTimeout", float, 10.0, lambda v: v > 0, "> 0"),
@@ -215,7 +227,10 @@ class Config(ScriptOptions):
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
+            maximum_ingest_rate=options.option("MaximumIngestRate", float, 0.0, lambda v: v >= 0, ">= 0 (0: no bound)"),
+            tenant_administrators=_user_names(options, "TenantAdministrators", users, auth) or (),
         )
+        return replace(config, tenants=read_tenants(config, options, cls.from_json))
 
     @classmethod
     def load(cls, path: str | Path | None) -> Config:
@@ -224,22 +239,31 @@ class Config(ScriptOptions):
         if path is None:
             return cls.from_json({}, Path.cwd())
         path = Path(path).resolve()
-        return replace(cls.from_json(read_options(path), path if path.is_dir() else path.parent), path=path)
+        return cls.from_json(read_options(path), path if path.is_dir() else path.parent, path)
+
+    def tenant(self, name: str) -> Config:
+        """The configuration the tenant ``name`` runs with (``default``: this one)."""
+        if name == DEFAULT_TENANT:
+            return self
+        for tenant in self.tenants:
+            if tenant.name == name:
+                return tenant.config
+        raise ConfigError(f"The configuration has no tenant {name!r} (Tenants)")
 
 
-def _admin_users(options: Section, users: dict[str, str], authentication: bool) -> tuple[str, ...] | None:
-    """``LuaAdminUsers``: names of ``RegisteredUsers``; only they may run execute-script and the
-    operator's ``POST /lua/...`` (docs/security.md). Absent: anyone who passes authentication."""
-    value = options.get("LuaAdminUsers")
+def _user_names(options: Section, name: str, users: dict[str, str], authentication: bool) -> tuple[str, ...] | None:
+    """``LuaAdminUsers`` or ``TenantAdministrators``: names of ``RegisteredUsers``, which need
+    authentication (docs/security.md). None when absent."""
+    value = options.get(name)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise bad_value("LuaAdminUsers", value, "a list of user names")
-    for name in value:
-        if name not in users:
-            raise ConfigError(f"Option 'LuaAdminUsers' names {name!r}, which is not in 'RegisteredUsers'")
+    if not isinstance(value, list) or not all(isinstance(user, str) for user in value):
+        raise bad_value(name, value, "a list of user names")
+    for user in value:
+        if user not in users:
+            raise ConfigError(f"Option '{name}' names {user!r}, which is not in 'RegisteredUsers'")
     if not authentication:
-        raise ConfigError("Option 'LuaAdminUsers' needs 'AuthenticationEnabled': without authentication no "
+        raise ConfigError(f"Option '{name}' needs 'AuthenticationEnabled': without authentication no "
                           "request has a user name")
     return tuple(value)
 

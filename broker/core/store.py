@@ -11,6 +11,7 @@ write their outbox events in the transaction of the change.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sqlite3
 import threading
@@ -63,6 +64,7 @@ from broker.core.tags import (
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
 )
+from broker.core.token_bucket import TokenBucket
 from broker.errors import ErrorCode, OrthancError
 
 log = logging.getLogger(__name__)
@@ -218,7 +220,7 @@ class Store:
                  on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
                  sync_storage: bool = False, store_md5: bool = True, index_path: Path | None = None,
                  bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1,
-                 limits: StorageLimits = NO_LIMITS) -> None:
+                 limits: StorageLimits = NO_LIMITS, ingest_rate: float = 0.0) -> None:
         self.root = Path(root)
         self.storage = StorageArea(self.root, sync=sync_storage)
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
@@ -243,6 +245,10 @@ class Store:
         #: ``LuaSandbox.EventBacklogLimit``: while this many events wait for delivery, new instances are
         #: refused (``backlog_full``); None: no bound.
         self.event_backlog_limit: int | None = None
+        #: ``MaximumIngestRate``: new instances a second, one second's worth saved up; None: no bound.
+        self._ingest = TokenBucket(ingest_rate, max(1, math.ceil(ingest_rate)), time.monotonic()) \
+            if ingest_rate > 0 else None
+        self._ingest_lock = threading.Lock()
 
     def close(self) -> None:
         self.index.close()
@@ -265,6 +271,13 @@ class Store:
             raise OrthancError(ErrorCode.FULL_STORAGE, f"{self.event_backlog_limit} events wait for their Lua "
                                "callbacks (LuaSandbox.EventBacklogLimit): new instances are refused until the "
                                "scripts catch up (GET /lua/status)", http_status=503)
+        if self._ingest is not None:
+            with self._ingest_lock:
+                admitted = self._ingest.take(time.monotonic())
+            if not admitted:
+                raise OrthancError(ErrorCode.FULL_STORAGE, f"More than {self._ingest.rate:g} instances a second "
+                                   "(MaximumIngestRate): this instance is refused; send it again later",
+                                   http_status=429)
         instance_filter = self.instance_filter
         if instance_filter is not None and not _accepted(instance_filter, incoming):
             return StoreResult(FILTERED_OUT, ids.instance, ids.patient, ids.study, ids.series)

@@ -110,13 +110,15 @@ class KnownCallerCheck(_AssociationCheck):
 
 
 class CalledAetCheck(_AssociationCheck):
-    """``DicomCheckCalledAet``: the association request must call ``aet`` (compared by ``same_aet``)."""
+    """``DicomCheckCalledAet``: the association request must call one of ``aets`` (compared by
+    ``same_aet``): the server's ``DicomAet``, or a tenant's ``DicomAets``."""
 
-    def __init__(self, network: NetworkRegistry, aet: str, enabled: bool) -> None:
+    def __init__(self, network: NetworkRegistry, aets: tuple[str, ...], enabled: bool) -> None:
         super().__init__(network, enabled)
-        self.aet = aet
+        self.aets = aets
 
     def refusal(self, request: Any) -> tuple[tuple[int, int, int], str] | None:
-        if self.network.same_aet(str(request.called_ae_title), self.aet):
+        if any(self.network.same_aet(str(request.called_ae_title), aet) for aet in self.aets):
             return None
-        return _CALLED_AET_NOT_RECOGNISED, f"it calls {request.called_ae_title}, not {self.aet} (DicomCheckCalledAet)"
+        return _CALLED_AET_NOT_RECOGNISED, f"it calls {request.called_ae_title}, not {' or '.join(self.aets)} " \
+                                           "(DicomCheckCalledAet)"

@@ -16,13 +16,15 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from pynetdicom import AE, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from broker.config import Config
 from broker.core.origin import Origin
 from broker.dicom.message_bound import bounded_messages
 from broker.dicom.permissions import CalledAetCheck, KnownCallerCheck, allowed_or_aborted
@@ -50,10 +52,51 @@ class SharedPortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-class StoreScp:
+class Tenants(Protocol):
+    """Whose each association is (``broker.tenant.Tenancy``): the ports to listen on, every tenant's
+    services, and the services of an association by the port it came to and the AET it calls."""
+
+    ports: tuple[int, ...]
+
+    def all_services(self) -> list[Services]: ...
+
+    def services_for(self, port: int, called_aet: str) -> Services: ...
+
+    def called_aets(self, services: Services) -> tuple[str, ...]:
+        """The AETs a tenant may be called (``DicomCheckCalledAet``)."""
+
+
+def called_aet(assoc: Any) -> str:
+    """The AET the peer called (the association's request; empty before it arrived)."""
+    request = assoc.requestor.primitive
+    return str(request.called_ae_title).strip() if request is not None else ""
+
+
+def routed(tables: dict[int, tuple[Services, list[EventHandlerType]]],
+           route: Callable[[Any], Services]) -> list[EventHandlerType]:
+    """One handler per event, which runs the handlers of that event of the tenant ``route`` gives for
+    the association (in their order; the last one's answer is the answer). ``tables``: each tenant's
+    handlers, by ``id`` of its services."""
+    by_event: dict[Any, dict[int, list[Callable[..., Any]]]] = {}
+    for key, (_, handlers) in tables.items():
+        for event, handler in handlers:  # type: ignore[misc]  # ours never carry arguments
+            by_event.setdefault(event, {}).setdefault(key, []).append(handler)
+
+    def dispatch_for(per_tenant: dict[int, list[Callable[..., Any]]]) -> Callable[[evt.Event], Any]:
+        def dispatch(event: evt.Event) -> Any:
+            answer = None
+            for handler in per_tenant.get(id(route(event.assoc)), ()):
+                answer = handler(event)
+            return answer
+        return dispatch
+    return [(event, dispatch_for(per_tenant)) for event, per_tenant in by_event.items()]
+
+
+class TenantScp:
+    """The C-STORE and C-ECHO handlers of one tenant."""
+
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.server: Any = None
 
     def handle_store(self, event: evt.Event) -> int:
         config = self.services.config
@@ -73,37 +116,57 @@ class StoreScp:
             return NOT_AUTHORIZED  # never sent: the association is aborted
         return SUCCESS
 
+    def handlers(self, slots: AssociationSlots, aets: tuple[str, ...]) -> list[EventHandlerType]:
+        """Every handler of an association of this tenant, ``slots`` (the server's) first: a refused
+        association needs no contexts. ``aets``: what ``DicomCheckCalledAet`` lets it be called."""
+        services, config = self.services, self.services.config
+        return [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
+                (evt.EVT_C_FIND, c_find_handler(services)), *slots.handlers, *services.dicom_contexts.handlers,
+                *RetrieveScp(services).handlers, *NODELAY_HANDLERS, *RECEIVER_HANDLERS,
+                *bounded_messages(services.store.bounds.max_dicom_message), *WAKEUP_HANDLERS,
+                *CalledAetCheck(services.network, aets, config.network.check_called_aet).handlers,
+                *KnownCallerCheck(services.network, not config.dicom_allows_unknown_callers).handlers]
+
+
+class StoreScp:
+    """The DICOM server: an association server on ``DicomPort`` and on each tenant's own port, each
+    association served by the handlers of its tenant (``Tenants``)."""
+
+    def __init__(self, config: Config, tenants: Tenants) -> None:
+        self.config = config
+        self.tenants = tenants
+        self.servers: list[Any] = []
+
     def start(self) -> None:
-        config = self.services.config
-        ae = AE(ae_title=config.dicom_aet)
-        ae.maximum_pdu_size = 0  # no limit on what peers may send us: fewer, larger P-DATA PDUs
-        ae.acse_timeout = config.dicom_scp_acse_timeout  # also the ARTIM timer of a connection that sends nothing
-        ae.network_timeout = config.dicom_scp_timeout
-        ae.dimse_timeout = config.dicom_scp_timeout
-        ae.maximum_associations = UNCOUNTED
-        slots = AssociationSlots(config.dicom_scp_maximum_associations)
-        ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
-        # The slot is taken first: a refused association needs no contexts.
-        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
-                                            (evt.EVT_C_FIND, c_find_handler(self.services)), *slots.handlers,
-                                            *self.services.dicom_contexts.handlers,
-                                            *RetrieveScp(self.services).handlers, *NODELAY_HANDLERS, *RECEIVER_HANDLERS,
-                                            *bounded_messages(self.services.store.bounds.max_dicom_message),
-                                            *WAKEUP_HANDLERS,
-                                            *CalledAetCheck(self.services.network, config.dicom_aet,
-                                                            config.network.check_called_aet).handlers,
-                                            *KnownCallerCheck(self.services.network,
-                                                              not config.dicom_allows_unknown_callers).handlers]
-        address = ("0.0.0.0", config.dicom_port)
-        if config.workers == 1:
-            self.server = ae.start_server(address, block=False, evt_handlers=handlers)
-        else:  # every worker process listens on the port; the kernel spreads the connections
-            self.server = ae.make_server(address, evt_handlers=handlers, server_class=SharedPortServer)
-            ae._servers.append(self.server)  # as start_server does: shutdown() takes it out
-            threading.Thread(target=self.server.serve_forever, name="dicom-acceptor", daemon=True).start()
-        log.info("DICOM server listening on port %d as %s", config.dicom_port, config.dicom_aet)
+        config = self.config
+        slots = AssociationSlots(config.dicom_scp_maximum_associations)  # one count for the whole server
+        tables = {id(services): (services, TenantScp(services).handlers(slots, self.tenants.called_aets(services)))
+                  for services in self.tenants.all_services()}
+        for port in self.tenants.ports:
+            ae = AE(ae_title=config.dicom_aet)
+            ae.maximum_pdu_size = 0  # no limit on what peers may send us: fewer, larger P-DATA PDUs
+            ae.acse_timeout = config.dicom_scp_acse_timeout  # also the ARTIM timer of a connection that sends nothing
+            ae.network_timeout = config.dicom_scp_timeout
+            ae.dimse_timeout = config.dicom_scp_timeout
+            ae.maximum_associations = UNCOUNTED
+            ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
+            if len(tables) == 1:  # one tenant: its handlers, without routing
+                handlers = next(iter(tables.values()))[1]
+            else:
+                def route(assoc: Any, port: int = port) -> Services:
+                    return self.tenants.services_for(port, called_aet(assoc))
+                handlers = routed(tables, route)
+            address = ("0.0.0.0", port)
+            if config.workers == 1:
+                server = ae.start_server(address, block=False, evt_handlers=handlers)
+            else:  # every worker process listens on the port; the kernel spreads the connections
+                server = ae.make_server(address, evt_handlers=handlers, server_class=SharedPortServer)
+                ae._servers.append(server)  # as start_server does: shutdown() takes it out
+                threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
+            self.servers.append(server)
+            log.info("DICOM server listening on port %d as %s", port, config.dicom_aet)
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        for server in self.servers:
+            server.shutdown()
+        self.servers = []

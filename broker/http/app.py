@@ -9,6 +9,10 @@ plain blocking functions over the core), or on the event loop for the few routes
 has no body; before the body is read when it has one. No starlette router: there is
 one endpoint, and its routing, exception and request layers cost as much as a small request.
 
+Each request is its tenant's (docs/tenants.md): the user's (``Tenancy.for_user``), answered by that
+tenant's REST API after that tenant's filter; an administrator addresses any tenant by the prefix
+``/tenants/{name}`` (``_addressed_tenant``).
+
 The body is read within ``MaximumHttpBodySize`` and spooled to disk when large (``broker.http.body``).
 A JSON answer is turned into XML when the client asks for it (``broker.http.xml``).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -37,20 +42,25 @@ from broker.http.errors import error_response
 from broker.http.threads import in_thread
 from broker.http.xml import json_to_xml, wants_xml
 from broker.rest.api import RestApi
+from broker.rest.router import routed_path
 from broker.rest.types import RestRequest, RestResponse
-from broker.services import Services
+
+if TYPE_CHECKING:
+    from broker.tenant import Tenancy, Tenant
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
-def build_app(services: Services) -> ASGIApp:
-    config = services.config
+def build_app(tenancy: Tenancy) -> ASGIApp:
+    config = tenancy.default.config
+    http_filters = {tenant.name: LuaHttpFilter(tenant.services.scripts) for tenant in tenancy}
 
-    async def answer(request: Request) -> Response:
+    async def answer(request: Request, tenant: Tenant) -> Response:
         method = effective_method(request.scope)
         if method is None:
             return Response(b"", 400)
-        gate = http_filter.gate(request.scope, method)
+        services = tenant.services
+        gate = http_filters[tenant.name].gate(request.scope, method)
         has_body = _has_body(request)
         if gate is not None and has_body:  # refused before its body is read
             refused = await in_thread(gate)
@@ -97,10 +107,18 @@ def build_app(services: Services) -> ASGIApp:
         if scope["method"] not in METHODS:
             response: Response = PlainTextResponse("Method Not Allowed", 405, headers={"Allow": ", ".join(METHODS)})
         else:
-            response = await answer(Request(scope, receive))
+            username = scope.get("state", {}).get("username", "")
+            tenant = tenancy.for_user(username)
+            if tenancy.administers(username):
+                addressed = _addressed_tenant(scope, tenancy)
+                if isinstance(addressed, Response):
+                    await addressed(scope, receive, send)
+                    return
+                if addressed is not None:
+                    tenant, scope = addressed
+            response = await answer(Request(scope, receive), tenant)
         await response(scope, receive, send)
 
-    http_filter = LuaHttpFilter(services.scripts)
     app: ASGIApp = BasicAuthMiddleware(endpoint, enabled=config.authentication_enabled, users=config.registered_users)
     app = RemoteAccessMiddleware(app, allowed=config.remote_access_allowed)
     return ServerErrorMiddleware(app)
@@ -114,3 +132,24 @@ def _has_body(request: Request) -> bool:
 def _gated(gate: Callable[[], Response | None], rest: RestApi, request: RestRequest) -> Response | RestResponse:
     """The filter's refusal, or the answer: the filter runs first, as for a request with a body."""
     return gate() or rest.resolve(request).run()
+
+
+def _addressed_tenant(scope: Scope, tenancy: Tenancy) -> Response | tuple[Tenant, Scope] | None:
+    """An administrator's request under ``/tenants``: the list of tenants (``GET /tenants``), one
+    tenant's description (``GET /tenants/{name}``), or the tenant and the request as that tenant
+    serves it (``/tenants/{name}/patients`` is its ``/patients``). None for any other path."""
+    segments = routed_path(scope["path"]).split("/")[1:]
+    if segments[0] != "tenants":
+        return None
+    if len(segments) == 1:
+        return _json([tenant.name for tenant in tenancy])
+    tenant = tenancy.by_name.get(segments[1])
+    if tenant is None:
+        return _json({"Message": f"No tenant named {segments[1]!r}", "HttpStatus": 404}, 404)
+    if len(segments) == 2:
+        return _json(tenancy.describe(tenant))
+    return tenant, {**scope, "path": "/" + "/".join(segments[2:])}
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(json.dumps(value, indent=3).encode(), status, media_type="application/json")

@@ -219,7 +219,7 @@ class Lifecycle:
             return config
         from broker.config import Config
 
-        return Config.load(config.path)
+        return Config.load(config.path).tenant(self.tenant)
 
     def _reload_failed(self, reason: str, message: str) -> None:
         self.last_reload = {"At": iso(time.time()), "Reason": reason, "Succeeded": False,

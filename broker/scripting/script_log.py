@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from broker.config.scripts import ScriptLogLimits
+from broker.core.token_bucket import TokenBucket
 
 log = logging.getLogger("luabroker.lua")
 
@@ -50,22 +51,6 @@ class EscapeControlCharacters(logging.Filter):
         escaped = escape(message)
         if escaped != message:
             record.msg, record.args = escaped, None
-        return True
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved; one token per line."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.updated = float(burst), now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
         return True
 
 

@@ -89,7 +89,8 @@ class Supervisor:
         ``StorageInUse`` or ``OSError`` (a port in use) when the server cannot start, and
         ``SystemExit(CANNOT_START)`` when a worker could not."""
         self.lock.acquire()
-        settings.forget(self.config.storage_directory)  # the changes of the last run end with it
+        for tenant in (self.config, *(declared.config for declared in self.config.tenants)):
+            settings.forget(tenant.storage_directory)  # the changes of the last run end with it
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             self._ports = self._reserve_ports()
@@ -106,12 +107,16 @@ class Supervisor:
             self.lock.release()
 
     def _reserve_ports(self) -> tuple[int, int]:
-        """The DICOM and HTTP ports, port 0 resolved (every worker must use the same ones), after a
-        check that nobody else uses them. Each stays bound here (with ``SO_REUSEPORT``, not listening:
-        it gets no connection), so that no other program takes it between two workers."""
+        """The DICOM and HTTP ports (and the tenants' DICOM ports), port 0 resolved (every worker must
+        use the same ones), after a check that nobody else uses them. Each stays bound here (with
+        ``SO_REUSEPORT``, not listening: it gets no connection), so that no other program takes it
+        between two workers."""
         dicom_port = self.config.dicom_port
         if self.config.dicom_server_enabled:
             dicom_port = self._reserve("0.0.0.0", dicom_port)
+            for tenant in self.config.tenants:  # the tenants' own DICOM ports
+                if tenant.dicom_port is not None:
+                    self._reserve("0.0.0.0", tenant.dicom_port)
         return dicom_port, self._reserve(self.config.http_bind, self.config.http_port)
 
     def _reserve(self, host: str, port: int) -> int:

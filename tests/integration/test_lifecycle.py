@@ -214,4 +214,4 @@ function OnHeartBeat() HttpPost('{web_service.url}', tostring(GetCurrentEvent())
 def test_no_heart_beat_without_a_period(luabroker: Any, web_service: WebService) -> None:
     server = luabroker({"beat.lua": f"function OnHeartBeat() HttpPost('{web_service.url}', 'beat') end"})
     server.execute("print(1)")  # the main process answers: a heartbeat thread would have had its chance
-    assert not server.server.heartbeat.running and web_service.requests == []
+    assert not server.server.tenancy.default.heartbeat.running and web_service.requests == []

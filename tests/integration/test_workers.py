@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from broker.core.lease import StorageInUse
 from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from tests.integration.test_fault_drills import DELIVERY_RECORDER
 from tests.support.factory import make_instances, to_bytes
+from tests.support.ports import free_port
 from tests.support.process import START_S, LuabrokerProcess, write_config
 from tests.support.waiting import wait_until
 
@@ -146,7 +148,11 @@ def connections(server: LuabrokerProcess, count: int = 12) -> Iterator[list[http
 
 
 def delivered(server: LuabrokerProcess, ids: list[str]) -> bool:
-    return all(server.http.get(f"/instances/{i}/metadata/Delivered").status_code == 200 for i in ids)
+    return delivered_through(server.http, ids)
+
+
+def delivered_through(client: httpx.Client, ids: list[str]) -> bool:
+    return all(client.get(f"/instances/{i}/metadata/Delivered").status_code == 200 for i in ids)
 
 
 def test_the_workers_share_the_dicom_port_and_every_instance_is_delivered(processes: Any, tmp_path: Path) -> None:
@@ -486,3 +492,61 @@ def test_a_second_server_on_the_same_storage_refuses_to_start(processes: Any, tm
     with pytest.raises(StorageInUse, match="one server per storage directory"):
         Server(Config.load(tmp_path / "config.json"))
     assert server.get("/system") is not None
+
+
+def test_every_worker_keeps_the_tenants_apart(processes: Any, tmp_path: Path) -> None:
+    """Two tenants (docs/tenants.md) on two workers: A by its AET on the server's port, B on a port of
+    its own. Whichever worker takes an association or an HTTP connection, the instance goes to its
+    tenant, its event reaches that tenant's main sandbox in the coordinator, and each user sees its own
+    tenant only; each tenant's coordinator routes run in one main sandbox of its own."""
+    (tmp_path / "recorder.lua").write_text(DELIVERY_RECORDER)
+    users = {"alice": "alice-pw", "bob": "bob-pw", "root": "root-pw"}
+    b_port = free_port()
+    write_config(tmp_path, Workers=2, LuaScripts=[], UserMetadata={"Delivered": 1024}, AuthenticationEnabled=True,
+                 RegisteredUsers=users, TenantAdministrators=["root"], ExecuteLuaEnabled=True,
+                 Tenants={"A": {"DicomAets": ["AET_A"], "Users": ["alice"], "LuaScripts": ["recorder.lua"]},
+                          "B": {"DicomPort": b_port, "Users": ["bob"], "LuaScripts": ["recorder.lua"]}})
+    server = processes(tmp_path)
+    server.http.auth = ("root", users["root"])
+    server.wait_ready()
+    wait_until(lambda: server.lines("serves DICOM") >= 2, START_S, message="two workers serving")
+    for port, called in ((server.config["DicomPort"], "AET_A"), (b_port, "ANYTHING")):
+        ae = AE(ae_title="STORESCU")
+        ae.add_requested_context(CTImageStorage)
+        opened = [ae.associate("127.0.0.1", port, ae_title=called, evt_handlers=NODELAY_HANDLERS) for _ in range(8)]
+        try:
+            assert all(assoc.is_established for assoc in opened)
+            statuses = []
+            for assoc, ds in zip(opened, make_instances(8), strict=True):
+                pause_reactor(assoc)
+                statuses.append(assoc.send_c_store(ds).Status)
+            assert statuses == [0] * 8
+        finally:
+            for assoc in opened:
+                assoc.release()
+    base = f"http://127.0.0.1:{server.config['HttpPort']}"
+    seen: dict[str, list[str]] = {}
+    for user in ("alice", "bob"):
+        clients = [httpx.Client(base_url=base, timeout=60, auth=(user, users[user])) for _ in range(8)]
+        try:
+            answers = [sorted(client.get("/instances").json()) for client in clients]
+            assert len(answers[0]) == 8 and all(answer == answers[0] for answer in answers)
+            seen[user] = answers[0]
+            wait_until(partial(delivered_through, clients[0], answers[0]),
+                       message=f"every OnStoredInstance of {user}'s tenant")
+            counts = [client.post("/tools/execute-script", content="calls = (calls or 0) + 1 print(calls)").text
+                      for client in clients]
+            assert counts == [f"{n}\n" for n in range(1, 9)]
+        finally:
+            for client in clients:
+                client.close()
+    assert not set(seen["alice"]) & set(seen["bob"])
+    with httpx.Client(base_url=base, timeout=60, auth=("root", users["root"])) as root:
+        assert root.get("/instances").json() == []  # the default tenant's
+        for tenant, user in (("A", "alice"), ("B", "bob")):
+            assert sorted(root.get(f"/tenants/{tenant}/instances").json()) == seen[user]
+            status = root.get(f"/tenants/{tenant}/lua/status").json()
+            assert status["Events"]["pending"] == 0
+            assert len(status["Workers"]) == 2
+            assert all({s["role"]: s["state"] for s in worker["Sandboxes"]}["filter"] == "READY"
+                       for worker in status["Workers"])

@@ -52,15 +52,18 @@ class Running:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the server did not stop"
 
-    def wait_events(self, timeout: float = 30.0) -> None:
-        assert self.server.dispatcher.wait_idle(timeout), "events still pending"
+    def wait_events(self, timeout: float = 30.0, tenant: str = "default") -> None:
+        assert self.server.tenancy.by_name[tenant].dispatcher.wait_idle(timeout), "events still pending"
 
-    def c_store(self, datasets: list[Any], calling_aet: str = "STORESCU") -> list[int]:
-        """Send ``datasets`` over one pynetdicom association; the statuses, in order."""
+    def c_store(self, datasets: list[Any], calling_aet: str = "STORESCU", called_aet: str | None = None,
+                port: int | None = None) -> list[int]:
+        """Send ``datasets`` over one pynetdicom association (to ``called_aet`` on ``port``, by default
+        the server's); the statuses, in order."""
         ae = AE(ae_title=calling_aet)
         ae.add_requested_context(CTImageStorage)
         ae.add_requested_context(MRImageStorage)
-        assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title=self.aet, evt_handlers=NODELAY_HANDLERS)
+        assoc = ae.associate("127.0.0.1", port or self.dicom_port, ae_title=called_aet or self.aet,
+                             evt_handlers=NODELAY_HANDLERS)
         assert assoc.is_established
         try:
             statuses = []

@@ -20,6 +20,7 @@ from broker.http.app import build_app
 from broker.http.body import SPOOL_THRESHOLD
 from broker.rest import resources, system
 from broker.rest.api import RestApi
+from broker.tenant import Tenancy
 from tests.support import dicom_samples as samples
 
 
@@ -111,10 +112,10 @@ def http_app(store) -> Any:
     store.bounds = replace(store.bounds, max_body=16 * MIB)
     config = SimpleNamespace(name="luabroker-test", dicom_aet="LUABROKER", dicom_port=4242, http_port=8042,
                              raw={}, remote_access_allowed=False, authentication_enabled=False, registered_users={},
-                             http_describe_errors=True)
+                             http_describe_errors=True, tenants=(), tenant_administrators=())
     services = SimpleNamespace(store=store, config=config, scripts=SimpleNamespace(defines=lambda name: False))
     services.rest = RestApi(services, [resources.routes, system.routes])
-    return build_app(services)
+    return build_app(Tenancy(config, [SimpleNamespace(name="default", services=services, config=config)]))
 
 
 def post(app: Any, path: str, chunks: Iterable[bytes], length: int | None = None) -> tuple[int, bytes, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.errors import ErrorCode, OrthancError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -61,6 +63,15 @@ class Services:
     #: The other worker processes (docs/workers.md): to have them reload, to read their status. None
     #: in a single process.
     siblings: Siblings | None = None
+    #: The tenant whose requests may act on the whole server (shutdown, reset, log levels): the default
+    #: one. Another tenant's requests get 403 there (docs/tenants.md).
+    owns_server: bool = True
+
+    def check_owns_server(self, what: str) -> None:
+        """Refuse (403) ``what`` to a tenant other than the default one: it would reach every tenant."""
+        if not self.owns_server:
+            raise OrthancError(ErrorCode.BAD_REQUEST, f"{what} acts on the whole server, which only the server's "
+                               "operator may do, not a tenant (docs/tenants.md)", http_status=403)
 
     def settings_changed(self) -> None:
         """A ``PUT``/``DELETE`` changed a runtime setting (accepted transfer syntaxes, unknown SOP

@@ -125,6 +125,7 @@ class Tenant:
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
         services.scripts = ScriptSet(services, name)
         services.stop_server = stop_server
+        services.owns_server = name == DEFAULT_TENANT
         self.control: ControlServer | None = None
         if worker is not None:
             services.siblings = Siblings(services, self.worker_status)

@@ -85,8 +85,16 @@ def read_tenants(server: Config, options: Section, read: Callable[[dict[str, Any
         port = tenant.get("DicomPort")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             raise bad_value(tenant.label("DicomPort"), port, "an integer in [1, 65535]")
-        merged = {key: value for key, value in server.raw.items() if key not in (*OWNED, "Tenants")}
+        for user in users:
+            if user not in server.registered_users:
+                raise ConfigError(f"Tenants.{name}.Users names {user!r}, which is not in 'RegisteredUsers'")
+        merged = {key: value for key, value in server.raw.items()
+                  if key not in (*OWNED, "Tenants", "TenantAdministrators")}
         merged.update(tenant.values)
+        # What its scripts may see of the users (GetOrthancConfiguration): its own only.
+        merged["RegisteredUsers"] = {user: server.registered_users[user] for user in users}
+        if server.lua_admin_users is not None:
+            merged["LuaAdminUsers"] = [user for user in server.lua_admin_users if user in users]
         merged["LuaSandbox"] = {**options.section("LuaSandbox").values, **tenant.section("LuaSandbox").values}
         merged["DicomAet"] = aets[0] if aets else server.dicom_aet
         merged["StorageDirectory"] = str(server.storage_directory / TENANTS_FOLDER / name)
@@ -101,8 +109,8 @@ def read_tenants(server: Config, options: Section, read: Callable[[dict[str, Any
 
 
 def _check_claims(server: Config, tenants: list[TenantConfig]) -> None:
-    """Each AET, port and user belongs to one tenant at most; users are registered ones, and tenants with
-    users need authentication (without it no request has a user, so every request is the default's)."""
+    """Each AET, port and user belongs to one tenant at most, and tenants with users need authentication
+    (without it no request has a user, so every request is the default's)."""
     aets: dict[str, str] = {server.dicom_aet: DEFAULT_TENANT}
     ports: dict[int, str] = {server.dicom_port: DEFAULT_TENANT, server.http_port: "HttpPort"}
     users: dict[str, str] = {name: "TenantAdministrators" for name in server.tenant_administrators}
@@ -118,8 +126,6 @@ def _check_claims(server: Config, tenants: list[TenantConfig]) -> None:
                                   f"{ports[tenant.dicom_port]!r} uses already")
             ports[tenant.dicom_port] = tenant.name
         for user in tenant.users:
-            if user not in server.registered_users:
-                raise ConfigError(f"Tenants.{tenant.name}.Users names {user!r}, which is not in 'RegisteredUsers'")
             if user in users:
                 raise ConfigError(f"Tenants.{tenant.name}.Users names {user!r}, who already belongs to {users[user]!r}")
             users[user] = tenant.name

@@ -138,6 +138,8 @@ def _addressed_tenant(scope: Scope, tenancy: Tenancy) -> Response | tuple[Tenant
     """An administrator's request under ``/tenants``: the list of tenants (``GET /tenants``), one
     tenant's description (``GET /tenants/{name}``), or the tenant and the request as that tenant
     serves it (``/tenants/{name}/patients`` is its ``/patients``). None for any other path."""
+    if "tenants" not in scope["path"]:  # most requests: no routing of the path needed to know
+        return None
     segments = routed_path(scope["path"]).split("/")[1:]
     if segments[0] != "tenants":
         return None

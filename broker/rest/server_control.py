@@ -26,6 +26,7 @@ EMPTY_ANSWER = b"{}"
 @routes.post("/tools/shutdown")
 def shutdown(request: RestRequest, services: Services) -> RestResponse:
     """Stop cleanly, as on SIGTERM; the process exits with status 0."""
+    services.check_owns_server("POST /tools/shutdown")
     log.warning("Shutdown request received (%s)", request.origin.request_origin.value)
     services.stop_server(False)
     return RestResponse(200, EMPTY_ANSWER, "application/json")
@@ -34,6 +35,7 @@ def shutdown(request: RestRequest, services: Services) -> RestResponse:
 @routes.post("/tools/reset")
 def reset(request: RestRequest, services: Services) -> RestResponse:
     """Stop cleanly, then start again: the configuration file(s) and the scripts are read anew."""
+    services.check_owns_server("POST /tools/reset")
     log.warning("Reset request received (%s)", request.origin.request_origin.value)
     services.stop_server(True)
     return RestResponse(200, EMPTY_ANSWER, "application/json")

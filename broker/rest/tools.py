@@ -113,6 +113,7 @@ def _verbosity_name(level: int) -> str:
 
 
 def _set_verbosity(categories: list[str], request: RestRequest, services: Services) -> RestResponse:
+    services.check_owns_server("Changing the log level")
     name = _text(request)
     if name not in _VERBOSITIES:
         raise OrthancError(ErrorCode.PARAMETER_OUT_OF_RANGE,

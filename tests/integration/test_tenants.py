@@ -15,6 +15,7 @@ from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind  #
 
 from broker.config import Config, ConfigError
 from broker.dicom.sockets import NODELAY_HANDLERS
+from tests.broker.dicom.test_retrieve_scp import c_get, c_move, identifier
 from tests.integration.operations_helpers import FAST_LIMITS, REDOS
 from tests.integration.test_lua_modules import DICOMUTIL, module_folder
 from tests.support.factory import make_instances, to_bytes
@@ -307,3 +308,57 @@ def test_each_tenant_requires_the_modules_of_its_own_folders(luabroker, tmp_path
     assert _execute(alice, "print(require('dicomutil').describe({PatientID = 'P'}))") == "P|?\n"
     alice.close()
     bob.close()
+
+
+def test_modalities_peers_jobs_and_retrievals_are_the_tenants_own(luabroker, recording_scp):
+    receiver = recording_scp(aet="DEST")
+    both = {"dest": [receiver.aet, "127.0.0.1", receiver.port], "movescu": ["MOVESCU", "127.0.0.1", 1]}
+    server = luabroker(**tenant_options(DicomAlwaysAllowGet=True, Tenants={
+        "A": {"DicomAets": ["AET_A"], "Users": ["alice"], "DicomModalities": {**both, "onlya": ["X", "127.0.0.1", 1]},
+              "OrthancPeers": {"peer": ["http://127.0.0.1:1/"]}},
+        "B": {"DicomAets": ["AET_B"], "Users": ["bob"], "DicomModalities": both}}))
+    alice, bob = (server.client(auth=(user, USERS[user])) for user in ("alice", "bob"))
+    instances = make_instances(2, patient_id="ONLY_A")
+    assert server.c_store(instances, called_aet="AET_A") == [0, 0]
+    study = alice.get("/studies").json()[0]
+    instance = _instances(alice)[0]
+
+    assert alice.get("/modalities").json() == ["dest", "movescu", "onlya"] and bob.get("/modalities").json() == [
+        "dest", "movescu"]
+    assert alice.get("/peers").json() == ["peer"] and bob.get("/peers").json() == []
+    assert server.client().get("/modalities").status_code == 401  # no user, no tenant
+    # B's scripts reach B's modalities only, with B's data only (RestApiPost answers nil on an error).
+    sent = "print(RestApiPost('/modalities/{m}/store', '{i}') == nil)"
+    assert _execute(bob, sent.format(m="onlya", i=instance)) == "true\n"
+    assert _execute(bob, sent.format(m="dest", i=instance)) == "true\n"
+    assert receiver.stored == []
+
+    job = alice.post("/tools/create-archive", json={"Resources": [study], "Asynchronous": True}).json()["ID"]
+    assert alice.get(f"/jobs/{job}").status_code == 200
+    assert bob.get(f"/jobs/{job}").status_code == 404 and job not in bob.get("/jobs").json()
+
+    # C-MOVE and C-GET on B's AET do not find A's study; on A's AET they do.
+    query = identifier("STUDY", StudyInstanceUID=instances[0].StudyInstanceUID)
+    assert c_move(server.dicom_port, "AET_B", "DEST", query)[-1]["NumberOfCompletedSuboperations"] == 0
+    assert receiver.stored == []
+    answers, received = c_get(server.dicom_port, "AET_B", query)
+    assert received == [] and answers[-1]["NumberOfCompletedSuboperations"] == 0
+    assert c_move(server.dicom_port, "AET_A", "DEST", query)[-1]["NumberOfCompletedSuboperations"] == 2
+    assert len(receiver.stored) == 2
+    answers, received = c_get(server.dicom_port, "AET_A", query)
+    assert len(received) == 2
+    alice.close()
+    bob.close()
+
+
+def test_a_tenant_cannot_act_on_the_whole_server_nor_see_the_other_users(two_tenants):
+    server, clients = two_tenants
+    alice = clients["alice"]
+    for method, path, body in (("POST", "/tools/shutdown", ""), ("POST", "/tools/reset", ""),
+                               ("PUT", "/tools/log-level", "verbose")):
+        refused = alice.request(method, path, content=body)
+        assert refused.status_code == 403 and "whole server" in refused.json()["Details"], path
+    assert server.thread.is_alive() and clients["carol"].get("/system").status_code == 200
+    users = _execute(alice, "for name in pairs(GetOrthancConfiguration().RegisteredUsers) do print(name) end")
+    assert users.split() == ["alice"]
+    assert "Tenants" not in _execute(alice, "for name in pairs(GetOrthancConfiguration()) do print(name) end").split()

@@ -67,7 +67,11 @@ def start(kind: str, workdir: Path, script: str = SCRIPT, workers: int = 1,
         except httpx.HTTPError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"{kind} did not start; see {workdir / 'server.log'}")
+    process.wait(30)
+    # The log's end in the message: the working directory is usually a temporary one, gone by the time
+    # anyone reads the error.
+    log_tail = (workdir / "server.log").read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{kind} did not start within 60 s; the end of its log:\n{log_tail}")
 
 
 def store(dicom: int, aet: str, groups: list[list[Path]]) -> float:

@@ -24,25 +24,8 @@ from pathlib import Path
 import httpx
 
 from bench.ingest import start, store
-from tests.integration.operations_helpers import REDOS
+from tests.integration.operations_helpers import COUNTING, HOSTILE
 from tests.support.factory import make_instances, write_files
-
-HOSTILE = f"""
-function ReceivedInstanceFilter(tags, origin, info)
-  if tags.PatientID == 'REDOS' then {REDOS} end
-  return true
-end
-function OnStoredInstance(id)
-  error('tenant A crashes on every instance')
-end
-"""
-
-COUNTING = """
-SEEN, COUNT = {}, 0
-function OnStoredInstance(id, tags, metadata, origin)
-  if not SEEN[id] then SEEN[id] = true; COUNT = COUNT + 1 end
-end
-"""
 
 
 def _hostile_loop(dicom: int, files: list[Path], stop: threading.Event) -> None:

@@ -13,7 +13,7 @@ directory: exactly the server it was before.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from broker.config import Config
@@ -251,7 +251,7 @@ class Tenancy:
         self.authentication = config.authentication_enabled
         self.ports = (config.dicom_port, *self._by_port)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Tenant]:
         return iter(self.tenants)
 
     def for_association(self, port: int, called_aet: str) -> Tenant:

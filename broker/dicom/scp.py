@@ -10,6 +10,9 @@ association request, an association may stay idle ``DicomScpTimeout`` seconds (O
 the wait for each DIMSE message), and at most ``DicomScpMaximumAssociations`` associations are served
 at once, counted from their request on (``broker.dicom.slots``). What is accepted (SOP classes,
 transfer syntaxes) is decided for each request (``broker.dicom.negotiation``).
+
+Tenants (docs/tenants.md): each association is served by the handlers of its tenant, chosen by the
+port it came to, then by the AET it calls (``routed``); one tenant needs no routing.
 """
 from __future__ import annotations
 
@@ -72,13 +75,12 @@ def called_aet(assoc: Any) -> str:
     return str(request.called_ae_title).strip() if request is not None else ""
 
 
-def routed(tables: dict[int, tuple[Services, list[EventHandlerType]]],
-           route: Callable[[Any], Services]) -> list[EventHandlerType]:
+def routed(tables: dict[int, list[EventHandlerType]], route: Callable[[Any], Services]) -> list[EventHandlerType]:
     """One handler per event, which runs the handlers of that event of the tenant ``route`` gives for
     the association (in their order; the last one's answer is the answer). ``tables``: each tenant's
     handlers, by ``id`` of its services."""
     by_event: dict[Any, dict[int, list[Callable[..., Any]]]] = {}
-    for key, (_, handlers) in tables.items():
+    for key, handlers in tables.items():
         for event, handler in handlers:  # type: ignore[misc]  # ours never carry arguments
             by_event.setdefault(event, {}).setdefault(key, []).append(handler)
 
@@ -140,7 +142,7 @@ class StoreScp:
     def start(self) -> None:
         config = self.config
         slots = AssociationSlots(config.dicom_scp_maximum_associations)  # one count for the whole server
-        tables = {id(services): (services, TenantScp(services).handlers(slots, self.tenants.called_aets(services)))
+        tables = {id(services): TenantScp(services).handlers(slots, self.tenants.called_aets(services))
                   for services in self.tenants.all_services()}
         for port in self.tenants.ports:
             ae = AE(ae_title=config.dicom_aet)
@@ -151,7 +153,7 @@ class StoreScp:
             ae.maximum_associations = UNCOUNTED
             ae.add_supported_context(Verification)  # the contexts of each association: broker.dicom.negotiation
             if len(tables) == 1:  # one tenant: its handlers, without routing
-                handlers = next(iter(tables.values()))[1]
+                handlers = next(iter(tables.values()))
             else:
                 def route(assoc: Any, port: int = port) -> Services:
                     return self.tenants.services_for(port, called_aet(assoc))

@@ -12,6 +12,27 @@ from tests.support.server import echo
 #: ``string.find``, so only the broker's hard deadline (SIGKILL) stops it.
 REDOS = "string.find(string.rep('a', 3e4), string.rep('a-', 20) .. 'b')"
 
+#: A hostile tenant (the noisy neighbour of tests/integration/test_tenants.py and bench/noisy_neighbour.py):
+#: a ReDoS filter and a callback that always raises.
+HOSTILE = f"""
+function ReceivedInstanceFilter(tags, origin, info)
+  if tags.PatientID == 'REDOS' then {REDOS} end
+  return true
+end
+function OnStoredInstance(id)
+  error('tenant A crashes on every instance')
+end
+"""
+
+#: Its neighbour: counts each instance's first OnStoredInstance (print(COUNT) in execute-script).
+COUNTING = """
+SEEN, COUNT = {}, 0
+function OnStoredInstance(id, tags, metadata, origin)
+  if not SEEN[id] then SEEN[id] = true; COUNT = COUNT + 1 end
+end
+"""
+
+
 #: Short deadlines so that each hung call costs one second.
 FAST_LIMITS = {"CallTimeout": 0.5, "HardTimeout": 1}
 

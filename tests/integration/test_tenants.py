@@ -16,7 +16,7 @@ from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind  #
 from broker.config import Config, ConfigError
 from broker.dicom.sockets import NODELAY_HANDLERS
 from tests.broker.dicom.test_retrieve_scp import c_get, c_move, identifier
-from tests.integration.operations_helpers import FAST_LIMITS, REDOS
+from tests.integration.operations_helpers import COUNTING, FAST_LIMITS, HOSTILE
 from tests.integration.test_lua_modules import DICOMUTIL, module_folder
 from tests.support.factory import make_instances, to_bytes
 from tests.support.waiting import wait_until
@@ -226,24 +226,6 @@ def test_quotas_refuse_new_work_and_lose_nothing(luabroker):
     assert len(_instances(carol)) == 1
     for client in (alice, bob, carol):
         client.close()
-
-
-HOSTILE = f"""
-function ReceivedInstanceFilter(tags, origin, info)
-  if tags.PatientID == 'REDOS' then {REDOS} end
-  return true
-end
-function OnStoredInstance(id)
-  error('tenant A crashes on every instance')
-end
-"""
-
-COUNTING = """
-SEEN, COUNT = {}, 0
-function OnStoredInstance(id, tags, metadata, origin)
-  if not SEEN[id] then SEEN[id] = true; COUNT = COUNT + 1 end
-end
-"""
 
 
 def test_a_hostile_tenant_does_not_hurt_its_neighbour(luabroker):

@@ -193,7 +193,8 @@ def test_the_tenants_section_is_checked():
 def test_quotas_refuse_new_work_and_lose_nothing(luabroker):
     spin = "function OnStoredInstance(id) while true do end end"
     server = luabroker({"spin.lua": spin}, **tenant_options(Tenants={
-        "S": {"DicomAets": ["AET_S"], "Users": ["alice"], "MaximumStorageSize": 1},
+        "S": {"DicomAets": ["AET_S"], "Users": ["alice"], "MaximumStorageSize": 1,
+              "LuaSandbox": {"MemoryLimitMB": 16}},
         "E": {"DicomAets": ["AET_E"], "Users": ["bob"], "LuaScripts": ["spin.lua"],
               "LuaSandbox": {"EventBacklogLimit": 2}},
         "R": {"DicomAets": ["AET_R"], "Users": ["carol"], "MaximumIngestRate": 0.01}}))
@@ -216,6 +217,12 @@ def test_quotas_refuse_new_work_and_lose_nothing(luabroker):
     refused = bob.post("/instances", content=to_bytes(make_instances(1, patient_id="MORE")[0]))
     assert refused.status_code == 503 and "EventBacklogLimit" in refused.json()["Details"]
     assert len(_instances(bob)) == 2
+
+    # Sandbox memory: S's scripts have 16 MB, R's the server's default.
+    big = "local t = {} for i = 1, 2000000 do t[i] = i end print(#t)"  # about 32 MB
+    refused = alice.post("/tools/execute-script", content=big)
+    assert refused.status_code == 500 and "memory limit exceeded" in refused.text
+    assert _execute(carol, big) == "2000000\n"
 
     # Ingest rate: one instance in 100 s; the next one is refused until then.
     first, second = make_instances(2, patient_id="RATE")

@@ -1,5 +1,6 @@
 # `make run` and `make test` set everything up on a fresh Debian machine: system packages (lua5.4, bubblewrap,
-# DCMTK, Orthanc for the peer tests and benchmarks, wrk), a virtualenv, the Python packages.
+# DCMTK, Orthanc for the peer tests and benchmarks, wrk, PostgreSQL for the tests of the PostgreSQL index),
+# a virtualenv, the Python packages.
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?=
@@ -8,7 +9,8 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (on 2 cores, 4 workers ran a 400-test subset in 145 s, 2 workers in 176 s). `make test JOBS=0`: serial, no workers.
 JOBS    ?= $(shell echo $$(( $$(nproc) * 2 )))
 # command:package pairs checked on PATH
-SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc bwrap:bubblewrap prlimit:util-linux wrk:wrk
+SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc bwrap:bubblewrap prlimit:util-linux wrk:wrk \
+                   pg_ctlcluster:postgresql
 
 .PHONY: setup system-packages run test bench clean
 

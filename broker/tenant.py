@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from broker.config import Config
+from broker.config.postgresql import tenant_schema
 from broker.config.tenants import DEFAULT_TENANT
 from broker.core.attachments import Attachments, ContentTypes
 from broker.core.audit import AuditLog
 from broker.core.compression import NONE, ZLIB
+from broker.core.postgres import PostgresBackend
 from broker.core.stability import StabilityMonitor
 from broker.core.store import Store
 from broker.dicom.find_scu import FindScu
@@ -87,9 +89,13 @@ class Tenant:
         self.worker = worker
         self.coordinating = coordinating
         config.storage_directory.mkdir(parents=True, exist_ok=True)
+        postgresql = config.postgresql
+        index = PostgresBackend(postgresql.conninfo, tenant_schema(name, DEFAULT_TENANT)) \
+            if postgresql.enable_index else None
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
                       default_encoding=config.default_encoding, limits=config.storage_limits,
-                      store_md5=config.store_md5, stable_age=config.stable_age, ingest_rate=config.maximum_ingest_rate)
+                      store_md5=config.store_md5, stable_age=config.stable_age, ingest_rate=config.maximum_ingest_rate,
+                      index_backend=index)
         store.compression = ZLIB if config.storage_compression else NONE
         store.event_backlog_limit = config.event_backlog_limit or None
         self.services = services = Services(config=config, store=store, metrics=Metrics())

@@ -11,8 +11,8 @@ import pytest
 # Before the plugins below are imported, so that their asserts explain themselves like a test's.
 pytest.register_assert_rewrite("tests.support")
 
-pytest_plugins = ["tests.support.orthanc_peer", "tests.support.process", "tests.support.receivers",
-                  "tests.support.server"]
+pytest_plugins = ["tests.support.orthanc_peer", "tests.support.postgres", "tests.support.process",
+                  "tests.support.receivers", "tests.support.server"]
 
 
 @pytest.fixture(scope="session", autouse=True)

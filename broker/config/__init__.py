@@ -17,10 +17,8 @@ One module per section; each has its frozen value types and the function that re
 - this module: ``Config``, the server's own options and the sections put together.
 
 - ``tenants``: the ``Tenants`` section; each tenant runs with a ``Config`` of its own, the server's
-  options with the tenant's object laid over them.
-
-The next section fits the same shape (not implemented yet). ``PostgreSQL``: a module ``postgresql``
-with its frozen dataclass and its reader, and one field of ``Config`` that holds it.
+  options with the tenant's object laid over them;
+- ``postgresql``: the ``PostgreSQL`` section (the index in PostgreSQL).
 """
 from __future__ import annotations
 
@@ -33,6 +31,7 @@ from broker.config.files import read_options
 from broker.config.jobs import JobsSettings, read_jobs_settings
 from broker.config.network import NetworkOptions, read_network_options
 from broker.config.options import ConfigError, Section, bad_value
+from broker.config.postgresql import PostgresSettings, read_postgresql
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
 from broker.config.tenants import DEFAULT_TENANT, TenantConfig, read_tenants
 from broker.config.worklists import WorklistsSettings, read_worklists
@@ -135,6 +134,8 @@ class Config(ScriptOptions):
     #: ``MaximumIngestRate``: instances a second the store accepts (a token bucket of one second's worth);
     #: past it, new instances are refused (C-STORE 0xA700, REST 429). 0: no bound.
     maximum_ingest_rate: float = 0.0
+    #: ``PostgreSQL``: the index in PostgreSQL (``EnableIndex``) instead of ``index.sqlite``.
+    postgresql: PostgresSettings = field(default_factory=PostgresSettings)
     #: ``Tenants`` (docs/tenants.md); empty: the server's options are the one, default, tenant.
     tenants: tuple[TenantConfig, ...] = ()
     #: ``TenantAdministrators``: users of ``RegisteredUsers`` who reach every tenant (``/tenants/{name}/...``).
@@ -227,6 +228,7 @@ class Config(ScriptOptions):
             log_exported_resources=options.option("LogExportedResources", bool, False),
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
+            postgresql=read_postgresql(options),
             maximum_ingest_rate=options.option("MaximumIngestRate", float, 0.0, lambda v: v >= 0, ">= 0 (0: no bound)"),
             tenant_administrators=_user_names(options, "TenantAdministrators", users, auth) or (),
         )

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.core.index import Index
+from broker.core.index import NO_LIMIT, Index
 
 log = logging.getLogger("luabroker.audit")
 
@@ -114,7 +114,8 @@ class AuditLog:
         query = "SELECT entry, hash FROM audit WHERE seq > ?" + (" AND tenant = ?" if tenant is not None else "")
         parameters: tuple[Any, ...] = (since, tenant) if tenant is not None else (since,)
         with self.index.read() as tx:
-            rows = tx.connection.execute(query + " ORDER BY seq LIMIT ?", (*parameters, -1 if limit is None else limit))
+            rows = tx.connection.execute(query + " ORDER BY seq LIMIT ?",
+                                         (*parameters, NO_LIMIT if limit is None else limit))
             return [{**json.loads(text), "Hash": digest} for text, digest in rows.fetchall()]
 
     def verify(self) -> Verification:

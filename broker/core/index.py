@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.core import changes
+from broker.core.database import Backend, Connection, Cursor
 from broker.core.levels import Level
 
 SCHEMA_VERSION = 3
@@ -181,16 +182,22 @@ def _row(values: tuple[Any, ...]) -> ResourceRow:
     return ResourceRow(values[0], Level(values[1]), values[2], values[3])
 
 
-def _inserted_id(cursor: sqlite3.Cursor) -> int:
-    """The rowid an INSERT just wrote (``lastrowid`` is optional only for the other statements)."""
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+def _returned(cursor: Cursor) -> int:
+    """The key an ``INSERT ... RETURNING`` wrote (SQLite and PostgreSQL alike)."""
+    value: int = cursor.fetchone()[0]
+    return value
+
+
+#: ``LIMIT`` without a limit, in both dialects (SQLite reads -1 so, PostgreSQL does not).
+NO_LIMIT = 1 << 62
+_SET_METADATA = ("INSERT INTO metadata (internal_id, type, value) VALUES (?, ?, ?) "
+                 "ON CONFLICT (internal_id, type) DO UPDATE SET value = excluded.value")
 
 
 class IndexTransaction:
     """The queries of the index, run inside one transaction of one connection."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._execute = connection.execute
 
@@ -218,11 +225,10 @@ class IndexTransaction:
 
     def create(self, level: Level, public_id: str, parent_id: int | None, main_tags: dict[str, str],
                patient_tags: dict[str, str] | None = None) -> int:
-        cursor = self._execute(
-            "INSERT INTO resources (level, public_id, parent_id, main_tags, patient_tags) VALUES (?, ?, ?, ?, ?)",
-            (int(level), public_id, parent_id, _dump(main_tags),
-             None if patient_tags is None else _dump(patient_tags)))
-        return _inserted_id(cursor)
+        return _returned(self._execute(
+            "INSERT INTO resources (level, public_id, parent_id, main_tags, patient_tags) VALUES (?, ?, ?, ?, ?) "
+            "RETURNING internal_id", (int(level), public_id, parent_id, _dump(main_tags),
+                                      None if patient_tags is None else _dump(patient_tags))))
 
     def main_tags(self, internal_id: int) -> tuple[dict[str, str], dict[str, str] | None]:
         main, patient = self._execute("SELECT main_tags, patient_tags FROM resources WHERE internal_id = ?",
@@ -246,7 +252,7 @@ class IndexTransaction:
     def subtree(self, internal_id: int) -> list[ResourceRow]:
         """The resource and all its descendants, parents before children."""
         return [_row(values) for values in self._execute(
-            "WITH RECURSIVE tree(id) AS (SELECT ? UNION ALL "
+            "WITH RECURSIVE tree(id) AS (SELECT CAST(? AS BIGINT) UNION ALL "
             "SELECT r.internal_id FROM resources r JOIN tree t ON r.parent_id = t.id) "
             "SELECT r.internal_id, r.level, r.public_id, r.parent_id FROM resources r JOIN tree t "
             "ON r.internal_id = t.id ORDER BY r.level, r.internal_id", (internal_id,))]
@@ -257,7 +263,7 @@ class IndexTransaction:
     def list_level(self, level: Level, since: int = 0, limit: int | None = None) -> list[ResourceRow]:
         rows = self._execute(
             "SELECT internal_id, level, public_id, parent_id FROM resources WHERE level = ? "
-            "ORDER BY internal_id LIMIT ? OFFSET ?", (int(level), -1 if limit is None else limit, since))
+            "ORDER BY internal_id LIMIT ? OFFSET ?", (int(level), NO_LIMIT if limit is None else limit, since))
         return [_row(values) for values in rows]
 
     def counts(self) -> dict[Level, int]:
@@ -295,16 +301,16 @@ class IndexTransaction:
         """Add one to the integer global property ``name`` (0 when unset) and return the new value."""
         row = self._execute("SELECT value FROM global_properties WHERE name = ?", (name,)).fetchone()
         value = (int(row[0]) if row else 0) + 1
-        self._execute("INSERT OR REPLACE INTO global_properties (name, value) VALUES (?, ?)", (name, str(value)))
+        self._execute("INSERT INTO global_properties (name, value) VALUES (?, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, str(value)))
         return value
 
     # Metadata.
     def set_metadata(self, internal_id: int, number: int, value: str) -> None:
-        self._execute("INSERT OR REPLACE INTO metadata (internal_id, type, value) VALUES (?, ?, ?)",
-                      (internal_id, number, value))
+        self._execute(_SET_METADATA, (internal_id, number, value))
 
     def set_metadata_many(self, rows: Iterable[tuple[int, int, str]]) -> None:
-        self.connection.executemany("INSERT OR REPLACE INTO metadata (internal_id, type, value) VALUES (?, ?, ?)", rows)
+        self.connection.executemany(_SET_METADATA, rows)
 
     def metadata(self, internal_id: int) -> dict[int, str]:
         return dict(self._execute("SELECT type, value FROM metadata WHERE internal_id = ? ORDER BY type",
@@ -364,13 +370,12 @@ class IndexTransaction:
 
     def total_size(self) -> int:
         """Bytes of the storage area (compressed sizes)."""
-        total: int = self._execute("SELECT COALESCE(SUM(COALESCE(compressed_size, size)), 0) FROM attachments"
-                                   ).fetchone()[0]
-        return total
+        # int(): PostgreSQL's SUM of integers is a numeric (a Decimal here).
+        return int(self._execute("SELECT COALESCE(SUM(COALESCE(compressed_size, size)), 0) FROM attachments"
+                                 ).fetchone()[0])
 
     def total_uncompressed_size(self) -> int:
-        total: int = self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0]
-        return total
+        return int(self._execute("SELECT COALESCE(SUM(size), 0) FROM attachments").fetchone()[0])
 
     # Unstable resources (for IsStable and the Stable* events).
     def mark_unstable(self, rows: Iterable[tuple[int, int, str, float]]) -> None:
@@ -400,13 +405,12 @@ class IndexTransaction:
         """One event: ``pending`` if a callback consumes its kind, else ``logged``; listed if it is one
         of Orthanc's changes (``broker.core.changes``)."""
         delivered = kind in changes.DELIVERED
-        cursor = self._execute(
+        return _returned(self._execute(
             "INSERT INTO outbox (kind, level, resource_id, payload, created, state, listed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (kind, None if level is None else level.label, resource_id,
              _dump(payload).encode("utf-8") if delivered else None, created, "pending" if delivered else "logged",
-             int(kind in changes.LISTED)))
-        return _inserted_id(cursor)
+             int(kind in changes.LISTED))))
 
     def forget_resource_events(self, public_id: str) -> None:
         """A resource is deleted: its changes leave ``/changes`` (Orthanc deletes its ``Changes`` rows
@@ -421,7 +425,7 @@ class IndexTransaction:
 _ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
 
 
-def _adds_an_existing_column(connection: sqlite3.Connection, statement: str) -> bool:
+def _adds_an_existing_column(connection: Connection, statement: str) -> bool:
     """Whether a migration adds a column that the table already has: a table that an old index lacked
     entirely was just created in its newest form by ``SCHEMA``."""
     match = _ADD_COLUMN.match(statement)
@@ -435,38 +439,66 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class Index:
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+class SqliteBackend:
+    """The embedded index: one SQLite file in WAL mode, upgraded in place by ``MIGRATIONS``."""
+
+    begin_write: tuple[str, ...] = ("BEGIN IMMEDIATE",)
+    begin_read = "BEGIN"
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
-        self._synchronous = synchronous
+        self.synchronous = synchronous
+
+    def connect(self) -> Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    def prepare(self, connection: Connection) -> None:
+        assert isinstance(connection, sqlite3.Connection)
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.executescript(SCHEMA)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        while version in MIGRATIONS:
+            for statement in MIGRATIONS[version]:
+                if not _adds_an_existing_column(connection, statement):
+                    connection.execute(statement)
+            version += 1
+            connection.execute(f"PRAGMA user_version = {version}")
+        if version not in (0, SCHEMA_VERSION):
+            raise RuntimeError(f"The index {self.path} has schema version {version}; this luabroker reads "
+                               f"version {SCHEMA_VERSION}")
+        connection.executescript(LATE_INDEXES)
+
+    def last_sequence_value(self, connection: Connection, table: str) -> int:
+        row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+class Index:
+    def __init__(self, path: Path | None = None, *, synchronous: str = "NORMAL",
+                 backend: Backend | None = None) -> None:
+        """The index in the SQLite file ``path``, or in ``backend`` (PostgreSQL: ``broker.core.postgres``)."""
+        if backend is None:
+            assert path is not None, "an index needs a file or a back end"
+            backend = SqliteBackend(Path(path), synchronous)
+        self.backend: Backend = backend
         self._write_lock = threading.RLock()
         self._write_owner: int | None = None
         self._write_depth = 0
         self._readers: queue.LifoQueue[IndexTransaction] = queue.LifoQueue(READER_POOL_SIZE)
         self._closed = False
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode = WAL")
-        self._writer.executescript(SCHEMA)
-        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        while version in MIGRATIONS:
-            for statement in MIGRATIONS[version]:
-                if not _adds_an_existing_column(self._writer, statement):
-                    self._writer.execute(statement)
-            version += 1
-            self._writer.execute(f"PRAGMA user_version = {version}")
-        if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"The index {self.path} has schema version {version}; this luabroker reads "
-                               f"version {SCHEMA_VERSION}")
-        self._writer.executescript(LATE_INDEXES)
+        self._writer = backend.connect()
+        backend.prepare(self._writer)
         self._transaction = IndexTransaction(self._writer)
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60.0)
-        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
-        connection.execute("PRAGMA foreign_keys = ON")
-        return connection
+    def last_sequence_value(self, table: str) -> int:
+        """The last ``seq`` of ``table`` (``outbox``, ``exports``) ever given, its rows deleted or not."""
+        with self.read(snapshot=False) as tx:
+            return self.backend.last_sequence_value(tx.connection, table)
 
     @contextmanager
     def write(self) -> Iterator[IndexTransaction]:
@@ -479,7 +511,8 @@ class Index:
                 finally:
                     self._write_depth -= 1
                 return
-            self._writer.execute("BEGIN IMMEDIATE")
+            for statement in self.backend.begin_write:
+                self._writer.execute(statement)
             self._write_owner = threading.get_ident()
             self._write_depth = 1
             try:
@@ -512,9 +545,9 @@ class Index:
         try:
             transaction = self._readers.get_nowait()
         except queue.Empty:
-            transaction = IndexTransaction(self._connect())
+            transaction = IndexTransaction(self.backend.connect())
         if snapshot:
-            transaction.connection.execute("BEGIN")
+            transaction.connection.execute(self.backend.begin_read)
         try:
             yield transaction
         finally:

@@ -70,7 +70,8 @@ class Outbox:
         """How many events wait for delivery, counted up to ``at_most``."""
         with self._index.read() as tx:
             count: int = tx.connection.execute(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' LIMIT ?)", (at_most,)).fetchone()[0]
+                "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' LIMIT ?) AS waiting",
+                (at_most,)).fetchone()[0]
         return count
 
     def get(self, seq: int) -> OutboxEvent | None:
@@ -129,9 +130,7 @@ class Outbox:
 
     def last_seq(self) -> int:
         """The last sequence number ever given (Orthanc's ``GetLastChangeIndex``), 0 before the first."""
-        with self._index.read() as tx:
-            row = tx.connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        return int(row[0]) if row else 0
+        return self._index.last_sequence_value("outbox")
 
     def clear_changes(self) -> None:
         """``DELETE /changes``: nothing is listed any more; the events stay for their delivery."""

@@ -28,6 +28,7 @@ from broker.core import changes, maintags
 from broker.core.bounds import UNBOUNDED, InputBounds
 from broker.core.cfind import FindAnswers, FindRequest, find_answers
 from broker.core.compression import NONE, Encoded, encode, stored_bytes
+from broker.core.database import Backend
 from broker.core.dicom_file import read_lenient
 from broker.core.dicom_json import Charset, JsonFormat, dataset_to_json, summary
 from broker.core.dicom_parse import BINARY_VRS, DicomFile, DicomFormatError, parse_dicom
@@ -220,11 +221,14 @@ class Store:
                  on_event: Callable[[], None] | None = None, stable_age: float = 60.0,
                  sync_storage: bool = False, store_md5: bool = True, index_path: Path | None = None,
                  bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1,
-                 limits: StorageLimits = NO_LIMITS, ingest_rate: float = 0.0) -> None:
+                 limits: StorageLimits = NO_LIMITS, ingest_rate: float = 0.0,
+                 index_backend: Backend | None = None) -> None:
+        """``index_backend``: where the index lives (PostgreSQL: ``broker.core.postgres``); by default the
+        SQLite file ``index_path``, or ``index.sqlite`` in ``root``."""
         self.root = Path(root)
         self.storage = StorageArea(self.root, sync=sync_storage)
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
-                           synchronous="FULL" if sync_storage else "NORMAL")
+                           synchronous="FULL" if sync_storage else "NORMAL", backend=index_backend)
         self.outbox = Outbox(self.index)
         self.exports = ExportsLog(self.index)
         self.metadata_names = MetadataNames(user_metadata)

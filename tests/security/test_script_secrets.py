@@ -34,7 +34,7 @@ CONFIG = {
                    "CertificateKeyPassword": "key-pw", "ApiToken": "peer3-api-token", "Region": "eu"},
         "inline": {"Url": "https://user4:inline-pw@peer4.example/"},
     },
-    "PostgreSQL": {"EnableIndex": True, "Host": "db", "Port": 5432, "Username": "pg", "Password": "pg-pw",
+    "PostgreSQL": {"EnableIndex": False, "Host": "db", "Port": 5432, "Username": "pg", "Password": "pg-pw",
                    "ConnectionUri": "postgresql://pg:uri-pw@db:5432/orthanc"},
     "DicomWeb": {"Servers": {"dw": ["https://dicomweb.example/", "dwuser", "dw-pw"]}},
     "Pkcs11": {"Module": "/usr/lib/pkcs11.so", "Pin": 1234},
@@ -58,7 +58,7 @@ def test_redact_replaces_every_secret_and_keeps_the_shape():
         "CertificateFile": "/etc/c.pem", "CertificateKeyFile": "/etc/k.pem",
         "CertificateKeyPassword": REDACTED, "ApiToken": REDACTED, "Region": "eu"}
     assert peers["inline"] == {"Url": f"https://user4:{REDACTED}@peer4.example/"}
-    assert seen["PostgreSQL"] == {"EnableIndex": True, "Host": "db", "Port": 5432, "Username": "pg",
+    assert seen["PostgreSQL"] == {"EnableIndex": False, "Host": "db", "Port": 5432, "Username": "pg",
                                   "Password": REDACTED, "ConnectionUri": f"postgresql://pg:{REDACTED}@db:5432/orthanc"}
     assert seen["DicomWeb"]["Servers"]["dw"] == ["https://dicomweb.example/", "dwuser", REDACTED]
     assert seen["Pkcs11"] == {"Module": "/usr/lib/pkcs11.so", "Pin": REDACTED}

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from broker.core.database import Backend
 from broker.core.origin import Origin
 from broker.core.store import Store
 from tests.support import dicom_samples as samples
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(tmp_path)
+def store(tmp_path: Path, index_backend: Backend | None) -> Store:
+    store = Store(tmp_path, index_backend=index_backend)
     for _ in range(3):
         store.store_instance(samples.encode(samples.minimal()), Origin.lua())
     yield store

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from broker.core.database import Backend
 from broker.core.index import IndexTransaction
 from broker.core.levels import Level
 from broker.core.origin import Origin
@@ -29,9 +30,9 @@ def events() -> list[int]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, events: list[int]) -> Store:
+def store(tmp_path: Path, events: list[int], index_backend: Backend | None) -> Store:
     store = Store(tmp_path / "store", user_metadata={"Sample": 1024, "Other": 2001},
-                  on_event=lambda: events.append(1))
+                  on_event=lambda: events.append(1), index_backend=index_backend)
     yield store
     store.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from broker.config import Config
+from broker.core.database import Backend
 from broker.core.origin import Origin
 from broker.core.store import Store
 from broker.errors import BareHttpStatus, OrthancError
@@ -69,8 +70,8 @@ def make_services(store: Store) -> SimpleNamespace:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "store", user_metadata={"Sample": 1024, "Other": 2001})
+def store(tmp_path: Path, index_backend: Backend | None) -> Iterator[Store]:
+    store = Store(tmp_path / "store", user_metadata={"Sample": 1024, "Other": 2001}, index_backend=index_backend)
     yield store
     store.close()
 

@@ -1,0 +1,70 @@
+"""The index in PostgreSQL (issue 14, scope 1; docs/postgresql.md) on a real server and a real
+PostgreSQL (a throwaway cluster, ``tests/support/postgres.py``): C-STORE and REST store into it, the
+Lua callbacks get their events from it, a restart finds everything again, and each tenant's index is a
+schema of its own."""
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from broker.config import Config, ConfigError
+from tests.support.factory import make_instances, to_bytes
+
+RECORDER = """
+function OnStoredInstance(id, tags, metadata, origin)
+  RestApiPut('/instances/' .. id .. '/metadata/Delivered', 'yes')
+end
+"""
+
+
+def test_a_server_stores_and_delivers_through_postgresql_and_finds_it_all_after_a_restart(
+        luabroker: Any, postgres_database: str) -> None:
+    options = {"PostgreSQL": {"EnableIndex": True, "ConnectionUri": postgres_database},
+               "UserMetadata": {"Delivered": 1024},
+               "AuthenticationEnabled": True, "RegisteredUsers": {"alice": "pw", "root": "pw"},
+               "TenantAdministrators": ["root"],
+               "Tenants": {"A": {"DicomAets": ["AET_A"], "Users": ["alice"], "LuaScripts": ["recorder.lua"]}}}
+    server = luabroker({"recorder.lua": RECORDER}, **options)
+    root = server.client(auth=("root", "pw"))
+    alice = server.client(auth=("alice", "pw"))
+    assert server.c_store(make_instances(3, patient_id="ON_PG")) == [0, 0, 0]
+    assert server.c_store(make_instances(2, patient_id="A_ON_PG"), called_aet="AET_A") == [0, 0]
+    assert alice.post("/instances", content=to_bytes(make_instances(1, patient_id="A_REST")[0])).status_code == 200
+    server.wait_events()
+    server.wait_events(tenant="A")
+    default_ids, a_ids = sorted(root.get("/instances").json()), sorted(alice.get("/instances").json())
+    assert len(default_ids) == 3 and len(a_ids) == 3
+    assert all(root.get(f"/instances/{i}/metadata/Delivered").text == "yes" for i in default_ids)
+    assert all(alice.get(f"/instances/{i}/metadata/Delivered").text == "yes" for i in a_ids)
+    assert root.get("/changes").json()["Last"] > 0
+    # Nothing of it in an index.sqlite; the rows are in PostgreSQL, each tenant in its schema.
+    assert not list(server.root.rglob("index.sqlite"))
+    with psycopg.connect(postgres_database) as connection:
+        counts = {schema: connection.execute(f'SELECT COUNT(*) FROM "{schema}".resources WHERE level = 3'
+                                             ).fetchone()[0] for schema in ("public", "tenant_A")}
+    assert counts == {"public": 3, "tenant_A": 3}
+    root.close()
+    alice.close()
+    server.stop()
+
+    again = luabroker({"recorder.lua": RECORDER}, **{**options, "StorageDirectory": str(server.root / "storage")})
+    with again.client(auth=("alice", "pw")) as alice:
+        assert sorted(alice.get("/instances").json()) == a_ids
+        assert alice.get(f"/instances/{a_ids[0]}/file").content  # the file, from the same storage area
+    with again.client(auth=("root", "pw")) as root:
+        assert sorted(root.get("/instances").json()) == default_ids
+
+
+def test_the_postgresql_section_is_checked(tmp_path: Any) -> None:
+    config = Config.from_json({"PostgreSQL": {"EnableIndex": True, "Host": "db", "Port": 5433, "Database": "pacs",
+                                              "Username": "u", "Password": "it's"}}, tmp_path)
+    assert config.postgresql.conninfo == "host='db' port='5433' dbname='pacs' user='u' password='it\\'s'"
+    uri = Config.from_json({"PostgreSQL": {"ConnectionUri": "postgresql://u@db/pacs"}}, tmp_path).postgresql
+    assert uri.conninfo == "postgresql://u@db/pacs" and not uri.enable_index
+    for bad in ({"EnableStorage": True}, {"Port": 0}, {"EnableIndex": "yes"}):
+        try:
+            Config.from_json({"PostgreSQL": bad}, tmp_path)
+        except ConfigError:
+            continue
+        raise AssertionError(f"{bad} was accepted")

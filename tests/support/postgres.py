@@ -1,0 +1,109 @@
+"""A throwaway PostgreSQL cluster for the tests (issue 14): Debian's ``postgresql`` package, ``initdb`` in
+a temporary folder, a server on a free loopback port, stopped when the session ends.
+
+``postgres_database`` gives each test a database of its own in that cluster (its connection string).
+PostgreSQL refuses to run as root: as root (CI), the cluster runs as the ``postgres`` account that the
+package creates. Without the package, the tests that need it are skipped with the reason.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from broker.core.database import Backend
+from broker.core.postgres import PostgresBackend
+from tests.support.ports import free_port
+
+
+def postgres_bin() -> Path | None:
+    """The folder of the newest installed server's programs (``/usr/lib/postgresql/<version>/bin``)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    port: int
+    user: str = "luabroker"
+
+    def uri(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.getuid() == 0 else command
+
+
+def start_cluster() -> Cluster:
+    binaries = postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    directory = Path(tempfile.mkdtemp(prefix="luabroker-pg-"))
+    if os.getuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+    cluster = Cluster(directory, free_port())
+    subprocess.run(_as_server_user([str(binaries / "initdb"), "-D", str(directory / "data"), "-U", cluster.user,
+                                    "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                   check=True, capture_output=True)
+    options = f"-p {cluster.port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run(_as_server_user([str(binaries / "pg_ctl"), "-D", str(directory / "data"), "-o", options,
+                                    "-l", str(directory / "server.log"), "-w", "start"]),
+                   check=True, capture_output=True)
+    return cluster
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    binaries = postgres_bin()
+    assert binaries is not None
+    subprocess.run(_as_server_user([str(binaries / "pg_ctl"), "-D", str(cluster.directory / "data"), "-m",
+                                    "immediate", "stop"]), capture_output=True)
+    shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)
+
+
+@pytest.fixture
+def postgres_database(postgres_cluster: Cluster) -> Iterator[str]:
+    """A new, empty database; its connection string."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_cluster.uri(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_cluster.uri(name)
+    finally:
+        with psycopg.connect(postgres_cluster.uri(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_backend(request: pytest.FixtureRequest) -> Iterator[Backend | None]:
+    """Each back end of the index in turn: SQLite (None: the store's own file), then PostgreSQL (a new
+    schema in the session's cluster: cheaper than a database per test, and what a tenant gets)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield PostgresBackend(cluster.uri(), schema)
+    with psycopg.connect(cluster.uri(), autocommit=True) as admin:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

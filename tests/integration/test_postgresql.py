@@ -7,13 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from broker.config import Config, ConfigError
+from broker.dicom.sockets import pause_reactor
+from tests.integration.test_workers import associations, delivered
 from tests.support.factory import make_instances, to_bytes
+from tests.support.process import START_S, write_config
+from tests.support.waiting import wait_until
 
 RECORDER = """
 function OnStoredInstance(id, tags, metadata, origin)
-  RestApiPut('/instances/' .. id .. '/metadata/Delivered', 'yes')
+  RestApiPut('/instances/' .. id .. '/metadata/Delivered', '1')
 end
 """
 
@@ -35,8 +40,8 @@ def test_a_server_stores_and_delivers_through_postgresql_and_finds_it_all_after_
     server.wait_events(tenant="A")
     default_ids, a_ids = sorted(root.get("/instances").json()), sorted(alice.get("/instances").json())
     assert len(default_ids) == 3 and len(a_ids) == 3
-    assert all(root.get(f"/instances/{i}/metadata/Delivered").text == "yes" for i in default_ids)
-    assert all(alice.get(f"/instances/{i}/metadata/Delivered").text == "yes" for i in a_ids)
+    assert all(root.get(f"/instances/{i}/metadata/Delivered").text == "1" for i in default_ids)
+    assert all(alice.get(f"/instances/{i}/metadata/Delivered").text == "1" for i in a_ids)
     assert root.get("/changes").json()["Last"] > 0
     # Nothing of it in an index.sqlite; the rows are in PostgreSQL, each tenant in its schema.
     assert not list(server.root.rglob("index.sqlite"))
@@ -68,3 +73,25 @@ def test_the_postgresql_section_is_checked(tmp_path: Any) -> None:
         except ConfigError:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+def test_two_worker_processes_share_the_postgresql_index(processes: Any, tmp_path: Any,
+                                                         postgres_database: str) -> None:
+    """``Workers: 2`` on PostgreSQL: both processes write the one index (their writes serialised by the
+    advisory lock), and every event reaches the coordinator's dispatcher."""
+    (tmp_path / "recorder.lua").write_text(RECORDER)
+    write_config(tmp_path, Workers=2, LuaScripts=["recorder.lua"], UserMetadata={"Delivered": 1024},
+                 PostgreSQL={"EnableIndex": True, "ConnectionUri": postgres_database})
+    server = processes(tmp_path)
+    server.wait_ready()
+    wait_until(lambda: server.lines("serves DICOM") >= 2, START_S, message="two workers serving")
+    with associations(server, CTImageStorage, "STORESCU", 12) as opened:
+        statuses = []
+        for assoc, ds in zip(opened, make_instances(12), strict=True):
+            pause_reactor(assoc)
+            statuses.append(assoc.send_c_store(ds).Status)
+    assert statuses == [0] * 12
+    ids = server.http.get("/instances").json()
+    assert len(ids) == 12
+    wait_until(lambda: delivered(server, ids), message="every OnStoredInstance delivered")
+    assert server.get("/lua/status")["Events"]["pending"] == 0

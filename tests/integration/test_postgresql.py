@@ -10,8 +10,7 @@ import psycopg
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from broker.config import Config, ConfigError
-from broker.dicom.sockets import pause_reactor
-from tests.integration.test_workers import associations, delivered
+from tests.integration.test_workers import associations, delivered, send_each
 from tests.support.factory import make_instances, to_bytes
 from tests.support.process import START_S, write_config
 from tests.support.waiting import wait_until
@@ -86,11 +85,7 @@ def test_two_worker_processes_share_the_postgresql_index(processes: Any, tmp_pat
     server.wait_ready()
     wait_until(lambda: server.lines("serves DICOM") >= 2, START_S, message="two workers serving")
     with associations(server, CTImageStorage, "STORESCU", 12) as opened:
-        statuses = []
-        for assoc, ds in zip(opened, make_instances(12), strict=True):
-            pause_reactor(assoc)
-            statuses.append(assoc.send_c_store(ds).Status)
-    assert statuses == [0] * 12
+        assert send_each(opened, make_instances(12)) == [0] * 12
     ids = server.http.get("/instances").json()
     assert len(ids) == 12
     wait_until(lambda: delivered(server, ids), message="every OnStoredInstance delivered")

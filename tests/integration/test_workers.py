@@ -133,6 +133,15 @@ def associations(server: LuabrokerProcess, context: str, calling: str, count: in
                 assoc.release()
 
 
+def send_each(opened: list[Any], datasets: list[Any]) -> list[int]:
+    """One C-STORE on each association of ``opened``; the statuses."""
+    statuses = []
+    for assoc, ds in zip(opened, datasets, strict=True):
+        pause_reactor(assoc)
+        statuses.append(assoc.send_c_store(ds).Status)
+    return statuses
+
+
 @contextmanager
 def connections(server: LuabrokerProcess, count: int = 12) -> Iterator[list[httpx.Client]]:
     """``count`` HTTP clients, each with its own connection kept open (a first ``GET /system`` opens
@@ -158,14 +167,11 @@ def delivered_through(client: httpx.Client, ids: list[str]) -> bool:
 def test_the_workers_share_the_dicom_port_and_every_instance_is_delivered(processes: Any, tmp_path: Path) -> None:
     server = start(processes, tmp_path)
     pids = workers(server)
-    statuses = []
     with associations(server, CTImageStorage, "STORESCU", 16) as opened:
         wait_until(lambda: sum(holders(pids, server.config["DicomPort"]).values()) == 16,
                    message="the 16 associations accepted")
         assert all(count > 0 for count in holders(pids, server.config["DicomPort"]).values())
-        for assoc, ds in zip(opened, make_instances(16), strict=True):
-            pause_reactor(assoc)
-            statuses.append(assoc.send_c_store(ds).Status)
+        statuses = send_each(opened, make_instances(16))
     assert statuses == [0] * 16
     ids = server.http.get("/instances").json()
     assert len(ids) == 16
@@ -516,11 +522,7 @@ def test_every_worker_keeps_the_tenants_apart(processes: Any, tmp_path: Path) ->
         opened = [ae.associate("127.0.0.1", port, ae_title=called, evt_handlers=NODELAY_HANDLERS) for _ in range(8)]
         try:
             assert all(assoc.is_established for assoc in opened)
-            statuses = []
-            for assoc, ds in zip(opened, make_instances(8), strict=True):
-                pause_reactor(assoc)
-                statuses.append(assoc.send_c_store(ds).Status)
-            assert statuses == [0] * 8
+            assert send_each(opened, make_instances(8)) == [0] * 8
         finally:
             for assoc in opened:
                 assoc.release()

@@ -1,11 +1,9 @@
 """The options of one script set: ``LuaScripts``, ``LuaTrustedScripts``, ``LuaModulesPath``,
 ``LuaExposeSecrets`` and the ``LuaSandbox`` section (limits, quarantine, failure policies, isolation, log bounds).
 
-``ScriptOptions`` groups them because they are what a tenant will set for itself. The next step, a
-``Tenants`` section (not implemented), reads each tenant's ``ScriptOptions`` with ``read_script_options``
-from the server's options updated with the tenant's object (so what a tenant does not set is the
-server's), and runs the tenant with ``dataclasses.replace(config, **those fields)``; every other option
-stays the server's.
+``ScriptOptions`` groups them because they are what a tenant sets for itself: the ``Tenants`` section
+(``broker.config.tenants``) reads each tenant's configuration from the server's options with the
+tenant's object laid over them, its ``LuaSandbox`` members over the server's.
 """
 from __future__ import annotations
 

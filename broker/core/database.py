@@ -48,6 +48,9 @@ class Backend(Protocol):
     begin_write: tuple[str, ...]
     #: What a snapshot read runs first (several queries that must agree).
     begin_read: str
+    #: Whether a single-query read begins too (``Index.read(snapshot=False)``): for a server that may
+    #: drop a pooled connection, the ``BEGIN`` finds it out before the query, and a new one is taken.
+    begins_every_read: bool
 
     def connect(self) -> Connection:
         """A new connection (the writer's, or one of the readers')."""
@@ -55,6 +58,10 @@ class Backend(Protocol):
     def prepare(self, connection: Connection) -> None:
         """Create the schema, or upgrade it to the version this luabroker reads; raise ``RuntimeError``
         for a newer one."""
+
+    def alive(self, connection: Connection) -> bool:
+        """Whether ``connection`` still works (a server may drop it); the index replaces one that does
+        not, and pools only those that do."""
 
     def last_sequence_value(self, connection: Connection, table: str) -> int:
         """The last key ``table``'s sequence gave (never reused, even after its rows are deleted)."""

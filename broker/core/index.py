@@ -444,6 +444,7 @@ class SqliteBackend:
 
     begin_write: tuple[str, ...] = ("BEGIN IMMEDIATE",)
     begin_read = "BEGIN"
+    begins_every_read = False
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
@@ -472,6 +473,9 @@ class SqliteBackend:
             raise RuntimeError(f"The index {self.path} has schema version {version}; this luabroker reads "
                                f"version {SCHEMA_VERSION}")
         connection.executescript(LATE_INDEXES)
+
+    def alive(self, connection: Connection) -> bool:
+        return True  # a file: nothing drops the connection
 
     def last_sequence_value(self, connection: Connection, table: str) -> int:
         row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
@@ -511,8 +515,7 @@ class Index:
                 finally:
                     self._write_depth -= 1
                 return
-            for statement in self.backend.begin_write:
-                self._writer.execute(statement)
+            self._begin_write()
             self._write_owner = threading.get_ident()
             self._write_depth = 1
             try:
@@ -521,6 +524,21 @@ class Index:
             except BaseException:
                 self._rollback()
                 raise
+
+    def _begin_write(self) -> None:
+        """Open the write transaction; on a writer connection the database has dropped (PostgreSQL
+        restarted, a network cut), once more on a new one."""
+        try:
+            for statement in self.backend.begin_write:
+                self._writer.execute(statement)
+        except Exception:
+            if self.backend.alive(self._writer):
+                raise
+            self._writer.close()
+            self._writer = self.backend.connect()
+            self._transaction = IndexTransaction(self._writer)
+            for statement in self.backend.begin_write:
+                self._writer.execute(statement)
 
     def _finish(self, statement: str) -> None:
         self._write_depth = 0
@@ -531,7 +549,7 @@ class Index:
         """Roll back what is still open (a failed COMMIT included), so the next BEGIN can start."""
         self._write_depth = 0
         self._write_owner = None
-        if self._writer.in_transaction:
+        if self._writer.in_transaction and self.backend.alive(self._writer):
             self._writer.execute("ROLLBACK")
 
     @contextmanager
@@ -542,12 +560,20 @@ class Index:
         if self._write_owner == threading.get_ident():
             yield self._transaction
             return
+        snapshot = snapshot or self.backend.begins_every_read
         try:
             transaction = self._readers.get_nowait()
         except queue.Empty:
             transaction = IndexTransaction(self.backend.connect())
         if snapshot:
-            transaction.connection.execute(self.backend.begin_read)
+            try:
+                transaction.connection.execute(self.backend.begin_read)
+            except Exception:
+                if self.backend.alive(transaction.connection):
+                    raise
+                transaction.connection.close()  # dropped by the database: once more on a new one
+                transaction = IndexTransaction(self.backend.connect())
+                transaction.connection.execute(self.backend.begin_read)
         try:
             yield transaction
         finally:
@@ -556,7 +582,7 @@ class Index:
             self._release(transaction)
 
     def _release(self, transaction: IndexTransaction) -> None:
-        if not self._closed:
+        if not self._closed and self.backend.alive(transaction.connection):
             try:
                 self._readers.put_nowait(transaction)
                 return

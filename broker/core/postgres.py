@@ -125,6 +125,11 @@ class PostgresConnection:
     def in_transaction(self) -> bool:
         return self._connection.info.transaction_status is not TransactionStatus.IDLE
 
+    @property
+    def alive(self) -> bool:
+        """False once the server dropped the connection (psycopg learns it when a query fails)."""
+        return not (self._connection.broken or self._connection.closed)
+
     def execute(self, statement: str, parameters: Any = (), /) -> Cursor:
         return self._connection.execute(_translated(statement), parameters)
 
@@ -145,6 +150,8 @@ class PostgresBackend:
     begin_write: tuple[str, ...] = ("BEGIN", "SELECT pg_advisory_xact_lock(hashtext('luabroker:' || current_schema()))")
     #: Several queries that must agree (a resource and its children) see one snapshot.
     begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    #: A dropped reader connection is found by the BEGIN, and replaced, before the read.
+    begins_every_read = True
 
     def __init__(self, conninfo: str, schema: str = "public") -> None:
         self.conninfo = conninfo
@@ -173,6 +180,9 @@ class PostgresBackend:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+    def alive(self, connection: Connection) -> bool:
+        return not isinstance(connection, PostgresConnection) or connection.alive
 
     def last_sequence_value(self, connection: Connection, table: str) -> int:
         sequence = connection.execute("SELECT pg_get_serial_sequence(?, 'seq')", (table,)).fetchone()[0]

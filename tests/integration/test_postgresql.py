@@ -10,6 +10,9 @@ import psycopg
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from broker.config import Config, ConfigError
+from broker.core.origin import Origin
+from broker.core.postgres import PostgresBackend
+from broker.core.store import Store
 from tests.integration.test_workers import associations, delivered, send_each
 from tests.support.factory import make_instances, to_bytes
 from tests.support.process import START_S, write_config
@@ -90,3 +93,24 @@ def test_two_worker_processes_share_the_postgresql_index(processes: Any, tmp_pat
     assert len(ids) == 12
     wait_until(lambda: delivered(server, ids), message="every OnStoredInstance delivered")
     assert server.get("/lua/status")["Events"]["pending"] == 0
+
+
+def test_the_index_goes_on_after_postgresql_dropped_its_connections(tmp_path: Any, postgres_database: str) -> None:
+    """A restart of PostgreSQL (here: every connection of the index terminated) costs no more than the
+    calls in flight: the next write and read open new connections, and nothing stored is lost."""
+    store = Store(tmp_path, index_backend=PostgresBackend(postgres_database))
+    try:
+        first, second = make_instances(2)
+        store.store_instance(to_bytes(first), Origin.lua())
+        with store.index.read() as tx:  # a pooled reader connection, to be dropped too
+            assert tx.counts()
+        with psycopg.connect(postgres_database, autocommit=True) as admin:
+            dropped = admin.execute("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        assert dropped >= 2  # the writer and the reader
+        result = store.store_instance(to_bytes(second), Origin.lua())
+        assert result.status == "Success"
+        assert store.statistics().count_instances == 2
+        assert len(store.outbox.pending()) == 2
+    finally:
+        store.close()

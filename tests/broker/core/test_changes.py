@@ -4,11 +4,13 @@ tests/integration/test_lifecycle_parity.py."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
+from broker.core.database import Backend
 from broker.core.levels import Level
 from broker.core.origin import Origin
 from broker.core.recycling import StorageLimits
@@ -29,8 +31,14 @@ def delivered(store: Store, kind: str) -> list[tuple[str | None, str | None]]:
     return [(event.level, event.resource_id) for event in store.outbox.pending() if event.kind == kind]
 
 
-def test_a_first_instance_lists_its_new_resources_from_the_instance_up(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+@pytest.fixture
+def open_store(tmp_path: Path, index_backend: Backend | None) -> Callable[..., Store]:
+    """A store in ``tmp_path``, on each back end of the index in turn."""
+    return lambda **options: Store(tmp_path, index_backend=index_backend, **options)
+
+
+def test_a_first_instance_lists_its_new_resources_from_the_instance_up(open_store: Callable[..., Store]) -> None:
+    store = open_store()
     try:
         [first, second] = samples.series_of(2)
         a = store.store_instance(first, REST)
@@ -44,8 +52,8 @@ def test_a_first_instance_lists_its_new_resources_from_the_instance_up(tmp_path:
         store.close()
 
 
-def test_completed_series_is_listed_when_the_expected_instances_are_there(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_completed_series_is_listed_when_the_expected_instances_are_there(open_store: Callable[..., Store]) -> None:
+    store = open_store()
     try:
         files = samples.series_of(3, CardiacNumberOfImages="3")
         for data in files[:2]:
@@ -57,8 +65,8 @@ def test_completed_series_is_listed_when_the_expected_instances_are_there(tmp_pa
         store.close()
 
 
-def test_a_deletion_is_delivered_in_orthancs_order_and_leaves_the_list(tmp_path: Path) -> None:
-    store = Store(tmp_path, stable_age=30)
+def test_a_deletion_is_delivered_in_orthancs_order_and_leaves_the_list(open_store: Callable[..., Store]) -> None:
+    store = open_store(stable_age=30)
     try:
         study, series = generate_uid(), [generate_uid(), generate_uid()]
         a, b, other = (store.store_instance(samples.encode(samples.minimal(
@@ -76,8 +84,8 @@ def test_a_deletion_is_delivered_in_orthancs_order_and_leaves_the_list(tmp_path:
         store.close()
 
 
-def test_recycling_and_overwriting_deliver_deleted_events(tmp_path: Path) -> None:
-    store = Store(tmp_path, limits=StorageLimits(max_patients=1, overwrite=True))
+def test_recycling_and_overwriting_deliver_deleted_events(open_store: Callable[..., Store]) -> None:
+    store = open_store(limits=StorageLimits(max_patients=1, overwrite=True))
     try:
         first = store.store_instance(samples.encode(samples.minimal(patient_id="OLD")), REST)
         data = samples.encode(samples.minimal(patient_id="NEW"))
@@ -93,8 +101,8 @@ def test_recycling_and_overwriting_deliver_deleted_events(tmp_path: Path) -> Non
         store.close()
 
 
-def test_delete_changes_empties_the_list_but_keeps_the_events(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_delete_changes_empties_the_list_but_keeps_the_events(open_store: Callable[..., Store]) -> None:
+    store = open_store()
     try:
         store.store_instance(samples.encode(samples.minimal()), REST)
         last = store.outbox.last_seq()
@@ -105,8 +113,8 @@ def test_delete_changes_empties_the_list_but_keeps_the_events(tmp_path: Path) ->
         store.close()
 
 
-def test_a_full_event_backlog_refuses_new_instances_and_keeps_what_is_stored(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_a_full_event_backlog_refuses_new_instances_and_keeps_what_is_stored(open_store: Callable[..., Store]) -> None:
+    store = open_store()
     store.event_backlog_limit = 2
     try:
         for _ in range(2):

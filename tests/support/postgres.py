@@ -2,6 +2,9 @@
 a temporary folder, a server on a free loopback port, stopped when the session ends.
 
 ``postgres_database`` gives each test a database of its own in that cluster (its connection string).
+With ``LUABROKER_TEST_INDEX=postgresql`` in the environment, every server the ``luabroker`` fixture
+starts has its index in a database of that cluster (one per storage directory): a way to run the
+integration tests on PostgreSQL.
 PostgreSQL refuses to run as root: as root (CI), the cluster runs as the ``postgres`` account that the
 package creates. Without the package, the tests that need it are skipped with the reason.
 """
@@ -22,6 +25,9 @@ import pytest
 from broker.core.database import Backend
 from broker.core.postgres import PostgresBackend
 from tests.support.ports import free_port
+
+#: The environment variable that puts the ``luabroker`` fixture's servers on PostgreSQL.
+INDEX_VARIABLE = "LUABROKER_TEST_INDEX"
 
 
 def postgres_bin() -> Path | None:
@@ -82,17 +88,23 @@ def postgres_cluster() -> Iterator[Cluster]:
         stop_cluster(cluster)
 
 
+def new_database(cluster: Cluster) -> str:
+    """A new, empty database of ``cluster``; its connection string (dropped with the cluster)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(cluster.uri(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return cluster.uri(name)
+
+
 @pytest.fixture
 def postgres_database(postgres_cluster: Cluster) -> Iterator[str]:
     """A new, empty database; its connection string."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_cluster.uri(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    uri = new_database(postgres_cluster)
     try:
-        yield postgres_cluster.uri(name)
+        yield uri
     finally:
         with psycopg.connect(postgres_cluster.uri(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            admin.execute(f'DROP DATABASE "{uri.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -90,7 +90,7 @@ class Tenant:
         self.coordinating = coordinating
         config.storage_directory.mkdir(parents=True, exist_ok=True)
         postgresql = config.postgresql
-        index = PostgresBackend(postgresql.conninfo, tenant_schema(name, DEFAULT_TENANT)) \
+        index = PostgresBackend(postgresql.conninfo, tenant_schema(name)) \
             if postgresql.enable_index else None
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
                       default_encoding=config.default_encoding, limits=config.storage_limits,
@@ -242,20 +242,22 @@ class Tenancy:
         assert self.default.name == DEFAULT_TENANT
         self.tenants = tenants
         self.by_name = {tenant.name: tenant for tenant in tenants}
-        self._by_aet: dict[str, Tenant] = {}
-        self._by_port: dict[int, Tenant] = {}
-        self._by_user: dict[str, Tenant] = {}
-        for declared in config.tenants:
-            tenant = self.by_name[declared.name]
-            self._by_aet.update((aet.strip(), tenant) for aet in declared.dicom_aets)
-            self._by_user.update((user, tenant) for user in declared.users)
-            if declared.dicom_port is not None:
-                self._by_port[declared.dicom_port] = tenant
-        self._aets = {id(tenant.services): tuple(aet for aet, owner in self._by_aet.items() if owner is tenant)
-                      or (tenant.config.dicom_aet,) for tenant in tenants}
+        self._declared = {declared.name: declared for declared in config.tenants}
+        self._by_aet = {aet.strip(): self.by_name[declared.name]
+                        for declared in config.tenants for aet in declared.dicom_aets}
+        self._by_port = {declared.dicom_port: self.by_name[declared.name]
+                         for declared in config.tenants if declared.dicom_port is not None}
+        self._by_user = {user: self.by_name[declared.name] for declared in config.tenants for user in declared.users}
+        self._aets = {id(tenant.services): self._called_aets(tenant) for tenant in tenants}
         self.administrators = frozenset(config.tenant_administrators)
         self.authentication = config.authentication_enabled
         self.ports = (config.dicom_port, *self._by_port)
+
+    def _called_aets(self, tenant: Tenant) -> tuple[str, ...]:
+        """The AETs a tenant is called: its ``DicomAets``, or the ``DicomAet`` it runs with."""
+        declared = self._declared.get(tenant.name)
+        return tuple(aet.strip() for aet in (declared.dicom_aets if declared is not None else ())) \
+            or (tenant.config.dicom_aet,)
 
     def __iter__(self) -> Iterator[Tenant]:
         return iter(self.tenants)
@@ -286,10 +288,9 @@ class Tenancy:
 
     def describe(self, tenant: Tenant) -> dict[str, Any]:
         """``GET /tenants/{name}``: what the tenant owns."""
-        config = tenant.config
+        config, declared = tenant.config, self._declared.get(tenant.name)
         return {"Name": tenant.name, "DicomAets": list(self._aets[id(tenant.services)]),
-                "DicomPort": next((port for port, owner in self._by_port.items() if owner is tenant),
-                                  config.dicom_port if tenant is self.default else None),
-                "Users": sorted(user for user, owner in self._by_user.items() if owner is tenant),
+                "DicomPort": declared.dicom_port if declared is not None else config.dicom_port,
+                "Users": sorted(declared.users) if declared is not None else [],
                 "StorageDirectory": str(config.storage_directory),
                 "Scripts": [str(path) for path in config.lua_scripts]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.config.options import ConfigError, Section
+from broker.config.tenants import DEFAULT_TENANT
 
 DEFAULT_SCHEMA = "public"
 
@@ -45,9 +46,9 @@ def _escaped(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def tenant_schema(tenant: str, default_tenant: str) -> str:
+def tenant_schema(tenant: str) -> str:
     """The schema of a tenant's index."""
-    return DEFAULT_SCHEMA if tenant == default_tenant else f"tenant_{tenant}"
+    return DEFAULT_SCHEMA if tenant == DEFAULT_TENANT else f"tenant_{tenant}"
 
 
 def read_postgresql(options: Section) -> PostgresSettings:

@@ -526,19 +526,26 @@ class Index:
                 raise
 
     def _begin_write(self) -> None:
-        """Open the write transaction; on a writer connection the database has dropped (PostgreSQL
-        restarted, a network cut), once more on a new one."""
+        """Open the write transaction (on a new writer connection if the database dropped the old one)."""
+        writer = self._begun(self._writer, self.backend.begin_write)
+        if writer is not self._writer:
+            self._writer, self._transaction = writer, IndexTransaction(writer)
+
+    def _begun(self, connection: Connection, statements: tuple[str, ...]) -> Connection:
+        """``connection`` with a transaction opened by ``statements``; if the database has dropped it
+        (PostgreSQL restarted, a network cut), a new connection, closed ``connection`` replaced."""
         try:
-            for statement in self.backend.begin_write:
-                self._writer.execute(statement)
+            for statement in statements:
+                connection.execute(statement)
+            return connection
         except Exception:
-            if self.backend.alive(self._writer):
+            if self.backend.alive(connection):
                 raise
-            self._writer.close()
-            self._writer = self.backend.connect()
-            self._transaction = IndexTransaction(self._writer)
-            for statement in self.backend.begin_write:
-                self._writer.execute(statement)
+        connection.close()
+        connection = self.backend.connect()
+        for statement in statements:
+            connection.execute(statement)
+        return connection
 
     def _finish(self, statement: str) -> None:
         self._write_depth = 0
@@ -566,14 +573,9 @@ class Index:
         except queue.Empty:
             transaction = IndexTransaction(self.backend.connect())
         if snapshot:
-            try:
-                transaction.connection.execute(self.backend.begin_read)
-            except Exception:
-                if self.backend.alive(transaction.connection):
-                    raise
-                transaction.connection.close()  # dropped by the database: once more on a new one
-                transaction = IndexTransaction(self.backend.connect())
-                transaction.connection.execute(self.backend.begin_read)
+            connection = self._begun(transaction.connection, (self.backend.begin_read,))
+            if connection is not transaction.connection:
+                transaction = IndexTransaction(connection)
         try:
             yield transaction
         finally:

@@ -138,16 +138,21 @@ _PRLIMIT_OPTIONS = {resource.RLIMIT_AS: "as", resource.RLIMIT_CPU: "cpu", resour
 _CAP_SYS_RESOURCE = 24
 
 
+def _find_command(name: str) -> str | None:
+    """``name`` on ``PATH``, else in ``/usr/bin`` (a broker started with a bare ``PATH``)."""
+    return shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
+
+
 def find_nice() -> str:
     """coreutils' ``nice``, which every Debian has (``Limits.nice``)."""
-    found = shutil.which("nice") or ("/usr/bin/nice" if os.access("/usr/bin/nice", os.X_OK) else None)
+    found = _find_command("nice")
     if found is None:
         raise SandboxError("coreutils' nice command is not installed (LuaSandbox.Nice)")
     return found
 
 
 def find_prlimit() -> str | None:
-    return shutil.which("prlimit") or ("/usr/bin/prlimit" if os.access("/usr/bin/prlimit", os.X_OK) else None)
+    return _find_command("prlimit")
 
 
 def can_prlimit(child_uid: int | None) -> bool:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"luabroker: cannot start: {exc}", file=sys.stderr)
         return CANNOT_START
     # With several processes, each line says which one wrote it.
-    process = " [%(process)d]" if config.workers > 1 else ""
+    process = " [%(process)d]" if config.supervised else ""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format=f"%(asctime)s %(levelname).1s{process} %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # one record, one line: script text may be in any record
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.worker is not None:
             return run_worker(replace(config, dicom_port=args.dicom_port, http_port=args.http_port), args.worker)
-        if config.workers > 1:
+        if config.supervised:
             reset = Supervisor(config, args.config, args.verbose).run()
         else:
             reset = Server(config).run()

@@ -19,6 +19,9 @@ delivery starts (a reload never splits one event between two versions). What a f
 - the sandbox is restarting or quarantined (``SandboxUnavailable``): nothing is counted, the
   dispatcher waits (until the retry time, a reload or a reset) and tries again.
 
+With the index in PostgreSQL, each delivery holds a claim on its event (``claims``), so that two nodes
+never deliver one event at the same time, even while the coordinator role moves between them.
+
 A callback can tell a redelivery: ``GetCurrentEvent()`` gives it the event's ``Seq`` and ``Attempt``.
 """
 from __future__ import annotations
@@ -26,7 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from broker.core.outbox import Outbox, OutboxEvent
 from broker.metrics import Metrics
@@ -37,10 +41,19 @@ from sandbox import LuaError, SandboxError, SandboxUnavailable
 log = logging.getLogger("luabroker.events")
 
 
+class Claims(Protocol):
+    def claim(self, seq: int) -> AbstractContextManager[bool]: ...
+
+    def close(self) -> None: ...
+
+
 class EventDispatcher:
     def __init__(self, outbox: Outbox, scripts: ScriptSet, max_attempts: int = 5, batch: int = 100,
-                 metrics: Metrics | None = None, park_lua_errors: bool = True) -> None:
+                 metrics: Metrics | None = None, park_lua_errors: bool = True, claims: Claims | None = None) -> None:
+        """``claims``: with several nodes (PostgreSQL), each event is delivered under a claim that no
+        other node's dispatcher holds (``broker.core.cluster.EventClaims``)."""
         self.outbox = outbox
+        self.claims = claims
         self.scripts = scripts
         self.max_attempts = max_attempts
         self.park_lua_errors = park_lua_errors
@@ -96,9 +109,19 @@ class EventDispatcher:
             if not events:
                 return True
             for event in events:
-                if not self._deliver(event):
+                if not self._claimed_delivery(event):
                     return False
         return False
+
+    def _claimed_delivery(self, event: OutboxEvent) -> bool:
+        """Deliver ``event`` under its claim (``claims``): False while another node holds it."""
+        if self.claims is None:
+            return self._deliver(event)
+        with self.claims.claim(event.seq) as claimed:
+            if not claimed:
+                return False  # the queue waits: the events after it may be of the same resource
+            current = self.outbox.get(event.seq)  # it may have been delivered before the claim
+            return current is None or current.state != "pending" or self._deliver(current)
 
     def _deliver(self, event: OutboxEvent) -> bool:
         callback = for_event(event)

@@ -32,6 +32,7 @@ import uvicorn
 
 from broker.config import Config
 from broker.config.tenants import DEFAULT_TENANT
+from broker.core.cluster import PostgresLease
 from broker.core.lease import CoordinatorLease, ServerLock
 from broker.dicom.scp import StoreScp
 from broker.http.app import build_app
@@ -46,6 +47,9 @@ log = logging.getLogger("luabroker")
 #: which ends a request still waiting on a script): a script spinning in execute-script must not hold
 #: a SIGTERM for its whole wall-clock budget.
 HTTP_SHUTDOWN_GRACE_S = 10
+
+#: The exit status of a worker that lost the coordinator lease (its supervisor starts it again).
+LEASE_LOST_EXIT = 75
 
 #: How often a worker's idle main thread wakes, so that a signal delivered to another thread gets its
 #: Python handler run (a blocking wait in the main thread would never run it).
@@ -66,14 +70,17 @@ class Server:
         which runs as ``Workers: 1`` whatever the configuration says (starting several is
         ``broker.cli``'s part, through the supervisor)."""
         if worker is None:
-            config = replace(config, workers=1, tenants=tuple(replace(tenant, config=replace(tenant.config, workers=1))
-                                                              for tenant in config.tenants))
+            config = replace(config, workers=1, single_process=True, tenants=tuple(
+                replace(tenant, config=replace(tenant.config, workers=1, single_process=True))
+                for tenant in config.tenants))
         self.config = config
         self.worker = worker
         # Before the index is opened: one server per storage directory (broker/core/lease.py). A worker
         # process waits for the coordinator lease once it serves (``run_worker``).
-        self.server_lock = ServerLock(config.storage_directory)
-        self.lease = CoordinatorLease(config.storage_directory)
+        self.server_lock = ServerLock.of(config)
+        self.lease: CoordinatorLease | PostgresLease = CoordinatorLease(config.storage_directory)
+        if config.postgresql.enable_index:  # the nodes sharing the database elect one (docs/postgresql.md)
+            self.lease = PostgresLease(config.postgresql.conninfo, on_lost=self._lease_lost)
         if worker is None:
             self.server_lock.acquire()
             self.lease.acquire()
@@ -165,6 +172,15 @@ class Server:
     @property
     def coordinating(self) -> bool:
         return self.lease.held
+
+    def _lease_lost(self) -> None:
+        """The PostgreSQL lease broke and another node may coordinate now: this process must stop
+        coordinating at once. A worker exits (its supervisor starts it again, as a worker that waits for
+        the role; the events it was delivering are delivered again, at least once); a single process
+        stops."""
+        if self.worker is not None:
+            os._exit(LEASE_LOST_EXIT)
+        self.request_stop()
 
     def _elect(self) -> None:
         """Wait for the coordinator lease, then take the role: the roles that must run once, and the

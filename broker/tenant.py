@@ -21,6 +21,7 @@ from broker.config.postgresql import tenant_schema
 from broker.config.tenants import DEFAULT_TENANT
 from broker.core.attachments import Attachments, ContentTypes
 from broker.core.audit import AuditLog
+from broker.core.cluster import EventClaims, NotificationListener, Notifier
 from broker.core.compression import NONE, ZLIB
 from broker.core.postgres import PostgresBackend
 from broker.core.stability import StabilityMonitor
@@ -71,7 +72,10 @@ from broker.scripting.lua_jobs import LuaJobs
 from broker.scripting.script_log import ScriptLog
 from broker.services import Services
 from broker.workers import settings
+from broker.workers.jobs_handoff import SERVICE as JOBS_SERVICE
 from broker.workers.jobs_handoff import JobsHandoff, JobsListener
+from broker.workers.local_socket import coordinator_endpoint
+from broker.workers.rest_forward import SERVICE as REST_SERVICE
 from broker.workers.rest_forward import RestForward, RestListener
 from broker.workers.siblings import ControlServer, Siblings
 from broker.workers.wakeup import WakeupListener, WakeupSender
@@ -125,7 +129,7 @@ class Tenant:
         # synchronous ones a filter script waits for itself, unsaved.
         services.jobs = create_engine(services, persistent=worker is None)
         if worker is not None:
-            services.jobs.handoff = JobsHandoff(config.storage_directory)
+            services.jobs.handoff = JobsHandoff(coordinator_endpoint(config, store.index, JOBS_SERVICE))
         services.archive_outputs = ArchiveOutputs(config.jobs.media_archive_size)
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.script_log = ScriptLog(config.lua_log_limits, services.metrics)
@@ -135,19 +139,28 @@ class Tenant:
         self.control: ControlServer | None = None
         if worker is not None:
             services.siblings = Siblings(services, self.worker_status)
-            services.rest.forward = RestForward(config.storage_directory, held=coordinating)
+            services.rest.forward = RestForward(coordinator_endpoint(config, store.index, REST_SERVICE),
+                                                held=coordinating)
             self.control = ControlServer(services, self.worker_status)
         # The figures of the whole index are the coordinator's to report (one process, not each).
         services.metrics.registry.register(StateCollector(services, services.metrics.started,
                                                           with_index=coordinating))
+        # The nodes sharing a PostgreSQL index claim each event in it, and wake the coordinator through it
+        # (broker.core.cluster); the workers of one machine share a local socket.
+        self._cluster = (postgresql.conninfo, tenant_schema(name)) if postgresql.enable_index else None
+        claims = EventClaims(*self._cluster) if self._cluster is not None else None
         self.dispatcher = EventDispatcher(store.outbox, services.scripts, config.event_max_attempts,
-                                          metrics=services.metrics, park_lua_errors=config.event_lua_errors_park)
+                                          metrics=services.metrics, park_lua_errors=config.event_lua_errors_park,
+                                          claims=claims)
         self.stability = StabilityMonitor(store)
         self.heartbeat = HeartBeat(services.scripts, config.lua_heartbeat_period)
         # Who is told of a committed event: the dispatcher, in the coordinator; otherwise the coordinator.
-        self.wakeup = WakeupSender(config.storage_directory) if worker is not None else None
+        self.wakeup: WakeupSender | Notifier | None = None
+        if worker is not None:
+            self.wakeup = Notifier(*self._cluster) if self._cluster is not None \
+                else WakeupSender(config.storage_directory)
         store.on_event = self.dispatcher.wake if self.wakeup is None else self.wakeup
-        self.wakeup_listener: WakeupListener | None = None
+        self.wakeup_listener: WakeupListener | NotificationListener | None = None
         self.jobs_listener: JobsListener | None = None
         self.rest_listener: RestListener | None = None
         self._worker_jobs: JobsEngine | None = None  # a worker's own engine, once it is the coordinator
@@ -171,7 +184,7 @@ class Tenant:
         started, its control socket, the filter sandbox and the jobs engine (a single process resumes
         the saved jobs; a worker runs only those submitted in it)."""
         if self.worker is not None:
-            changed = settings.load(self.config.storage_directory)
+            changed = settings.load(self.config)
             if changed is not None:
                 settings.apply(self.services, changed)
         if self.control is not None:
@@ -189,9 +202,11 @@ class Tenant:
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.jobs.start()
         services.store.on_event = self.dispatcher.wake
-        self.wakeup_listener = WakeupListener(self.config.storage_directory, self.dispatcher.wake)
+        self.wakeup_listener = NotificationListener(*self._cluster, self.dispatcher.wake) \
+            if self._cluster is not None else WakeupListener(self.config.storage_directory, self.dispatcher.wake)
         self.wakeup_listener.start()
-        self.jobs_listener = JobsListener(self.config.storage_directory, services.jobs)
+        self.jobs_listener = JobsListener(self.config, services.jobs)
+        self.jobs_listener.publish(services.store.index, JOBS_SERVICE, self.config)
         self.jobs_listener.start()
 
     def start_coordinating(self) -> None:
@@ -204,7 +219,8 @@ class Tenant:
         self.heartbeat.start()
         self.coordinator_started = True
         if self.worker is not None:
-            self.rest_listener = RestListener(self.config.storage_directory, self.services.rest)
+            self.rest_listener = RestListener(self.config, self.services.rest)
+            self.rest_listener.publish(self.services.store.index, REST_SERVICE, self.config)
             self.rest_listener.start()
 
     def stop(self) -> None:
@@ -225,6 +241,8 @@ class Tenant:
             self._worker_jobs.stop()
         if self.wakeup is not None:
             self.wakeup.close()
+        if self.dispatcher.claims is not None:
+            self.dispatcher.claims.close()
         self.services.scripts.stop()
         if self.control is not None:
             self.control.stop()

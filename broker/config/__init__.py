@@ -23,6 +23,7 @@ One module per section; each has its frozen value types and the function that re
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ class Config(ScriptOptions):
     #: ``Workers``: how many processes serve DICOM and HTTP (docs/workers.md); 1 is one process, as
     #: Orthanc. A configuration file without it gets one per core.
     workers: int = 1
+    #: Set by ``broker.server.Server`` for a server that is one process holding the coordinator role
+    #: from its start (tests, ``Workers: 1`` on SQLite); see ``supervised``.
+    single_process: bool = False
     storage_directory: Path = Path("luabroker-data")
     execute_lua_enabled: bool = False
     #: ``RestApiWriteToFileSystemEnabled`` (Orthanc 1.12): ``POST /instances/{id}/export`` writes files
@@ -242,6 +246,19 @@ class Config(ScriptOptions):
             return cls.from_json({}, Path.cwd())
         path = Path(path).resolve()
         return cls.from_json(read_options(path), path if path.is_dir() else path.parent, path)
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the server runs as worker processes under a supervisor, the coordinator role elected
+        among them (docs/workers.md): with several workers, and on PostgreSQL, where the nodes of a
+        cluster elect one coordinator among all their workers (docs/postgresql.md)."""
+        return not self.single_process and (self.workers > 1 or self.postgresql.enable_index)
+
+    @property
+    def node_name(self) -> str:
+        """This node's name among the nodes sharing one PostgreSQL index: ``PostgreSQL.NodeName``, or
+        the host name and HTTP port."""
+        return self.postgresql.node_name or f"{socket.gethostname()}-{self.http_port}"
 
     def tenant(self, name: str) -> Config:
         """The configuration the tenant ``name`` runs with (``default``: this one)."""

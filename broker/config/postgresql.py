@@ -5,7 +5,9 @@ PostgreSQL plugin::
       "EnableIndex": true,         // the index (resources, metadata, the event log, the audit log) in PostgreSQL
       "Host": "localhost", "Port": 5432, "Database": "orthanc", "Username": "orthanc", "Password": "orthanc",
       "ConnectionUri": "postgresql://user:password@host:5432/database",   // instead of the five above
-      "EnableSsl": false           // sslmode=require
+      "EnableSsl": false,          // sslmode=require
+      "NodeName": "node-a",        // luabroker's own: this node among those sharing the database
+      "NodeAddress": "10.0.0.5"    // luabroker's own: where the other nodes reach this one's coordinator
     }
 
 The storage area stays a folder (``StorageDirectory``; ``EnableStorage`` is refused). Each tenant's
@@ -31,6 +33,10 @@ class PostgresSettings:
     username: str = "orthanc"
     password: str = ""
     enable_ssl: bool = False
+    #: luabroker's own: this node's name (``NodeName``; default: host name and HTTP port) and the
+    #: address its coordinator listens on for the other nodes (``NodeAddress``).
+    node_name: str = ""
+    node_address: str = "127.0.0.1"
 
     @property
     def conninfo(self) -> str:
@@ -66,4 +72,6 @@ def read_postgresql(options: Section) -> PostgresSettings:
         username=section.option("Username", str, base.username),
         password=section.option("Password", str, base.password),
         enable_ssl=section.option("EnableSsl", bool, False),
+        node_name=section.option("NodeName", str, ""),
+        node_address=section.option("NodeAddress", str, base.node_address),
     )

@@ -19,7 +19,10 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from broker.config import Config
 
 
 class StorageInUse(OSError):
@@ -31,8 +34,8 @@ class StorageLock:
 
     file_name = "server.lock"
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / self.file_name
+    def __init__(self, directory: Path, file_name: str | None = None) -> None:
+        self.path = directory / (file_name or self.file_name)
         # A file object rather than a bare descriptor: if its owner is dropped without a clean stop
         # (a constructor that failed half-way), collecting it closes the file, which releases the lock.
         self._file: BinaryIO | None = None
@@ -79,9 +82,21 @@ class StorageLock:
 
 
 class ServerLock(StorageLock):
-    """Held by the one server (or supervisor of workers) that serves the storage directory."""
+    """Held by the one server (or supervisor of workers) that serves the storage directory; with the
+    index in PostgreSQL, where several nodes share one storage area, by the one node of each name."""
 
     file_name = "server.lock"
+
+    @classmethod
+    def of(cls, config: Config) -> ServerLock:
+        if config.postgresql.enable_index:
+            return cls(config.storage_directory, f"server-{safe_file_name(config.node_name)}.lock")
+        return cls(config.storage_directory)
+
+
+def safe_file_name(name: str) -> str:
+    """A node's name as part of a file name."""
+    return "".join(character if character.isalnum() or character in "-_." else "_" for character in name)
 
 
 class CoordinatorLease(StorageLock):

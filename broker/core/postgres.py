@@ -98,6 +98,13 @@ CREATE TABLE IF NOT EXISTS global_properties (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS coordinator_endpoints (
+    service TEXT PRIMARY KEY,
+    host    TEXT NOT NULL,
+    port    INTEGER NOT NULL,
+    secret  TEXT NOT NULL,
+    node    TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 )

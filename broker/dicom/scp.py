@@ -159,7 +159,7 @@ class StoreScp:
                     return self.tenants.services_for(port, called_aet(assoc))
                 handlers = routed(tables, route)
             address = ("0.0.0.0", port)
-            if config.workers == 1:
+            if not config.supervised:
                 server = ae.start_server(address, block=False, evt_handlers=handlers)
             else:  # every worker process listens on the port; the kernel spreads the connections
                 server = ae.make_server(address, evt_handlers=handlers, server_class=SharedPortServer)

@@ -501,7 +501,7 @@ class JobsEngine:
                 self._records.pop(forgotten, None)
                 self._store.delete(forgotten)
         if self._records:
-            log.warning("The jobs engine read back %d job(s) from %s", len(self._records), self._store.path)
+            log.warning("The jobs engine read back %d job(s) from %s", len(self._records), self._store.where)
         return leftovers
 
 
@@ -514,12 +514,15 @@ def _orthanc_error(code: int, details: str) -> OrthancError:
 
 
 def create_engine(services: Services, *, persistent: bool = True) -> JobsEngine:
-    """The engine of a server: settings from the configuration, ``<StorageDirectory>/jobs.sqlite``
-    (unless ``SaveJobs`` is false, or not ``persistent``: the engine of a worker process that is not
-    the coordinator, whose jobs nobody else may resume), the network clients of ``services``, events
-    into the outbox."""
+    """The engine of a server: settings from the configuration, ``<StorageDirectory>/jobs.sqlite`` or
+    the ``jobs`` table of the PostgreSQL index (unless ``SaveJobs`` is false, or not ``persistent``:
+    the engine of a worker process that is not the coordinator, whose jobs nobody else may resume),
+    the network clients of ``services``, events into the outbox."""
     settings = services.config.jobs
-    store = JobStore(services.store.root / FILE_NAME) if settings.persist and persistent else None
+    store = None
+    if settings.persist and persistent:
+        store = JobStore(services.store.index.backend) if services.config.postgresql.enable_index \
+            else JobStore.in_file(services.store.root / FILE_NAME)
 
     def announce(kind: str, job_id: str) -> None:
         services.store.outbox.append(kind, job_id)

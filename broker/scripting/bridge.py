@@ -29,7 +29,7 @@ class ScriptSet:
         self.tenant = tenant
         meter = status.Meter(services)
         self.runner = CallbackRunner(tenant, meter, services.config.lua_filter_failure_policy,
-                                     roles(services.config.workers))
+                                     roles(services.config.supervised))
         self.lifecycle = Lifecycle(services, tenant, BuiltinDispatcher(services, tenant, meter), self.runner, meter)
 
     # -- the current version -------------------------------------------------------------------------

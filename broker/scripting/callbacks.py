@@ -192,12 +192,12 @@ def for_event(event: OutboxEvent) -> Callback | None:
 DOOR_FILTERS = ("IncomingHttpRequestFilter", "IncomingFindRequestFilter", "IncomingWorklistRequestFilter")
 
 
-def roles(workers: int) -> dict[str, Role]:
-    """Which process runs each callback. With several worker processes (docs/workers.md) an HTTP
+def roles(supervised: bool) -> dict[str, Role]:
+    """Which process runs each callback. With worker processes (docs/workers.md) an HTTP
     request or a C-FIND can reach any of them, and only the coordinator has a main process: the filters
     of the doors run in the filter process of the worker that received the request, in every worker
     alike."""
     placed = {name: callback.role for name, callback in CALLBACKS.items()}
-    if workers > 1:
+    if supervised:
         placed.update(dict.fromkeys(DOOR_FILTERS, Role.FILTER))
     return placed

@@ -10,7 +10,9 @@ coordinator, which runs it with the caller's origin and sends the answer back (`
 same ``RestApi``.
 
 The coordinator listens on a Unix stream socket of the abstract namespace named after the storage
-directory and serves only another worker of this server (``local_socket.is_sibling``); the call and
+directory and serves only another worker of this server (``local_socket.is_sibling``); with the index
+in PostgreSQL, on a TCP port that the other nodes find in the index (``local_socket.coordinator_address``,
+each call preceded by the secret of the coordinator's term); the call and
 its answer are msgpack maps, the body as bytes. While a coordinator is being elected (its holder
 died), a worker tries for up to ``ELECTION_PATIENCE_S`` before it answers 503.
 """
@@ -20,18 +22,17 @@ import logging
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from broker.config import Config
 from broker.core.origin import Origin
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.http.threads import MAX_THREADS
 from broker.rest.api import RestApi
 from broker.rest.types import RestRequest, RestResponse
-from broker.workers.local_socket import LocalSocketServer, exchange, is_sibling, read_all
-from broker.workers.wakeup import storage_key
+from broker.workers.local_socket import Endpoint, LocalSocketServer, coordinator_address, exchange, read_all
 
 log = logging.getLogger("luabroker.workers")
 
@@ -41,8 +42,8 @@ ELECTION_PATIENCE_S = 30.0
 _DECODING_ERRORS = (ValueError, KeyError, TypeError, msgpack.UnpackException)
 
 
-def address(storage_directory: Path) -> bytes:
-    return b"\0luabroker-rest-" + storage_key(storage_directory)
+#: The name of the coordinator's endpoint (``local_socket.coordinator_address``).
+SERVICE = "rest"
 
 
 class RestForward:
@@ -52,9 +53,9 @@ class RestForward:
     same call received directly (a script's ``WallTimeout``, a job's timeouts), and its end, however
     it ends, closes the socket and ends the wait with a 500."""
 
-    def __init__(self, storage_directory: Path, held: Callable[[], bool]) -> None:
+    def __init__(self, endpoint: Endpoint, held: Callable[[], bool]) -> None:
         """``held``: whether this process holds the coordinator role now."""
-        self.address = address(storage_directory)
+        self.endpoint = endpoint
         self._held = held
 
     def needed(self) -> bool:
@@ -65,7 +66,7 @@ class RestForward:
                                  "Headers": dict(request.headers), "Body": request.body,
                                  "Origin": request.origin.to_dict()})
         try:
-            answer = msgpack.unpackb(exchange(self.address, message, None, ELECTION_PATIENCE_S, limit=None))
+            answer = msgpack.unpackb(exchange(self.endpoint, message, None, ELECTION_PATIENCE_S, limit=None))
         except ConnectionRefusedError:
             raise OrthancError(ErrorCode.INTERNAL_ERROR, "No coordinator process to answer; try again",
                                http_status=503) from None
@@ -78,18 +79,20 @@ class RestListener(LocalSocketServer):
     """The coordinator's end: answers the calls the other workers forward, each in a thread of its own
     (a call may wait long: a synchronous job, execute-script)."""
 
-    def __init__(self, storage_directory: Path, rest: RestApi) -> None:
-        super().__init__(socket.SOCK_STREAM, address(storage_directory), "rest-forward")
+    def __init__(self, config: Config, rest: RestApi) -> None:
+        super().__init__(socket.SOCK_STREAM, coordinator_address(config, SERVICE), "rest-forward")
         self.rest = rest
         self._pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="rest-forward")
 
     def serve_once(self) -> None:
         connection, _ = self.socket.accept()
-        if not is_sibling(connection):
-            log.warning("rest-forward: refused a process that is not a worker of this server")
+        self._pool.submit(self._admitted, connection)
+
+    def _admitted(self, connection: socket.socket) -> None:
+        if self.admit(connection):
+            self._answer(connection)
+        else:
             connection.close()
-            return
-        self._pool.submit(self._answer, connection)
 
     def _answer(self, connection: socket.socket) -> None:
         with connection:

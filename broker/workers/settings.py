@@ -20,8 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from broker.config import Config
 from broker.config.network import Modality, Peer
 from broker.core.encodings import encoding_named
+from broker.core.lease import safe_file_name
 from broker.rest.tools import LOG_CATEGORIES
 from broker.services import Services
 
@@ -56,22 +58,29 @@ def _peer(value: dict[str, Any]) -> Peer:
                    "user_properties": tuple(map(tuple, value["user_properties"]))})
 
 
-def save(storage_directory: Path, settings: dict[str, Any]) -> None:
+def file_path(config: Config) -> Path:
+    """The file of a server's (with PostgreSQL: of a node's) runtime settings."""
+    if config.postgresql.enable_index:  # the nodes share the storage area; each has its settings
+        return config.storage_directory / f"runtime-settings-{safe_file_name(config.node_name)}.json"
+    return config.storage_directory / FILE_NAME
+
+
+def save(config: Config, settings: dict[str, Any]) -> None:
     """Write the file whole, then rename it into place: a worker never reads half of it."""
-    path = storage_directory / FILE_NAME
+    path = file_path(config)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
         json.dump(settings, file)
     temporary.replace(path)
 
 
-def load(storage_directory: Path) -> dict[str, Any] | None:
+def load(config: Config) -> dict[str, Any] | None:
     try:
-        settings: dict[str, Any] = json.loads((storage_directory / FILE_NAME).read_text())
+        settings: dict[str, Any] = json.loads(file_path(config).read_text())
     except FileNotFoundError:
         return None
     return settings
 
 
-def forget(storage_directory: Path) -> None:
-    (storage_directory / FILE_NAME).unlink(missing_ok=True)
+def forget(config: Config) -> None:
+    file_path(config).unlink(missing_ok=True)

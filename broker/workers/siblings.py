@@ -20,8 +20,7 @@ from typing import Any
 
 from broker.services import Services
 from broker.workers import settings
-from broker.workers.local_socket import RequestServer, ask
-from broker.workers.wakeup import storage_key
+from broker.workers.local_socket import LocalEndpoint, RequestServer, ask, storage_key
 from sandbox.layers import child_pids
 from sandbox.process import stat_fields
 
@@ -85,7 +84,7 @@ class Siblings:
         """After a ``PUT`` changed a runtime setting here: every other worker applies them before this
         returns (one that does not answer in time gets them at its next start)."""
         current = settings.current(self.services)
-        settings.save(self.storage_directory, current)
+        settings.save(self.services.config, current)
         for pid in self.pids():
             self._ask(pid, {"Settings": current})
 
@@ -104,7 +103,7 @@ class Siblings:
 
     def _ask(self, pid: int, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            return ask(control_address(self.storage_directory, pid), request, CONTROL_TIMEOUT_S)
+            return ask(LocalEndpoint(control_address(self.storage_directory, pid)), request, CONTROL_TIMEOUT_S)
         except (OSError, ValueError) as exc:  # starting, stopping, or stuck: say so, do not fail
             return {"Pid": pid, "Error": f"no answer: {exc}"}
 

@@ -78,7 +78,7 @@ class Supervisor:
         self.config_path = config_path
         self.verbose = verbose
         self.workers = [Worker(index) for index in range(config.workers)]
-        self.lock = ServerLock(config.storage_directory)
+        self.lock = ServerLock.of(config)
         self._ports: tuple[int, int] = (config.dicom_port, config.http_port)
         self._guards: list[socket.socket] = []  # the ports reserved for the workers
         self._stopping = False  # the coordinator asked for a stop: no worker is started again
@@ -90,7 +90,7 @@ class Supervisor:
         ``SystemExit(CANNOT_START)`` when a worker could not."""
         self.lock.acquire()
         for tenant in (self.config, *(declared.config for declared in self.config.tenants)):
-            settings.forget(tenant.storage_directory)  # the changes of the last run end with it
+            settings.forget(tenant)  # the changes of the last run end with it
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             self._ports = self._reserve_ports()

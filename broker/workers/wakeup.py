@@ -9,17 +9,11 @@ directory, so the processes of one server find each other and those of another s
 """
 from __future__ import annotations
 
-import hashlib
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.workers.local_socket import LocalSocketServer
-
-
-def storage_key(storage_directory: Path) -> bytes:
-    """What names the local sockets of the processes serving ``storage_directory``."""
-    return hashlib.sha1(str(storage_directory.resolve()).encode()).hexdigest()[:20].encode()
+from broker.workers.local_socket import LocalSocketServer, storage_key
 
 
 def address(storage_directory: Path) -> bytes:

@@ -9,12 +9,18 @@ from typing import Any
 
 import pytest
 
+from broker.config import Config
+from broker.config.postgresql import PostgresSettings
+from broker.core.database import Backend
+from broker.core.index import Index
 from broker.core.origin import Origin
+from broker.core.postgres import PostgresBackend
 from broker.errors import BareHttpStatus, ErrorCode, OrthancError
 from broker.rest.api import RestApi
 from broker.rest.router import RouteTable
 from broker.rest.types import RestRequest, RestResponse
 from broker.workers import rest_forward
+from broker.workers.local_socket import coordinator_endpoint
 from broker.workers.rest_forward import RestForward, RestListener
 
 routes = RouteTable()
@@ -44,22 +50,39 @@ def local(request: RestRequest, services: Any) -> str:
     return "here"
 
 
-def apis(tmp_path: Path, held: bool = False) -> tuple[RestApi, RestApi]:
+def link_config(tmp_path: Path, backend: Backend | None) -> tuple[Config, Index | None]:
+    """The configuration and index of the workers: on one machine (SQLite: a Unix socket), or nodes
+    sharing a PostgreSQL index (TCP, where the index says)."""
+    if backend is None:
+        return Config(storage_directory=tmp_path), None
+    assert isinstance(backend, PostgresBackend)
+    config = Config(storage_directory=tmp_path, postgresql=PostgresSettings(enable_index=True,
+                                                                            connection_uri=backend.conninfo))
+    return config, Index(backend=backend)
+
+
+def apis(config: Config, index: Index | None, held: bool = False) -> tuple[RestApi, RestApi]:
     """A worker's API, whose coordinator's routes go to ``coordinator``'s (``held``: it is the
     coordinator itself)."""
     worker, coordinator = RestApi(SimpleNamespace(), [routes]), RestApi(SimpleNamespace(), [routes])  # type: ignore[arg-type]
-    worker.forward = RestForward(tmp_path, held=lambda: held)
+    worker.forward = RestForward(coordinator_endpoint(config, index, rest_forward.SERVICE),  # type: ignore[arg-type]
+                                 held=lambda: held)
     return worker, coordinator
 
 
 @pytest.fixture
-def listening(tmp_path: Path) -> Any:
-    worker, coordinator = apis(tmp_path)
-    listener = RestListener(tmp_path, coordinator)
+def listening(tmp_path: Path, index_backend: Backend | None) -> Any:
+    config, index = link_config(tmp_path, index_backend)
+    worker, coordinator = apis(config, index)
+    listener = RestListener(config, coordinator)
+    if index is not None:
+        listener.publish(index, rest_forward.SERVICE, config)
     listener.start()
     seen.clear()
     yield worker
     listener.stop()
+    if index is not None:
+        index.close()
 
 
 def test_a_call_arrives_whole_and_its_answer_comes_back(listening: RestApi) -> None:
@@ -84,16 +107,40 @@ def test_the_errors_come_back_as_the_coordinator_raised_them(listening: RestApi)
 
 
 def test_the_coordinator_runs_its_routes_itself_and_a_worker_the_others(tmp_path: Path) -> None:
-    coordinator, _ = apis(tmp_path, held=True)  # nobody listens: nothing may be forwarded
+    config, _ = link_config(tmp_path, None)
+    coordinator, _ = apis(config, None, held=True)  # nobody listens: nothing may be forwarded
     assert coordinator.handle(RestRequest("POST", "/echo/y", body=b"!")).body == b"\x00\xff!"
-    worker, _ = apis(tmp_path)
+    worker, _ = apis(config, None)
     assert worker.handle(RestRequest("GET", "/local")).body == b'"here"'
 
 
-def test_without_a_coordinator_a_call_is_a_503_after_the_wait_for_an_election(tmp_path: Path,
-                                                                              monkeypatch: Any) -> None:
+def test_without_a_coordinator_a_call_is_a_503_after_the_wait_for_an_election(
+        tmp_path: Path, index_backend: Backend | None, monkeypatch: Any) -> None:
     monkeypatch.setattr(rest_forward, "ELECTION_PATIENCE_S", 0.3)
-    worker, _ = apis(tmp_path)
+    config, index = link_config(tmp_path, index_backend)
+    worker, _ = apis(config, index)
     with pytest.raises(OrthancError) as error:
         worker.handle(RestRequest("GET", "/fails"))
     assert error.value.http_status == 503
+
+
+def test_a_node_without_the_coordinators_secret_is_refused(tmp_path: Path, postgres_database: str) -> None:
+    """Between nodes the coordinator listens on TCP: only a peer that read its secret in the index is
+    answered."""
+    config, index = link_config(tmp_path, PostgresBackend(postgres_database))
+    assert index is not None
+    worker, coordinator = apis(config, index)
+    listener = RestListener(config, coordinator)
+    listener.publish(index, rest_forward.SERVICE, config)
+    listener.start()
+    try:
+        assert worker.handle(RestRequest("GET", "/local")).body == b'"here"'  # a route of its own
+        with index.write() as tx:
+            tx.connection.execute("UPDATE coordinator_endpoints SET secret = ?", ("0" * 32,))
+        with pytest.raises(OrthancError) as error:
+            worker.handle(RestRequest("POST", "/echo/z", body=b"!"))
+        assert error.value.http_status == 500 and "did not answer" in error.value.details
+        assert seen == []
+    finally:
+        listener.stop()
+        index.close()

@@ -6,6 +6,8 @@ import json
 import logging
 from typing import Any
 
+from broker.config import Config
+from broker.config.postgresql import PostgresSettings
 from broker.workers import settings
 
 
@@ -38,8 +40,21 @@ def test_the_settings_come_back_whole_through_json(luabroker: Any) -> None:
 
 
 def test_the_file_is_the_owners_only_and_forgotten_at_the_next_start(tmp_path: Any) -> None:
-    settings.save(tmp_path, {"DefaultEncoding": "Utf8"})
+    config = Config(storage_directory=tmp_path)
+    settings.save(config, {"DefaultEncoding": "Utf8"})
     assert (tmp_path / settings.FILE_NAME).stat().st_mode & 0o777 == 0o600
-    assert settings.load(tmp_path) == {"DefaultEncoding": "Utf8"}
-    settings.forget(tmp_path)
-    assert settings.load(tmp_path) is None
+    assert settings.load(config) == {"DefaultEncoding": "Utf8"}
+    settings.forget(config)
+    assert settings.load(config) is None
+
+
+def test_with_postgresql_each_node_has_its_own_file(tmp_path: Any) -> None:
+    """The nodes of a cluster share the storage area: one node's start must not forget another's."""
+    node_a, node_b = (Config(storage_directory=tmp_path, postgresql=PostgresSettings(enable_index=True, node_name=name))
+                      for name in ("a", "b/1"))
+    settings.save(node_a, {"DefaultEncoding": "Utf8"})
+    settings.save(node_b, {"DefaultEncoding": "Latin1"})
+    settings.forget(node_b)
+    assert settings.load(node_a) == {"DefaultEncoding": "Utf8"}
+    assert settings.load(node_b) is None
+    assert [path.name for path in tmp_path.iterdir()] == ["runtime-settings-a.json"]

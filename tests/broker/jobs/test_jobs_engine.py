@@ -115,7 +115,7 @@ def make_engine(tmp_path: Path) -> Iterator[Any]:
 
     def make(*, start: bool = True, store: bool = False, recorder: Recorder | None = None, senders: Any = None,
              **options: Any) -> JobsEngine:
-        job_store = JobStore(tmp_path / "jobs.sqlite") if store else None
+        job_store = JobStore.in_file(tmp_path / "jobs.sqlite") if store else None
         engine = JobsEngine(JobContext(None, settings(**options), senders), settings(**options), store=job_store,
                             announce=recorder)
         if start:

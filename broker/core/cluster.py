@@ -1,0 +1,256 @@
+"""What the nodes sharing one PostgreSQL index coordinate through it (docs/postgresql.md, "Several
+nodes"): the coordinator lease, the claim of an event being delivered, the wake-up of the
+coordinator's dispatcher, and where the coordinator listens for the other nodes.
+
+- **The coordinator lease** (``PostgresLease``) is a session advisory lock, held by a connection of
+  its own for as long as the coordinator lives: PostgreSQL releases it when that connection ends,
+  however the process ends (kill -9, a machine lost: TCP keepalives end the session). Every worker of
+  every node tries for it; the one that gets it takes the coordinator role. A holder whose connection
+  breaks can no longer know that it holds the lease, and another node may take it: it stops at once
+  (``on_lost``), and its supervisor starts it again as a worker that waits for the role.
+- **The claim of an event** (``EventClaims``) is an advisory lock on the event's sequence number, taken
+  with ``pg_try_advisory_lock`` (it skips what another holds, as ``FOR UPDATE SKIP LOCKED`` does) on a
+  connection of the dispatcher, for the time of one delivery: an event is delivered by one node at a
+  time even in the second between a lost lease and its holder's exit. A row lock (``FOR UPDATE``) would
+  be held by a transaction left open for the time of a Lua callback, whose own writes (a
+  ``RestApiDelete`` of the instance) wait for the rows it locks: a deadlock.
+- **Wake-ups** (``Notifier``, ``NotificationListener``) are ``NOTIFY`` and ``LISTEN`` on a channel of
+  the tenant's schema: the node that committed an event tells the coordinator's dispatcher, wherever
+  it runs. A lost one costs nothing (the dispatcher looks every second).
+- **Endpoints** (``publish_endpoint``, ``find_endpoint``): where the coordinator listens for the calls
+  the other nodes forward (its REST routes, the jobs handed to it), and the secret that admits them,
+  written by the coordinator when it takes the role. Whoever may read the index may call them: the
+  database is the trust boundary of a cluster, as it is of the index itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger("luabroker.cluster")
+
+#: How often a worker waiting for the coordinator role tries for it, and how often its holder checks
+#: that its connection (hence the lease) is still there.
+LEASE_POLL_S = 0.25
+LEASE_CHECK_S = 1.0
+
+#: The connection's TCP keepalives: a node on a machine that vanished (no FIN, no RST) loses its session,
+#: hence its lease and its claims, within about 20 s.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+def _connect(conninfo: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(conninfo, autocommit=True, **KEEPALIVES)  # type: ignore[arg-type]
+
+
+class PostgresLease:
+    """The coordinator lease of the nodes sharing one database (the interface of
+    ``broker.core.lease.CoordinatorLease``)."""
+
+    def __init__(self, conninfo: str, on_lost: Callable[[], None]) -> None:
+        """``on_lost``: called (from a thread of its own) when the holder's connection broke."""
+        self.conninfo = conninfo
+        self.on_lost = on_lost
+        self._connection: psycopg.Connection[Any] | None = None
+        self._held = False
+        self._released = threading.Event()
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def acquire(self) -> None:
+        """Take the lease now, or raise ``StorageInUse``."""
+        from broker.core.lease import StorageInUse
+
+        if not self._try():
+            raise StorageInUse("another luabroker holds the coordinator role of this PostgreSQL database")
+
+    def wait(self) -> None:
+        """Take the lease, trying every ``LEASE_POLL_S`` until it is free (or ``release()``); a failed
+        connection is tried again. Raises ``OSError`` when released before it got it."""
+        while not self._released.is_set():
+            try:
+                if self._try():
+                    return
+            except psycopg.Error as exc:
+                log.warning("Cannot reach PostgreSQL for the coordinator lease (trying again): %s", exc)
+                self._close()
+            self._released.wait(LEASE_POLL_S)
+        raise OSError("stopped while waiting for the coordinator role")
+
+    def _try(self, watch: bool = True) -> bool:
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            self._connection = _connect(self.conninfo)
+        row = self._connection.execute(
+            "SELECT pg_try_advisory_lock(hashtext('luabroker:coordinator'), 0)").fetchone()
+        if row is None or not row[0]:
+            return False
+        self._held = True
+        if watch:
+            threading.Thread(target=self._watch, name="coordinator-lease", daemon=True).start()
+        return True
+
+    def _watch(self) -> None:
+        """While held: a connection that breaks is a lease lost (another node may take it now)."""
+        while not self._released.wait(LEASE_CHECK_S):
+            try:
+                assert self._connection is not None
+                self._connection.execute("SELECT 1")
+            except (psycopg.Error, AssertionError) as exc:
+                if self._released.is_set() or self._taken_again(exc):
+                    continue
+                self._held = False
+                log.critical("The connection that held the coordinator lease broke (%s), and another node holds "
+                             "it now: giving the role up", exc)
+                self.on_lost()
+                return
+
+    def _taken_again(self, exc: Exception) -> bool:
+        """After the lease's connection broke (PostgreSQL restarted, its session ended): whether this
+        process took the lease again at once, nobody having taken it meanwhile."""
+        self._close()
+        try:
+            if self._try(watch=False):
+                log.warning("The connection that held the coordinator lease broke (%s); lease taken again", exc)
+                return True
+        except psycopg.Error:
+            pass
+        return False
+
+    def release(self) -> None:
+        self._released.set()
+        self._held = False
+        self._close()
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except psycopg.Error:
+                pass
+            self._connection = None
+
+
+def _namespace(schema: str, what: str) -> str:
+    """A name unique to a schema (a tenant's index) for an advisory lock or a channel."""
+    return f"luabroker_{what}_" + hashlib.sha1(schema.encode()).hexdigest()[:16]
+
+
+class EventClaims:
+    """The claims of one dispatcher on the events of one schema (see the module's docstring)."""
+
+    def __init__(self, conninfo: str, schema: str) -> None:
+        self.conninfo = conninfo
+        self.key = _namespace(schema, "event")
+        self._connection: psycopg.Connection[Any] | None = None
+
+    @contextmanager
+    def claim(self, seq: int) -> Iterator[bool]:
+        """Yields whether this dispatcher holds event ``seq`` now (False: another node delivers it, or
+        the database is out of reach); the claim ends with the block."""
+        key = (self.key, seq % 2147483647)
+        try:
+            if self._connection is None or self._connection.closed or self._connection.broken:
+                self._connection = _connect(self.conninfo)
+            row = self._connection.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
+        except psycopg.Error as exc:
+            log.warning("Cannot claim event %d in PostgreSQL: %s", seq, exc)
+            yield False
+            return
+        claimed = bool(row and row[0])
+        try:
+            yield claimed
+        finally:
+            if claimed:
+                try:
+                    self._connection.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
+                except psycopg.Error:
+                    pass  # the session is gone, and its locks with it
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+
+def channel(schema: str) -> str:
+    """The channel of the wake-ups of a schema's dispatcher."""
+    return _namespace(schema, "events")
+
+
+class Notifier:
+    """``NOTIFY`` the coordinator's dispatcher of a committed event; never blocks long, never raises."""
+
+    def __init__(self, conninfo: str, schema: str) -> None:
+        self.conninfo = conninfo
+        self.channel = channel(schema)
+        self._lock = threading.Lock()
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            try:
+                if self._connection is None or self._connection.closed or self._connection.broken:
+                    self._connection = _connect(self.conninfo)
+                self._connection.execute("SELECT pg_notify(%s, '')", (self.channel,))
+            except psycopg.Error:
+                pass  # the dispatcher looks every second anyway
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+
+
+class NotificationListener:
+    """The coordinator's end: ``LISTEN`` in a thread, ``on_wake()`` for each notification."""
+
+    def __init__(self, conninfo: str, schema: str, on_wake: Callable[[], None]) -> None:
+        self.conninfo = conninfo
+        self.channel = channel(schema)
+        self.on_wake = on_wake
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with _connect(self.conninfo) as connection:
+                    connection.execute(f'LISTEN "{self.channel}"')
+                    while not self._stopping.is_set():
+                        for _ in connection.notifies(timeout=LEASE_CHECK_S, stop_after=1):
+                            self.on_wake()
+            except psycopg.Error as exc:
+                log.warning("Listening for events in PostgreSQL failed (trying again): %s", exc)
+                self._stopping.wait(LEASE_CHECK_S)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(LEASE_CHECK_S + 5)
+
+
+def publish_endpoint(index: Any, service: str, host: str, port: int, secret: str, node: str) -> None:
+    """Where the coordinator (this process) listens for ``service`` now (``index``: the tenant's
+    ``broker.core.index.Index``)."""
+    with index.write() as tx:
+        tx.connection.execute(
+            "INSERT INTO coordinator_endpoints (service, host, port, secret, node) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (service) DO UPDATE SET host = excluded.host, port = excluded.port, "
+            "secret = excluded.secret, node = excluded.node", (service, host, port, secret, node))
+
+
+def find_endpoint(index: Any, service: str) -> tuple[str, int, str] | None:
+    """The coordinator's ``(host, port, secret)`` for ``service``, None before any coordinator wrote it."""
+    with index.read() as tx:
+        row = tx.connection.execute("SELECT host, port, secret FROM coordinator_endpoints WHERE service = ?",
+                                    (service,)).fetchone()
+    return (str(row[0]), int(row[1]), str(row[2])) if row else None

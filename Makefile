@@ -12,7 +12,7 @@ JOBS    ?= $(shell echo $$(( $$(nproc) * 2 )))
 SYSTEM_PACKAGES := lua5.4:lua5.4 storescu:dcmtk Orthanc:orthanc bwrap:bubblewrap prlimit:util-linux wrk:wrk \
                    pg_ctlcluster:postgresql
 
-.PHONY: setup system-packages run test bench clean
+.PHONY: setup system-packages run test bench scale-demo clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -35,13 +35,24 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m broker.cli $(CONFIG)
 
+# The suite runs on both back ends of the index (docs/postgresql.md): whole on SQLite, then the tests that
+# open an index again with it in PostgreSQL (LUABROKER_TEST_INDEX). `make test INDEXES=sqlite`: the first only.
+INDEXES ?= sqlite postgresql
 test: setup
 	$(PY) -m ruff check . && $(PY) -m mypy
 	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q -n $(JOBS)
+	if echo "$(INDEXES)" | grep -qw postgresql; then \
+	  LUABROKER_TEST_INDEX=postgresql PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q -n $(JOBS) tests/broker tests/integration tests/security; \
+	fi
 
 # every row of issue 12 against Orthanc, table into docs/benchmarks.md; options: make bench BENCH="--rows http --rounds 5"
 bench: setup
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.run $(BENCH)
+
+# three brokers on one PostgreSQL (started from Debian's package in a temporary folder), an ingest spread
+# over them, where each instance and event went (docs/postgresql.md); make scale-demo DEMO="--count 300"
+scale-demo: setup
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.nodes demo $(DEMO)
 
 clean:
 	rm -rf $(VENV) luabroker-data .pytest_cache

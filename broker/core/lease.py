@@ -34,8 +34,11 @@ class StorageLock:
 
     file_name = "server.lock"
 
-    def __init__(self, directory: Path, file_name: str | None = None) -> None:
+    def __init__(self, directory: Path, file_name: str | None = None, shared: bool = False) -> None:
+        """``shared``: a lock that other holders of a shared one may hold at the same time (not an
+        exclusive one)."""
         self.path = directory / (file_name or self.file_name)
+        self.shared = shared
         # A file object rather than a bare descriptor: if its owner is dropped without a clean stop
         # (a constructor that failed half-way), collecting it closes the file, which releases the lock.
         self._file: BinaryIO | None = None
@@ -47,13 +50,17 @@ class StorageLock:
     def acquire(self) -> None:
         """Take the lock now, or raise ``StorageInUse`` naming the process that holds it."""
         if self._file is None:
-            self._take(fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._take(self._mode | fcntl.LOCK_NB)
 
     def wait(self) -> None:
         """Take the lock, waiting as long as another process holds it (the kernel wakes the waiter
         when the holder releases it or dies: no polling)."""
         if self._file is None:
-            self._take(fcntl.LOCK_EX)
+            self._take(self._mode)
+
+    @property
+    def _mode(self) -> int:
+        return fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
 
     def _take(self, operation: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +76,10 @@ class StorageLock:
         except BaseException:
             file.close()
             raise
-        file.truncate(0)
-        file.write(f"{os.getpid()}\n".encode())
-        file.flush()
+        if not self.shared:  # several hold a shared lock: none is named
+            file.truncate(0)
+            file.write(f"{os.getpid()}\n".encode())
+            file.flush()
         self._file = file
 
     def release(self) -> None:
@@ -82,16 +90,41 @@ class StorageLock:
 
 
 class ServerLock(StorageLock):
-    """Held by the one server (or supervisor of workers) that serves the storage directory; with the
-    index in PostgreSQL, where several nodes share one storage area, by the one node of each name."""
+    """Held by the one server (or supervisor of workers) that serves the storage directory."""
 
     file_name = "server.lock"
 
     @classmethod
-    def of(cls, config: Config) -> ServerLock:
-        if config.postgresql.enable_index:
-            return cls(config.storage_directory, f"server-{safe_file_name(config.node_name)}.lock")
-        return cls(config.storage_directory)
+    def of(cls, config: Config) -> ServerLock | NodeLock:
+        """The lock of ``config``'s server: with the index in PostgreSQL, that of its node."""
+        return NodeLock(config) if config.postgresql.enable_index else cls(config.storage_directory)
+
+
+class NodeLock:
+    """With the index in PostgreSQL, several nodes share one storage area (docs/postgresql.md): each
+    holds ``server.lock`` shared (so that a server of its own, on SQLite, cannot start there) and its own
+    ``server-<NodeName>.lock`` (so that two nodes of one name cannot)."""
+
+    def __init__(self, config: Config) -> None:
+        directory = config.storage_directory
+        self._locks = (StorageLock(directory, ServerLock.file_name, shared=True),
+                       StorageLock(directory, f"server-{safe_file_name(config.node_name)}.lock"))
+
+    @property
+    def held(self) -> bool:
+        return all(lock.held for lock in self._locks)
+
+    def acquire(self) -> None:
+        try:
+            for lock in self._locks:
+                lock.acquire()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        for lock in self._locks:
+            lock.release()
 
 
 def safe_file_name(name: str) -> str:

@@ -133,6 +133,7 @@ def test_a_node_without_the_coordinators_secret_is_refused(tmp_path: Path, postg
     listener = RestListener(config, coordinator)
     listener.publish(index, rest_forward.SERVICE, config)
     listener.start()
+    seen.clear()
     try:
         assert worker.handle(RestRequest("GET", "/local")).body == b'"here"'  # a route of its own
         with index.write() as tx:

@@ -5,6 +5,7 @@ a reload over HTTP reaches every worker's filter; shutdown, SIGTERM and reset en
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -69,8 +70,13 @@ def workers(server: LuabrokerProcess) -> list[int]:
 
 
 def coordinator(server: LuabrokerProcess) -> int:
-    """The pid written in the coordinator lease (whoever holds it now)."""
-    return int((server.root / "storage" / "coordinator.lock").read_text().strip())
+    """The pid of the worker that took the coordinator role last (each says so in its log; the lease is
+    a file with SQLite, a lock in the database with PostgreSQL)."""
+    taken = [line for line in list(server.output) if "takes the coordinator role" in line]
+    assert taken, "no worker has taken the coordinator role"
+    found = re.search(r"worker (\d+) takes the coordinator role", taken[-1])
+    assert found is not None
+    return int(found.group(1))
 
 
 def associate(server: LuabrokerProcess) -> Any:

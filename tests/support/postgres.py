@@ -3,13 +3,15 @@ a temporary folder, a server on a free loopback port, stopped when the session e
 
 ``postgres_database`` gives each test a database of its own in that cluster (its connection string).
 With ``LUABROKER_TEST_INDEX=postgresql`` in the environment, every server the ``luabroker`` fixture
-starts has its index in a database of that cluster (one per storage directory): a way to run the
-integration tests on PostgreSQL.
+starts, and every configuration ``write_config`` writes, has its index in a database of that cluster
+(one per storage directory): the second pass of ``make test`` runs the suite so, less the tests that
+choose their back end themselves (``index_backend``, ``postgres_database``), which the first ran on each.
 PostgreSQL refuses to run as root: as root (CI), the cluster runs as the ``postgres`` account that the
 package creates. Without the package, the tests that need it are skipped with the reason.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -79,13 +82,55 @@ def stop_cluster(cluster: Cluster) -> None:
     shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
+_shared: Cluster | None = None
+_databases: dict[Path, str] = {}
+
+
+def shared_cluster() -> Cluster:
+    """The cluster of this test process, started at the first call and stopped at its exit."""
+    global _shared
+    if _shared is None:
+        _shared = start_cluster()
+        atexit.register(stop_cluster, _shared)
+    return _shared
+
+
+#: The fixtures of the tests that choose their back end themselves.
+CHOOSING_FIXTURES = frozenset({"postgres_cluster", "postgres_database", "index_backend"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``LUABROKER_TEST_INDEX=postgresql`` (the second pass of ``make test``), leave out the tests
+    that choose their back end themselves: the first pass ran them on each."""
+    if os.environ.get(INDEX_VARIABLE) != "postgresql":
+        return
+    chosen = [item for item in items if CHOOSING_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if chosen:
+        config.hook.pytest_deselected(items=chosen)
+        items[:] = [item for item in items if item not in chosen]
+
+
 @pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[Cluster]:
-    cluster = start_cluster()
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
+def postgres_cluster() -> Cluster:
+    return shared_cluster()
+
+
+def database_for(storage_directory: Path) -> str:
+    """The database of the server of ``storage_directory`` with ``LUABROKER_TEST_INDEX=postgresql``: a new
+    one for a new storage directory, the same for a server started again on it."""
+    storage_directory = storage_directory.resolve()
+    if storage_directory not in _databases:
+        _databases[storage_directory] = new_database(shared_cluster())
+    return _databases[storage_directory]
+
+
+def on_postgresql(options: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``options`` of a server whose files are in ``root``, with its index in PostgreSQL when the
+    environment asks for it (``INDEX_VARIABLE``) and the options do not say otherwise."""
+    if os.environ.get(INDEX_VARIABLE) != "postgresql" or "PostgreSQL" in options:
+        return options
+    database = database_for(root / options.get("StorageDirectory", "luabroker-data"))
+    return {**options, "PostgreSQL": {"EnableIndex": True, "ConnectionUri": database}}
 
 
 def new_database(cluster: Cluster) -> str:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.postgres import on_postgresql
 from tests.support.waiting import wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -86,10 +87,11 @@ def processes() -> Any:
 
 
 def write_config(root: Path, **options: Any) -> dict[str, Any]:
-    """A configuration of one process (``Workers: 1``) unless ``options`` say otherwise."""
-    config = {"Name": "first", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "LUABROKER",
-              "StorageDirectory": "storage", "LuaSandbox": {"CallTimeout": 2, "HardTimeout": 6}, "Workers": 1,
-              **options}
+    """A configuration of one process (``Workers: 1``) unless ``options`` say otherwise; its index in
+    PostgreSQL with ``LUABROKER_TEST_INDEX=postgresql`` (``tests/support/postgres.py``)."""
+    config = on_postgresql({"Name": "first", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "LUABROKER",
+                            "StorageDirectory": "storage", "LuaSandbox": {"CallTimeout": 2, "HardTimeout": 6},
+                            "Workers": 1, **options}, root)
     (root / "config.json").write_text(json.dumps(config))
     return config
 

@@ -6,7 +6,6 @@ over DICOM and HTTP as a client would.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from broker.config import Config
 from broker.dicom.sockets import NODELAY_HANDLERS, pause_reactor
 from broker.server import Server, run_in_thread
 from tests.support.ports import free_port
-from tests.support.postgres import INDEX_VARIABLE, new_database
+from tests.support.postgres import on_postgresql
 
 
 @dataclass
@@ -82,7 +81,6 @@ def luabroker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callab
     """``luabroker(scripts={"name.lua": source}, **options)`` starts a server; stopped at teardown.
     With ``LUABROKER_TEST_INDEX=postgresql``, its index is in PostgreSQL (``tests/support/postgres.py``)."""
     started: list[tuple[Server, Any, httpx.Client]] = []
-    databases: dict[Path, str] = {}  # by storage directory: a server started again finds its index
 
     def start(scripts: dict[str, str] | None = None, **options: Any) -> Running:
         root = tmp_path / f"server{len(started)}"
@@ -92,12 +90,7 @@ def luabroker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callab
         raw = {"Name": "test", "HttpPort": free_port(), "DicomPort": free_port(), "DicomAet": "LUABROKER",
                "StorageDirectory": "storage", "LuaScripts": list(scripts or {}),
                "LuaSandbox": {"CallTimeout": 2, "HardTimeout": 6}}
-        raw.update(options)
-        if os.environ.get(INDEX_VARIABLE) == "postgresql" and "PostgreSQL" not in raw:
-            storage = (root / raw["StorageDirectory"]).resolve()
-            if storage not in databases:
-                databases[storage] = new_database(request.getfixturevalue("postgres_cluster"))
-            raw["PostgreSQL"] = {"EnableIndex": True, "ConnectionUri": databases[storage]}
+        raw = on_postgresql({**raw, **options}, root)
         (root / "config.json").write_text(json.dumps(raw))
         server = Server(Config.load(root / "config.json"))
         thread = run_in_thread(server)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from broker.config import Config
-from broker.core.lease import CoordinatorLease, StorageInUse
+from broker.config.postgresql import PostgresSettings
+from broker.core.lease import CoordinatorLease, ServerLock, StorageInUse
 from broker.server import Server
 from tests.support.waiting import wait_until
 
@@ -78,3 +79,25 @@ def test_a_second_server_on_the_same_storage_refuses_to_start(tmp_path: Path, lu
     second = Server(Config.load(config))  # free once the first has stopped
     second.lease.release()
     second.server_lock.release()
+
+
+def test_nodes_of_a_postgresql_cluster_share_a_storage_area_but_not_a_name(tmp_path: Path) -> None:
+    """With the index in PostgreSQL several nodes serve one folder, each under its own name; a server on
+    SQLite may not start there meanwhile, nor a node while such a server runs."""
+    def node(name: str) -> Config:
+        return Config(storage_directory=tmp_path, postgresql=PostgresSettings(enable_index=True, node_name=name))
+
+    first, second = ServerLock.of(node("a")), ServerLock.of(node("b"))
+    first.acquire()
+    second.acquire()
+    with pytest.raises(StorageInUse):
+        ServerLock.of(node("a")).acquire()
+    alone = ServerLock.of(Config(storage_directory=tmp_path))
+    with pytest.raises(StorageInUse):
+        alone.acquire()
+    first.release()
+    second.release()
+    alone.acquire()
+    with pytest.raises(StorageInUse):
+        ServerLock.of(node("c")).acquire()
+    alone.release()

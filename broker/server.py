@@ -189,7 +189,8 @@ class Server:
         try:
             self.lease.wait()
         except OSError as exc:
-            log.error("Cannot wait for the coordinator role: %s", exc)
+            if not self._stopping.is_set():  # (a stop ends the wait of a PostgreSQL lease this way)
+                log.error("Cannot wait for the coordinator role: %s", exc)
             return
         with self._role_lock:
             if self._stopping.is_set():

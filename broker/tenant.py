@@ -137,6 +137,7 @@ class Tenant:
         services.stop_server = stop_server
         services.owns_server = name == DEFAULT_TENANT
         self.control: ControlServer | None = None
+        self.settings_listener: NotificationListener | None = None  # the cluster's settings (PostgreSQL)
         if worker is not None:
             services.siblings = Siblings(services, self.worker_status)
             services.rest.forward = RestForward(coordinator_endpoint(config, store.index, REST_SERVICE),
@@ -184,9 +185,12 @@ class Tenant:
         started, its control socket, the filter sandbox and the jobs engine (a single process resumes
         the saved jobs; a worker runs only those submitted in it)."""
         if self.worker is not None:
-            changed = settings.load(self.config)
+            changed = settings.load(self.services)
             if changed is not None:
                 settings.apply(self.services, changed)
+            self.settings_listener = settings.listener(self.services)
+            if self.settings_listener is not None:
+                self.settings_listener.start()
         if self.control is not None:
             self.control.start()
         self.services.scripts.start_filter()
@@ -246,6 +250,8 @@ class Tenant:
         self.services.scripts.stop()
         if self.control is not None:
             self.control.stop()
+        if self.settings_listener is not None:
+            self.settings_listener.stop()
         self.services.scu.close()  # releases the kept associations
         self.services.peers.close()
         self.services.lua_http.close()

@@ -179,9 +179,10 @@ class EventClaims:
             self._connection.close()
 
 
-def channel(schema: str) -> str:
-    """The channel of the wake-ups of a schema's dispatcher."""
-    return _namespace(schema, "events")
+def channel(schema: str, what: str = "events") -> str:
+    """The channel of a schema's notifications: ``events`` (the wake-ups of its dispatcher),
+    ``settings`` (the runtime settings changed, ``broker.workers.settings``)."""
+    return _namespace(schema, what)
 
 
 class Notifier:
@@ -209,14 +210,14 @@ class Notifier:
 
 
 class NotificationListener:
-    """The coordinator's end: ``LISTEN`` in a thread, ``on_wake()`` for each notification."""
+    """``LISTEN`` in a thread, ``on_wake()`` for each notification (the coordinator's, of events)."""
 
-    def __init__(self, conninfo: str, schema: str, on_wake: Callable[[], None]) -> None:
+    def __init__(self, conninfo: str, schema: str, on_wake: Callable[[], None], what: str = "events") -> None:
         self.conninfo = conninfo
-        self.channel = channel(schema)
+        self.channel = channel(schema, what)
         self.on_wake = on_wake
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"notifications-{what}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

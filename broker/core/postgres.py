@@ -105,6 +105,10 @@ CREATE TABLE IF NOT EXISTS coordinator_endpoints (
     secret  TEXT NOT NULL,
     node    TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runtime_settings (
+    id       INTEGER PRIMARY KEY,
+    settings TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 )

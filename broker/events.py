@@ -114,8 +114,9 @@ class EventDispatcher:
         return False
 
     def _claimed_delivery(self, event: OutboxEvent) -> bool:
-        """Deliver ``event`` under its claim (``claims``): False while another node holds it."""
-        if self.claims is None:
+        """Deliver ``event`` under its claim (``claims``): False while another node holds it. An event
+        that no callback consumes is only marked done: no claim needed."""
+        if self.claims is None or for_event(event) is None:
             return self._deliver(event)
         with self.claims.claim(event.seq) as claimed:
             if not claimed:

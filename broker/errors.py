@@ -37,6 +37,7 @@ class ErrorCode(enum.IntEnum):
     BAD_JSON = 28
     UNAUTHORIZED = 29
     NOT_ACCEPTABLE = 34
+    STORAGE_AREA_PLUGIN = 38
     DICOM_FIND_UNAVAILABLE = 2016
     DICOM_MOVE_UNAVAILABLE = 2017
     CANNOT_STORE_INSTANCE = 2018
@@ -83,6 +84,7 @@ ERROR_TABLE: dict[ErrorCode, _Row] = {
     ErrorCode.BAD_JSON: _Row(400, "Cannot parse a JSON document"),
     ErrorCode.UNAUTHORIZED: _Row(401, "Bad credentials were provided to an HTTP request"),
     ErrorCode.NOT_ACCEPTABLE: _Row(406, "Unable to send the response"),
+    ErrorCode.STORAGE_AREA_PLUGIN: _Row(500, "Error in the plugin implementing a custom storage area"),
     ErrorCode.DICOM_FIND_UNAVAILABLE: _Row(500, "DicomUserConnection: The C-FIND command is not supported by the "
                                                 "remote SCP"),
     ErrorCode.DICOM_MOVE_UNAVAILABLE: _Row(500, "DicomUserConnection: The C-MOVE command is not supported by the "

@@ -23,6 +23,7 @@ from broker.core.attachments import Attachments, ContentTypes
 from broker.core.audit import AuditLog
 from broker.core.cluster import EventClaims, NotificationListener, Notifier
 from broker.core.compression import NONE, ZLIB
+from broker.core.object_storage import ObjectStorage
 from broker.core.postgres import PostgresBackend
 from broker.core.stability import StabilityMonitor
 from broker.core.store import Store
@@ -99,7 +100,8 @@ class Tenant:
         store = Store(config.storage_directory, user_metadata=config.user_metadata, bounds=config.input_bounds,
                       default_encoding=config.default_encoding, limits=config.storage_limits,
                       store_md5=config.store_md5, stable_age=config.stable_age, ingest_rate=config.maximum_ingest_rate,
-                      index_backend=index)
+                      index_backend=index,
+                      storage=ObjectStorage(config.object_storage) if config.object_storage is not None else None)
         store.compression = ZLIB if config.storage_compression else NONE
         store.event_backlog_limit = config.event_backlog_limit or None
         self.services = services = Services(config=config, store=store, metrics=Metrics())

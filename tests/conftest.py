@@ -12,7 +12,7 @@ import pytest
 pytest.register_assert_rewrite("tests.support")
 
 pytest_plugins = ["tests.support.orthanc_peer", "tests.support.postgres", "tests.support.process",
-                  "tests.support.receivers", "tests.support.server"]
+                  "tests.support.receivers", "tests.support.s3", "tests.support.server"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,6 +19,7 @@ One module per section; each has its frozen value types and the function that re
 - ``tenants``: the ``Tenants`` section; each tenant runs with a ``Config`` of its own, the server's
   options with the tenant's object laid over them;
 - ``postgresql``: the ``PostgreSQL`` section (the index in PostgreSQL).
+- ``object_storage``: the ``AwsS3Storage`` section (the files in S3-compatible object storage).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Any
 from broker.config.files import read_options
 from broker.config.jobs import JobsSettings, read_jobs_settings
 from broker.config.network import NetworkOptions, read_network_options
+from broker.config.object_storage import ObjectStorageSettings, read_object_storage
 from broker.config.options import ConfigError, Section, bad_value
 from broker.config.postgresql import PostgresSettings, read_postgresql
 from broker.config.scripts import ScriptOptions, read_interpreter, read_script_options
@@ -140,6 +142,8 @@ class Config(ScriptOptions):
     maximum_ingest_rate: float = 0.0
     #: ``PostgreSQL``: the index in PostgreSQL (``EnableIndex``) instead of ``index.sqlite``.
     postgresql: PostgresSettings = field(default_factory=PostgresSettings)
+    #: ``AwsS3Storage``: the files in S3-compatible object storage instead of ``StorageDirectory``.
+    object_storage: ObjectStorageSettings | None = None
     #: ``Tenants`` (docs/tenants.md); empty: the server's options are the one, default, tenant.
     tenants: tuple[TenantConfig, ...] = ()
     #: ``TenantAdministrators``: users of ``RegisteredUsers`` who reach every tenant (``/tenants/{name}/...``).
@@ -233,6 +237,7 @@ class Config(ScriptOptions):
             network=read_network_options(options, base_dir, aet),
             jobs=read_jobs_settings(options, aet, trusted=bool(scripts.lua_trusted_scripts)),
             postgresql=read_postgresql(options),
+            object_storage=read_object_storage(options),
             maximum_ingest_rate=options.option("MaximumIngestRate", float, 0.0, lambda v: v >= 0, ">= 0 (0: no bound)"),
             tenant_administrators=_user_names(options, "TenantAdministrators", users, auth) or (),
         )

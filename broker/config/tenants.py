@@ -98,6 +98,10 @@ def read_tenants(server: Config, options: Section, read: Callable[[dict[str, Any
         merged["LuaSandbox"] = {**options.section("LuaSandbox").values, **tenant.section("LuaSandbox").values}
         merged["DicomAet"] = aets[0] if aets else server.dicom_aet
         merged["StorageDirectory"] = str(server.storage_directory / TENANTS_FOLDER / name)
+        if isinstance(merged.get("AwsS3Storage"), dict):  # its objects under a prefix of its own, as its folder
+            root = str(merged["AwsS3Storage"].get("RootPath", "")).strip("/")
+            merged["AwsS3Storage"] = {**merged["AwsS3Storage"],
+                                      "RootPath": "/".join(part for part in (root, TENANTS_FOLDER, name) if part)}
         merged.setdefault("MaximumStorageMode", "Reject")
         try:
             config = read(merged, server.base_dir, server.path)

@@ -33,6 +33,8 @@ from typing import Any
 
 import psycopg
 
+from broker.core.lease import StorageInUse
+
 log = logging.getLogger("luabroker.cluster")
 
 #: How often a worker waiting for the coordinator role tries for it, and how often its holder checks
@@ -49,15 +51,36 @@ def _connect(conninfo: str) -> psycopg.Connection[Any]:
     return psycopg.connect(conninfo, autocommit=True, **KEEPALIVES)  # type: ignore[arg-type]
 
 
+class _Session:
+    """A connection of one's own (its session holds advisory locks), opened again once the server
+    dropped it."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.current: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        if self.current is None or self.current.closed or self.current.broken:
+            self.current = _connect(self.conninfo)
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            try:
+                self.current.close()
+            except psycopg.Error:
+                pass
+            self.current = None
+
+
 class PostgresLease:
     """The coordinator lease of the nodes sharing one database (the interface of
     ``broker.core.lease.CoordinatorLease``)."""
 
     def __init__(self, conninfo: str, on_lost: Callable[[], None]) -> None:
         """``on_lost``: called (from a thread of its own) when the holder's connection broke."""
-        self.conninfo = conninfo
         self.on_lost = on_lost
-        self._connection: psycopg.Connection[Any] | None = None
+        self._session = _Session(conninfo)
         self._held = False
         self._released = threading.Event()
 
@@ -67,8 +90,6 @@ class PostgresLease:
 
     def acquire(self) -> None:
         """Take the lease now, or raise ``StorageInUse``."""
-        from broker.core.lease import StorageInUse
-
         if not self._try():
             raise StorageInUse("another luabroker holds the coordinator role of this PostgreSQL database")
 
@@ -81,14 +102,12 @@ class PostgresLease:
                     return
             except psycopg.Error as exc:
                 log.warning("Cannot reach PostgreSQL for the coordinator lease (trying again): %s", exc)
-                self._close()
+                self._session.close()
             self._released.wait(LEASE_POLL_S)
         raise OSError("stopped while waiting for the coordinator role")
 
     def _try(self, watch: bool = True) -> bool:
-        if self._connection is None or self._connection.closed or self._connection.broken:
-            self._connection = _connect(self.conninfo)
-        row = self._connection.execute(
+        row = self._session.get().execute(
             "SELECT pg_try_advisory_lock(hashtext('luabroker:coordinator'), 0)").fetchone()
         if row is None or not row[0]:
             return False
@@ -101,9 +120,8 @@ class PostgresLease:
         """While held: a connection that breaks is a lease lost (another node may take it now)."""
         while not self._released.wait(LEASE_CHECK_S):
             try:
-                assert self._connection is not None
-                self._connection.execute("SELECT 1")
-            except (psycopg.Error, AssertionError) as exc:
+                self._session.get().execute("SELECT 1")
+            except psycopg.Error as exc:
                 if self._released.is_set() or self._taken_again(exc):
                     continue
                 self._held = False
@@ -115,7 +133,7 @@ class PostgresLease:
     def _taken_again(self, exc: Exception) -> bool:
         """After the lease's connection broke (PostgreSQL restarted, its session ended): whether this
         process took the lease again at once, nobody having taken it meanwhile."""
-        self._close()
+        self._session.close()
         try:
             if self._try(watch=False):
                 log.warning("The connection that held the coordinator lease broke (%s); lease taken again", exc)
@@ -127,15 +145,7 @@ class PostgresLease:
     def release(self) -> None:
         self._released.set()
         self._held = False
-        self._close()
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except psycopg.Error:
-                pass
-            self._connection = None
+        self._session.close()
 
 
 def _namespace(schema: str, what: str) -> str:
@@ -147,9 +157,8 @@ class EventClaims:
     """The claims of one dispatcher on the events of one schema (see the module's docstring)."""
 
     def __init__(self, conninfo: str, schema: str) -> None:
-        self.conninfo = conninfo
         self.key = _namespace(schema, "event")
-        self._connection: psycopg.Connection[Any] | None = None
+        self._session = _Session(conninfo)
 
     @contextmanager
     def claim(self, seq: int) -> Iterator[bool]:
@@ -157,9 +166,8 @@ class EventClaims:
         the database is out of reach); the claim ends with the block."""
         key = (self.key, seq % 2147483647)
         try:
-            if self._connection is None or self._connection.closed or self._connection.broken:
-                self._connection = _connect(self.conninfo)
-            row = self._connection.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
+            connection = self._session.get()
+            row = connection.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
         except psycopg.Error as exc:
             log.warning("Cannot claim event %d in PostgreSQL: %s", seq, exc)
             yield False
@@ -170,13 +178,12 @@ class EventClaims:
         finally:
             if claimed:
                 try:
-                    self._connection.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
+                    connection.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
                 except psycopg.Error:
                     pass  # the session is gone, and its locks with it
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
+        self._session.close()
 
 
 def channel(schema: str, what: str = "events") -> str:
@@ -189,24 +196,20 @@ class Notifier:
     """``NOTIFY`` the coordinator's dispatcher of a committed event; never blocks long, never raises."""
 
     def __init__(self, conninfo: str, schema: str) -> None:
-        self.conninfo = conninfo
         self.channel = channel(schema)
         self._lock = threading.Lock()
-        self._connection: psycopg.Connection[Any] | None = None
+        self._session = _Session(conninfo)
 
     def __call__(self) -> None:
         with self._lock:
             try:
-                if self._connection is None or self._connection.closed or self._connection.broken:
-                    self._connection = _connect(self.conninfo)
-                self._connection.execute("SELECT pg_notify(%s, '')", (self.channel,))
+                self._session.get().execute("SELECT pg_notify(%s, '')", (self.channel,))
             except psycopg.Error:
                 pass  # the dispatcher looks every second anyway
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
+            self._session.close()
 
 
 class NotificationListener:
@@ -229,10 +232,16 @@ class NotificationListener:
                     connection.execute(f'LISTEN "{self.channel}"')
                     while not self._stopping.is_set():
                         for _ in connection.notifies(timeout=LEASE_CHECK_S, stop_after=1):
-                            self.on_wake()
+                            self._wake()
             except psycopg.Error as exc:
                 log.warning("Listening for events in PostgreSQL failed (trying again): %s", exc)
                 self._stopping.wait(LEASE_CHECK_S)
+
+    def _wake(self) -> None:
+        try:
+            self.on_wake()
+        except Exception:  # a failure to act on one notification must not end the listening
+            log.exception("Acting on a notification of %s failed", self.channel)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -12,9 +12,19 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from broker.errors import ErrorCode, OrthancError
+
+
+class Storage(Protocol):
+    """What the store needs of a storage area: this folder, or a bucket (``broker.core.object_storage``)."""
+
+    def write(self, data: bytes) -> str: ...
+
+    def read(self, file_uuid: str) -> bytes: ...
+
+    def remove(self, file_uuid: str) -> None: ...
 
 
 class StorageArea:

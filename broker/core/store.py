@@ -50,7 +50,7 @@ from broker.core.metadata import MetadataNames, MetadataType, is_user_metadata, 
 from broker.core.origin import Origin, RequestOrigin
 from broker.core.outbox import Outbox
 from broker.core.recycling import NO_LIMITS, Deletion, StorageLimits, recycle
-from broker.core.storage import StorageArea
+from broker.core.storage import Storage, StorageArea
 from broker.core.tags import (
     CARDIAC_NUMBER_OF_IMAGES,
     IMAGE_INDEX,
@@ -222,11 +222,12 @@ class Store:
                  sync_storage: bool = False, store_md5: bool = True, index_path: Path | None = None,
                  bounds: InputBounds = InputBounds(), default_encoding: Encoding = LATIN1,
                  limits: StorageLimits = NO_LIMITS, ingest_rate: float = 0.0,
-                 index_backend: Backend | None = None) -> None:
+                 index_backend: Backend | None = None, storage: Storage | None = None) -> None:
         """``index_backend``: where the index lives (PostgreSQL: ``broker.core.postgres``); by default the
-        SQLite file ``index_path``, or ``index.sqlite`` in ``root``."""
+        SQLite file ``index_path``, or ``index.sqlite`` in ``root``. ``storage``: where the files go (a
+        bucket: ``broker.core.object_storage``); by default the folder ``root``."""
         self.root = Path(root)
-        self.storage = StorageArea(self.root, sync=sync_storage)
+        self.storage: Storage = storage or StorageArea(self.root, sync=sync_storage)
         self.index = Index(Path(index_path) if index_path else self.root / INDEX_FILE_NAME,
                            synchronous="FULL" if sync_storage else "NORMAL", backend=index_backend)
         self.outbox = Outbox(self.index)

@@ -6,6 +6,7 @@ killed with SIGKILL in the middle of the ingest loses nothing, and its pending e
 the others; every node gives the same REST answers."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -24,6 +26,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from broker.dicom.sockets import NODELAY_HANDLERS
 from tests.support.factory import make_instances
 from tests.support.process import START_S, LuabrokerProcess, write_config
+from tests.support.s3 import keys
 from tests.support.waiting import wait_until
 
 #: Each node's script: every OnStoredInstance says when it begins and ends, and on which node.
@@ -99,14 +102,17 @@ def deliveries() -> Iterator[Deliveries]:
     service.stop()
 
 
-def start_node(processes: Any, tmp_path: Path, database: str, url: str, number: int) -> LuabrokerProcess:
-    """Node ``number`` of the nodes sharing ``database`` and the folder ``tmp_path / "storage"``, serving."""
+def start_node(processes: Any, tmp_path: Path, database: str, url: str, number: int,
+               **options: Any) -> LuabrokerProcess:
+    """Node ``number`` of the nodes sharing ``database`` and the folder ``tmp_path / "storage"``, serving;
+    ``options``: more of its configuration."""
     root = tmp_path / f"node{number}"
     root.mkdir()
     (root / "route.lua").write_text(SCRIPT.format(url=url, node=f"node{number}"))
     write_config(root, Name=f"node{number}", StorageDirectory=str(tmp_path / "storage"), LuaScripts=["route.lua"],
                  UserMetadata={"Delivered": 1024},
-                 PostgreSQL={"EnableIndex": True, "ConnectionUri": database, "NodeName": f"node{number}"})
+                 PostgreSQL={"EnableIndex": True, "ConnectionUri": database, "NodeName": f"node{number}"},
+                 **options)
     node = processes(root)
     wait_until(lambda: node.lines("serves DICOM") >= 1 or node.process.poll() is not None, START_S,
                message="a node serving")
@@ -115,8 +121,9 @@ def start_node(processes: Any, tmp_path: Path, database: str, url: str, number: 
     return node
 
 
-def start_nodes(processes: Any, tmp_path: Path, database: str, url: str, count: int = 3) -> list[LuabrokerProcess]:
-    return [start_node(processes, tmp_path, database, url, number) for number in range(count)]
+def start_nodes(processes: Any, tmp_path: Path, database: str, url: str, count: int = 3,
+                **options: Any) -> list[LuabrokerProcess]:
+    return [start_node(processes, tmp_path, database, url, number, **options) for number in range(count)]
 
 
 def coordinator(nodes: list[LuabrokerProcess]) -> LuabrokerProcess:
@@ -276,4 +283,18 @@ def test_a_coordinator_whose_lease_is_taken_over_gives_the_role_up(processes: An
                message="a coordinator elected again")
     # The cluster goes on: an instance sent to the old holder's node is delivered by the new coordinator.
     assert send(holder, make_instances(1, patient_id="NODE_D")) == [0]
+    wait_until(lambda: len(deliveries.ends) == 1, message="delivered")
+
+
+def test_nodes_share_a_bucket_as_their_storage_area(processes: Any, tmp_path: Path, postgres_database: str,
+                                                    deliveries: Deliveries, s3_bucket: dict[str, Any]) -> None:
+    """The storage area shared as S3-compatible object storage instead of a mounted folder."""
+    nodes = start_nodes(processes, tmp_path, postgres_database, deliveries.url, count=2, AwsS3Storage=s3_bucket)
+    [dataset] = make_instances(1, patient_id="NODE_S3")
+    assert send(nodes[1], [dataset]) == [0]
+    [instance] = nodes[0].http.get("/instances").json()
+    files = [node.http.get(f"/instances/{instance}/file").content for node in nodes]
+    assert files[0] == files[1] and pydicom.dcmread(io.BytesIO(files[0])).SOPInstanceUID == dataset.SOPInstanceUID
+    assert len(keys(s3_bucket)) >= 1
+    assert not [path for path in (tmp_path / "storage").rglob("*") if path.is_file() and len(path.name) == 36]
     wait_until(lambda: len(deliveries.ends) == 1, message="delivered")

@@ -44,8 +44,8 @@ def test_a_holder_whose_session_ends_takes_the_lease_again_unless_another_node_h
     lost: list[str] = []
     first = PostgresLease(postgres_database, on_lost=lambda: lost.append("first"))
     first.acquire()
-    session = first._connection.info.backend_pid  # type: ignore[union-attr]
-    terminate(postgres_database, first._connection)  # nobody else wants it: taken again at once
+    session = first._session.get().info.backend_pid
+    terminate(postgres_database, first._session.current)  # nobody else wants it: taken again at once
 
     def taken_again() -> bool:
         with psycopg.connect(postgres_database) as admin:
@@ -62,7 +62,7 @@ def test_a_holder_whose_session_ends_takes_the_lease_again_unless_another_node_h
     # learns that it lost it (it must stop coordinating).
     waiter = threading.Thread(target=second.wait, daemon=True)
     waiter.start()
-    terminate(postgres_database, first._connection)
+    terminate(postgres_database, first._session.current)
     waiter.join(30)
     assert second.held
     wait_until(lambda: lost == ["first"], 30, message="the first holder told it lost the lease")
@@ -94,7 +94,7 @@ def test_a_claim_ends_with_its_session(postgres_database: str) -> None:
     try:
         with mine.claim(9) as claimed:
             assert claimed
-            terminate(postgres_database, mine._connection)
+            terminate(postgres_database, mine._session.current)
             with theirs.claim(9) as second:
                 assert second
     finally:

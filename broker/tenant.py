@@ -78,7 +78,7 @@ from broker.workers.jobs_handoff import JobsHandoff, JobsListener
 from broker.workers.local_socket import coordinator_endpoint
 from broker.workers.rest_forward import SERVICE as REST_SERVICE
 from broker.workers.rest_forward import RestForward, RestListener
-from broker.workers.siblings import ControlServer, Siblings
+from broker.workers.siblings import ControlServer, Siblings, cluster_listener
 from broker.workers.wakeup import WakeupListener, WakeupSender
 
 
@@ -139,7 +139,7 @@ class Tenant:
         services.stop_server = stop_server
         services.owns_server = name == DEFAULT_TENANT
         self.control: ControlServer | None = None
-        self.settings_listener: NotificationListener | None = None  # the cluster's settings (PostgreSQL)
+        self.cluster_listener: NotificationListener | None = None  # the cluster's settings, reloads (PostgreSQL)
         if worker is not None:
             services.siblings = Siblings(services, self.worker_status)
             services.rest.forward = RestForward(coordinator_endpoint(config, store.index, REST_SERVICE),
@@ -190,9 +190,9 @@ class Tenant:
             changed = settings.load(self.services)
             if changed is not None:
                 settings.apply(self.services, changed)
-            self.settings_listener = settings.listener(self.services)
-            if self.settings_listener is not None:
-                self.settings_listener.start()
+            self.cluster_listener = cluster_listener(self.services)
+            if self.cluster_listener is not None:
+                self.cluster_listener.start()
         if self.control is not None:
             self.control.start()
         self.services.scripts.start_filter()
@@ -208,7 +208,7 @@ class Tenant:
         services.lua_jobs = LuaJobs(services, services.jobs, services.jobs.settings)
         services.jobs.start()
         services.store.on_event = self.dispatcher.wake
-        self.wakeup_listener = NotificationListener(*self._cluster, self.dispatcher.wake) \
+        self.wakeup_listener = NotificationListener(*self._cluster, lambda _payload: self.dispatcher.wake()) \
             if self._cluster is not None else WakeupListener(self.config.storage_directory, self.dispatcher.wake)
         self.wakeup_listener.start()
         self.jobs_listener = JobsListener(self.config, services.jobs)
@@ -252,8 +252,8 @@ class Tenant:
         self.services.scripts.stop()
         if self.control is not None:
             self.control.stop()
-        if self.settings_listener is not None:
-            self.settings_listener.stop()
+        if self.cluster_listener is not None:
+            self.cluster_listener.stop()
         self.services.scu.close()  # releases the kept associations
         self.services.peers.close()
         self.services.lua_http.close()

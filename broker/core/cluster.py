@@ -187,8 +187,8 @@ class EventClaims:
 
 
 def channel(schema: str, what: str = "events") -> str:
-    """The channel of a schema's notifications: ``events`` (the wake-ups of its dispatcher),
-    ``settings`` (the runtime settings changed, ``broker.workers.settings``)."""
+    """The channel of a schema's notifications: ``events`` (the wake-ups of its dispatcher), ``control``
+    (the runtime settings changed, a reload: ``broker.workers.siblings.cluster_listener``)."""
     return _namespace(schema, what)
 
 
@@ -213,12 +213,13 @@ class Notifier:
 
 
 class NotificationListener:
-    """``LISTEN`` in a thread, ``on_wake()`` for each notification (the coordinator's, of events)."""
+    """``LISTEN`` in a thread, ``on_notify(payload)`` for each notification: the coordinator's, of events
+    (``events``), or every worker's, of what the coordinator changed (``control``)."""
 
-    def __init__(self, conninfo: str, schema: str, on_wake: Callable[[], None], what: str = "events") -> None:
+    def __init__(self, conninfo: str, schema: str, on_notify: Callable[[str], None], what: str = "events") -> None:
         self.conninfo = conninfo
         self.channel = channel(schema, what)
-        self.on_wake = on_wake
+        self.on_notify = on_notify
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"notifications-{what}", daemon=True)
 
@@ -231,15 +232,15 @@ class NotificationListener:
                 with _connect(self.conninfo) as connection:
                     connection.execute(f'LISTEN "{self.channel}"')
                     while not self._stopping.is_set():
-                        for _ in connection.notifies(timeout=LEASE_CHECK_S, stop_after=1):
-                            self._wake()
+                        for notification in connection.notifies(timeout=LEASE_CHECK_S, stop_after=1):
+                            self._notified(notification.payload)
             except psycopg.Error as exc:
                 log.warning("Listening for events in PostgreSQL failed (trying again): %s", exc)
                 self._stopping.wait(LEASE_CHECK_S)
 
-    def _wake(self) -> None:
+    def _notified(self, payload: str) -> None:
         try:
-            self.on_wake()
+            self.on_notify(payload)
         except Exception:  # a failure to act on one notification must not end the listening
             log.exception("Acting on a notification of %s failed", self.channel)
 

@@ -13,9 +13,10 @@ that file when it starts: as in Orthanc, these changes last until the server sto
 
 With the index in PostgreSQL they are the cluster's: the coordinator writes them in the
 ``runtime_settings`` row of the tenant's schema and notifies every worker of every node, which applies
-them at once (``listener``); a node started later applies them at its start. They stay in the database
-while the cluster runs on (no node can tell that it is the last), as Orthanc keeps the modalities and
-peers changed over REST with ``DicomModalitiesInDatabase`` and ``OrthancPeersInDatabase``.
+them at once (``broker.workers.siblings.cluster_listener``); a node started later applies them at its
+start. They stay in the database while the cluster runs on (no node can tell that it is the last), as
+Orthanc keeps the modalities and peers changed over REST with ``DicomModalitiesInDatabase`` and
+``OrthancPeersInDatabase``.
 """
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ from typing import Any
 from broker.config import Config
 from broker.config.network import Modality, Peer
 from broker.config.postgresql import tenant_schema
-from broker.core.cluster import NotificationListener, channel
+from broker.core.cluster import channel
 from broker.core.encodings import encoding_named
 from broker.rest.tools import LOG_CATEGORIES
 from broker.services import Services
 
 FILE_NAME = "runtime-settings.json"
+#: The payload of the notification that the cluster's settings changed (``broker.workers.siblings``).
+SETTINGS_CHANGED = "settings"
 
 
 def current(services: Services) -> dict[str, Any]:
@@ -67,12 +70,13 @@ def _peer(value: dict[str, Any]) -> Peer:
 def save(services: Services, settings: dict[str, Any]) -> None:
     """Keep the settings for a worker started later. On SQLite: write the file whole, then rename it into
     place (a worker never reads half of it). On PostgreSQL: the cluster's row, and a notification that
-    has every worker of every node apply them (``listener``)."""
+    has every worker of every node apply them (``broker.workers.siblings.cluster_listener``)."""
     if services.config.postgresql.enable_index:
         with services.store.index.write() as tx:
             tx.connection.execute("INSERT INTO runtime_settings (id, settings) VALUES (1, ?) ON CONFLICT (id) "
                                   "DO UPDATE SET settings = excluded.settings", (json.dumps(settings),))
-            tx.connection.execute("SELECT pg_notify(?, '')", (channel(_schema(services), "settings"),))
+            tx.connection.execute("SELECT pg_notify(?, ?)", (channel(tenant_schema(services.scripts.tenant), "control"),
+                                                              SETTINGS_CHANGED))
         return
     path = services.config.storage_directory / FILE_NAME
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -99,21 +103,3 @@ def forget(config: Config) -> None:
     other nodes of the cluster may run on with them."""
     if not config.postgresql.enable_index:
         (config.storage_directory / FILE_NAME).unlink(missing_ok=True)
-
-
-def listener(services: Services) -> NotificationListener | None:
-    """On PostgreSQL: what has this worker apply the settings that a coordinator saved, whichever node it
-    is on (None on SQLite, where the coordinator pushes them to the workers of its machine)."""
-    if not services.config.postgresql.enable_index:
-        return None
-
-    def changed() -> None:
-        current = load(services)
-        if current is not None:
-            apply(services, current)
-
-    return NotificationListener(services.config.postgresql.conninfo, _schema(services), changed, "settings")
-
-
-def _schema(services: Services) -> str:
-    return tenant_schema(services.scripts.tenant)

@@ -18,6 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from broker.config.postgresql import tenant_schema
+from broker.core.cluster import NotificationListener, channel
+from broker.scripting.lifecycle import ReloadError
 from broker.services import Services
 from broker.workers import settings
 from broker.workers.local_socket import LocalEndpoint, RequestServer, ask, storage_key
@@ -34,6 +37,37 @@ def _running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not reaped yet, does not)."""
     fields = stat_fields(pid)
     return fields is not None and b"Z" not in fields[:1]
+
+
+#: The payload of the notification of a reload: ``reload <NodeName>`` (the node whose workers its
+#: supervisor signals already).
+RELOADED = "reload "
+
+
+def cluster_listener(services: Services) -> NotificationListener | None:
+    """On PostgreSQL: what has this worker follow what the coordinator changed for the whole cluster,
+    whichever node it is on: the runtime settings (``broker.workers.settings``) and a ``POST /lua/reload``
+    made on another node. None on SQLite, where the supervisor and the control sockets reach every worker."""
+    if not services.config.postgresql.enable_index:
+        return None
+
+    def notified(payload: str) -> None:
+        if payload == settings.SETTINGS_CHANGED:
+            changed = settings.load(services)
+            if changed is not None:
+                settings.apply(services, changed)
+        elif payload.startswith(RELOADED) and payload[len(RELOADED):] != services.config.node_name:
+            try:
+                services.scripts.reload(f"POST /lua/reload on node {payload[len(RELOADED):]}")
+            except ReloadError:
+                pass  # logged by the script set; the version in use stays
+
+    return NotificationListener(services.config.postgresql.conninfo, tenant_schema(services.scripts.tenant),
+                                notified, "control")
+
+
+def _control_channel(services: Services) -> str:
+    return channel(tenant_schema(services.scripts.tenant), "control")
 
 
 def control_address(storage_directory: Path, pid: int) -> bytes:
@@ -56,8 +90,14 @@ class Siblings:
             os.kill(self.supervisor, signum)
 
     def reload(self) -> None:
-        """After ``POST /lua/reload`` succeeded here: the supervisor has every other worker reload."""
+        """After ``POST /lua/reload`` succeeded here: the supervisor has every other worker reload; on
+        PostgreSQL, a notification has the workers of the other nodes reload too (``cluster_listener``)."""
         self._tell_supervisor(signal.SIGUSR1)
+        config = self.services.config
+        if config.postgresql.enable_index:
+            with self.services.store.index.write() as tx:
+                tx.connection.execute("SELECT pg_notify(?, ?)", (_control_channel(self.services),
+                                                                  RELOADED + config.node_name))
 
     def serving(self) -> None:
         """This worker serves: the server has started (the supervisor retries a worker that cannot

@@ -248,6 +248,21 @@ def test_the_nodes_answer_alike_share_jobs_and_settings_and_each_has_its_own_loc
     late = start_node(processes, tmp_path, postgres_database, deliveries.url, 2)
     assert late.get("/modalities") == ["pacs"]
     assert late.http.get("/tools/default-encoding").text == "Latin1"
+    # POST /lua/reload reloads every node's scripts (each from its own files), not only the node of the
+    # coordinator: a filter added there applies to the instances that the other nodes receive.
+    blocking = "function ReceivedInstanceFilter(tags) return tags.PatientID ~= 'BLOCKED' end\n"
+    for number in range(3):
+        script = tmp_path / f"node{number}" / "route.lua"
+        script.write_text(blocking + script.read_text())
+    holder = coordinator(nodes)
+    assert holder.http.post("/lua/reload").status_code == 200
+    others = [node for node in (*nodes, late) if node is not holder]
+    for node in others:
+        wait_until(lambda node=node: node.lines("Lua scripts reloaded (POST /lua/reload on node") >= 1,
+                   message="the other nodes reloaded")
+    for node in others:  # filtered out: answered as a success (as Orthanc does), and not stored
+        assert send(node, make_instances(1, patient_id="BLOCKED")) == [0]
+    assert holder.http.post("/tools/find", json={"Level": "Instance", "Query": {"PatientID": "BLOCKED"}}).json() == []
     # Each node has its own lock in the shared folder; another node of the same name is refused.
     storage = tmp_path / "storage"
     assert {path.name for path in storage.glob("server-*.lock")} == {f"server-node{n}.lock" for n in range(3)}

@@ -100,8 +100,14 @@ def test_lua_admin_users_must_be_registered_users_and_need_authentication():
         Config.from_json({"LuaExposeSecrets": 1}, Path("/etc"))
 
 
-def test_scripts_read_a_redacted_configuration(luabroker):
-    server = luabroker(ExecuteLuaEnabled=True, **CONFIG)
+def served(s3_bucket):
+    """``CONFIG`` as a server runs with it: its ``AwsS3Storage`` names a bucket that exists (a server
+    does not start without it), with ``CONFIG``'s keys."""
+    return {**CONFIG, "AwsS3Storage": {**s3_bucket, **CONFIG["AwsS3Storage"], "BucketName": s3_bucket["BucketName"]}}
+
+
+def test_scripts_read_a_redacted_configuration(luabroker, s3_bucket):
+    server = luabroker(ExecuteLuaEnabled=True, **served(s3_bucket))
     answer = server.execute("print(DumpJson(GetOrthancConfiguration()))")
     assert answer.status_code == 200, answer.text
     seen = json.loads(answer.text)
@@ -110,8 +116,8 @@ def test_scripts_read_a_redacted_configuration(luabroker):
     assert seen["RegisteredUsers"] == {"alice": REDACTED, "bob": REDACTED}
 
 
-def test_lua_expose_secrets_gives_orthancs_behaviour_back(luabroker):
-    server = luabroker(ExecuteLuaEnabled=True, LuaExposeSecrets=True, **CONFIG)
+def test_lua_expose_secrets_gives_orthancs_behaviour_back(luabroker, s3_bucket):
+    server = luabroker(ExecuteLuaEnabled=True, LuaExposeSecrets=True, **served(s3_bucket))
     answer = server.execute("local c = GetOrthancConfiguration() "
                             "print(c.RegisteredUsers.alice, c.OrthancPeers.array[3])")
     assert answer.text == "alice-pw, peer1-pw\n"

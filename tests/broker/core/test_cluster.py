@@ -104,7 +104,8 @@ def test_a_claim_ends_with_its_session(postgres_database: str) -> None:
 
 def test_a_notification_wakes_the_listener_of_its_schema_only(postgres_database: str) -> None:
     woken: dict[str, threading.Event] = {"public": threading.Event(), "tenant_b": threading.Event()}
-    listeners = [NotificationListener(postgres_database, schema, event.set) for schema, event in woken.items()]
+    listeners = [NotificationListener(postgres_database, schema, lambda _payload, event=event: event.set())
+                 for schema, event in woken.items()]
     notifier = Notifier(postgres_database, "public")
     for listener in listeners:
         listener.start()

@@ -83,8 +83,17 @@ class Server:
             self.lease = PostgresLease(config.postgresql.conninfo, on_lost=self._lease_lost)
         if worker is None:
             self.server_lock.acquire()
-            self.lease.acquire()
+        try:
+            if worker is None:
+                self.lease.acquire()
+            self._assemble(config, worker)
+        except BaseException:  # a server that could not be built must not keep the storage or the role
+            self.lease.release()
+            self.server_lock.release()
+            raise
 
+    def _assemble(self, config: Config, worker: int | None) -> None:
+        """The tenants and the front ends."""
         def stop_server(reset: bool) -> None:
             self.request_stop(reset=reset, asked=True)
 

@@ -14,6 +14,7 @@ from broker.config import Config, ConfigError
 from broker.config.object_storage import ObjectStorageSettings
 from broker.core.object_storage import ObjectStorage
 from broker.errors import ErrorCode, OrthancError
+from broker.server import Server
 from tests.support.factory import make_instances
 from tests.support.ports import free_port
 from tests.support.s3 import keys
@@ -77,3 +78,15 @@ def test_a_server_stores_reads_and_deletes_its_files_in_the_bucket(luabroker: An
     assert server.http.delete(f"/instances/{instance}").status_code == 200
     assert [key for key in keys(s3_bucket) if not key.startswith("tenants/")] == []
     assert any(key.startswith("tenants/A/") for key in keys(s3_bucket))
+
+
+def test_a_server_whose_bucket_cannot_be_used_gives_back_its_locks(tmp_path: Path, s3_bucket: dict[str, Any],
+                                                                   postgres_database: str) -> None:
+    """It does not start, and keeps neither the storage directory nor the coordinator lease."""
+    options = {"StorageDirectory": str(tmp_path / "storage"), "HttpPort": free_port(), "DicomPort": free_port(),
+               "PostgreSQL": {"EnableIndex": True, "ConnectionUri": postgres_database}}
+    with pytest.raises(OSError, match="Cannot use the bucket 'missing'"):
+        Server(Config.from_json({**options, "AwsS3Storage": {**s3_bucket, "BucketName": "missing"}}, tmp_path))
+    server = Server(Config.from_json(options, tmp_path))  # neither is taken
+    server.lease.release()
+    server.server_lock.release()

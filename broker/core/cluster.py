@@ -53,24 +53,29 @@ def _connect(conninfo: str) -> psycopg.Connection[Any]:
 
 class _Session:
     """A connection of one's own (its session holds advisory locks), opened again once the server
-    dropped it."""
+    dropped it. Its queries and its closing go one at a time: libpq's connection must not be closed by
+    one thread while another runs a query on it."""
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
         self.current: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
 
-    def get(self) -> psycopg.Connection[Any]:
-        if self.current is None or self.current.closed or self.current.broken:
-            self.current = _connect(self.conninfo)
-        return self.current
+    def fetchone(self, statement: str, parameters: Any = ()) -> Any:
+        """The first row of ``statement``; raises ``psycopg.Error``."""
+        with self._lock:
+            if self.current is None or self.current.closed or self.current.broken:
+                self.current = _connect(self.conninfo)
+            return self.current.execute(statement, parameters).fetchone()
 
     def close(self) -> None:
-        if self.current is not None:
-            try:
-                self.current.close()
-            except psycopg.Error:
-                pass
-            self.current = None
+        with self._lock:
+            if self.current is not None:
+                try:
+                    self.current.close()
+                except psycopg.Error:
+                    pass
+                self.current = None
 
 
 class PostgresLease:
@@ -107,8 +112,7 @@ class PostgresLease:
         raise OSError("stopped while waiting for the coordinator role")
 
     def _try(self, watch: bool = True) -> bool:
-        row = self._session.get().execute(
-            "SELECT pg_try_advisory_lock(hashtext('luabroker:coordinator'), 0)").fetchone()
+        row = self._session.fetchone("SELECT pg_try_advisory_lock(hashtext('luabroker:coordinator'), 0)")
         if row is None or not row[0]:
             return False
         self._held = True
@@ -120,7 +124,7 @@ class PostgresLease:
         """While held: a connection that breaks is a lease lost (another node may take it now)."""
         while not self._released.wait(LEASE_CHECK_S):
             try:
-                self._session.get().execute("SELECT 1")
+                self._session.fetchone("SELECT 1")
             except psycopg.Error as exc:
                 if self._released.is_set() or self._taken_again(exc):
                     continue
@@ -166,8 +170,7 @@ class EventClaims:
         the database is out of reach); the claim ends with the block."""
         key = (self.key, seq % 2147483647)
         try:
-            connection = self._session.get()
-            row = connection.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
+            row = self._session.fetchone("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key)
         except psycopg.Error as exc:
             log.warning("Cannot claim event %d in PostgreSQL: %s", seq, exc)
             yield False
@@ -178,7 +181,7 @@ class EventClaims:
         finally:
             if claimed:
                 try:
-                    connection.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
+                    self._session.fetchone("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
                 except psycopg.Error:
                     pass  # the session is gone, and its locks with it
 
@@ -197,19 +200,16 @@ class Notifier:
 
     def __init__(self, conninfo: str, schema: str) -> None:
         self.channel = channel(schema)
-        self._lock = threading.Lock()
         self._session = _Session(conninfo)
 
     def __call__(self) -> None:
-        with self._lock:
-            try:
-                self._session.get().execute("SELECT pg_notify(%s, '')", (self.channel,))
-            except psycopg.Error:
-                pass  # the dispatcher looks every second anyway
+        try:
+            self._session.fetchone("SELECT pg_notify(%s, '')", (self.channel,))
+        except psycopg.Error:
+            pass  # the dispatcher looks every second anyway
 
     def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        self._session.close()
 
 
 class NotificationListener:

@@ -65,8 +65,9 @@ def run_scenario(client: httpx.Client, service: WebService, path: str, files: li
     client.delete(f"/instances/{instance}/metadata/1024").raise_for_status()
     client.put(f"/series/{series}/attachments/1025", content=b"y").raise_for_status()
 
-    def stable() -> bool:
-        return all(client.get(f"/studies/{i['ParentStudy']}").json()["IsStable"] for i in ids)
+    def stable() -> bool:  # every level: a patient becomes stable after its studies
+        return all(client.get(f"/studies/{i['ParentStudy']}").json()["IsStable"]
+                   and client.get(f"/patients/{i['ParentPatient']}").json()["IsStable"] for i in ids)
     wait_until(stable)
     client.post("/instances", content=late).raise_for_status()
     wait_until(stable)

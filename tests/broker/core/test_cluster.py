@@ -44,7 +44,7 @@ def test_a_holder_whose_session_ends_takes_the_lease_again_unless_another_node_h
     lost: list[str] = []
     first = PostgresLease(postgres_database, on_lost=lambda: lost.append("first"))
     first.acquire()
-    session = first._session.get().info.backend_pid
+    session = first._session.fetchone('SELECT pg_backend_pid()')[0]
     terminate(postgres_database, first._session.current)  # nobody else wants it: taken again at once
 
     def taken_again() -> bool:

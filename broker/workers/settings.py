@@ -67,6 +67,13 @@ def _peer(value: dict[str, Any]) -> Peer:
                    "user_properties": tuple(map(tuple, value["user_properties"]))})
 
 
+def notify_cluster(tx: Any, services: Services, payload: str) -> None:
+    """On PostgreSQL, in the write transaction ``tx`` (delivered at its commit): tell every worker of every
+    node, on the tenant's ``control`` channel (``broker.workers.siblings.cluster_listener``)."""
+    tx.connection.execute("SELECT pg_notify(?, ?)", (channel(tenant_schema(services.scripts.tenant), "control"),
+                                                      payload))
+
+
 def save(services: Services, settings: dict[str, Any]) -> None:
     """Keep the settings for a worker started later. On SQLite: write the file whole, then rename it into
     place (a worker never reads half of it). On PostgreSQL: the cluster's row, and a notification that
@@ -75,8 +82,7 @@ def save(services: Services, settings: dict[str, Any]) -> None:
         with services.store.index.write() as tx:
             tx.connection.execute("INSERT INTO runtime_settings (id, settings) VALUES (1, ?) ON CONFLICT (id) "
                                   "DO UPDATE SET settings = excluded.settings", (json.dumps(settings),))
-            tx.connection.execute("SELECT pg_notify(?, ?)", (channel(tenant_schema(services.scripts.tenant), "control"),
-                                                              SETTINGS_CHANGED))
+            notify_cluster(tx, services, SETTINGS_CHANGED)
         return
     path = services.config.storage_directory / FILE_NAME
     temporary = path.with_suffix(f".{os.getpid()}.tmp")

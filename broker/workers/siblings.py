@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config.postgresql import tenant_schema
-from broker.core.cluster import NotificationListener, channel
+from broker.core.cluster import NotificationListener
 from broker.scripting.lifecycle import ReloadError
 from broker.services import Services
 from broker.workers import settings
@@ -66,10 +66,6 @@ def cluster_listener(services: Services) -> NotificationListener | None:
                                 notified, "control")
 
 
-def _control_channel(services: Services) -> str:
-    return channel(tenant_schema(services.scripts.tenant), "control")
-
-
 def control_address(storage_directory: Path, pid: int) -> bytes:
     return b"\0luabroker-control-" + storage_key(storage_directory) + f"-{pid}".encode()
 
@@ -96,8 +92,7 @@ class Siblings:
         config = self.services.config
         if config.postgresql.enable_index:
             with self.services.store.index.write() as tx:
-                tx.connection.execute("SELECT pg_notify(?, ?)", (_control_channel(self.services),
-                                                                  RELOADED + config.node_name))
+                settings.notify_cluster(tx, self.services, RELOADED + config.node_name)
 
     def serving(self) -> None:
         """This worker serves: the server has started (the supervisor retries a worker that cannot
